@@ -1,0 +1,34 @@
+// canopy: the command-line entry point. Each subcommand lives in its own file.
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+namespace canopy {
+int GenerateMain(int argc, char** argv);
+}  // namespace canopy
+
+namespace {
+
+void Usage() {
+  std::fprintf(stderr,
+               "usage: canopy <command> [options]\n"
+               "\n"
+               "commands:\n"
+               "  generate   sample continuations of a prompt from a model\n"
+               "\n"
+               "Run `canopy <command> --help` for a command's options.\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0) {
+    Usage();
+    return argc < 2 ? 2 : 0;
+  }
+  std::string cmd = argv[1];
+  if (cmd == "generate") return canopy::GenerateMain(argc - 1, argv + 1);
+  std::fprintf(stderr, "canopy: unknown command '%s'\n", cmd.c_str());
+  Usage();
+  return 2;
+}

@@ -1,0 +1,22 @@
+// libFuzzer target: ParseHfConfig on arbitrary text. See tests/fuzz/README.md.
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "worker/hf_config.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  std::string text(reinterpret_cast<const char*>(data), size);
+  auto c = canopy::ParseHfConfig(text, "fuzz/config.json");
+  if (!c.ok()) {
+    if (c.status().message().empty()) __builtin_trap();
+    return 0;
+  }
+  // What parses must be usable to size a model.
+  if (c->num_heads <= 0 || c->num_kv_heads <= 0 || c->num_heads % c->num_kv_heads != 0 ||
+      c->head_dim <= 0 || c->head_dim % 2 != 0) {
+    __builtin_trap();
+  }
+  (void)canopy::HfConfigToJson(*c);
+  return 0;
+}

@@ -1,0 +1,52 @@
+// Writes seed inputs for the fuzzers: a small GGUF (with tokenizer metadata), a small
+// safetensors file and a config.json. Usage: seed_corpus OUT_DIR (see README.md).
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "worker/hf_config.h"
+#include "worker/model_writer.h"
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::fprintf(stderr, "usage: %s OUT_DIR\n", argv[0]);
+    return 2;
+  }
+  namespace fs = std::filesystem;
+  const fs::path out = argv[1];
+  canopy::ModelConfig c;
+  c.architecture = "qwen2";
+  c.vocab_size = 8;
+  c.hidden_size = 8;
+  c.intermediate_size = 8;
+  c.num_layers = 1;
+  c.num_heads = 2;
+  c.num_kv_heads = 1;
+  c.head_dim = 4;
+  c.max_position = 32;
+  c.attention_bias = true;
+  c.tied_embeddings = true;
+  canopy::DenseModel m = canopy::RandomDenseModel(c, 1);
+  for (const char* sub : {"gguf", "safetensors", "hf_config"}) fs::create_directories(out / sub);
+  auto tokenizer = [](canopy::GgufWriter& w) {
+    w.AddString("tokenizer.ggml.model", "gpt2");
+    w.AddStringArray("tokenizer.ggml.tokens", {"a", "b", "c", "d", "e", "f", "g", "h"});
+    w.AddInt32Array("tokenizer.ggml.token_type", {1, 1, 1, 1, 1, 1, 1, 3});
+    w.AddBool("tokenizer.ggml.add_bos_token", false);
+  };
+  bool ok = canopy::WriteGgufModel(m, (out / "gguf" / "seed.gguf").string(), canopy::TensorType::kF16,
+                                   tokenizer).ok();
+  c.architecture = "llama";
+  c.attention_bias = false;
+  ok = ok && canopy::WriteGgufModel(canopy::RandomDenseModel(c, 2), (out / "gguf" / "llama.gguf").string(),
+                                    canopy::TensorType::kF32).ok();
+  ok = ok && canopy::WriteSafetensorsModel(m, (out / "st_model").string(), canopy::TensorType::kBF16).ok();
+  if (!ok) return 1;
+  fs::copy_file(out / "st_model" / "model.safetensors", out / "safetensors" / "seed.safetensors",
+                fs::copy_options::overwrite_existing);
+  fs::copy_file(out / "st_model" / "config.json", out / "hf_config" / "config.json",
+                fs::copy_options::overwrite_existing);
+  fs::remove_all(out / "st_model");
+  return 0;
+}

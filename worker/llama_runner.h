@@ -1,0 +1,71 @@
+// The Llama-family forward pass over a paged KV cache, on the CPU backend.
+//
+// One Forward() call runs a whole continuous batch: any mix of prefill chunks and single
+// decode tokens from any number of sequences, flattened into one [T][hidden] activation
+// matrix so every weight matmul runs once per layer for the whole batch. Attention then runs
+// per token against that token's own sequence's blocks.
+//
+//   tokens of item 0 | tokens of item 1 | ...   → embed → 30 × (attn + mlp) → logits of the
+//   (positions start..start+len-1 each)                                        last token of
+//                                                                              items that ask
+// Ownership: the runner owns the KV storage (all layers, all blocks); the block ids come
+// from the KvCacheManager, which owns the metadata. Not thread-safe: one caller.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "kernels/ops.h"
+#include "worker/model.h"
+
+namespace canopy {
+
+struct ForwardItem {
+  std::span<const int32_t> tokens;       // the tokens to compute now
+  int64_t start_pos = 0;                 // position of tokens[0] in the sequence
+  std::span<const int32_t> block_table;  // the sequence's blocks, covering start_pos+len
+  bool want_logits = false;              // logits of the last token
+};
+
+class LlamaRunner {
+ public:
+  // `model` must outlive the runner.
+  LlamaRunner(const ModelWeights* model, int32_t num_blocks, int32_t block_size, MatmulMode mode);
+
+  // Computes and stores the KV of every item's tokens; appends one row of vocab_size logits
+  // per item with want_logits (in item order) to `logits`.
+  void Forward(std::span<const ForwardItem> items, std::vector<float>* logits);
+
+  // Copies the KV of the first `num_tokens` slots of block `src` into block `dst` (all
+  // layers): the copy-on-write of a forked partial block.
+  void CopyBlock(int32_t src, int32_t dst, int32_t num_tokens);
+
+  // Raw access to one block's KV in every layer, for page export/import and tests:
+  // layer-major, K then V, [block_size][kv_heads][head_dim] each.
+  int64_t BlockFloats() const;
+  void ReadBlock(int32_t block, float* out) const;
+  void WriteBlock(int32_t block, const float* in);
+
+  static int64_t KvBytesPerBlock(const ModelConfig& c, int32_t block_size);
+  const ModelConfig& config() const { return model_->config; }
+  MatmulMode mode() const { return mode_; }
+
+ private:
+  struct LayerF32 {
+    std::vector<float> attn_norm, ffn_norm, bq, bk, bv;
+  };
+
+  const ModelWeights* model_;
+  const int32_t num_blocks_, block_size_;
+  const MatmulMode mode_;
+  RopeTable rope_;
+  std::vector<LayerF32> layer_f32_;
+  std::vector<float> output_norm_;
+  // Per layer: K and V of all blocks.
+  std::vector<std::unique_ptr<float[]>> k_cache_, v_cache_;
+  int64_t layer_kv_floats_ = 0;
+};
+
+}  // namespace canopy
