@@ -30,5 +30,7 @@ inline int64_t TensorRowBytes(TensorType t, int64_t n) {
 
 // Dequantizes n elements (a multiple of the block size) from `src` into `dst`.
 void DequantizeRow(TensorType t, const void* src, float* dst, int64_t n);
+// The plain-C++ version DequantizeRow must agree with bit for bit (tested).
+void DequantizeRowPortable(TensorType t, const void* src, float* dst, int64_t n);
 
 }  // namespace canopy

@@ -251,7 +251,7 @@ Status GgufFile::ParseImpl(const uint8_t* data, size_t size) {
   for (GgufTensorInfo& t : tensors_) {
     uint64_t begin = data_start + t.offset;
     if (begin < data_start || begin > size || t.nbytes > size - begin) {
-      return DataLossError("tensor '" + t.name + "': data [" + std::to_string(begin) + ", " +
+      return DataLossError("tensor '" + t.name + "': data at offset [" + std::to_string(begin) + ", " +
                            std::to_string(begin + t.nbytes) + ") is past the end of the file (" +
                            std::to_string(size) + " bytes)");
     }

@@ -2,7 +2,6 @@
 
 #include <cmath>
 #include <limits>
-
 #include <nlohmann/json.hpp>
 
 namespace canopy {
@@ -45,7 +44,8 @@ class Fields {
     if (v->is_number_integer()) return v->get<int64_t>();
     if (v->is_number_float()) {
       double d = v->get<double>();
-      if (std::isfinite(d) && d == std::floor(d) && std::fabs(d) < 9e15) return static_cast<int64_t>(d);
+      if (std::isfinite(d) && d == std::floor(d) && std::fabs(d) < 9e15)
+        return static_cast<int64_t>(d);
     }
     return InvalidArgumentError(Where(key) + ": expected an integer, got " + v->dump());
   }
@@ -55,7 +55,8 @@ class Fields {
   StatusOr<double> Float(const char* key) const {
     const json* v = Find(key);
     if (v == nullptr) return InvalidArgumentError(Where(key) + ": missing required field");
-    if (!v->is_number()) return InvalidArgumentError(Where(key) + ": expected a number, got " + v->dump());
+    if (!v->is_number())
+      return InvalidArgumentError(Where(key) + ": expected a number, got " + v->dump());
     double d = v->get<double>();
     if (!std::isfinite(d)) return InvalidArgumentError(Where(key) + ": not finite");
     return d;
@@ -66,13 +67,15 @@ class Fields {
   StatusOr<bool> BoolOr(const char* key, bool fallback) const {
     const json* v = Find(key);
     if (v == nullptr) return fallback;
-    if (!v->is_boolean()) return InvalidArgumentError(Where(key) + ": expected true/false, got " + v->dump());
+    if (!v->is_boolean())
+      return InvalidArgumentError(Where(key) + ": expected true/false, got " + v->dump());
     return v->get<bool>();
   }
   StatusOr<std::string> StringOr(const char* key, const std::string& fallback) const {
     const json* v = Find(key);
     if (v == nullptr) return fallback;
-    if (!v->is_string()) return InvalidArgumentError(Where(key) + ": expected a string, got " + v->dump());
+    if (!v->is_string())
+      return InvalidArgumentError(Where(key) + ": expected a string, got " + v->dump());
     return v->get<std::string>();
   }
   std::string Where(const char* key) const { return source_ + ": field '" + prefix_ + key + "'"; }
@@ -102,7 +105,8 @@ Status ParseRopeScaling(const Fields& f, const std::string& source, RopeScaling*
     return Status::Ok();
   }
   if (type != "llama3") {
-    return UnimplementedError(source + ": rope type '" + type + "' is not supported (default, llama3)");
+    return UnimplementedError(source + ": rope type '" + type +
+                              "' is not supported (default, llama3)");
   }
   out->kind = RopeScaling::Kind::kLlama3;
   CANOPY_ASSIGN_OR_RETURN(out->factor, f.Float("factor"));
@@ -110,9 +114,10 @@ Status ParseRopeScaling(const Fields& f, const std::string& source, RopeScaling*
   CANOPY_ASSIGN_OR_RETURN(out->high_freq_factor, f.FloatOr("high_freq_factor", 4.0));
   CANOPY_ASSIGN_OR_RETURN(out->original_max_position,
                           f.IntOr("original_max_position_embeddings", 8192));
-  if (out->factor <= 0 || out->low_freq_factor <= 0 || out->high_freq_factor <= out->low_freq_factor ||
-      out->original_max_position <= 0) {
-    return InvalidArgumentError(source + ": llama3 rope scaling needs factor > 0, 0 < low_freq_factor "
+  if (out->factor <= 0 || out->low_freq_factor <= 0 ||
+      out->high_freq_factor <= out->low_freq_factor || out->original_max_position <= 0) {
+    return InvalidArgumentError(source +
+                                ": llama3 rope scaling needs factor > 0, 0 < low_freq_factor "
                                 "< high_freq_factor and original_max_position_embeddings > 0");
   }
   return Status::Ok();
@@ -128,7 +133,8 @@ StatusOr<ModelConfig> ParseImpl(const json& root, const std::string& source) {
   std::string arch_name;
   if (const json* a = f.Find("architectures")) {
     if (!a->is_array() || a->empty() || !(*a)[0].is_string()) {
-      return InvalidArgumentError(f.Where("architectures") + ": expected a non-empty array of strings");
+      return InvalidArgumentError(f.Where("architectures") +
+                                  ": expected a non-empty array of strings");
     }
     arch_name = (*a)[0].get<std::string>();
     for (const ArchInfo& info : kArchs) {
@@ -136,14 +142,16 @@ StatusOr<ModelConfig> ParseImpl(const json& root, const std::string& source) {
     }
   } else {
     CANOPY_ASSIGN_OR_RETURN(arch_name, f.StringOr("model_type", ""));
-    if (arch_name.empty()) return InvalidArgumentError(f.Where("architectures") + ": missing required field");
+    if (arch_name.empty())
+      return InvalidArgumentError(f.Where("architectures") + ": missing required field");
     for (const ArchInfo& info : kArchs) {
       if (arch_name == info.name) arch = &info;
     }
   }
   if (arch == nullptr) {
-    return UnimplementedError(source + ": architecture '" + arch_name +
-                              "' is not supported (LlamaForCausalLM, Qwen2ForCausalLM, MistralForCausalLM)");
+    return UnimplementedError(
+        source + ": architecture '" + arch_name +
+        "' is not supported (LlamaForCausalLM, Qwen2ForCausalLM, MistralForCausalLM)");
   }
   c.architecture = arch->name;
   CANOPY_ASSIGN_OR_RETURN(c.name, f.StringOr("_name_or_path", ""));
@@ -170,7 +178,8 @@ StatusOr<ModelConfig> ParseImpl(const json& root, const std::string& source) {
   if (c.head_dim % 2 != 0) {
     return InvalidArgumentError(source + ": head_dim " + std::to_string(c.head_dim) + " is odd");
   }
-  CANOPY_ASSIGN_OR_RETURN(c.max_position, f.IntOr("max_position_embeddings", arch->default_max_position));
+  CANOPY_ASSIGN_OR_RETURN(c.max_position,
+                          f.IntOr("max_position_embeddings", arch->default_max_position));
   CANOPY_RETURN_IF_ERROR(CheckRange(source, "max_position_embeddings", c.max_position,
                                     std::numeric_limits<int32_t>::max()));
   CANOPY_ASSIGN_OR_RETURN(c.rms_eps, f.FloatOr("rms_norm_eps", 1e-6));
@@ -178,7 +187,8 @@ StatusOr<ModelConfig> ParseImpl(const json& root, const std::string& source) {
   CANOPY_ASSIGN_OR_RETURN(c.tied_embeddings, f.BoolOr("tie_word_embeddings", false));
 
   CANOPY_ASSIGN_OR_RETURN(std::string act, f.StringOr("hidden_act", "silu"));
-  if (act != "silu") return UnimplementedError(source + ": hidden_act '" + act + "' is not supported (silu)");
+  if (act != "silu")
+    return UnimplementedError(source + ": hidden_act '" + act + "' is not supported (silu)");
   CANOPY_ASSIGN_OR_RETURN(bool mlp_bias, f.BoolOr("mlp_bias", false));
   if (mlp_bias) return UnimplementedError(source + ": mlp_bias is not supported");
   if (c.architecture == "qwen2") {
@@ -188,24 +198,29 @@ StatusOr<ModelConfig> ParseImpl(const json& root, const std::string& source) {
   } else {
     // LlamaAttention's attention_bias also adds an o_proj bias, which LayerWeights lacks.
     CANOPY_ASSIGN_OR_RETURN(bool bias, f.BoolOr("attention_bias", false));
-    if (bias) return UnimplementedError(source + ": attention_bias is not supported for " + arch_name);
+    if (bias)
+      return UnimplementedError(source + ": attention_bias is not supported for " + arch_name);
   }
   if (c.architecture == "mistral" && f.Has("sliding_window")) {
     // Without a sliding-window kernel, attention is exact only up to the window; so the
     // usable context is capped there (Mistral 7B v0.1: 4096 of 32768).
     CANOPY_ASSIGN_OR_RETURN(int64_t window, f.Int("sliding_window"));
-    CANOPY_RETURN_IF_ERROR(CheckRange(source, "sliding_window", window, std::numeric_limits<int32_t>::max()));
+    CANOPY_RETURN_IF_ERROR(
+        CheckRange(source, "sliding_window", window, std::numeric_limits<int32_t>::max()));
     c.max_position = std::min(c.max_position, window);
   }
 
   // RoPE: the old place, then the new place overriding it.
   CANOPY_ASSIGN_OR_RETURN(c.rope_theta, f.FloatOr("rope_theta", 10000.0));
   if (const json* s = f.Find("rope_scaling")) {
-    if (!s->is_object()) return InvalidArgumentError(f.Where("rope_scaling") + ": expected an object");
-    CANOPY_RETURN_IF_ERROR(ParseRopeScaling(Fields(*s, source, "rope_scaling."), source, &c.rope_scaling));
+    if (!s->is_object())
+      return InvalidArgumentError(f.Where("rope_scaling") + ": expected an object");
+    CANOPY_RETURN_IF_ERROR(
+        ParseRopeScaling(Fields(*s, source, "rope_scaling."), source, &c.rope_scaling));
   }
   if (const json* p = f.Find("rope_parameters")) {
-    if (!p->is_object()) return InvalidArgumentError(f.Where("rope_parameters") + ": expected an object");
+    if (!p->is_object())
+      return InvalidArgumentError(f.Where("rope_parameters") + ": expected an object");
     Fields pf(*p, source, "rope_parameters.");
     CANOPY_ASSIGN_OR_RETURN(c.rope_theta, pf.FloatOr("rope_theta", c.rope_theta));
     CANOPY_RETURN_IF_ERROR(ParseRopeScaling(pf, source, &c.rope_scaling));
@@ -222,8 +237,8 @@ StatusOr<ModelConfig> ParseHfConfig(const std::string& json_text, const std::str
   try {
     root = json::parse(json_text);
   } catch (const json::parse_error& e) {
-    return InvalidArgumentError(source_name + ": bad JSON at offset " + std::to_string(e.byte) + ": " +
-                                e.what());
+    return InvalidArgumentError(source_name + ": bad JSON at offset " + std::to_string(e.byte) +
+                                ": " + e.what());
   } catch (const std::exception& e) {
     return InvalidArgumentError(source_name + ": bad JSON: " + e.what());
   }
@@ -258,11 +273,12 @@ std::string HfConfigToJson(const ModelConfig& c) {
   j["rms_norm_eps"] = c.rms_eps;
   j["rope_theta"] = c.rope_theta;
   if (c.rope_scaling.kind == RopeScaling::Kind::kLlama3) {
-    j["rope_scaling"] = {{"rope_type", "llama3"},
-                         {"factor", c.rope_scaling.factor},
-                         {"low_freq_factor", c.rope_scaling.low_freq_factor},
-                         {"high_freq_factor", c.rope_scaling.high_freq_factor},
-                         {"original_max_position_embeddings", c.rope_scaling.original_max_position}};
+    j["rope_scaling"] = {
+        {"rope_type", "llama3"},
+        {"factor", c.rope_scaling.factor},
+        {"low_freq_factor", c.rope_scaling.low_freq_factor},
+        {"high_freq_factor", c.rope_scaling.high_freq_factor},
+        {"original_max_position_embeddings", c.rope_scaling.original_max_position}};
   } else {
     j["rope_scaling"] = nullptr;
   }

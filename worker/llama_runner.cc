@@ -87,7 +87,7 @@ void LlamaRunner::Forward(std::span<const ForwardItem> items, std::vector<float>
     Matmul(xn.data(), T, w.wq, q.data(), mode_);
     Matmul(xn.data(), T, w.wk, k.data(), mode_);
     Matmul(xn.data(), T, w.wv, v.data(), mode_);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (T >= 8)
     for (int64_t t = 0; t < T; ++t) {
       float* qt = q.data() + t * QD;
       float* kt = k.data() + t * KVD;
@@ -108,7 +108,7 @@ void LlamaRunner::Forward(std::span<const ForwardItem> items, std::vector<float>
     }
     // Every token's KV of this layer is stored before any attention reads it, so a prefill
     // chunk sees its own earlier tokens.
-#pragma omp parallel
+#pragma omp parallel if (T * max_len * QD >= (1 << 17))
     {
       std::vector<float> scratch(max_len);
 #pragma omp for schedule(dynamic, 4)

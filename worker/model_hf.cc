@@ -4,7 +4,6 @@
 #include <filesystem>
 #include <map>
 #include <memory>
-
 #include <nlohmann/json.hpp>
 
 #include "common/mapped_file.h"
@@ -50,11 +49,13 @@ class Checkpoint {
 
   // The tensor, NotFound naming it and the file it should be in, or Unimplemented for
   // an unsupported dtype. `file` is set to the file it came from.
-  StatusOr<const SafetensorsTensor*> Find(const std::string& name, const SafetensorsFile** file) const {
+  StatusOr<const SafetensorsTensor*> Find(const std::string& name,
+                                          const SafetensorsFile** file) const {
     std::string shard;
     if (!index_path_.empty()) {
       auto it = weight_map_.find(name);
-      if (it == weight_map_.end()) return NotFoundError(index_path_ + ": no tensor '" + name + "' in weight_map");
+      if (it == weight_map_.end())
+        return NotFoundError(index_path_ + ": no tensor '" + name + "' in weight_map");
       shard = it->second;
     }
     *file = files_.at(shard).get();
@@ -74,14 +75,17 @@ class Checkpoint {
       return DataLossError(index_path_ + ": bad JSON: " + e.what());
     }
     auto wm = j.is_object() ? j.find("weight_map") : j.end();
-    if (wm == j.end() || !wm->is_object()) return DataLossError(index_path_ + ": no 'weight_map' object");
+    if (wm == j.end() || !wm->is_object())
+      return DataLossError(index_path_ + ": no 'weight_map' object");
     for (const auto& [tensor, shard] : wm->items()) {
-      if (!shard.is_string()) return DataLossError(index_path_ + ": weight_map['" + tensor + "'] is not a string");
+      if (!shard.is_string())
+        return DataLossError(index_path_ + ": weight_map['" + tensor + "'] is not a string");
       std::string s = shard.get<std::string>();
       // Shards live beside the index; refuse anything that would leave the directory.
-      if (s.empty() || s.find('/') != std::string::npos || s.find('\\') != std::string::npos || s == "." ||
-          s == "..") {
-        return DataLossError(index_path_ + ": weight_map['" + tensor + "'] = '" + s + "' is not a file name");
+      if (s.empty() || s.find('/') != std::string::npos || s.find('\\') != std::string::npos ||
+          s == "." || s == "..") {
+        return DataLossError(index_path_ + ": weight_map['" + tensor + "'] = '" + s +
+                             "' is not a file name");
       }
       weight_map_[tensor] = s;
     }
@@ -89,8 +93,8 @@ class Checkpoint {
     return Status::Ok();
   }
 
-  std::string index_path_;                              // empty for a single file
-  std::map<std::string, std::string> weight_map_;       // tensor -> shard file name
+  std::string index_path_;                                         // empty for a single file
+  std::map<std::string, std::string> weight_map_;                  // tensor -> shard file name
   std::map<std::string, std::shared_ptr<SafetensorsFile>> files_;  // shard name ("" single) -> file
 };
 
@@ -98,9 +102,9 @@ StatusOr<Weight> LoadWeight(const Checkpoint& ckpt, const HfTensorSpec& spec) {
   const SafetensorsFile* file = nullptr;
   CANOPY_ASSIGN_OR_RETURN(const SafetensorsTensor* t, ckpt.Find(spec.name, &file));
   if (t->shape != spec.shape) {
-    return InvalidArgumentError(file->path() + ": tensor '" + spec.name + "' at offset " +
-                                std::to_string(t->file_offset) + " has shape " + ShapeString(t->shape) +
-                                ", the config needs " + ShapeString(spec.shape));
+    return InvalidArgumentError(
+        file->path() + ": tensor '" + spec.name + "' at offset " + std::to_string(t->file_offset) +
+        " has shape " + ShapeString(t->shape) + ", the config needs " + ShapeString(spec.shape));
   }
   Weight w;
   w.type = *t->type;

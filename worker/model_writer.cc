@@ -4,9 +4,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <random>
-
 #include <nlohmann/json.hpp>
+#include <random>
 
 #include "common/half.h"
 #include "worker/hf_config.h"
@@ -51,7 +50,8 @@ class Normal {
 };
 
 bool EndsWith(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 int64_t NumElements(const std::vector<int64_t>& shape) {
@@ -63,7 +63,8 @@ int64_t NumElements(const std::vector<int64_t>& shape) {
 // The DenseModel's tensor for `spec`, or InvalidArgument.
 StatusOr<const std::vector<float>*> GetDense(const DenseModel& model, const HfTensorSpec& spec) {
   auto it = model.tensors.find(spec.name);
-  if (it == model.tensors.end()) return InvalidArgumentError("dense model: no tensor '" + spec.name + "'");
+  if (it == model.tensors.end())
+    return InvalidArgumentError("dense model: no tensor '" + spec.name + "'");
   if (static_cast<int64_t>(it->second.size()) != NumElements(spec.shape)) {
     return InvalidArgumentError("dense model: tensor '" + spec.name + "' has " +
                                 std::to_string(it->second.size()) + " values, the config needs " +
@@ -140,11 +141,23 @@ void PutString(std::string* out, const std::string& s) {
 
 size_t ScalarSize(GgufValueType t) {
   switch (t) {
-    case GgufValueType::kUint8: case GgufValueType::kInt8: case GgufValueType::kBool: return 1;
-    case GgufValueType::kUint16: case GgufValueType::kInt16: return 2;
-    case GgufValueType::kUint32: case GgufValueType::kInt32: case GgufValueType::kFloat32: return 4;
-    case GgufValueType::kUint64: case GgufValueType::kInt64: case GgufValueType::kFloat64: return 8;
-    default: return 0;
+    case GgufValueType::kUint8:
+    case GgufValueType::kInt8:
+    case GgufValueType::kBool:
+      return 1;
+    case GgufValueType::kUint16:
+    case GgufValueType::kInt16:
+      return 2;
+    case GgufValueType::kUint32:
+    case GgufValueType::kInt32:
+    case GgufValueType::kFloat32:
+      return 4;
+    case GgufValueType::kUint64:
+    case GgufValueType::kInt64:
+    case GgufValueType::kFloat64:
+      return 8;
+    default:
+      return 0;
   }
 }
 
@@ -163,7 +176,9 @@ void PutFloatScalar(std::string* out, GgufValueType t, double v) {
   }
 }
 
-bool IsFloatType(GgufValueType t) { return t == GgufValueType::kFloat32 || t == GgufValueType::kFloat64; }
+bool IsFloatType(GgufValueType t) {
+  return t == GgufValueType::kFloat32 || t == GgufValueType::kFloat64;
+}
 
 void PutValue(std::string* out, const std::string& key, const GgufValue& v) {
   PutU32(out, static_cast<uint32_t>(v.type));
@@ -254,11 +269,13 @@ std::string SerializeSafetensors(const std::vector<SafetensorsEntry>& tensors) {
   uint64_t offset = 0;
   for (const SafetensorsEntry& t : tensors) {
     const char* dtype = SafetensorsDtypeName(t.type);
-    CANOPY_CHECK(dtype != nullptr) << t.name << ": safetensors cannot hold " << TensorTypeName(t.type);
+    CANOPY_CHECK(dtype != nullptr)
+        << t.name << ": safetensors cannot hold " << TensorTypeName(t.type);
     CANOPY_CHECK_EQ(static_cast<int64_t>(t.bytes.size()),
                     NumElements(t.shape) * (t.type == TensorType::kF32 ? 4 : 2))
         << t.name;
-    header[t.name] = {{"dtype", dtype}, {"shape", t.shape}, {"data_offsets", {offset, offset + t.bytes.size()}}};
+    header[t.name] = {
+        {"dtype", dtype}, {"shape", t.shape}, {"data_offsets", {offset, offset + t.bytes.size()}}};
     offset += t.bytes.size();
   }
   std::string json = header.dump();
@@ -274,7 +291,8 @@ Status WriteSafetensorsFile(const std::string& path, const std::vector<Safetenso
   return WriteBytes(path, SerializeSafetensors(tensors));
 }
 
-Status WriteSafetensorsModel(const DenseModel& model, const std::string& dir, TensorType dtype, int shards) {
+Status WriteSafetensorsModel(const DenseModel& model, const std::string& dir, TensorType dtype,
+                             int shards) {
   if (SafetensorsDtypeName(dtype) == nullptr) {
     return InvalidArgumentError(std::string("safetensors cannot hold ") + TensorTypeName(dtype));
   }
@@ -282,7 +300,8 @@ Status WriteSafetensorsModel(const DenseModel& model, const std::string& dir, Te
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) return IoError(dir + ": " + ec.message());
-  CANOPY_RETURN_IF_ERROR(WriteBytes((fs::path(dir) / "config.json").string(), HfConfigToJson(model.config)));
+  CANOPY_RETURN_IF_ERROR(
+      WriteBytes((fs::path(dir) / "config.json").string(), HfConfigToJson(model.config)));
 
   std::vector<HfTensorSpec> specs = HfTensorSpecs(model.config);
   std::vector<SafetensorsEntry> entries;
@@ -290,7 +309,8 @@ Status WriteSafetensorsModel(const DenseModel& model, const std::string& dir, Te
     CANOPY_ASSIGN_OR_RETURN(const std::vector<float>* values, GetDense(model, spec));
     entries.push_back({spec.name, dtype, spec.shape, EncodeTensorData(*values, dtype)});
   }
-  if (shards == 1) return WriteSafetensorsFile((fs::path(dir) / "model.safetensors").string(), entries);
+  if (shards == 1)
+    return WriteSafetensorsFile((fs::path(dir) / "model.safetensors").string(), entries);
 
   // Contiguous groups of tensors, as transformers' save_pretrained does by size.
   nlohmann::ordered_json index;
@@ -302,11 +322,13 @@ Status WriteSafetensorsModel(const DenseModel& model, const std::string& dir, Te
   for (int s = 0; s < shards; ++s) {
     char name[64];
     std::snprintf(name, sizeof(name), "model-%05d-of-%05d.safetensors", s + 1, shards);
-    std::vector<SafetensorsEntry> part(entries.begin() + n * s / shards, entries.begin() + n * (s + 1) / shards);
+    std::vector<SafetensorsEntry> part(entries.begin() + n * s / shards,
+                                       entries.begin() + n * (s + 1) / shards);
     for (const SafetensorsEntry& e : part) index["weight_map"][e.name] = name;
     CANOPY_RETURN_IF_ERROR(WriteSafetensorsFile((fs::path(dir) / name).string(), part));
   }
-  return WriteBytes((fs::path(dir) / "model.safetensors.index.json").string(), index.dump(2) + "\n");
+  return WriteBytes((fs::path(dir) / "model.safetensors.index.json").string(),
+                    index.dump(2) + "\n");
 }
 
 // ---- GGUF ----
@@ -343,14 +365,16 @@ void GgufWriter::AddStringArray(const std::string& key, const std::vector<std::s
   AddKv(key, GgufValue{GgufValueType::kArray, GgufValueType::kString, v});
 }
 void GgufWriter::AddInt32Array(const std::string& key, const std::vector<int32_t>& v) {
-  AddKv(key, GgufValue{GgufValueType::kArray, GgufValueType::kInt32, std::vector<int64_t>(v.begin(), v.end())});
+  AddKv(key, GgufValue{GgufValueType::kArray, GgufValueType::kInt32,
+                       std::vector<int64_t>(v.begin(), v.end())});
 }
 void GgufWriter::AddFloat32Array(const std::string& key, const std::vector<float>& v) {
-  AddKv(key, GgufValue{GgufValueType::kArray, GgufValueType::kFloat32, std::vector<double>(v.begin(), v.end())});
+  AddKv(key, GgufValue{GgufValueType::kArray, GgufValueType::kFloat32,
+                       std::vector<double>(v.begin(), v.end())});
 }
 
-void GgufWriter::AddTensor(const std::string& name, TensorType type, const std::vector<int64_t>& dims,
-                           std::string bytes) {
+void GgufWriter::AddTensor(const std::string& name, TensorType type,
+                           const std::vector<int64_t>& dims, std::string bytes) {
   CANOPY_CHECK(!dims.empty()) << name;
   int64_t rows = 1;
   for (size_t i = 1; i < dims.size(); ++i) rows *= dims[i];
@@ -366,8 +390,9 @@ std::string GgufWriter::Serialize() const {
   PutU64(&out, kvs_.size() + (write_alignment ? 1 : 0));
   if (write_alignment) {
     PutString(&out, "general.alignment");
-    PutValue(&out, "general.alignment",
-             GgufValue{GgufValueType::kUint32, GgufValueType::kUint8, static_cast<int64_t>(alignment_)});
+    PutValue(
+        &out, "general.alignment",
+        GgufValue{GgufValueType::kUint32, GgufValueType::kUint8, static_cast<int64_t>(alignment_)});
   }
   for (const auto& [key, value] : kvs_) {
     PutString(&out, key);
@@ -390,7 +415,9 @@ std::string GgufWriter::Serialize() const {
   return out;
 }
 
-Status GgufWriter::WriteFile(const std::string& path) const { return WriteBytes(path, Serialize()); }
+Status GgufWriter::WriteFile(const std::string& path) const {
+  return WriteBytes(path, Serialize());
+}
 
 std::vector<float> PermuteForGgufRope(const std::vector<float>& w, int64_t n_head, int64_t cols) {
   const int64_t rows = static_cast<int64_t>(w.size()) / cols;
@@ -421,7 +448,8 @@ Status WriteGgufModel(const DenseModel& model, const std::string& path, TensorTy
   std::string arch;
   if (c.architecture == "llama" || c.architecture == "mistral") arch = "llama";
   if (c.architecture == "qwen2") arch = "qwen2";
-  if (arch.empty()) return InvalidArgumentError("WriteGgufModel: architecture '" + c.architecture + "'");
+  if (arch.empty())
+    return InvalidArgumentError("WriteGgufModel: architecture '" + c.architecture + "'");
   const bool permute = arch == "llama";
 
   // Keys and types as convert_hf_to_gguf.py writes them (gguf-py GGUFWriter).
@@ -440,7 +468,8 @@ Status WriteGgufModel(const DenseModel& model, const std::string& path, TensorTy
     w.AddUint32(arch + ".attention.key_length", static_cast<uint32_t>(c.head_dim));
     w.AddUint32(arch + ".attention.value_length", static_cast<uint32_t>(c.head_dim));
   }
-  w.AddUint32("general.file_type", dtype == TensorType::kF32 ? 0 : 1);  // LLAMA_FTYPE_ALL_F32 / MOSTLY_F16
+  w.AddUint32("general.file_type",
+              dtype == TensorType::kF32 ? 0 : 1);  // LLAMA_FTYPE_ALL_F32 / MOSTLY_F16
   w.AddUint32(arch + ".vocab_size", static_cast<uint32_t>(c.vocab_size));
   w.AddUint32(arch + ".rope.dimension_count", static_cast<uint32_t>(c.head_dim));
   if (extra_metadata) extra_metadata(w);
@@ -448,7 +477,8 @@ Status WriteGgufModel(const DenseModel& model, const std::string& path, TensorTy
   if (c.rope_scaling.kind == RopeScaling::Kind::kLlama3) {
     std::vector<float> factors = ConvertLlama3RopeFactors(c);
     const int64_t n = static_cast<int64_t>(factors.size());
-    w.AddTensor("rope_freqs.weight", TensorType::kF32, {n}, EncodeTensorData(factors, TensorType::kF32));
+    w.AddTensor("rope_freqs.weight", TensorType::kF32, {n},
+                EncodeTensorData(factors, TensorType::kF32));
   }
   for (const HfTensorSpec& spec : HfTensorSpecs(c)) {
     CANOPY_ASSIGN_OR_RETURN(const std::vector<float>* values, GetDense(model, spec));
@@ -457,7 +487,8 @@ Status WriteGgufModel(const DenseModel& model, const std::string& path, TensorTy
     if (permute && (EndsWith(spec.name, "q_proj.weight") || EndsWith(spec.name, "q_proj.bias"))) {
       permuted = PermuteForGgufRope(*values, c.num_heads, cols);
       values = &permuted;
-    } else if (permute && (EndsWith(spec.name, "k_proj.weight") || EndsWith(spec.name, "k_proj.bias"))) {
+    } else if (permute &&
+               (EndsWith(spec.name, "k_proj.weight") || EndsWith(spec.name, "k_proj.bias"))) {
       permuted = PermuteForGgufRope(*values, c.num_kv_heads, cols);
       values = &permuted;
     }

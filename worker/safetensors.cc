@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <limits>
-
 #include <nlohmann/json.hpp>
 
 namespace canopy {
@@ -15,7 +14,8 @@ constexpr uint64_t kMaxDims = 8;
 // A JSON integer that fits in uint64; nullopt for anything else (negative, float, string).
 std::optional<uint64_t> AsUint(const json& v) {
   if (v.is_number_unsigned()) return v.get<uint64_t>();
-  if (v.is_number_integer() && v.get<int64_t>() >= 0) return static_cast<uint64_t>(v.get<int64_t>());
+  if (v.is_number_integer() && v.get<int64_t>() >= 0)
+    return static_cast<uint64_t>(v.get<int64_t>());
   return std::nullopt;
 }
 
@@ -29,8 +29,8 @@ int64_t SafetensorsTensor::num_elements() const {
 
 std::optional<uint64_t> SafetensorsDtypeSize(const std::string& dtype) {
   static const std::map<std::string, uint64_t> kSizes = {
-      {"F64", 8}, {"F32", 4},  {"F16", 2},  {"BF16", 2},   {"I64", 8},     {"I32", 4},
-      {"I16", 2}, {"I8", 1},   {"U64", 8},  {"U32", 4},    {"U16", 2},     {"U8", 1},
+      {"F64", 8},  {"F32", 4},     {"F16", 2},     {"BF16", 2},    {"I64", 8}, {"I32", 4},
+      {"I16", 2},  {"I8", 1},      {"U64", 8},     {"U32", 4},     {"U16", 2}, {"U8", 1},
       {"BOOL", 1}, {"F8_E4M3", 1}, {"F8_E5M2", 1}, {"F8_E8M0", 1},
   };
   auto it = kSizes.find(dtype);
@@ -40,10 +40,14 @@ std::optional<uint64_t> SafetensorsDtypeSize(const std::string& dtype) {
 
 const char* SafetensorsDtypeName(TensorType type) {
   switch (type) {
-    case TensorType::kF32: return "F32";
-    case TensorType::kF16: return "F16";
-    case TensorType::kBF16: return "BF16";
-    default: return nullptr;
+    case TensorType::kF32:
+      return "F32";
+    case TensorType::kF16:
+      return "F16";
+    case TensorType::kBF16:
+      return "BF16";
+    default:
+      return nullptr;
   }
 }
 
@@ -104,7 +108,8 @@ Status SafetensorsFile::ParseImpl(const uint8_t* data, size_t size) {
   } catch (const std::exception& e) {
     return DataLossError(where + ": bad JSON header: " + e.what());
   }
-  if (!header.is_object()) return DataLossError(where + ": JSON header at offset 8 is not an object");
+  if (!header.is_object())
+    return DataLossError(where + ": JSON header at offset 8 is not an object");
 
   for (const auto& [name, entry] : header.items()) {
     if (name == "__metadata__") continue;
@@ -166,8 +171,9 @@ Status SafetensorsFile::ParseImpl(const uint8_t* data, size_t size) {
     }
     if (*end > data_size) {
       return DataLossError(what + ": data [" + std::to_string(data_start + *begin) + ", " +
-                           std::to_string(data_start + *end) + ") ends past the end of the file at offset " +
-                           std::to_string(size) + " (truncated?)");
+                           std::to_string(data_start + *end) +
+                           ") ends past the end of the file at offset " + std::to_string(size) +
+                           " (truncated?)");
     }
     if (overflow || *end - *begin != expected) {
       return DataLossError(what + " at offset " + std::to_string(data_start + *begin) + ": " +
@@ -180,10 +186,10 @@ Status SafetensorsFile::ParseImpl(const uint8_t* data, size_t size) {
     t.data = data + t.file_offset;
     tensors_.push_back(std::move(t));
   }
-  std::sort(tensors_.begin(), tensors_.end(),
-            [](const SafetensorsTensor& a, const SafetensorsTensor& b) {
-              return a.file_offset != b.file_offset ? a.file_offset < b.file_offset : a.name < b.name;
-            });
+  std::sort(
+      tensors_.begin(), tensors_.end(), [](const SafetensorsTensor& a, const SafetensorsTensor& b) {
+        return a.file_offset != b.file_offset ? a.file_offset < b.file_offset : a.name < b.name;
+      });
   for (size_t i = 0; i < tensors_.size(); ++i) index_[tensors_[i].name] = i;
   return Status::Ok();
 }

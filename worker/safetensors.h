@@ -33,12 +33,12 @@ namespace canopy {
 
 struct SafetensorsTensor {
   std::string name;
-  std::string dtype;                // as written in the file: "F32", "BF16", "I64", ...
-  std::optional<TensorType> type;   // set for the dtypes canopy computes with (F32/F16/BF16)
-  std::vector<int64_t> shape;       // row-major, shape.back() is contiguous
-  uint64_t file_offset = 0;         // absolute byte offset of the data in the file
+  std::string dtype;               // as written in the file: "F32", "BF16", "I64", ...
+  std::optional<TensorType> type;  // set for the dtypes canopy computes with (F32/F16/BF16)
+  std::vector<int64_t> shape;      // row-major, shape.back() is contiguous
+  uint64_t file_offset = 0;        // absolute byte offset of the data in the file
   uint64_t nbytes = 0;
-  const uint8_t* data = nullptr;    // into the map (or the in-memory image)
+  const uint8_t* data = nullptr;  // into the map (or the in-memory image)
 
   int64_t num_elements() const;
 };

@@ -12,6 +12,7 @@
 #include <immintrin.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -22,6 +23,9 @@ namespace canopy {
 namespace {
 
 constexpr int64_t kBlasMinRows = 16;
+// Below this many activation rows, dequantizing a weight row on the fly (reading 4-8 bits
+// per weight) beats streaming the float copy (32 bits per weight) from memory.
+constexpr int64_t kF32CopyMinRows = 8;
 
 inline float HorizontalSum(__m256 v) {
   __m128 lo = _mm256_castps256_ps128(v);
@@ -96,7 +100,9 @@ inline void Dot4(const float* x0, const float* x1, const float* x2, const float*
 void MatmulFixedOrder(const float* x, int64_t M, const Weight& w, float* y) {
   const int64_t N = w.rows, K = w.cols;
   const bool plain_f32 = w.type == TensorType::kF32;
-#pragma omp parallel
+  // Threads only pay off above ~100k multiply-adds (a parallel region costs microseconds,
+  // and much more on a loaded machine).
+#pragma omp parallel if (M * N * K >= (1 << 17))
   {
     std::vector<float> buf(plain_f32 ? 0 : K);
 #pragma omp for schedule(static)
@@ -104,7 +110,7 @@ void MatmulFixedOrder(const float* x, int64_t M, const Weight& w, float* y) {
       const float* wr;
       if (plain_f32) {
         wr = reinterpret_cast<const float*>(w.row(n));
-      } else if (w.f32) {
+      } else if (w.f32 && M >= kF32CopyMinRows) {
         wr = w.f32->data() + n * K;
       } else {
         DequantizeRow(w.type, w.row(n), buf.data(), K);
@@ -142,11 +148,26 @@ void Matmul(const float* x, int64_t M, const Weight& w, float* y, MatmulMode mod
   if (M == 0) return;
   if (mode == MatmulMode::kFast && M >= kBlasMinRows &&
       (w.f32 || w.type == TensorType::kF32)) {
+    // BLAS runs single-threaded inside our own threads, each on a slice of the output
+    // columns: OpenBLAS's thread pool spinning beside OpenMP's costs 10x on two cores.
+    static const bool blas_single = [] {
+      openblas_set_num_threads(1);
+      return true;
+    }();
+    (void)blas_single;
     const float* wf = w.f32 ? w.f32->data() : reinterpret_cast<const float*>(w.data);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(M),
-                static_cast<int>(w.rows), static_cast<int>(w.cols), 1.0f, x,
-                static_cast<int>(w.cols), wf, static_cast<int>(w.cols), 0.0f, y,
-                static_cast<int>(w.rows));
+    const int64_t N = w.rows, K = w.cols;
+#pragma omp parallel
+    {
+      const int64_t nt = omp_get_num_threads(), id = omp_get_thread_num();
+      const int64_t per = (N + nt - 1) / nt;
+      const int64_t n0 = std::min(N, id * per), n1 = std::min(N, n0 + per);
+      if (n1 > n0) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(M),
+                    static_cast<int>(n1 - n0), static_cast<int>(K), 1.0f, x, static_cast<int>(K),
+                    wf + n0 * K, static_cast<int>(K), 0.0f, y + n0, static_cast<int>(N));
+      }
+    }
     return;
   }
   MatmulFixedOrder(x, M, w, y);

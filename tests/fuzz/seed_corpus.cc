@@ -35,13 +35,18 @@ int main(int argc, char** argv) {
     w.AddInt32Array("tokenizer.ggml.token_type", {1, 1, 1, 1, 1, 1, 1, 3});
     w.AddBool("tokenizer.ggml.add_bos_token", false);
   };
-  bool ok = canopy::WriteGgufModel(m, (out / "gguf" / "seed.gguf").string(), canopy::TensorType::kF16,
-                                   tokenizer).ok();
+  bool ok = canopy::WriteGgufModel(m, (out / "gguf" / "seed.gguf").string(),
+                                   canopy::TensorType::kF16, tokenizer)
+                .ok();
   c.architecture = "llama";
   c.attention_bias = false;
-  ok = ok && canopy::WriteGgufModel(canopy::RandomDenseModel(c, 2), (out / "gguf" / "llama.gguf").string(),
-                                    canopy::TensorType::kF32).ok();
-  ok = ok && canopy::WriteSafetensorsModel(m, (out / "st_model").string(), canopy::TensorType::kBF16).ok();
+  ok =
+      ok && canopy::WriteGgufModel(canopy::RandomDenseModel(c, 2),
+                                   (out / "gguf" / "llama.gguf").string(), canopy::TensorType::kF32)
+                .ok();
+  ok =
+      ok &&
+      canopy::WriteSafetensorsModel(m, (out / "st_model").string(), canopy::TensorType::kBF16).ok();
   if (!ok) return 1;
   fs::copy_file(out / "st_model" / "model.safetensors", out / "safetensors" / "seed.safetensors",
                 fs::copy_options::overwrite_existing);

@@ -258,8 +258,9 @@ TEST(HfConfigTest, Llama32NewPlaceRopeParameters) {
   EXPECT_EQ(c.hidden_size, old.hidden_size);
 
   // rope_parameters with the default type and the old "type" key spelling.
-  ModelConfig d = MustParse(Edit(kQwen25, R"("rope_theta": 1000000.0,)",
-                                 R"("rope_parameters": {"rope_theta": 250000.0, "rope_type": "default"},)"));
+  ModelConfig d =
+      MustParse(Edit(kQwen25, R"("rope_theta": 1000000.0,)",
+                     R"("rope_parameters": {"rope_theta": 250000.0, "rope_type": "default"},)"));
   EXPECT_EQ(d.rope_theta, 250000.0);
   EXPECT_EQ(d.rope_scaling.kind, RopeScaling::Kind::kNone);
   ModelConfig e = MustParse(Edit(kLlama32, R"("rope_type": "llama3")", R"("type": "llama3")"));
@@ -326,7 +327,8 @@ void ExpectError(const std::string& text, StatusCode code, const std::string& ne
 TEST(HfConfigTest, Errors) {
   ExpectError(Edit(kSmolLm2, "LlamaForCausalLM", "GPT2LMHeadModel"), StatusCode::kUnimplemented,
               "GPT2LMHeadModel");
-  ExpectError(Edit(kSmolLm2, R"("hidden_size": 576,)", ""), StatusCode::kInvalidArgument, "hidden_size");
+  ExpectError(Edit(kSmolLm2, R"("hidden_size": 576,)", ""), StatusCode::kInvalidArgument,
+              "hidden_size");
   ExpectError(Edit(kSmolLm2, R"("vocab_size": 49152)", R"("vocab_size": "many")"),
               StatusCode::kInvalidArgument, "vocab_size");
   ExpectError(Edit(kSmolLm2, R"("num_hidden_layers": 30,)", R"("num_hidden_layers": -3,)"),
@@ -337,18 +339,20 @@ TEST(HfConfigTest, Errors) {
               StatusCode::kUnimplemented, "yarn");
   ExpectError(Edit(kLlama32NewStyle, R"("rope_type": "llama3")", R"("rope_type": "longrope")"),
               StatusCode::kUnimplemented, "longrope");
-  ExpectError(Edit(kLlama32, R"("factor": 32.0,)", ""), StatusCode::kInvalidArgument, "rope_scaling.factor");
+  ExpectError(Edit(kLlama32, R"("factor": 32.0,)", ""), StatusCode::kInvalidArgument,
+              "rope_scaling.factor");
   ExpectError(Edit(kSmolLm2, R"("hidden_act": "silu")", R"("hidden_act": "gelu")"),
               StatusCode::kUnimplemented, "gelu");
   ExpectError(Edit(kSmolLm2, R"("attention_bias": false)", R"("attention_bias": true)"),
               StatusCode::kUnimplemented, "attention_bias");
   ExpectError(Edit(kQwen25, R"("use_sliding_window": false)", R"("use_sliding_window": true)"),
               StatusCode::kUnimplemented, "use_sliding_window");
-  ExpectError(R"({"architectures": ["LlamaForCausalLM"], "hidden_size": 64)", StatusCode::kInvalidArgument,
-              "bad JSON");
+  ExpectError(R"({"architectures": ["LlamaForCausalLM"], "hidden_size": 64)",
+              StatusCode::kInvalidArgument, "bad JSON");
   ExpectError("[1, 2, 3]", StatusCode::kInvalidArgument, "not a JSON object");
   ExpectError("{}", StatusCode::kInvalidArgument, "architectures");
-  ExpectError(R"({"architectures": "LlamaForCausalLM"})", StatusCode::kInvalidArgument, "architectures");
+  ExpectError(R"({"architectures": "LlamaForCausalLM"})", StatusCode::kInvalidArgument,
+              "architectures");
 }
 
 }  // namespace

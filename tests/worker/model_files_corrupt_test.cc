@@ -124,13 +124,16 @@ TEST(GgufWriterTest, LlamaKeysTensorsAndPermutation) {
     for (int64_t r = 0; r < n_head * hd; ++r) {
       int64_t h = r / hd, i = (r % hd) / 2, j = r % 2;
       int64_t src = h * hd + j * (hd / 2) + i;
-      EXPECT_EQ(std::memcmp(t->data + r * cols * 4, &w[src * cols], cols * 4), 0) << hf << " row " << r;
+      EXPECT_EQ(std::memcmp(t->data + r * cols * 4, &w[src * cols], cols * 4), 0)
+          << hf << " row " << r;
     }
   };
   rows_match(q, "model.layers.1.self_attn.q_proj.weight", 4);
   rows_match(k, "model.layers.1.self_attn.k_proj.weight", 2);
   // V is not permuted.
-  EXPECT_EQ(std::memcmp(v->data, dense.tensors.at("model.layers.1.self_attn.v_proj.weight").data(), v->nbytes), 0);
+  EXPECT_EQ(std::memcmp(v->data, dense.tensors.at("model.layers.1.self_attn.v_proj.weight").data(),
+                        v->nbytes),
+            0);
 }
 
 TEST(GgufWriterTest, Qwen2TiedBiasesF16NotPermuted) {
@@ -149,9 +152,12 @@ TEST(GgufWriterTest, Qwen2TiedBiasesF16NotPermuted) {
   EXPECT_EQ(q->type, TensorType::kF16);
   EXPECT_EQ(bq->type, TensorType::kF32);  // 1-D tensors stay F32, as convert_hf_to_gguf does
   EXPECT_EQ((*f)->FindTensor("blk.0.attn_norm.weight")->type, TensorType::kF32);
-  std::string expect = EncodeTensorData(dense.tensors.at("model.layers.0.self_attn.q_proj.weight"), TensorType::kF16);
+  std::string expect = EncodeTensorData(dense.tensors.at("model.layers.0.self_attn.q_proj.weight"),
+                                        TensorType::kF16);
   EXPECT_EQ(std::memcmp(q->data, expect.data(), expect.size()), 0);
-  EXPECT_EQ(std::memcmp(bq->data, dense.tensors.at("model.layers.0.self_attn.q_proj.bias").data(), bq->nbytes), 0);
+  EXPECT_EQ(std::memcmp(bq->data, dense.tensors.at("model.layers.0.self_attn.q_proj.bias").data(),
+                        bq->nbytes),
+            0);
 
   auto m = LoadGgufModel(path);
   ASSERT_TRUE(m.ok()) << m.status().ToString();
@@ -238,8 +244,8 @@ void CheckGgufResult(const StatusOr<std::unique_ptr<GgufFile>>& r, const uint8_t
   (void)sum;
 }
 
-void CheckSafetensorsResult(const StatusOr<std::unique_ptr<SafetensorsFile>>& r, const uint8_t* base,
-                            size_t size, const std::string& name) {
+void CheckSafetensorsResult(const StatusOr<std::unique_ptr<SafetensorsFile>>& r,
+                            const uint8_t* base, size_t size, const std::string& name) {
   if (!r.ok()) {
     EXPECT_FALSE(r.status().message().empty());
     EXPECT_NE(r.status().message().find(name), std::string::npos) << r.status().ToString();
@@ -278,7 +284,8 @@ const Images& GetImages() {
 
 TEST(CorruptGgufTest, EveryTruncation) {
   const std::string& image = GetImages().gguf;
-  auto full = GgufFile::Parse(reinterpret_cast<const uint8_t*>(image.data()), image.size(), "t.gguf");
+  auto full =
+      GgufFile::Parse(reinterpret_cast<const uint8_t*>(image.data()), image.size(), "t.gguf");
   ASSERT_TRUE(full.ok()) << full.status().ToString();
   size_t data_start = image.size(), data_end = 0;
   for (const GgufTensorInfo& t : (*full)->tensors()) {
@@ -304,10 +311,10 @@ TEST(CorruptGgufTest, EveryTruncation) {
       header_example = r.status().ToString();
     }
   }
-  EXPECT_EQ(data_without_offset, 0) << "truncations in the tensor data whose error names no offset, e.g. "
-                                    << data_example;
-  EXPECT_EQ(header_without_offset, 0) << "truncations in the header whose error names no offset, e.g. "
-                                      << header_example;
+  EXPECT_EQ(data_without_offset, 0)
+      << "truncations in the tensor data whose error names no offset, e.g. " << data_example;
+  EXPECT_EQ(header_without_offset, 0)
+      << "truncations in the header whose error names no offset, e.g. " << header_example;
 }
 
 TEST(CorruptSafetensorsTest, EveryTruncation) {
@@ -343,12 +350,20 @@ std::vector<uint8_t> Mutate(const std::string& image, size_t header_end, std::mt
         break;
       }
       case 3: {  // a 4- or 8-byte little-endian value where a length or count may be
-        static const uint64_t kValues[] = {0, 1, 0x7fffffff, 0xffffffff, 0x100000000ull, 0x7fffffffffffffffull,
-                                           0xffffffffffffffffull, 0x8000000000000000ull, 1ull << 40};
+        static const uint64_t kValues[] = {0,
+                                           1,
+                                           0x7fffffff,
+                                           0xffffffff,
+                                           0x100000000ull,
+                                           0x7fffffffffffffffull,
+                                           0xffffffffffffffffull,
+                                           0x8000000000000000ull,
+                                           1ull << 40};
         size_t at = pos();
         uint64_t v = (rng() % 2) ? kValues[rng() % std::size(kValues)] : rng();
         size_t width = (rng() % 2) ? 4 : 8;
-        for (size_t i = 0; i < width && at + i < b.size(); ++i) b[at + i] = static_cast<uint8_t>(v >> (8 * i));
+        for (size_t i = 0; i < width && at + i < b.size(); ++i)
+          b[at + i] = static_cast<uint8_t>(v >> (8 * i));
         break;
       }
       case 4: {  // delete a run
@@ -376,11 +391,13 @@ constexpr int kFileEvery = 20;  // every k-th mutation also goes through the fil
 
 TEST(CorruptGgufTest, RandomMutations) {
   const std::string& image = GetImages().gguf;
-  auto full = GgufFile::Parse(reinterpret_cast<const uint8_t*>(image.data()), image.size(), "m.gguf");
+  auto full =
+      GgufFile::Parse(reinterpret_cast<const uint8_t*>(image.data()), image.size(), "m.gguf");
   ASSERT_TRUE(full.ok());
   size_t header_end = image.size();
   for (const GgufTensorInfo& t : (*full)->tensors()) {
-    header_end = std::min<size_t>(header_end, t.data - reinterpret_cast<const uint8_t*>(image.data()));
+    header_end =
+        std::min<size_t>(header_end, t.data - reinterpret_cast<const uint8_t*>(image.data()));
   }
   const std::string path = TempDir("mut_gguf") + "/m.gguf";
   std::mt19937_64 rng(20240601);
@@ -398,8 +415,8 @@ TEST(CorruptGgufTest, RandomMutations) {
       WriteString(path, std::string(buf.begin(), buf.end()));
       auto m = LoadGgufModel(path);
       if (!m.ok()) {
-        EXPECT_NE(m.status().message().find(path), std::string::npos) << "mutation " << i << ": "
-                                                                       << m.status().ToString();
+        EXPECT_NE(m.status().message().find(path), std::string::npos)
+            << "mutation " << i << ": " << m.status().ToString();
       } else {
         ++loaded;
       }
@@ -432,15 +449,15 @@ TEST(CorruptSafetensorsTest, RandomMutations) {
       WriteString(path, std::string(buf.begin(), buf.end()));
       auto m = LoadHfModel(dir);
       if (!m.ok()) {
-        EXPECT_NE(m.status().message().find(dir), std::string::npos) << "mutation " << i << ": "
-                                                                      << m.status().ToString();
+        EXPECT_NE(m.status().message().find(dir), std::string::npos)
+            << "mutation " << i << ": " << m.status().ToString();
       } else {
         ++loaded;
       }
     }
   }
-  std::printf("safetensors: %d of %d mutations parsed OK, %d of %d loaded\n", ok, kMutations, loaded,
-              kMutations / kFileEvery);
+  std::printf("safetensors: %d of %d mutations parsed OK, %d of %d loaded\n", ok, kMutations,
+              loaded, kMutations / kFileEvery);
 }
 
 TEST(CorruptHfConfigTest, RandomMutations) {
@@ -450,7 +467,8 @@ TEST(CorruptHfConfigTest, RandomMutations) {
     std::vector<uint8_t> buf = Mutate(text, text.size(), rng);
     auto c = ParseHfConfig(std::string(buf.begin(), buf.end()), "cfg/config.json");
     if (!c.ok()) {
-      ASSERT_NE(c.status().message().find("cfg/config.json"), std::string::npos) << c.status().ToString();
+      ASSERT_NE(c.status().message().find("cfg/config.json"), std::string::npos)
+          << c.status().ToString();
     } else {
       // Whatever parses is sane enough to size a model with.
       ASSERT_GT(c->num_heads, 0);

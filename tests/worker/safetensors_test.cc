@@ -42,7 +42,8 @@ std::string RawImage(const std::string& header, const std::string& data) {
 }
 
 StatusOr<std::unique_ptr<SafetensorsFile>> ParseString(const std::string& image) {
-  return SafetensorsFile::Parse(reinterpret_cast<const uint8_t*>(image.data()), image.size(), "mem.safetensors");
+  return SafetensorsFile::Parse(reinterpret_cast<const uint8_t*>(image.data()), image.size(),
+                                "mem.safetensors");
 }
 
 float Decode(const uint8_t* p, TensorType t, int64_t i) {
@@ -140,8 +141,8 @@ class HfModelTest : public ::testing::TestWithParam<HfCase> {};
 TEST_P(HfModelTest, WriteThenLoad) {
   const HfCase& p = GetParam();
   DenseModel dense = RandomDenseModel(TinyConfig(p.arch, p.tied), 42);
-  const std::string dir = TempDir("hf_" + p.arch + std::to_string(p.tied) + TensorTypeName(p.dtype) +
-                                  std::to_string(p.shards));
+  const std::string dir = TempDir("hf_" + p.arch + std::to_string(p.tied) +
+                                  TensorTypeName(p.dtype) + std::to_string(p.shards));
   ASSERT_TRUE(WriteSafetensorsModel(dense, dir, p.dtype, p.shards).ok());
   EXPECT_EQ(fs::exists(dir + "/model.safetensors.index.json"), p.shards > 1);
   EXPECT_EQ(fs::exists(dir + "/model.safetensors"), p.shards == 1);
@@ -201,15 +202,18 @@ TEST_P(HfModelTest, WriteThenLoad) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Cases, HfModelTest,
-    ::testing::Values(HfCase{"llama", true, TensorType::kF32, 1}, HfCase{"llama", false, TensorType::kF16, 1},
-                      HfCase{"qwen2", true, TensorType::kBF16, 1}, HfCase{"qwen2", false, TensorType::kF32, 3},
-                      HfCase{"mistral", false, TensorType::kBF16, 3}, HfCase{"llama", true, TensorType::kF16, 3}),
-    [](const auto& info) {
-      return info.param.arch + (info.param.tied ? "Tied" : "Untied") + TensorTypeName(info.param.dtype) +
-             "x" + std::to_string(info.param.shards);
-    });
+INSTANTIATE_TEST_SUITE_P(Cases, HfModelTest,
+                         ::testing::Values(HfCase{"llama", true, TensorType::kF32, 1},
+                                           HfCase{"llama", false, TensorType::kF16, 1},
+                                           HfCase{"qwen2", true, TensorType::kBF16, 1},
+                                           HfCase{"qwen2", false, TensorType::kF32, 3},
+                                           HfCase{"mistral", false, TensorType::kBF16, 3},
+                                           HfCase{"llama", true, TensorType::kF16, 3}),
+                         [](const auto& info) {
+                           return info.param.arch + (info.param.tied ? "Tied" : "Untied") +
+                                  TensorTypeName(info.param.dtype) + "x" +
+                                  std::to_string(info.param.shards);
+                         });
 
 TEST(RandomDenseModelTest, DeterministicAndScaled) {
   DenseModel a = RandomDenseModel(TinyConfig("qwen2", false), 1);
@@ -284,7 +288,8 @@ TEST(SafetensorsErrorsTest, OffsetsChecked) {
       {R"({"t": {"dtype": "F32", "shape": [1], "data_offsets": [-4, 4]}})", "non-negative"},
       {R"({"t": {"dtype": "F32", "shape": [4294967296, 4294967296, 4], "data_offsets": [0, 16]}})",
        "more than 2^64"},
-      {R"({"t": {"dtype": "F32", "shape": [1], "data_offsets": [0, 18446744073709551615]}})", "past the end"},
+      {R"({"t": {"dtype": "F32", "shape": [1], "data_offsets": [0, 18446744073709551615]}})",
+       "past the end"},
       {R"({"t": {"dtype": "Q4", "shape": [1], "data_offsets": [0, 4]}})", "unknown dtype 'Q4'"},
   };
   for (const Case& c : cases) {
@@ -299,17 +304,20 @@ TEST(SafetensorsErrorsTest, OffsetsChecked) {
   std::string header = R"({"t": {"dtype": "F16", "shape": [3], "data_offsets": [4, 8]}})";
   auto r = ParseString(RawImage(header, data));
   ASSERT_FALSE(r.ok());
-  EXPECT_NE(r.status().message().find("at offset " + std::to_string(8 + header.size() + 4)), std::string::npos)
+  EXPECT_NE(r.status().message().find("at offset " + std::to_string(8 + header.size() + 4)),
+            std::string::npos)
       << r.status().ToString();
   // A zero dimension makes any other dimension harmless.
-  r = ParseString(RawImage(R"({"t": {"dtype": "F32", "shape": [0, 9223372036854775807], "data_offsets": [0, 0]}})",
-                           data));
+  r = ParseString(RawImage(
+      R"({"t": {"dtype": "F32", "shape": [0, 9223372036854775807], "data_offsets": [0, 0]}})",
+      data));
   EXPECT_TRUE(r.ok()) << r.status().ToString();
 }
 
 TEST(SafetensorsErrorsTest, UnsupportedDtypeNamedOnUse) {
-  auto r = ParseString(RawImage(R"({"ids": {"dtype": "I64", "shape": [2], "data_offsets": [0, 16]}})",
-                                std::string(16, '\0')));
+  auto r =
+      ParseString(RawImage(R"({"ids": {"dtype": "I64", "shape": [2], "data_offsets": [0, 16]}})",
+                           std::string(16, '\0')));
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   auto t = (*r)->GetTensor("ids");
   ASSERT_FALSE(t.ok());
@@ -323,12 +331,14 @@ TEST(HfLoaderErrorsTest, MissingTensorNamesTensorAndFile) {
   dense.tensors.erase("model.layers.1.mlp.up_proj.weight");
   const std::string dir = TempDir("missing");
   // The writer refuses an incomplete model...
-  EXPECT_EQ(WriteSafetensorsModel(dense, dir, TensorType::kF32).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(WriteSafetensorsModel(dense, dir, TensorType::kF32).code(),
+            StatusCode::kInvalidArgument);
   // ...so write the tensors by hand.
   std::vector<SafetensorsEntry> entries;
   for (const HfTensorSpec& s : HfTensorSpecs(dense.config)) {
     if (!dense.tensors.count(s.name)) continue;
-    entries.push_back({s.name, TensorType::kF32, s.shape, EncodeTensorData(dense.tensors.at(s.name), TensorType::kF32)});
+    entries.push_back({s.name, TensorType::kF32, s.shape,
+                       EncodeTensorData(dense.tensors.at(s.name), TensorType::kF32)});
   }
   ASSERT_TRUE(WriteSafetensorsFile(dir + "/model.safetensors", entries).ok());
   WriteString(dir + "/config.json", HfConfigToJson(dense.config));
@@ -362,8 +372,9 @@ TEST(HfLoaderErrorsTest, IndexErrors) {
   auto m = LoadHfModel(dir);
   ASSERT_FALSE(m.ok());
   EXPECT_NE(m.status().message().find("not a file name"), std::string::npos);
-  WriteString(dir + "/model.safetensors.index.json",
-              R"({"weight_map": {"model.embed_tokens.weight": "model-00001-of-00002.safetensors"}})");
+  WriteString(
+      dir + "/model.safetensors.index.json",
+      R"({"weight_map": {"model.embed_tokens.weight": "model-00001-of-00002.safetensors"}})");
   m = LoadHfModel(dir);
   ASSERT_FALSE(m.ok());
   EXPECT_EQ(m.status().code(), StatusCode::kNotFound);

@@ -1,0 +1,178 @@
+// ctest-labels: unit
+// The engine's mechanics on a tiny random model: determinism, prefix sharing, batch
+// invariance, stop conditions, preemption under a small pool, and release.
+#include "worker/engine.h"
+
+#include <gtest/gtest.h>
+
+#include <numeric>
+
+#include "tests/testing/tiny_model.h"
+
+namespace canopy {
+namespace {
+
+using testing::TinyEngine;
+
+std::vector<int32_t> Prompt(int n, int offset = 0) {
+  std::vector<int32_t> p(n);
+  for (int i = 0; i < n; ++i) p[i] = (i * 37 + 11 + offset) % 250;
+  return p;
+}
+
+ExpandRequest Req(NodeId node, int k, int max_tokens, uint64_t seed, float temperature = 0.9f) {
+  ExpandRequest r;
+  r.node = node;
+  r.num_children = k;
+  r.sampling.temperature = temperature;
+  r.stop.stop_strings = {};
+  r.stop.stop_at_end_of_turn = false;
+  r.stop.max_tokens = max_tokens;
+  r.seed = seed;
+  return r;
+}
+
+TEST(EngineTest, ExpandGrowsKChildrenWithTheirOwnTokens) {
+  auto e = TinyEngine();
+  NodeId root = e->CreateRoot(Prompt(40));
+  auto res = e->Expand(Req(root, 4, 12, 1));
+  ASSERT_TRUE(res.ok()) << res.status().ToString();
+  ASSERT_EQ(res->children.size(), 4u);
+  std::set<std::vector<int32_t>> distinct;
+  for (const ExpandedChild& c : res->children) {
+    EXPECT_EQ(c.tokens.size(), 12u);
+    EXPECT_EQ(c.finish, FinishReason::kLength);
+    EXPECT_EQ(c.logprobs.size(), 12u);
+    EXPECT_NEAR(c.sum_logprob, std::accumulate(c.logprobs.begin(), c.logprobs.end(), 0.0), 1e-4);
+    for (float lp : c.logprobs) EXPECT_LE(lp, 0.0f);
+    std::vector<int32_t> full = Prompt(40);
+    full.insert(full.end(), c.tokens.begin(), c.tokens.end());
+    EXPECT_EQ(e->NodeTokens(c.node), full);
+    distinct.insert(c.tokens);
+  }
+  EXPECT_GT(distinct.size(), 1u) << "different sample indices must draw different tokens";
+  // Prompt prefilled once (40 tokens), then one decode token per child per step (11 each:
+  // the 12th token is sampled but not computed).
+  EXPECT_EQ(e->stats().prefill_tokens, 40);
+  EXPECT_EQ(e->stats().decode_tokens, 4 * 11);
+}
+
+TEST(EngineTest, SameSeedSameChildrenWhateverElseRuns) {
+  EngineOptions opts;
+  opts.batch_invariant = true;
+  auto a = TinyEngine(opts);
+  auto b = TinyEngine(opts);
+  NodeId ra = a->CreateRoot(Prompt(30));
+  auto alone = a->Expand(Req(ra, 3, 10, 42));
+  ASSERT_TRUE(alone.ok());
+  // In engine b the same request runs beside others of different sizes, submitted first.
+  NodeId other1 = b->CreateRoot(Prompt(50, 3));
+  NodeId other2 = b->CreateRoot(Prompt(7, 5));
+  ASSERT_TRUE(b->Submit(Req(other1, 5, 20, 9)).ok());
+  ASSERT_TRUE(b->Submit(Req(other2, 2, 3, 8)).ok());
+  NodeId rb = b->CreateRoot(Prompt(30));
+  auto together = b->Expand(Req(rb, 3, 10, 42));
+  ASSERT_TRUE(together.ok());
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(alone->children[i].tokens, together->children[i].tokens) << "child " << i;
+    // Bitwise: batch-invariant logits give bitwise-equal logprobs.
+    EXPECT_EQ(alone->children[i].logprobs, together->children[i].logprobs) << "child " << i;
+  }
+}
+
+TEST(EngineTest, DecodingFromASharedPrefixEqualsDecodingFromScratch) {
+  EngineOptions opts;
+  opts.batch_invariant = true;
+  auto e = TinyEngine(opts);
+  NodeId root = e->CreateRoot(Prompt(37));
+  auto step1 = e->Expand(Req(root, 2, 9, 5, 0.0f));
+  ASSERT_TRUE(step1.ok());
+  const ExpandedChild& c = step1->children[1];
+  auto step2 = e->Expand(Req(c.node, 1, 20, 6, 0.0f));  // continues in the child's shared KV
+  ASSERT_TRUE(step2.ok());
+
+  auto fresh = TinyEngine(opts);
+  NodeId whole = fresh->CreateRoot(e->NodeTokens(c.node));  // the same tokens, no cache
+  auto scratch = fresh->Expand(Req(whole, 1, 20, 6, 0.0f));
+  ASSERT_TRUE(scratch.ok());
+  EXPECT_EQ(step2->children[0].tokens, scratch->children[0].tokens);
+  EXPECT_EQ(step2->children[0].logprobs, scratch->children[0].logprobs);
+}
+
+TEST(EngineTest, ChildrenShareThePromptBlocks) {
+  auto e = TinyEngine();
+  NodeId root = e->CreateRoot(Prompt(64));  // 4 full blocks
+  auto res = e->Expand(Req(root, 8, 16, 3));
+  ASSERT_TRUE(res.ok());
+  // The ideal: the prompt's 4 blocks once, plus each child's 16 tokens in one block of its own.
+  EXPECT_EQ(e->kv_stats().used_blocks, 4 + 8 * 1);
+  // Releasing everything leaves nothing pinned; blocks stay cached for reuse.
+  for (const ExpandedChild& c : res->children) ASSERT_TRUE(e->Release(c.node).ok());
+  ASSERT_TRUE(e->Release(root).ok());
+  EXPECT_EQ(e->kv_stats().used_blocks, 0);
+  EXPECT_GE(e->kv_stats().cached_free_blocks, 4);
+  // The same prompt again hits the cache: only the last block is recomputed.
+  NodeId again = e->CreateRoot(Prompt(64));
+  ASSERT_TRUE(e->Expand(Req(again, 1, 2, 3)).ok());
+  EXPECT_EQ(e->stats().cached_prompt_tokens, 48);
+}
+
+TEST(EngineTest, StopStringEndsAStepAndIsKept) {
+  EngineOptions opts;
+  opts.batch_invariant = true;
+  auto e = TinyEngine(opts);
+  NodeId root = e->CreateRoot(Prompt(20));
+  auto free_run = e->Expand(Req(root, 1, 30, 11, 0.0f));
+  ASSERT_TRUE(free_run.ok());
+  const std::string text = free_run->children[0].text;
+  ASSERT_GE(text.size(), 12u);
+  // Use two bytes from the middle of the greedy text as the stop string.
+  std::string stop = text.substr(6, 2);
+  ExpandRequest r = Req(root, 1, 30, 11, 0.0f);
+  r.stop.stop_strings = {stop};
+  auto stopped = e->Expand(r);
+  ASSERT_TRUE(stopped.ok());
+  const ExpandedChild& c = stopped->children[0];
+  EXPECT_EQ(c.finish, FinishReason::kStop);
+  size_t at = text.find(stop);
+  EXPECT_EQ(c.text, text.substr(0, at + stop.size()));
+}
+
+TEST(EngineTest, SmallPoolPreemptsAndRecomputesWithIdenticalResults) {
+  EngineOptions big;
+  big.batch_invariant = true;
+  EngineOptions small = big;
+  small.num_kv_blocks = 12;  // far less than 6 children x 40 tokens + prompt need
+  auto a = TinyEngine(big);
+  auto b = TinyEngine(small);
+  NodeId ra = a->CreateRoot(Prompt(33));
+  NodeId rb = b->CreateRoot(Prompt(33));
+  ASSERT_TRUE(b->Submit(Req(rb, 6, 40, 77)).ok());
+  NodeId rb2 = b->CreateRoot(Prompt(20, 1));
+  ASSERT_TRUE(b->Submit(Req(rb2, 3, 30, 78)).ok());
+  std::vector<ExpandResult> got;
+  while (!b->Idle()) {
+    for (ExpandResult& r : b->Step()) got.push_back(std::move(r));
+  }
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_GT(b->stats().preemptions + b->stats().evictions, 0);
+  auto want = a->Expand(Req(ra, 6, 40, 77));
+  ASSERT_TRUE(want.ok());
+  const ExpandResult& first = got[0].parent == rb ? got[0] : got[1];
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(first.children[i].tokens, want->children[i].tokens);
+}
+
+TEST(EngineTest, ErrorsAreValues) {
+  auto e = TinyEngine();
+  EXPECT_EQ(e->Submit(Req(12345, 1, 4, 0)).status().code(), StatusCode::kNotFound);
+  NodeId root = e->CreateRoot(Prompt(5));
+  EXPECT_EQ(e->Submit(Req(root, 0, 4, 0)).status().code(), StatusCode::kInvalidArgument);
+  ASSERT_TRUE(e->Submit(Req(root, 1, 4, 0)).ok());
+  EXPECT_EQ(e->Release(root).code(), StatusCode::kFailedPrecondition);
+  while (!e->Idle()) e->Step();
+  EXPECT_TRUE(e->Release(root).ok());
+  EXPECT_EQ(e->Release(root).code(), StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace canopy

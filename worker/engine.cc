@@ -1,0 +1,363 @@
+#include "worker/engine.h"
+
+#include <algorithm>
+
+#include "common/logging.h"
+#include <filesystem>
+
+#include "worker/gguf.h"
+
+namespace canopy {
+
+const char* FinishReasonName(FinishReason r) {
+  switch (r) {
+    case FinishReason::kStop: return "stop";
+    case FinishReason::kEndOfTurn: return "end_of_turn";
+    case FinishReason::kLength: return "length";
+  }
+  return "?";
+}
+
+StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options) {
+  StatusOr<ModelWeights> model = LoadModel(options.model_path);
+  if (!model.ok()) return model.status();
+  StatusOr<Tokenizer> tok = InvalidArgumentError("no tokenizer");
+  std::string chat_source;
+  std::error_code ec;
+  if (std::filesystem::is_directory(options.model_path, ec)) {
+    tok = Tokenizer::FromHfJson(options.model_path + "/tokenizer.json");
+  } else {
+    CANOPY_ASSIGN_OR_RETURN(std::unique_ptr<GgufFile> gguf, GgufFile::Open(options.model_path));
+    tok = Tokenizer::FromGguf(*gguf);
+    chat_source = gguf->GetStringOr("tokenizer.chat_template", "");
+  }
+  if (!tok.ok()) return tok.status().WithContext(options.model_path);
+  CANOPY_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine,
+                          Create(options, std::make_shared<ModelWeights>(std::move(*model)),
+                                 std::make_shared<Tokenizer>(std::move(*tok))));
+  if (!chat_source.empty()) {
+    StatusOr<ChatTemplateKind> kind = DetectChatTemplate(chat_source);
+    if (kind.ok()) {
+      engine->chat_template_ = *kind;
+      engine->default_system_prompt_ = DefaultSystemPrompt(chat_source);
+    } else {
+      CANOPY_LOG(Warn) << options.model_path << ": " << kind.status().message();
+    }
+  }
+  return engine;
+}
+
+StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options,
+                                                 std::shared_ptr<ModelWeights> model,
+                                                 std::shared_ptr<Tokenizer> tokenizer) {
+  if (options.block_size <= 0 || options.max_batch_tokens <= 0) {
+    return InvalidArgumentError("block_size and max_batch_tokens must be positive");
+  }
+  int64_t per_block = LlamaRunner::KvBytesPerBlock(model->config, options.block_size);
+  int64_t blocks = options.num_kv_blocks > 0 ? options.num_kv_blocks
+                                             : options.kv_cache_bytes / per_block;
+  if (blocks < 2) {
+    return InvalidArgumentError("KV cache of " + std::to_string(options.kv_cache_bytes) +
+                                " bytes holds fewer than 2 blocks of " +
+                                std::to_string(per_block) + " bytes");
+  }
+  if (options.dequantize_weights && !options.batch_invariant) {
+    for (LayerWeights& l : model->layers) {
+      for (Weight* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) PrepareF32(w);
+    }
+  }
+  return std::unique_ptr<Engine>(
+      new Engine(options, std::move(model), std::move(tokenizer), static_cast<int32_t>(blocks)));
+}
+
+Engine::Engine(const EngineOptions& options, std::shared_ptr<ModelWeights> model,
+               std::shared_ptr<Tokenizer> tokenizer, int32_t num_blocks)
+    : options_(options),
+      model_(std::move(model)),
+      tokenizer_(std::move(tokenizer)),
+      end_of_turn_(tokenizer_->EndOfTurnIds()),
+      kv_(num_blocks, options.block_size),
+      runner_(std::make_unique<LlamaRunner>(
+          model_.get(), num_blocks, options.block_size,
+          options.batch_invariant ? MatmulMode::kInvariant : MatmulMode::kFast)) {}
+
+Engine::~Engine() = default;
+
+NodeId Engine::CreateRoot(std::vector<int32_t> tokens) {
+  CANOPY_CHECK(!tokens.empty()) << "a root needs at least one token";
+  NodeId id = next_node_++;
+  nodes_[id].tokens = std::move(tokens);
+  return id;
+}
+
+const std::vector<int32_t>& Engine::NodeTokens(NodeId id) const {
+  auto it = nodes_.find(id);
+  CANOPY_CHECK(it != nodes_.end()) << "unknown node " << id;
+  return it->second.tokens;
+}
+
+Status Engine::Release(NodeId id) {
+  auto it = nodes_.find(id);
+  if (it == nodes_.end()) return NotFoundError("node " + std::to_string(id) + " does not exist");
+  if (it->second.in_use > 0) {
+    return FailedPreconditionError("node " + std::to_string(id) + " has an expansion in flight");
+  }
+  if (kv_.HasSequence(id)) kv_.Free(id);
+  nodes_.erase(it);
+  return Status::Ok();
+}
+
+StatusOr<uint64_t> Engine::Submit(const ExpandRequest& request) {
+  auto it = nodes_.find(request.node);
+  if (it == nodes_.end()) return NotFoundError("expand: node " + std::to_string(request.node) + " does not exist");
+  if (request.num_children <= 0) return InvalidArgumentError("expand: num_children must be positive");
+  if (request.stop.max_tokens <= 0) return InvalidArgumentError("expand: max_tokens must be positive");
+  if (static_cast<int64_t>(it->second.tokens.size()) >= config().max_position) {
+    return InvalidArgumentError("expand: node " + std::to_string(request.node) + " already has " +
+                                std::to_string(it->second.tokens.size()) +
+                                " tokens, the model's context is " + std::to_string(config().max_position));
+  }
+  auto r = std::make_unique<Request>();
+  r->id = next_request_++;
+  r->req = request;
+  r->children.resize(request.num_children);
+  it->second.in_use++;
+  active_.push_back(std::move(r));
+  return active_.back()->id;
+}
+
+bool Engine::EvictIdle(int32_t blocks) {
+  while (kv_.NumFreeBlocks() < blocks) {
+    NodeId victim = -1;
+    uint64_t oldest = UINT64_MAX;
+    for (const auto& [id, n] : nodes_) {
+      if (n.in_use == 0 && n.last_used < oldest && kv_.HasSequence(id)) {
+        oldest = n.last_used;
+        victim = id;
+      }
+    }
+    if (victim < 0) return false;
+    kv_.Free(victim);
+    stats_.evictions++;
+  }
+  return true;
+}
+
+bool Engine::PreemptOne(const Request* keep) {
+  for (auto it = active_.rbegin(); it != active_.rend(); ++it) {
+    Request* r = it->get();
+    if (r == keep) return false;  // only newer requests yield to an older one
+    bool freed = false;
+    for (Child& c : r->children) {
+      if (c.node >= 0 && !c.done && kv_.HasSequence(c.node)) {
+        kv_.Free(c.node);
+        stats_.preemptions++;
+        freed = true;
+      }
+    }
+    if (freed) return true;
+  }
+  return false;
+}
+
+bool Engine::MakeResident(NodeId id) {
+  Node& n = nodes_.at(id);
+  n.last_used = clock_;
+  if (kv_.HasSequence(id)) return true;
+  int32_t need = kv_.BlocksNeededToCreate(n.tokens);
+  if (need > kv_.NumFreeBlocks() && !EvictIdle(need)) return false;
+  std::optional<int32_t> cached = kv_.CreateSequence(id, n.tokens);
+  if (!cached) return false;
+  stats_.cached_prompt_tokens += *cached;
+  return true;
+}
+
+int32_t Engine::ForkChildren(Request* r) {
+  const NodeId parent = r->req.node;
+  int32_t forked = 0;
+  for (int32_t i = 0; i < r->req.num_children; ++i) {
+    Child& c = r->children[i];
+    if (c.node >= 0) continue;
+    // The fork's blocks plus a block for the first token if the copy is full.
+    int32_t need = kv_.BlocksNeededToFork(parent) + 1;
+    if (kv_.NumFreeBlocks() < need && !EvictIdle(need)) return forked;
+    NodeId child = next_node_++;
+    std::optional<ForkResult> fork = kv_.Fork(parent, child);
+    if (!fork) return forked;
+    if (fork->copy) runner_->CopyBlock(fork->copy->src, fork->copy->dst, fork->copy->num_tokens);
+    Node& n = nodes_[child];  // may rehash: no Node& taken before this stays valid
+    n.tokens = nodes_.at(parent).tokens;
+    n.in_use = 1;
+    n.last_used = clock_;
+    c.node = child;
+    ++forked;
+    SampleChild(r, i, nodes_.at(parent).last_logits);
+  }
+  r->forked = true;
+  return forked;
+}
+
+void Engine::SampleChild(Request* r, int32_t i, std::span<const float> logits) {
+  double u = UniformDraw(r->req.seed, static_cast<uint64_t>(i), r->children[i].out.tokens.size());
+  AcceptToken(r, i, SampleToken(logits, r->req.sampling, u));
+}
+
+void Engine::AcceptToken(Request* r, int32_t i, const SampledToken& t) {
+  Child& c = r->children[i];
+  Node& n = nodes_.at(c.node);
+  const StopCondition& stop = r->req.stop;
+  c.out.tokens.push_back(t.token);
+  c.out.logprobs.push_back(t.logprob);
+  c.out.sum_logprob += t.logprob;
+  n.tokens.push_back(t.token);
+  bool eot = std::find(end_of_turn_.begin(), end_of_turn_.end(), t.token) != end_of_turn_.end();
+  if (eot && stop.stop_at_end_of_turn) {
+    c.done = true;
+    c.out.finish = FinishReason::kEndOfTurn;
+  } else {
+    if (!eot) c.out.text += tokenizer_->TokenBytes(t.token);
+    for (const std::string& s : stop.stop_strings) {
+      if (!s.empty() && c.out.text.find(s, c.text_scan_from) != std::string::npos) {
+        c.done = true;
+        c.out.finish = FinishReason::kStop;
+        break;
+      }
+    }
+    size_t longest = 0;
+    for (const std::string& s : stop.stop_strings) longest = std::max(longest, s.size());
+    if (c.out.text.size() >= longest) c.text_scan_from = c.out.text.size() - longest + 1;
+    if (!c.done && (static_cast<int32_t>(c.out.tokens.size()) >= stop.max_tokens ||
+                    static_cast<int64_t>(n.tokens.size()) >= config().max_position)) {
+      c.done = true;
+      c.out.finish = FinishReason::kLength;
+    }
+  }
+  if (c.done) n.in_use--;  // a finished child is idle: its KV may be dropped under pressure
+  // Keep the sequence's tokens equal to the node's: reserve the new token's slot, freeing
+  // blocks if needed; a child that still cannot grow drops its KV and recomputes later.
+  if (!kv_.HasSequence(c.node)) return;
+  if (kv_.Append(c.node, {&t.token, 1})) return;
+  if ((EvictIdle(1) || PreemptOne(r)) && kv_.Append(c.node, {&t.token, 1})) return;
+  kv_.Free(c.node);
+  stats_.preemptions++;
+}
+
+bool Engine::Finished(const Request& r) const {
+  if (!r.forked) return false;
+  for (const Child& c : r.children) {
+    if (!c.done) return false;
+  }
+  return true;
+}
+
+ExpandResult Engine::Complete(Request* r) {
+  ExpandResult res;
+  res.request_id = r->id;
+  res.parent = r->req.node;
+  for (Child& c : r->children) {
+    c.out.node = c.node;
+    res.children.push_back(std::move(c.out));
+  }
+  nodes_.at(r->req.node).in_use--;
+  return res;
+}
+
+std::vector<ExpandResult> Engine::Step() {
+  ++clock_;
+  std::vector<ExpandResult> done;
+  done.swap(completed_);
+  std::vector<Work> work;
+  int32_t forked = 0;
+  int32_t budget = options_.max_batch_tokens;
+
+  auto plan = [&](NodeId seq, Request* r, int32_t child) {
+    if (budget <= 0 || !MakeResident(seq)) return;
+    int32_t begin = kv_.NumComputed(seq), end = kv_.NumTokens(seq);
+    if (begin >= end) return;
+    end = std::min(end, begin + budget);
+    budget -= end - begin;
+    work.push_back({seq, r, child, begin, end});
+  };
+  // Running children first (older requests first), then parents waiting for prefill.
+  for (auto& rp : active_) {
+    Request* r = rp.get();
+    for (int32_t i = 0; i < r->req.num_children; ++i) {
+      const Child& c = r->children[i];
+      if (c.node >= 0 && !c.done) plan(c.node, r, i);
+    }
+  }
+  for (auto& rp : active_) {
+    Request* r = rp.get();
+    if (r->forked) continue;
+    Node& p = nodes_.at(r->req.node);
+    if (!p.last_logits.empty() && kv_.HasSequence(r->req.node) &&
+        kv_.NumComputed(r->req.node) == kv_.NumTokens(r->req.node)) {
+      // Logits known (also when only some children fit so far): fork without compute.
+      forked += ForkChildren(r);
+      continue;
+    }
+    plan(r->req.node, r, -1);
+  }
+
+  if (!work.empty()) {
+    std::vector<ForwardItem> items;
+    items.reserve(work.size());
+    int32_t prefill = 0, decode = 0;
+    for (const Work& w : work) {
+      std::span<const int32_t> toks = kv_.Tokens(w.seq);
+      bool want = w.end == kv_.NumTokens(w.seq);
+      items.push_back({toks.subspan(w.begin, w.end - w.begin), w.begin, kv_.BlockTable(w.seq), want});
+      (w.end - w.begin == 1 && w.child >= 0 ? decode : prefill) += w.end - w.begin;
+    }
+    std::vector<float> logits;
+    runner_->Forward(items, &logits);
+    stats_.forward_passes++;
+    stats_.prefill_tokens += prefill;
+    stats_.decode_tokens += decode;
+    const int64_t V = config().vocab_size;
+    int64_t row = 0;
+    for (size_t k = 0; k < work.size(); ++k) {
+      const Work& w = work[k];
+      kv_.MarkComputed(w.seq, w.end);
+      if (!items[k].want_logits) continue;
+      std::span<const float> lg(logits.data() + row * V, V);
+      ++row;
+      if (w.child < 0) {
+        nodes_.at(w.seq).last_logits.assign(lg.begin(), lg.end());
+        ForkChildren(w.request);
+      } else {
+        SampleChild(w.request, w.child, lg);
+      }
+    }
+  }
+
+  for (auto it = active_.begin(); it != active_.end();) {
+    if (Finished(**it)) {
+      done.push_back(Complete(it->get()));
+      it = active_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  // No compute, no fork and nothing finished: the pool cannot hold even the oldest request.
+  CANOPY_CHECK(!work.empty() || forked > 0 || !done.empty() || active_.empty())
+      << "the KV pool (" << kv_.num_blocks() << " blocks of " << kv_.block_size()
+      << " tokens) cannot hold the sequences of one request";
+  return done;
+}
+
+StatusOr<ExpandResult> Engine::Expand(const ExpandRequest& request) {
+  CANOPY_ASSIGN_OR_RETURN(uint64_t id, Submit(request));
+  std::vector<ExpandResult> others;
+  while (true) {
+    for (ExpandResult& r : Step()) {
+      if (r.request_id == id) {
+        for (ExpandResult& o : others) completed_.push_back(std::move(o));
+        return r;
+      }
+      others.push_back(std::move(r));
+    }
+  }
+}
+
+}  // namespace canopy

@@ -1,0 +1,194 @@
+// The engine: grows search-tree nodes by sampling reasoning steps, many requests at once,
+// over one paged KV cache whose blocks are shared along the tree.
+//
+// A node is a handle to a token prefix. CreateRoot makes one from a prompt; Expand grows k
+// children from a node, each until a stop string ("\n\n"), an end-of-turn token or its token
+// budget, and returns their tokens, text, logprobs and finish reasons. A node's KV stays in
+// the pool (pinned) until Release; under memory pressure the engine drops the KV of idle
+// nodes (and, if needed, of running children) and recomputes it later from their tokens, so
+// it never fails for lack of memory.
+//
+//   Submit(req) ─► [admit parent: reuse cached prefix blocks, prefill the rest in chunks]
+//                  ─► fork k children (share full blocks, copy the partial one)
+//                  ─► decode all running children of all requests in one batch per Step()
+//                  ─► ExpandResult when the request's last child stops
+//
+// Determinism: child i of a request draws its t-th token from UniformDraw(seed, i, t), so its
+// tokens depend only on the logits. With batch_invariant the logits of a sequence are bitwise
+// independent of the rest of the batch, hence so are the children.
+//
+// Thread-safety: none; one thread drives an Engine.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "common/status.h"
+#include "worker/chat_template.h"
+#include "worker/kv_cache_manager.h"
+#include "worker/llama_runner.h"
+#include "worker/model.h"
+#include "worker/sampler.h"
+#include "worker/tokenizer.h"
+
+namespace canopy {
+
+using NodeId = int64_t;
+
+struct EngineOptions {
+  std::string model_path;            // GGUF file or Hugging Face directory
+  int64_t kv_cache_bytes = 1ll << 30;
+  int32_t num_kv_blocks = 0;         // overrides kv_cache_bytes when > 0
+  int32_t block_size = 16;
+  int32_t max_batch_tokens = 512;    // tokens per forward pass (prefill is chunked to fit)
+  bool batch_invariant = false;      // fixed-order matmuls: logits independent of the batch
+  bool dequantize_weights = true;    // keep an F32 copy of the weights for BLAS prefill
+};
+
+enum class FinishReason { kStop, kEndOfTurn, kLength };
+const char* FinishReasonName(FinishReason r);
+
+struct StopCondition {
+  std::vector<std::string> stop_strings = {"\n\n"};
+  int32_t max_tokens = 256;  // per child
+  bool stop_at_end_of_turn = true;
+};
+
+struct ExpandRequest {
+  NodeId node = -1;
+  int32_t num_children = 1;
+  SamplingParams sampling;
+  StopCondition stop;
+  uint64_t seed = 0;  // the caller derives it from (job seed, problem, node)
+};
+
+struct ExpandedChild {
+  NodeId node = -1;                 // a new node: parent's tokens + `tokens`
+  std::vector<int32_t> tokens;      // the generated tokens, the stopping one included
+  std::string text;                 // their text (end-of-turn tokens not rendered)
+  std::vector<float> logprobs;      // per token
+  double sum_logprob = 0.0;
+  FinishReason finish = FinishReason::kLength;
+};
+
+struct ExpandResult {
+  uint64_t request_id = 0;
+  NodeId parent = -1;
+  std::vector<ExpandedChild> children;  // in sample-index order
+};
+
+struct EngineStats {
+  int64_t forward_passes = 0;
+  int64_t prefill_tokens = 0;   // tokens computed as prefill (prompt or recompute)
+  int64_t decode_tokens = 0;    // tokens computed as one-token decode steps
+  int64_t cached_prompt_tokens = 0;  // prompt tokens whose KV came from the prefix cache
+  int64_t preemptions = 0;      // running sequences whose KV was dropped
+  int64_t evictions = 0;        // idle nodes whose KV was dropped
+};
+
+class Engine {
+ public:
+  static StatusOr<std::unique_ptr<Engine>> Create(const EngineOptions& options);
+  // For tests: an engine over an already-loaded model and tokenizer.
+  static StatusOr<std::unique_ptr<Engine>> Create(const EngineOptions& options,
+                                                  std::shared_ptr<ModelWeights> model,
+                                                  std::shared_ptr<Tokenizer> tokenizer);
+  ~Engine();
+
+  const Tokenizer& tokenizer() const { return *tokenizer_; }
+  const ModelConfig& config() const { return model_->config; }
+  // The chat template named in the model file (ChatML when it names none).
+  ChatTemplateKind chat_template() const { return chat_template_; }
+  const std::string& default_system_prompt() const { return default_system_prompt_; }
+
+  // A node for a prompt. Nothing is computed until it is expanded.
+  NodeId CreateRoot(std::vector<int32_t> tokens);
+  bool HasNode(NodeId id) const { return nodes_.count(id) != 0; }
+  const std::vector<int32_t>& NodeTokens(NodeId id) const;
+  // Drops a node; its KV blocks return to the pool (still cached by prefix). A node with an
+  // expansion in flight cannot be released.
+  Status Release(NodeId id);
+
+  // Queues an expansion; returns its request id.
+  StatusOr<uint64_t> Submit(const ExpandRequest& request);
+  // One forward pass over everything runnable; returns the expansions that finished.
+  std::vector<ExpandResult> Step();
+  bool Idle() const { return active_.empty(); }
+  // Submits and steps until this request finishes. Other requests advance too; their
+  // results are returned by later Step() calls.
+  StatusOr<ExpandResult> Expand(const ExpandRequest& request);
+
+  const EngineStats& stats() const { return stats_; }
+  KvCacheStats kv_stats() const { return kv_.Stats(); }
+  const KvCacheManager& kv() const { return kv_; }
+  int32_t num_nodes() const { return static_cast<int32_t>(nodes_.size()); }
+
+ private:
+  struct Node {
+    std::vector<int32_t> tokens;
+    std::vector<float> last_logits;  // logits after the last token, once computed
+    int32_t in_use = 0;              // requests that need it resident
+    uint64_t last_used = 0;
+  };
+  struct Child {
+    NodeId node = -1;
+    ExpandedChild out;
+    size_t text_scan_from = 0;
+    bool done = false;
+  };
+  struct Request {
+    uint64_t id = 0;
+    ExpandRequest req;
+    bool forked = false;  // children exist
+    std::vector<Child> children;
+  };
+  struct Work {  // a resident sequence with tokens to compute, and who wants the logits
+    NodeId seq;
+    Request* request;
+    int32_t child;  // -1: the request's parent
+    int32_t begin, end;
+  };
+
+  Engine(const EngineOptions& options, std::shared_ptr<ModelWeights> model,
+         std::shared_ptr<Tokenizer> tokenizer, int32_t num_blocks);
+
+  // Makes `id` resident (recreating its KV sequence from tokens if dropped). False if the
+  // pool cannot hold it even after evicting idle nodes.
+  bool MakeResident(NodeId id);
+  // Frees blocks: drops idle resident nodes (LRU) until `blocks` are free. True on success.
+  bool EvictIdle(int32_t blocks);
+  // Drops the KV of the running children of the newest request other than `keep`.
+  bool PreemptOne(const Request* keep);
+  // Forks the not-yet-forked children of a request whose parent logits are known, as many as
+  // the pool allows; returns how many it forked.
+  int32_t ForkChildren(Request* r);
+  // Appends a sampled token to a child; finishes it when a stop condition holds.
+  void AcceptToken(Request* r, int32_t i, const SampledToken& t);
+  void SampleChild(Request* r, int32_t i, std::span<const float> logits);
+  bool Finished(const Request& r) const;
+  ExpandResult Complete(Request* r);
+
+  EngineOptions options_;
+  std::shared_ptr<ModelWeights> model_;
+  std::shared_ptr<Tokenizer> tokenizer_;
+  ChatTemplateKind chat_template_ = ChatTemplateKind::kChatMl;
+  std::string default_system_prompt_;
+  std::vector<int32_t> end_of_turn_;
+  KvCacheManager kv_;
+  std::unique_ptr<LlamaRunner> runner_;
+  std::unordered_map<NodeId, Node> nodes_;
+  std::deque<std::unique_ptr<Request>> active_;  // in submission order (older = higher priority)
+  std::vector<ExpandResult> completed_;          // finished during Expand(), not yet returned
+  NodeId next_node_ = 1;
+  uint64_t next_request_ = 1;
+  uint64_t clock_ = 0;
+  EngineStats stats_;
+};
+
+}  // namespace canopy
