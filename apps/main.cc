@@ -5,6 +5,7 @@
 
 namespace canopy {
 int GenerateMain(int argc, char** argv);
+int DevicesMain(int argc, char** argv);
 }  // namespace canopy
 
 namespace {
@@ -15,6 +16,7 @@ void Usage() {
                "\n"
                "commands:\n"
                "  generate   sample continuations of a prompt from a model\n"
+               "  devices    list the CPU threads and CUDA devices canopy can use\n"
                "\n"
                "Run `canopy <command> --help` for a command's options.\n");
 }
@@ -28,6 +30,7 @@ int main(int argc, char** argv) {
   }
   std::string cmd = argv[1];
   if (cmd == "generate") return canopy::GenerateMain(argc - 1, argv + 1);
+  if (cmd == "devices") return canopy::DevicesMain(argc - 1, argv + 1);
   std::fprintf(stderr, "canopy: unknown command '%s'\n", cmd.c_str());
   Usage();
   return 2;
