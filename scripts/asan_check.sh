@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Builds the file-parser tests with AddressSanitizer + UBSan (abort on any finding) and runs
+# them: every truncation and thousands of bit flips of GGUF, safetensors and config files
+# must give a clean error, never a crash or an out-of-bounds read.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DCANOPY_ASAN=ON -DCANOPY_CUDA=OFF \
+      -DCANOPY_BENCH=OFF >/dev/null
+targets=(model_files_corrupt_test safetensors_test tokenizer_test block_pool_test kv_cache_manager_test engine_test)
+cmake --build build-asan -j"${CANOPY_BUILD_JOBS:-2}" --target "${targets[@]}"
+for t in "${targets[@]}"; do
+  ASAN_OPTIONS=detect_leaks=1 build-asan/tests/"$t" --gtest_brief=1
+done
