@@ -18,6 +18,11 @@ enum class MatmulMode {
   kInvariant,  // always the fixed-order kernel: row m of y depends only on row m of x
 };
 
+// Whether the AVX-512 kernels run (the CPU has AVX-512F and CANOPY_NO_AVX512 is not 1).
+// The fixed-order kernel's results depend on this choice, so batch-invariant workers that
+// must agree bitwise need the same kind of CPU.
+bool HaveAvx512();
+
 // y[m][n] = sum_k x[m][k] * w[n][k]   for m < M, n < w.rows; x is [M][w.cols].
 void Matmul(const float* x, int64_t M, const Weight& w, float* y, MatmulMode mode);
 

@@ -61,7 +61,7 @@ StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options,
                                 " bytes holds fewer than 2 blocks of " +
                                 std::to_string(per_block) + " bytes");
   }
-  if (options.dequantize_weights && !options.batch_invariant) {
+  if (options.dequantize_weights && !options.batch_invariant && !HaveAvx512()) {
     for (LayerWeights& l : model->layers) {
       for (Weight* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) PrepareF32(w);
     }

@@ -48,7 +48,7 @@ struct EngineOptions {
   int32_t block_size = 16;
   int32_t max_batch_tokens = 512;    // tokens per forward pass (prefill is chunked to fit)
   bool batch_invariant = false;      // fixed-order matmuls: logits independent of the batch
-  bool dequantize_weights = true;    // keep an F32 copy of the weights for BLAS prefill
+  bool dequantize_weights = true;    // CPUs without AVX-512: an F32 weight copy for BLAS prefill
 };
 
 enum class FinishReason { kStop, kEndOfTurn, kLength };

@@ -108,5 +108,34 @@ TEST(MatmulTest, FixedOrderMatchesNaiveAndIsRowIndependent) {
   }
 }
 
+TEST(MatmulTest, Avx512TilesAreTilingInvariantAndMatchNaive) {
+  if (!HaveAvx512()) GTEST_SKIP() << "no AVX-512 on this CPU";
+  // Q8_0 weights, 11 rows (tiles of 4, 4, 3) x 96 columns.
+  Weight w;
+  w.type = TensorType::kQ8_0;
+  w.rows = 11;
+  w.cols = 96;
+  auto data = std::make_shared<std::vector<uint8_t>>(RandomBytes(w.rows * w.row_bytes(), 9));
+  FixScales(w.type, *data);
+  w.owned = data;
+  w.data = data->data();
+  std::vector<float> wf = ToF32(w);
+  std::mt19937 rng(4);
+  std::normal_distribution<float> nd;
+  std::vector<float> x(10 * w.cols);
+  for (auto& v : x) v = nd(rng);
+  std::vector<float> y10(10 * w.rows), y5(5 * w.rows);
+  Matmul(x.data(), 10, w, y10.data(), MatmulMode::kFast);       // tiles of 4, 4, 2 rows
+  Matmul(x.data() + 5 * w.cols, 5, w, y5.data(), MatmulMode::kFast);  // rows 5..9: 4, 1
+  for (int64_t m = 5; m < 10; ++m) {
+    for (int64_t n = 0; n < w.rows; ++n) {
+      EXPECT_EQ(y10[m * w.rows + n], y5[(m - 5) * w.rows + n]);
+      double ref = 0;
+      for (int64_t k = 0; k < w.cols; ++k) ref += double{x[m * w.cols + k]} * wf[n * w.cols + k];
+      EXPECT_NEAR(y10[m * w.rows + n], ref, 1e-3);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace canopy

@@ -102,7 +102,8 @@ void CheckAgainst(const ModelWeights& model, MatmulMode mode, const Reference& r
   }
 }
 
-// kFast with F32 copies prepared is the engine's default: prompts go through BLAS SGEMM.
+// kFast with F32 copies prepared: long prompts go through BLAS SGEMM on CPUs without
+// AVX-512, through the AVX-512 tile kernel on CPUs with it (then the copies go unused).
 enum class Path { kFastBlas, kFast, kInvariant };
 
 StatusOr<ModelWeights> Load(const std::string& path, Path p) {
