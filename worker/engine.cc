@@ -315,18 +315,33 @@ std::vector<ExpandResult> Engine::Step() {
     stats_.prefill_tokens += prefill;
     stats_.decode_tokens += decode;
     const int64_t V = config().vocab_size;
-    int64_t row = 0;
+    // Draw the children's next tokens in parallel (pure functions of logits and seeds),
+    // then apply them in order (that mutates the pool).
+    std::vector<int64_t> row_of(work.size(), -1);
+    int64_t rows = 0;
+    for (size_t k = 0; k < work.size(); ++k) {
+      if (items[k].want_logits) row_of[k] = rows++;
+    }
+    std::vector<SampledToken> drawn(work.size());
+#pragma omp parallel for schedule(dynamic) if (work.size() >= 2)
+    for (size_t k = 0; k < work.size(); ++k) {
+      const Work& w = work[k];
+      if (row_of[k] < 0 || w.child < 0) continue;
+      const Child& c = w.request->children[w.child];
+      double u = UniformDraw(w.request->req.seed, static_cast<uint64_t>(w.child), c.out.tokens.size());
+      drawn[k] = SampleToken({logits.data() + row_of[k] * V, static_cast<size_t>(V)},
+                             w.request->req.sampling, u);
+    }
     for (size_t k = 0; k < work.size(); ++k) {
       const Work& w = work[k];
       kv_.MarkComputed(w.seq, w.end);
-      if (!items[k].want_logits) continue;
-      std::span<const float> lg(logits.data() + row * V, V);
-      ++row;
+      if (row_of[k] < 0) continue;
       if (w.child < 0) {
+        std::span<const float> lg(logits.data() + row_of[k] * V, V);
         nodes_.at(w.seq).last_logits.assign(lg.begin(), lg.end());
         ForkChildren(w.request);
       } else {
-        SampleChild(w.request, w.child, lg);
+        AcceptToken(w.request, w.child, drawn[k]);
       }
     }
   }

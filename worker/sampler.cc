@@ -6,7 +6,6 @@
 #include <vector>
 
 #include "common/check.h"
-#include "kernels/ops.h"
 
 namespace canopy {
 namespace {
@@ -30,25 +29,39 @@ double UniformDraw(uint64_t seed, uint64_t sample, uint64_t step) {
 SampledToken SampleToken(std::span<const float> logits, const SamplingParams& params, double u) {
   const int64_t V = static_cast<int64_t>(logits.size());
   CANOPY_CHECK_GT(V, 0);
-  const float lse = LogSumExp(logits.data(), V);
-  auto result = [&](int32_t t) { return SampledToken{t, logits[t] - lse}; };
-
-  if (params.temperature <= 0.0f || params.top_k == 1) {
-    return result(static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin()));
+  const float mx = *std::max_element(logits.begin(), logits.end());
+  const bool greedy = params.temperature <= 0.0f || params.top_k == 1;
+  const bool tempered = !greedy && params.temperature != 1.0f;
+  // One pass of exp for the model's distribution (the logprob), reused as the sampling
+  // weights at temperature 1; a second pass only for another temperature.
+  std::vector<float> w(V);
+  double z = 0.0;
+  for (int64_t i = 0; i < V; ++i) {
+    w[i] = std::exp(logits[i] - mx);
+    z += w[i];
   }
-  const float inv_t = 1.0f / params.temperature;
-  const bool need_order = params.top_k > 0 || params.top_p < 1.0f;
-  if (!need_order) {
-    // Inverse CDF in id order: no sort needed.
-    const float mx = *std::max_element(logits.begin(), logits.end());
-    double total = 0.0;
-    for (int64_t i = 0; i < V; ++i) total += std::exp(static_cast<double>((logits[i] - mx) * inv_t));
-    double target = u * total, acc = 0.0;
+  const float lse = mx + static_cast<float>(std::log(z));
+  auto result = [&](int64_t t) { return SampledToken{static_cast<int32_t>(t), logits[t] - lse}; };
+  if (greedy) {
+    return result(std::max_element(logits.begin(), logits.end()) - logits.begin());
+  }
+  if (tempered) {
+    const float inv_t = 1.0f / params.temperature;
+    z = 0.0;
     for (int64_t i = 0; i < V; ++i) {
-      acc += std::exp(static_cast<double>((logits[i] - mx) * inv_t));
-      if (acc > target) return result(static_cast<int32_t>(i));
+      w[i] = std::exp((logits[i] - mx) * inv_t);
+      z += w[i];
     }
-    return result(static_cast<int32_t>(V - 1));
+  }
+  if (params.top_k <= 0 && params.top_p >= 1.0f) {
+    // Inverse CDF in id order: no sort needed.
+    const double target = u * z;
+    double acc = 0.0;
+    for (int64_t i = 0; i < V; ++i) {
+      acc += w[i];
+      if (acc > target) return result(i);
+    }
+    return result(V - 1);
   }
   std::vector<int32_t> order(V);
   std::iota(order.begin(), order.end(), 0);
@@ -62,27 +75,23 @@ SampledToken SampleToken(std::span<const float> logits, const SamplingParams& pa
   } else {
     std::sort(order.begin(), order.end(), better);
   }
-  std::vector<double> p(n);
-  const float mx = logits[order[0]];
   double total = 0.0;
-  for (int64_t i = 0; i < n; ++i) {
-    p[i] = std::exp(static_cast<double>((logits[order[i]] - mx) * inv_t));
-    total += p[i];
-  }
+  for (int64_t i = 0; i < n; ++i) total += w[order[i]];
   if (params.top_p < 1.0f) {
     double acc = 0.0;
     int64_t keep = 0;
     while (keep < n) {
-      acc += p[keep++] / total;
+      acc += w[order[keep++]] / total;
       if (acc >= params.top_p) break;
     }
     n = keep;
     total = 0.0;
-    for (int64_t i = 0; i < n; ++i) total += p[i];
+    for (int64_t i = 0; i < n; ++i) total += w[order[i]];
   }
-  double target = u * total, acc = 0.0;
+  const double target = u * total;
+  double acc = 0.0;
   for (int64_t i = 0; i < n; ++i) {
-    acc += p[i];
+    acc += w[order[i]];
     if (acc > target) return result(order[i]);
   }
   return result(order[n - 1]);
