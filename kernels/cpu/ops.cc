@@ -1,3 +1,5 @@
+#include <immintrin.h>
+
 #include <cmath>
 #include <limits>
 #include <numbers>
@@ -6,6 +8,40 @@
 #include "kernels/ops.h"
 
 namespace canopy {
+namespace {
+
+// q·k over one head, in a fixed order (8-lane partial sums, then a fixed horizontal sum).
+inline float HeadDot(const float* a, const float* b, int64_t d) {
+#if defined(__AVX2__) && defined(__FMA__)
+  if (d % 8 == 0) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < d; i += 8) {
+      acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
+    }
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 0x55));
+    return _mm_cvtss_f32(s);
+  }
+#endif
+  float s = 0.0f;
+  for (int64_t i = 0; i < d; ++i) s += a[i] * b[i];
+  return s;
+}
+
+// out += p * v over one head (elementwise: the same result vectorized or not).
+inline void HeadAxpy(float p, const float* v, float* out, int64_t d) {
+  int64_t i = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+  const __m256 pv = _mm256_set1_ps(p);
+  for (; i + 8 <= d; i += 8) {
+    _mm256_storeu_ps(out + i, _mm256_fmadd_ps(pv, _mm256_loadu_ps(v + i), _mm256_loadu_ps(out + i)));
+  }
+#endif
+  for (; i < d; ++i) out[i] = std::fma(p, v[i], out[i]);
+}
+
+}  // namespace
 
 void RmsNorm(const float* x, const float* weight, float* y, int64_t rows, int64_t n, float eps) {
   for (int64_t r = 0; r < rows; ++r) {
@@ -103,9 +139,7 @@ void PagedAttentionToken(const PagedKv& kv, std::span<const int32_t> block_table
     float mx = -std::numeric_limits<float>::infinity();
     for (int64_t t = 0; t < n; ++t) {
       const float* kr = kv.KRow(block_table[t / kv.block_size], t % kv.block_size) + g * d;
-      float s = 0.0f;
-      for (int64_t i = 0; i < d; ++i) s += qh[i] * kr[i];
-      s *= scale;
+      float s = HeadDot(qh, kr, d) * scale;
       scores[t] = s;
       mx = std::max(mx, s);
     }
@@ -118,8 +152,7 @@ void PagedAttentionToken(const PagedKv& kv, std::span<const int32_t> block_table
     for (int64_t i = 0; i < d; ++i) oh[i] = 0.0f;
     for (int64_t t = 0; t < n; ++t) {
       const float* vr = kv.VRow(block_table[t / kv.block_size], t % kv.block_size) + g * d;
-      const float p = scores[t];
-      for (int64_t i = 0; i < d; ++i) oh[i] += p * vr[i];
+      HeadAxpy(scores[t], vr, oh, d);
     }
     const float inv = 1.0f / sum;
     for (int64_t i = 0; i < d; ++i) oh[i] *= inv;
