@@ -160,28 +160,4 @@ void LlamaRunner::CopyBlock(int32_t src, int32_t dst, int32_t num_tokens) {
   }
 }
 
-int64_t LlamaRunner::BlockFloats() const {
-  return KvBytesPerBlock(model_->config, block_size_) / int64_t{sizeof(float)};
-}
-
-void LlamaRunner::ReadBlock(int32_t block, float* out) const {
-  const ModelConfig& c = model_->config;
-  const int64_t n = int64_t{block_size_} * c.num_kv_heads * c.head_dim;
-  for (int64_t l = 0; l < c.num_layers; ++l) {
-    std::memcpy(out, k_cache_[l].get() + block * n, n * sizeof(float));
-    std::memcpy(out + n, v_cache_[l].get() + block * n, n * sizeof(float));
-    out += 2 * n;
-  }
-}
-
-void LlamaRunner::WriteBlock(int32_t block, const float* in) {
-  const ModelConfig& c = model_->config;
-  const int64_t n = int64_t{block_size_} * c.num_kv_heads * c.head_dim;
-  for (int64_t l = 0; l < c.num_layers; ++l) {
-    std::memcpy(k_cache_[l].get() + block * n, in, n * sizeof(float));
-    std::memcpy(v_cache_[l].get() + block * n, in + n, n * sizeof(float));
-    in += 2 * n;
-  }
-}
-
 }  // namespace canopy

@@ -42,12 +42,6 @@ class LlamaRunner {
   // layers): the copy-on-write of a forked partial block.
   void CopyBlock(int32_t src, int32_t dst, int32_t num_tokens);
 
-  // Raw access to one block's KV in every layer, for page export/import and tests:
-  // layer-major, K then V, [block_size][kv_heads][head_dim] each.
-  int64_t BlockFloats() const;
-  void ReadBlock(int32_t block, float* out) const;
-  void WriteBlock(int32_t block, const float* in);
-
   static int64_t KvBytesPerBlock(const ModelConfig& c, int32_t block_size);
   const ModelConfig& config() const { return model_->config; }
   MatmulMode mode() const { return mode_; }
