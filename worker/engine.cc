@@ -155,6 +155,12 @@ bool Engine::PreemptOne(const Request* keep) {
         freed = true;
       }
     }
+    // A parent still waiting to fork children holds blocks too; it is re-prefilled later.
+    if (!r->forked && kv_.HasSequence(r->req.node)) {
+      kv_.Free(r->req.node);
+      stats_.preemptions++;
+      freed = true;
+    }
     if (freed) return true;
   }
   return false;
@@ -180,7 +186,12 @@ int32_t Engine::ForkChildren(Request* r) {
     if (c.node >= 0) continue;
     // The fork's blocks plus a block for the first token if the copy is full.
     int32_t need = kv_.BlocksNeededToFork(parent) + 1;
-    if (kv_.NumFreeBlocks() < need && !EvictIdle(need)) return forked;
+    if (kv_.NumFreeBlocks() < need) {
+      // Idle nodes first, then newer requests yield (as in Step's planning).
+      while (!EvictIdle(need) && PreemptOne(r)) {
+      }
+      if (kv_.NumFreeBlocks() < need) return forked;
+    }
     NodeId child = next_node_++;
     std::optional<ForkResult> fork = kv_.Fork(parent, child);
     if (!fork) return forked;
@@ -194,6 +205,9 @@ int32_t Engine::ForkChildren(Request* r) {
     SampleChild(r, i, nodes_.at(parent).last_logits);
   }
   r->forked = true;
+  // Every child now holds its own references to the shared blocks: the parent need not stay
+  // resident for this request any longer.
+  nodes_.at(parent).in_use--;
   return forked;
 }
 
@@ -232,14 +246,16 @@ void Engine::AcceptToken(Request* r, int32_t i, const SampledToken& t) {
       c.out.finish = FinishReason::kLength;
     }
   }
-  if (c.done) n.in_use--;  // a finished child is idle: its KV may be dropped under pressure
   // Keep the sequence's tokens equal to the node's: reserve the new token's slot, freeing
-  // blocks if needed; a child that still cannot grow drops its KV and recomputes later.
-  if (!kv_.HasSequence(c.node)) return;
-  if (kv_.Append(c.node, {&t.token, 1})) return;
-  if ((EvictIdle(1) || PreemptOne(r)) && kv_.Append(c.node, {&t.token, 1})) return;
-  kv_.Free(c.node);
-  stats_.preemptions++;
+  // blocks if needed (the child is still pinned, so it is not a candidate itself); a child
+  // that still cannot grow drops its KV and recomputes later.
+  if (kv_.HasSequence(c.node) && !kv_.Append(c.node, {&t.token, 1}) &&
+      !((EvictIdle(1) || PreemptOne(r)) && kv_.Append(c.node, {&t.token, 1}))) {
+    kv_.Free(c.node);
+    stats_.preemptions++;
+  }
+  // A finished child is idle from now on: its KV may be dropped under pressure.
+  if (c.done) nodes_.at(c.node).in_use--;
 }
 
 bool Engine::Finished(const Request& r) const {
@@ -258,7 +274,6 @@ ExpandResult Engine::Complete(Request* r) {
     c.out.node = c.node;
     res.children.push_back(std::move(c.out));
   }
-  nodes_.at(r->req.node).in_use--;
   return res;
 }
 
@@ -271,7 +286,11 @@ std::vector<ExpandResult> Engine::Step() {
   int32_t budget = options_.max_batch_tokens;
 
   auto plan = [&](NodeId seq, Request* r, int32_t child) {
-    if (budget <= 0 || !MakeResident(seq)) return;
+    if (budget <= 0) return;
+    // Older requests come first: one that cannot fit takes blocks from newer ones.
+    bool resident = MakeResident(seq);
+    while (!resident && PreemptOne(r)) resident = MakeResident(seq);
+    if (!resident) return;
     int32_t begin = kv_.NumComputed(seq), end = kv_.NumTokens(seq);
     if (begin >= end) return;
     end = std::min(end, begin + budget);
@@ -299,6 +318,9 @@ std::vector<ExpandResult> Engine::Step() {
     plan(r->req.node, r, -1);
   }
 
+  // Forks above may have preempted children planned earlier in this step: drop their work
+  // (they recompute from their tokens when they next run).
+  std::erase_if(work, [&](const Work& w) { return !kv_.HasSequence(w.seq); });
   if (!work.empty()) {
     std::vector<ForwardItem> items;
     items.reserve(work.size());
@@ -334,6 +356,9 @@ std::vector<ExpandResult> Engine::Step() {
     }
     for (size_t k = 0; k < work.size(); ++k) {
       const Work& w = work[k];
+      // Accepting an earlier item's token may have preempted this one: its KV is gone and
+      // it recomputes later; its draw is a pure function, so nothing else is lost.
+      if (!kv_.HasSequence(w.seq)) continue;
       kv_.MarkComputed(w.seq, w.end);
       if (row_of[k] < 0) continue;
       if (w.child < 0) {

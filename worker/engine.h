@@ -133,7 +133,8 @@ class Engine {
   struct Node {
     std::vector<int32_t> tokens;
     std::vector<float> last_logits;  // logits after the last token, once computed
-    int32_t in_use = 0;              // requests that need it resident
+    int32_t in_use = 0;              // pins: a request's parent until all children are forked,
+                                     // a running child until it finishes
     uint64_t last_used = 0;
   };
   struct Child {
@@ -163,7 +164,8 @@ class Engine {
   bool MakeResident(NodeId id);
   // Frees blocks: drops idle resident nodes (LRU) until `blocks` are free. True on success.
   bool EvictIdle(int32_t blocks);
-  // Drops the KV of the running children of the newest request other than `keep`.
+  // Drops the KV of the running children (and of a parent still waiting to fork) of the
+  // newest request newer than `keep`; false if there is none.
   bool PreemptOne(const Request* keep);
   // Forks the not-yet-forked children of a request whose parent logits are known, as many as
   // the pool allows; returns how many it forked.

@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <map>
 #include <numeric>
 
 #include "tests/testing/tiny_model.h"
@@ -160,6 +162,46 @@ TEST(EngineTest, SmallPoolPreemptsAndRecomputesWithIdenticalResults) {
   ASSERT_TRUE(want.ok());
   const ExpandResult& first = got[0].parent == rb ? got[0] : got[1];
   for (int i = 0; i < 6; ++i) EXPECT_EQ(first.children[i].tokens, want->children[i].tokens);
+}
+
+TEST(EngineTest, ManyRequestsInATinyPoolFinishWithTheSameChildren) {
+  // Four requests of different shapes in a pool that holds a fraction of them: forks,
+  // accepts and prefills keep preempting each other's sequences mid-step.
+  EngineOptions big;
+  big.batch_invariant = true;
+  for (int32_t blocks : {8, 9, 10, 11, 12, 13, 16}) {
+    EngineOptions small = big;
+    small.num_kv_blocks = blocks;
+    auto a = TinyEngine(big);
+    auto b = TinyEngine(small);
+    std::map<uint64_t, std::vector<std::vector<int32_t>>> want;
+    std::vector<uint64_t> ids;
+    for (int r = 0; r < 4; ++r) {
+      ExpandRequest q = Req(0, 2 + r, 20 + 7 * r, 100 + r);
+      q.node = a->CreateRoot(Prompt(17 + 9 * r, r));
+      auto res = a->Expand(q);
+      ASSERT_TRUE(res.ok());
+      for (const ExpandedChild& c : res->children) want[r].push_back(c.tokens);
+      q.node = b->CreateRoot(Prompt(17 + 9 * r, r));
+      auto id = b->Submit(q);
+      ASSERT_TRUE(id.ok());
+      ids.push_back(*id);
+    }
+    int done = 0;
+    while (!b->Idle()) {
+      for (ExpandResult& res : b->Step()) {
+        int r = static_cast<int>(std::find(ids.begin(), ids.end(), res.request_id) - ids.begin());
+        ASSERT_LT(r, 4);
+        ASSERT_EQ(res.children.size(), want[r].size());
+        for (size_t i = 0; i < res.children.size(); ++i) {
+          EXPECT_EQ(res.children[i].tokens, want[r][i]) << "pool " << blocks << " request " << r;
+        }
+        ++done;
+      }
+    }
+    EXPECT_EQ(done, 4);
+    EXPECT_GT(b->stats().preemptions + b->stats().evictions, 0) << "pool " << blocks;
+  }
 }
 
 TEST(EngineTest, ErrorsAreValues) {
