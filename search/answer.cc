@@ -453,6 +453,9 @@ std::optional<std::string> ExtractAnswer(std::string_view model_output) {
     rest = Trim(rest);
     if (!rest.empty() && rest.front() == ':') rest = Trim(rest.substr(1));
     while (!rest.empty() && rest.back() == '.') rest = Trim(rest.substr(0, rest.size() - 1));
+    // "the answer is 21 - 8 = 13": the result of the equation is the answer.
+    size_t eq = rest.rfind('=');
+    if (eq != std::string_view::npos && Trim(rest.substr(eq + 1)).size() > 0) rest = Trim(rest.substr(eq + 1));
     if (!rest.empty()) return std::string(rest);
   }
   return ExtractLastNumber(model_output);

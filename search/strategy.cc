@@ -17,6 +17,7 @@ const char* StopReasonName(StopReason r) {
     case StopReason::kDepth: return "depth";
     case StopReason::kSeconds: return "seconds";
     case StopReason::kJobBudget: return "job_budget";
+    case StopReason::kError: return "error";
   }
   return "?";
 }

@@ -56,7 +56,8 @@ struct Budget {
   double max_seconds = 0.0;    // enforced by the caller via Stop(kSeconds)
 };
 
-enum class StopReason { kNone, kFinished, kTokens, kExpansions, kDepth, kSeconds, kJobBudget };
+// kError: the executor failed (a worker or scorer error); the caller records the error.
+enum class StopReason { kNone, kFinished, kTokens, kExpansions, kDepth, kSeconds, kJobBudget, kError };
 const char* StopReasonName(StopReason r);
 
 enum class AnswerSelection { kBestScore, kMajority, kWeightedMajority };

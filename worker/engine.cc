@@ -309,7 +309,7 @@ std::vector<ExpandResult> Engine::Step() {
     Request* r = rp.get();
     if (r->forked) continue;
     Node& p = nodes_.at(r->req.node);
-    if (!p.last_logits.empty() && kv_.HasSequence(r->req.node) &&
+    if (!r->scoring && !p.last_logits.empty() && kv_.HasSequence(r->req.node) &&
         kv_.NumComputed(r->req.node) == kv_.NumTokens(r->req.node)) {
       // Logits known (also when only some children fit so far): fork without compute.
       forked += ForkChildren(r);
@@ -328,22 +328,26 @@ std::vector<ExpandResult> Engine::Step() {
     for (const Work& w : work) {
       std::span<const int32_t> toks = kv_.Tokens(w.seq);
       bool want = w.end == kv_.NumTokens(w.seq);
-      items.push_back({toks.subspan(w.begin, w.end - w.begin), w.begin, kv_.BlockTable(w.seq), want});
+      bool hidden = want && w.request->want_hidden;
+      items.push_back({toks.subspan(w.begin, w.end - w.begin), w.begin, kv_.BlockTable(w.seq),
+                       want && !hidden, hidden});
       (w.end - w.begin == 1 && w.child >= 0 ? decode : prefill) += w.end - w.begin;
     }
-    std::vector<float> logits;
-    runner_->Forward(items, &logits);
+    std::vector<float> logits, hidden;
+    runner_->Forward(items, &logits, &hidden);
     stats_.forward_passes++;
     stats_.prefill_tokens += prefill;
     stats_.decode_tokens += decode;
     const int64_t V = config().vocab_size;
-    // Draw the children's next tokens in parallel (pure functions of logits and seeds),
-    // then apply them in order (that mutates the pool).
+    // Row of each item in `logits`, or in `hidden` for a scoring request that wants it.
     std::vector<int64_t> row_of(work.size(), -1);
-    int64_t rows = 0;
+    int64_t rows = 0, hidden_rows = 0;
     for (size_t k = 0; k < work.size(); ++k) {
       if (items[k].want_logits) row_of[k] = rows++;
+      if (items[k].want_hidden) row_of[k] = hidden_rows++;
     }
+    // Draw the children's next tokens in parallel (pure functions of logits and seeds),
+    // then apply them in order (that mutates the pool).
     std::vector<SampledToken> drawn(work.size());
 #pragma omp parallel for schedule(dynamic) if (work.size() >= 2)
     for (size_t k = 0; k < work.size(); ++k) {
@@ -361,7 +365,13 @@ std::vector<ExpandResult> Engine::Step() {
       if (!kv_.HasSequence(w.seq)) continue;
       kv_.MarkComputed(w.seq, w.end);
       if (row_of[k] < 0) continue;
-      if (w.child < 0) {
+      if (w.request->scoring) {
+        const int64_t n = w.request->want_hidden ? config().hidden_size : V;
+        const float* row = (w.request->want_hidden ? hidden.data() : logits.data()) + row_of[k] * n;
+        w.request->output.assign(row, row + n);
+        w.request->forked = true;
+        nodes_.at(w.seq).in_use--;
+      } else if (w.child < 0) {
         std::span<const float> lg(logits.data() + row_of[k] * V, V);
         nodes_.at(w.seq).last_logits.assign(lg.begin(), lg.end());
         ForkChildren(w.request);
@@ -371,16 +381,22 @@ std::vector<ExpandResult> Engine::Step() {
     }
   }
 
+  int32_t scored = 0;
   for (auto it = active_.begin(); it != active_.end();) {
     if (Finished(**it)) {
-      done.push_back(Complete(it->get()));
+      if ((*it)->scoring) {
+        scored_[(*it)->id] = std::move((*it)->output);
+        ++scored;
+      } else {
+        done.push_back(Complete(it->get()));
+      }
       it = active_.erase(it);
     } else {
       ++it;
     }
   }
   // No compute, no fork and nothing finished: the pool cannot hold even the oldest request.
-  CANOPY_CHECK(!work.empty() || forked > 0 || !done.empty() || active_.empty())
+  CANOPY_CHECK(!work.empty() || forked > 0 || !done.empty() || scored > 0 || active_.empty())
       << "the KV pool (" << kv_.num_blocks() << " blocks of " << kv_.block_size()
       << " tokens) cannot hold the sequences of one request";
   return done;
@@ -398,6 +414,64 @@ StatusOr<ExpandResult> Engine::Expand(const ExpandRequest& request) {
       others.push_back(std::move(r));
     }
   }
+}
+
+StatusOr<std::vector<std::vector<float>>> Engine::LastOutputs(
+    const std::vector<std::vector<int32_t>>& sequences, Output what) {
+  // Validate everything before anything changes.
+  const int64_t max_tokens = std::min<int64_t>(
+      config().max_position, int64_t{kv_.num_blocks()} * kv_.block_size());
+  for (size_t i = 0; i < sequences.size(); ++i) {
+    const std::vector<int32_t>& seq = sequences[i];
+    const std::string where = "score: sequence " + std::to_string(i);
+    if (seq.empty()) return InvalidArgumentError(where + " is empty");
+    if (static_cast<int64_t>(seq.size()) > max_tokens) {
+      return InvalidArgumentError(where + " has " + std::to_string(seq.size()) +
+                                  " tokens; the model's context and the KV pool hold " +
+                                  std::to_string(max_tokens));
+    }
+    for (int32_t t : seq) {
+      if (t < 0 || t >= config().vocab_size) {
+        return InvalidArgumentError(where + " has token " + std::to_string(t) +
+                                    " outside the vocabulary of " +
+                                    std::to_string(config().vocab_size));
+      }
+    }
+  }
+  std::vector<uint64_t> ids;
+  std::vector<NodeId> temp;
+  for (const std::vector<int32_t>& seq : sequences) {
+    NodeId n = CreateRoot(seq);
+    nodes_.at(n).in_use++;
+    auto r = std::make_unique<Request>();
+    r->id = next_request_++;
+    r->req.node = n;
+    r->req.num_children = 0;
+    r->scoring = true;
+    r->want_hidden = what == Output::kHidden;
+    ids.push_back(r->id);
+    temp.push_back(n);
+    active_.push_back(std::move(r));
+  }
+  std::vector<ExpandResult> others;
+  auto all_done = [&] {
+    for (uint64_t id : ids) {
+      if (!scored_.count(id)) return false;
+    }
+    return true;
+  };
+  while (!all_done()) {
+    for (ExpandResult& r : Step()) others.push_back(std::move(r));
+  }
+  for (ExpandResult& o : others) completed_.push_back(std::move(o));
+  std::vector<std::vector<float>> out;
+  out.reserve(ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    out.push_back(std::move(scored_.at(ids[i])));
+    scored_.erase(ids[i]);
+    CANOPY_CHECK(Release(temp[i]).ok()) << "scoring node " << temp[i];
+  }
+  return out;
 }
 
 }  // namespace canopy

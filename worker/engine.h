@@ -124,6 +124,29 @@ class Engine {
   // results are returned by later Step() calls.
   StatusOr<ExpandResult> Expand(const ExpandRequest& request);
 
+  // Scoring (worker/scorer.h): the model's output after the last token of each sequence,
+  // in sequence order. Each sequence becomes a temporary node admitted like an expansion's
+  // parent: cached full blocks of its prefix are reused (EngineStats::cached_prompt_tokens),
+  // the rest is prefilled in chunks batched with everything else runnable, under the same
+  // memory-pressure rules as Expand. The nodes are released before returning; their full
+  // blocks stay in the prefix cache, so scoring a sequence that extends an earlier one
+  // computes only the new tail. Other requests advance too (their results come from later
+  // Step() calls). InvalidArgument for an empty sequence, a token outside the vocabulary,
+  // or a sequence longer than the context or than the whole KV pool.
+  enum class Output { kLogits, kHidden };
+  StatusOr<std::vector<std::vector<float>>> LastOutputs(
+      const std::vector<std::vector<int32_t>>& sequences, Output what);
+  // vocab_size logits per sequence.
+  StatusOr<std::vector<std::vector<float>>> LastLogits(
+      const std::vector<std::vector<int32_t>>& sequences) {
+    return LastOutputs(sequences, Output::kLogits);
+  }
+  // hidden_size floats per sequence: the last token's hidden state after the output norm.
+  StatusOr<std::vector<std::vector<float>>> LastHidden(
+      const std::vector<std::vector<int32_t>>& sequences) {
+    return LastOutputs(sequences, Output::kHidden);
+  }
+
   const EngineStats& stats() const { return stats_; }
   KvCacheStats kv_stats() const { return kv_.Stats(); }
   const KvCacheManager& kv() const { return kv_; }
@@ -148,6 +171,11 @@ class Engine {
     ExpandRequest req;
     bool forked = false;  // children exist
     std::vector<Child> children;
+    // A scoring request (LastOutputs): no children; "forked" once its parent's output is
+    // known, which lands in `output` (logits, or the hidden state with want_hidden).
+    bool scoring = false;
+    bool want_hidden = false;
+    std::vector<float> output;
   };
   struct Work {  // a resident sequence with tokens to compute, and who wants the logits
     NodeId seq;
@@ -187,6 +215,7 @@ class Engine {
   std::unordered_map<NodeId, Node> nodes_;
   std::deque<std::unique_ptr<Request>> active_;  // in submission order (older = higher priority)
   std::vector<ExpandResult> completed_;          // finished during Expand(), not yet returned
+  std::unordered_map<uint64_t, std::vector<float>> scored_;  // finished scoring requests
   NodeId next_node_ = 1;
   uint64_t next_request_ = 1;
   uint64_t clock_ = 0;

@@ -45,7 +45,8 @@ LlamaRunner::LlamaRunner(const ModelWeights* model, int32_t num_blocks, int32_t 
   }
 }
 
-void LlamaRunner::Forward(std::span<const ForwardItem> items, std::vector<float>* logits) {
+void LlamaRunner::Forward(std::span<const ForwardItem> items, std::vector<float>* logits,
+                          std::vector<float>* hidden) {
   const ModelConfig& c = model_->config;
   const int64_t H = c.hidden_size, D = c.head_dim, NH = c.num_heads, NKV = c.num_kv_heads;
   const int64_t QD = NH * D, KVD = NKV * D, FF = c.intermediate_size;
@@ -129,13 +130,18 @@ void LlamaRunner::Forward(std::span<const ForwardItem> items, std::vector<float>
     for (int64_t i = 0; i < T * H; ++i) x[i] += xn[i];
   }
 
-  // Logits only for the last token of the items that want them.
+  // Final norm only for the last token of the items that want logits or a hidden state.
   std::vector<int64_t> rows;
+  std::vector<bool> to_logits, to_hidden;
   {
     int64_t t = 0;
     for (const ForwardItem& it : items) {
       t += static_cast<int64_t>(it.tokens.size());
-      if (it.want_logits && !it.tokens.empty()) rows.push_back(t - 1);
+      if ((it.want_logits || it.want_hidden) && !it.tokens.empty()) {
+        rows.push_back(t - 1);
+        to_logits.push_back(it.want_logits);
+        to_hidden.push_back(it.want_hidden);
+      }
     }
   }
   if (rows.empty()) return;
@@ -145,9 +151,22 @@ void LlamaRunner::Forward(std::span<const ForwardItem> items, std::vector<float>
     RmsNorm(x.data() + rows[r] * H, output_norm_.data(), last.data() + r * H, 1, H,
             static_cast<float>(c.rms_eps));
   }
+  // Compact the rows of each output kind (in item order).
+  std::vector<float> lg_in, hid;
+  for (int64_t r = 0; r < R; ++r) {
+    const float* row = last.data() + r * H;
+    if (to_logits[r]) lg_in.insert(lg_in.end(), row, row + H);
+    if (to_hidden[r]) hid.insert(hid.end(), row, row + H);
+  }
+  if (!hid.empty()) {
+    CANOPY_CHECK(hidden != nullptr) << "an item wants its hidden state but no output was given";
+    hidden->insert(hidden->end(), hid.begin(), hid.end());
+  }
+  const int64_t RL = static_cast<int64_t>(lg_in.size()) / H;
+  if (RL == 0) return;
   const size_t base = logits->size();
-  logits->resize(base + R * c.vocab_size);
-  Matmul(last.data(), R, model_->output, logits->data() + base, mode_);
+  logits->resize(base + RL * c.vocab_size);
+  Matmul(lg_in.data(), RL, model_->output, logits->data() + base, mode_);
 }
 
 void LlamaRunner::CopyBlock(int32_t src, int32_t dst, int32_t num_tokens) {

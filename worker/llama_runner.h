@@ -27,6 +27,7 @@ struct ForwardItem {
   int64_t start_pos = 0;                 // position of tokens[0] in the sequence
   std::span<const int32_t> block_table;  // the sequence's blocks, covering start_pos+len
   bool want_logits = false;              // logits of the last token
+  bool want_hidden = false;              // final-normed hidden state of the last token
 };
 
 class LlamaRunner {
@@ -35,8 +36,11 @@ class LlamaRunner {
   LlamaRunner(const ModelWeights* model, int32_t num_blocks, int32_t block_size, MatmulMode mode);
 
   // Computes and stores the KV of every item's tokens; appends one row of vocab_size logits
-  // per item with want_logits (in item order) to `logits`.
-  void Forward(std::span<const ForwardItem> items, std::vector<float>* logits);
+  // per item with want_logits (in item order) to `logits`, and one row of hidden_size floats
+  // (the last token's hidden state after the output norm, i.e. what the LM head reads) per
+  // item with want_hidden to `hidden` (which may be null when no item wants it).
+  void Forward(std::span<const ForwardItem> items, std::vector<float>* logits,
+               std::vector<float>* hidden = nullptr);
 
   // Copies the KV of the first `num_tokens` slots of block `src` into block `dst` (all
   // layers): the copy-on-write of a forked partial block.

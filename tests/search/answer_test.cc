@@ -45,6 +45,7 @@ TEST(ExtractLastNumberTest, Numbers) {
 TEST(ExtractAnswerTest, PrefersBoxedThenPhraseThenLastNumber) {
   EXPECT_EQ(ExtractAnswer("3 + 4 = 7, so \\boxed{7}. Check: 8"), "7");
   EXPECT_EQ(ExtractAnswer("So 5 apples.\nThe answer is 12.\n"), "12");
+  EXPECT_EQ(ExtractAnswer("So, the answer is 21 - 8 = 13."), "13");
   EXPECT_EQ(ExtractAnswer("Final Answer: $\\frac{3}{4}$"), "$\\frac{3}{4}$");
   EXPECT_EQ(ExtractAnswer("We get 3 then 9 cookies"), "9");
   EXPECT_EQ(ExtractAnswer("nothing"), std::nullopt);

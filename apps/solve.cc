@@ -1,0 +1,360 @@
+// canopy solve: batch-solve a dataset with a search strategy on the embedded default (the
+// default model, an in-process worker).
+//
+//   canopy solve --dataset ../shared/datasets/mawps_multiarith.jsonl --limit 20 \
+//       --strategy beam --n 8 --beam-width 2 --scorer policy-logprob --output runs/x
+//
+// Several strategies or sample counts (--strategy self-consistency,beam --n 1,4,16) run one
+// after another, each into OUTPUT/<strategy>-n<N>/, and OUTPUT/accuracy_vs_budget.svg plots
+// accuracy against tokens per problem. Restarting the same command resumes: problems already
+// in a run's results.jsonl are skipped.
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "common/logging.h"
+#include "coordinator/dataset.h"
+#include "coordinator/plot.h"
+#include "coordinator/progress.h"
+#include "coordinator/prompt.h"
+#include "coordinator/results.h"
+#include "coordinator/solve_job.h"
+#include "search/strategy.h"
+#include "worker/default_model.h"
+#include "worker/engine.h"
+#include "worker/local_worker.h"
+#include "worker/scorer.h"
+
+namespace canopy {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct SolveFlags {
+  std::string dataset, output, model, scorer = "auto", prm_model, verifier, aggregation = "last";
+  std::string selection = "auto", system_prompt, task, question_field, answer_field, id_field;
+  std::vector<std::string> strategies = {"beam"};
+  std::vector<int> ns = {4};
+  int beam_width = 2, mcts_children = 3, mcts_parallel = 4, step_tokens = 256,
+      solution_tokens = 512, max_depth = 40, max_expansions = 0, in_flight = 0, top_k = 0;
+  int64_t limit = -1, offset = 0, max_tokens = 0, job_max_tokens = 0, kv_mb = 1024;
+  double max_seconds = 0, job_max_seconds = 0;
+  float temperature = 0.8f, top_p = 1.0f;
+  uint64_t seed = 1;
+  bool batch_invariant = false, stop_at_boxed = true;
+};
+
+int Fail(const std::string& msg) {
+  std::fprintf(stderr, "canopy solve: %s\n", msg.c_str());
+  return 1;
+}
+
+std::string DefaultScorer(const std::string& strategy) {
+  return strategy == "self-consistency" || strategy == "greedy" ? "none" : "policy-logprob";
+}
+
+std::string DatasetStem(const std::string& path) { return fs::path(path).stem().string(); }
+
+// One run: a strategy at one sample count, into its own folder.
+struct Run {
+  std::string strategy, scorer, dir;
+  int n = 0;
+  Summary summary;
+};
+
+nlohmann::json RunSettings(const SolveFlags& f, const Run& run, const SolveOptions& so,
+                           const std::string& model_path) {
+  const StrategyOptions& s = so.strategy;
+  nlohmann::json j;
+  j["dataset"] = fs::absolute(f.dataset).lexically_normal().string();
+  j["model"] = fs::path(model_path).filename().string();
+  j["strategy"] = run.strategy;
+  j["scorer"] = run.scorer;
+  j["n"] = run.n;
+  j["beam_width"] = s.beam_width;
+  j["mcts_children"] = s.mcts_children;
+  j["aggregation"] = AggregationName(s.aggregation);
+  j["selection"] = AnswerSelectionName(s.selection);
+  j["temperature"] = so.temperature;
+  j["top_p"] = so.top_p;
+  j["top_k"] = so.top_k;
+  j["seed"] = so.seed;
+  j["step_tokens"] = s.step_tokens;
+  j["solution_tokens"] = s.solution_tokens;
+  j["stop_at_boxed"] = s.stop_at_boxed;
+  j["budget"] = {{"max_tokens", s.budget.max_tokens}, {"max_expansions", s.budget.max_expansions},
+                 {"max_depth", s.budget.max_depth}, {"max_seconds", s.budget.max_seconds}};
+  j["system_prompt"] = so.system_prompt;
+  j["task_family"] = TaskFamilyName(so.family);
+  j["batch_invariant"] = f.batch_invariant;
+  return j;
+}
+
+// A resumed run must be the same run: its settings file must match.
+Status CheckOrWriteSettings(const std::string& dir, const nlohmann::json& settings) {
+  std::string path = dir + "/run.json";
+  std::ifstream in(path);
+  if (in) {
+    nlohmann::json old = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+    if (old.is_discarded()) return DataLossError(path + ": not JSON; remove it or use another --output");
+    if (old != settings) {
+      std::string diff;
+      for (auto& [k, v] : settings.items()) {
+        if (!old.contains(k) || old[k] != v) diff += " " + k;
+      }
+      return FailedPreconditionError(dir + " holds results of a different run (settings differ:" +
+                                     diff + "); use another --output or remove it");
+    }
+    return Status::Ok();
+  }
+  return WriteFileAtomically(path, settings.dump(2) + "\n");
+}
+
+}  // namespace
+
+int SolveMain(int argc, char** argv) {
+  CLI::App app{"Batch-solve a dataset with a search strategy", "canopy solve"};
+  SolveFlags f;
+  app.add_option("--dataset", f.dataset, "JSONL problems")->required();
+  app.add_option("--output,-o", f.output, "output folder (default: runs/<dataset>-<strategy>)");
+  app.add_option("--model", f.model, "policy: GGUF file or Hugging Face directory (default: the default model)");
+  app.add_option("--strategy", f.strategies, "greedy, self-consistency, best-of-n, beam, dvts, mcts; comma-separated for several runs")
+      ->delimiter(',');
+  app.add_option("--n", f.ns, "samples (best-of-N), beams (beam, DVTS) or expansions (MCTS); comma-separated for a budget sweep")
+      ->delimiter(',');
+  app.add_option("--beam-width", f.beam_width, "M: beam keeps n/M beams and expands each M times; DVTS runs n/M subtrees");
+  app.add_option("--mcts-children", f.mcts_children, "children per MCTS expansion");
+  app.add_option("--mcts-parallel", f.mcts_parallel, "MCTS expansions of one tree in flight");
+  app.add_option("--scorer", f.scorer, "auto, none, policy-logprob, prm-token, prm-head, judge, verifier");
+  app.add_option("--prm-model", f.prm_model, "the PRM for prm-token / prm-head");
+  app.add_option("--verifier", f.verifier, "the verifier command (JSON lines on stdin/stdout)");
+  app.add_option("--aggregation", f.aggregation, "step scores per path: last, min, prod, mean");
+  app.add_option("--selection", f.selection, "auto, best, majority, weighted");
+  app.add_option("--limit", f.limit, "solve the first N problems");
+  app.add_option("--offset", f.offset, "skip the first N problems");
+  app.add_option("--seed", f.seed, "job seed: the same seed gives the same results");
+  app.add_option("--temperature", f.temperature, "sampling temperature (greedy uses 0)");
+  app.add_option("--top-p", f.top_p);
+  app.add_option("--top-k", f.top_k);
+  app.add_option("--step-tokens", f.step_tokens, "token cap per step");
+  app.add_option("--solution-tokens", f.solution_tokens, "token cap per whole solution (best-of-N)");
+  app.add_option("--max-depth", f.max_depth, "steps per path (0: unlimited)");
+  app.add_option("--max-tokens", f.max_tokens, "tokens per problem (0: unlimited)");
+  app.add_option("--max-expansions", f.max_expansions, "expansions per problem (0: unlimited)");
+  app.add_option("--max-seconds", f.max_seconds, "seconds per problem (0: unlimited)");
+  app.add_option("--job-max-tokens", f.job_max_tokens, "tokens for the whole job (0: unlimited)");
+  app.add_option("--job-max-seconds", f.job_max_seconds, "seconds for the whole job (0: unlimited)");
+  app.add_option("--problems-in-flight", f.in_flight, "problems searched at once (0: about 64 sequences)");
+  app.add_option("--system-prompt", f.system_prompt, "the system prompt, or @FILE (default: per task family)");
+  app.add_option("--task", f.task, "arithmetic, competition-math or proof (default: from the dataset)");
+  app.add_option("--question-field", f.question_field);
+  app.add_option("--answer-field", f.answer_field);
+  app.add_option("--id-field", f.id_field);
+  app.add_option("--kv-cache-mb", f.kv_mb, "KV cache size");
+  app.add_flag("--batch-invariant", f.batch_invariant, "logits independent of batch composition");
+  app.add_flag("!--no-stop-at-boxed", f.stop_at_boxed, "keep growing a path after a step with a \\boxed{} answer");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+
+  // The dataset.
+  DatasetOptions dopts;
+  dopts.question_field = f.question_field;
+  dopts.answer_field = f.answer_field;
+  dopts.id_field = f.id_field;
+  dopts.limit = f.limit;
+  dopts.offset = f.offset;
+  if (!f.task.empty()) {
+    StatusOr<TaskFamily> fam = ParseTaskFamily(f.task);
+    if (!fam.ok()) return Fail(fam.status().message());
+    dopts.task_family = *fam;
+  }
+  StatusOr<Dataset> ds = ReadDataset(f.dataset, dopts);
+  if (!ds.ok()) return Fail(ds.status().ToString());
+  for (const DatasetError& e : ds->errors) CANOPY_LOG(Warn) << f.dataset << ": " << e.message;
+  if (ds->problems.empty()) return Fail(f.dataset + ": no usable problems");
+  CANOPY_LOG(Info) << f.dataset << ": " << ds->problems.size() << " problems (" << TaskFamilyName(ds->family)
+                   << "; question '" << ds->question_field << "', answer '" << ds->answer_field << "')"
+                   << (ds->errors.empty() ? "" : ", " + std::to_string(ds->errors.size()) + " lines skipped");
+  StatusOr<std::string> system_prompt = ResolveSystemPrompt(f.system_prompt, ds->family);
+  if (!system_prompt.ok()) return Fail(system_prompt.status().ToString());
+
+  // The engine and the scorers.
+  StatusOr<std::string> model_path = ResolveModelPath(f.model);
+  if (!model_path.ok()) return Fail(model_path.status().message());
+  EngineOptions eo;
+  eo.model_path = *model_path;
+  eo.kv_cache_bytes = f.kv_mb << 20;
+  eo.batch_invariant = f.batch_invariant;
+  auto engine = Engine::Create(eo);
+  if (!engine.ok()) return Fail(engine.status().ToString());
+  std::map<std::string, std::unique_ptr<Scorer>> scorers;
+
+  std::optional<Aggregation> agg = ParseAggregation(f.aggregation);
+  if (!agg) return Fail("unknown --aggregation '" + f.aggregation + "' (last, min, prod, mean)");
+
+  std::vector<Run> runs;
+  for (const std::string& s : f.strategies) {
+    for (int n : f.ns) {
+      Run r;
+      r.strategy = s;
+      r.n = s == "greedy" ? 1 : n;
+      r.scorer = f.scorer == "auto" ? DefaultScorer(s) : f.scorer;
+      bool dup = false;
+      for (const Run& x : runs) dup |= x.strategy == r.strategy && x.n == r.n;
+      if (!dup) runs.push_back(r);
+    }
+  }
+  std::string out = f.output.empty() ? "runs/" + DatasetStem(f.dataset) + "-" + runs[0].strategy : f.output;
+  for (Run& r : runs) r.dir = runs.size() == 1 ? out : out + "/" + r.strategy + "-n" + std::to_string(r.n);
+
+  for (Run& run : runs) {
+    SolveOptions so;
+    StrategyOptions& st = so.strategy;
+    st.kind = run.strategy;
+    st.n = run.n;
+    st.beam_width = f.beam_width;
+    st.mcts_children = f.mcts_children;
+    st.mcts_parallel = f.mcts_parallel;
+    st.step_tokens = f.step_tokens;
+    st.solution_tokens = f.solution_tokens;
+    st.stop_at_boxed = f.stop_at_boxed;
+    st.aggregation = *agg;
+    std::string sel = f.selection == "auto" ? (run.scorer == "none" ? "majority" : "weighted") : f.selection;
+    std::optional<AnswerSelection> selection = ParseAnswerSelection(sel);
+    if (!selection) return Fail("unknown --selection '" + sel + "' (best, majority, weighted)");
+    st.selection = *selection;
+    st.budget.max_tokens = f.max_tokens;
+    st.budget.max_expansions = f.max_expansions;
+    st.budget.max_depth = f.max_depth;
+    st.budget.max_seconds = f.max_seconds;
+    if (auto check = MakeStrategy(st); !check.ok()) return Fail(check.status().message());
+    so.label = run.strategy + (run.scorer == "none" ? "" : "/" + run.scorer);
+    so.temperature = run.strategy == "greedy" ? 0.0f : f.temperature;
+    so.top_p = f.top_p;
+    so.top_k = f.top_k;
+    so.seed = f.seed;
+    so.problems_in_flight = f.in_flight > 0 ? f.in_flight : std::clamp(64 / std::max(1, run.n), 1, 64);
+    so.job_max_tokens = f.job_max_tokens;
+    so.job_max_seconds = f.job_max_seconds;
+    so.system_prompt = *system_prompt;
+    so.family = ds->family;
+
+    Scorer* scorer = nullptr;
+    if (run.scorer != "none") {
+      auto& slot = scorers[run.scorer];
+      if (!slot) {
+        ScorerOptions sco;
+        sco.kind = run.scorer;
+        sco.model_path = f.prm_model;
+        sco.verifier_command = f.verifier;
+        auto made = MakeScorer(sco, engine->get());
+        if (!made.ok()) return Fail(made.status().ToString());
+        slot = std::move(made).value();
+      }
+      scorer = slot.get();
+    }
+
+    // Resume: what this run's folder already holds is skipped.
+    nlohmann::json settings = RunSettings(f, run, so, *model_path);
+    std::error_code ec;
+    fs::create_directories(run.dir, ec);
+    if (Status s = CheckOrWriteSettings(run.dir, settings); !s.ok()) return Fail(s.ToString());
+    LoadedResults loaded;
+    auto writer = ResultsWriter::Open(run.dir, &loaded);
+    if (!writer.ok()) return Fail(writer.status().ToString());
+    for (const std::string& issue : loaded.issues) CANOPY_LOG(Warn) << run.dir << "/results.jsonl: " << issue;
+    std::set<std::string> done_ids;
+    std::vector<ResultRecord> records;
+    for (const ResultRecord& r : loaded.records) {
+      done_ids.insert(r.id);
+      records.push_back(r);
+    }
+    std::vector<Problem> todo;
+    for (const Problem& p : ds->problems) {
+      if (!done_ids.count(p.id)) todo.push_back(p);
+    }
+    int64_t resumed_correct = 0, resumed_tokens = 0;
+    for (const ResultRecord& r : records) {
+      resumed_correct += r.correct;
+      resumed_tokens += r.tokens;
+    }
+    CANOPY_LOG(Info) << "run " << so.label << " n=" << run.n << " -> " << run.dir << ": "
+                     << todo.size() << " to solve" << (records.empty() ? "" : ", " + std::to_string(records.size()) + " already done");
+
+    ProgressOptions po;
+    po.resumed_done = static_cast<int64_t>(records.size());
+    po.resumed_correct = resumed_correct;
+    po.resumed_tokens = resumed_tokens;
+    Progress progress(static_cast<int64_t>(ds->problems.size()), po);
+    int64_t done = po.resumed_done, correct = resumed_correct, tokens = resumed_tokens;
+    auto t0 = std::chrono::steady_clock::now();
+    LocalWorker worker(engine->get(), scorer);
+    SolveJob job(so, &worker);
+    Status st_run = job.Run(todo, [&](const ResultRecord& r) -> Status {
+      if (r.error) CANOPY_LOG(Warn) << "problem " << r.id << ": " << *r.error;
+      CANOPY_RETURN_IF_ERROR((*writer)->Append(r));
+      records.push_back(r);
+      ++done;
+      correct += r.correct;
+      tokens += r.tokens;
+      progress.Update(done, correct, tokens);
+      return Status::Ok();
+    });
+    progress.Finish();
+    if (!st_run.ok()) return Fail(st_run.ToString());
+    double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    run.summary = Summarize(records, loaded.records.empty() ? wall : 0.0);
+    nlohmann::json full = settings;
+    full["dataset_errors"] = ds->errors.size();
+    full["engine"] = {{"forward_passes", (*engine)->stats().forward_passes},
+                      {"prefill_tokens", (*engine)->stats().prefill_tokens},
+                      {"decode_tokens", (*engine)->stats().decode_tokens},
+                      {"cached_prompt_tokens", (*engine)->stats().cached_prompt_tokens},
+                      {"preemptions", (*engine)->stats().preemptions}};
+    if (Status s = WriteSummaryJson(run.dir + "/summary.json", run.summary, full); !s.ok()) return Fail(s.ToString());
+    std::printf("%s n=%d: accuracy %.3f (%lld/%lld), %.1f tokens/problem, %s\n", so.label.c_str(), run.n,
+                run.summary.accuracy, static_cast<long long>(run.summary.num_correct),
+                static_cast<long long>(run.summary.num_problems), run.summary.mean_tokens,
+                (run.dir + "/results.jsonl").c_str());
+  }
+
+  if (runs.size() > 1) {
+    // The sweep: one summary over the runs and the accuracy-versus-budget plot.
+    std::map<std::string, PlotSeries> series;
+    nlohmann::json all = nlohmann::json::array();
+    for (const Run& r : runs) {
+      std::string label = r.strategy + (r.scorer == "none" ? "" : "/" + r.scorer);
+      series[label].label = label;
+      series[label].points.push_back({r.summary.mean_tokens, r.summary.accuracy});
+      nlohmann::json j = SummaryToJson(r.summary);
+      j["strategy"] = r.strategy;
+      j["scorer"] = r.scorer;
+      j["n"] = r.n;
+      j["dir"] = r.dir;
+      all.push_back(j);
+    }
+    std::vector<PlotSeries> plot;
+    for (auto& [k, s] : series) plot.push_back(s);
+    PlotOptions popt;
+    popt.title = "Accuracy vs. tokens per problem: " + DatasetStem(f.dataset);
+    if (Status s = WriteFileAtomically(out + "/accuracy_vs_budget.svg", AccuracyVsBudgetSvg(plot, popt)); !s.ok()) {
+      return Fail(s.ToString());
+    }
+    nlohmann::json top = {{"dataset", f.dataset}, {"runs", all}};
+    if (Status s = WriteFileAtomically(out + "/summary.json", top.dump(2) + "\n"); !s.ok()) return Fail(s.ToString());
+    std::printf("plot: %s/accuracy_vs_budget.svg\n", out.c_str());
+  }
+  return 0;
+}
+
+}  // namespace canopy

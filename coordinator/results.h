@@ -1,0 +1,123 @@
+// What a job writes: results.jsonl (one JSON object per finished problem, appended and
+// fsync'd as each finishes, so a killed job loses nothing it finished and a restarted one
+// skips what is done) and summary.json (rewritten atomically).
+//
+// NOTE crash safety of results.jsonl
+//   Each record is one write() of "{...}\n" followed by fsync(). A process killed mid-write
+//   can leave a partial last line:
+//       {"id":"1",...}\n{"id":"2",...}\n{"id":"3","questi        <- garbage tail
+//   LoadResults() reports it; ResultsWriter::Open() truncates the file back to the end of
+//   the last good record before appending, so the garbage never ends up mid-file.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/status.h"
+
+namespace canopy {
+
+struct ResultRecord {
+  std::string id;
+  std::string question;
+  std::string prediction;  // the extracted final answer; "" when none was found
+  std::string gold;
+  bool correct = false;
+  std::string strategy;    // e.g. "beam/policy-logprob"
+  double score = 0;        // the chosen answer's score under the strategy's aggregation
+  int64_t tokens = 0;      // tokens generated for this problem (all branches)
+  int64_t expansions = 0;
+  double seconds = 0;      // wall time from first expansion to done
+  std::vector<std::string> path;  // the chosen path's step texts, root first
+
+  // Optional extras, written only when set.
+  std::optional<bool> budget_exhausted;
+  std::optional<std::string> stop_reason;
+  std::map<std::string, double> votes;  // answer -> votes (or vote weight); omitted if empty
+  std::optional<int64_t> num_candidates;
+  std::optional<std::string> error;     // the problem failed (e.g. a worker error)
+};
+
+// One JSON object. Invalid UTF-8 in the texts (a step cut mid-character) is replaced by
+// U+FFFD when serialised, never an exception.
+nlohmann::json ResultToJson(const ResultRecord& record);
+// Requires `id`; other keys default when absent. InvalidArgument on wrong types.
+StatusOr<ResultRecord> ResultFromJson(const nlohmann::json& j);
+// ResultToJson(record) as one line, without the trailing newline.
+std::string ResultToLine(const ResultRecord& record);
+
+struct LoadedResults {
+  std::vector<ResultRecord> records;  // file order; a later duplicate id replaces the earlier
+  // Lines that could not be read (a garbled line, a duplicate id), "line N: what".
+  std::vector<std::string> issues;
+  // The file's length up to the end of the last good record (its newline included when it
+  // has one). Everything after it is a torn tail to cut before appending.
+  uint64_t valid_bytes = 0;
+  uint64_t file_bytes = 0;
+  bool torn_tail() const { return valid_bytes < file_bytes; }
+};
+
+// Reads a results.jsonl. NotFound when it does not exist. A garbled or partial last line
+// is reported in `issues` and left out of `valid_bytes`; a garbled line in the middle is
+// reported and skipped.
+StatusOr<LoadedResults> LoadResults(const std::string& path);
+
+// Appends records to DIR/results.jsonl. Not thread-safe: one owner (the coordinator's
+// event loop) writes.
+class ResultsWriter {
+ public:
+  // Creates DIR (and parents) and the file if needed. An existing file is loaded first;
+  // its records (for resume) and issues go to `*loaded` when given, and a torn tail is
+  // truncated away before anything is appended.
+  static StatusOr<std::unique_ptr<ResultsWriter>> Open(const std::string& dir,
+                                                       LoadedResults* loaded = nullptr);
+  ~ResultsWriter();
+  ResultsWriter(const ResultsWriter&) = delete;
+  ResultsWriter& operator=(const ResultsWriter&) = delete;
+
+  // Writes one line and fsyncs it; when this returns OK the record survives a crash.
+  Status Append(const ResultRecord& record);
+  const std::string& path() const { return path_; }
+  int64_t appended() const { return appended_; }
+
+ private:
+  ResultsWriter(std::string path, int fd) : path_(std::move(path)), fd_(fd) {}
+  std::string path_;
+  int fd_;
+  int64_t appended_ = 0;
+};
+
+struct Summary {
+  int64_t num_problems = 0;
+  int64_t num_correct = 0;
+  int64_t num_errors = 0;            // records with `error` set
+  int64_t num_budget_exhausted = 0;
+  double accuracy = 0;               // num_correct / num_problems; 0 when empty
+  int64_t total_tokens = 0;
+  double mean_tokens = 0;
+  int64_t total_expansions = 0;
+  double total_seconds = 0;          // sum of per-problem seconds (problems overlap)
+  double wall_seconds = 0;           // the job's wall time when known, else 0
+  double tokens_per_second = 0;      // total_tokens / (wall_seconds, else total_seconds)
+};
+
+// `wall_seconds` > 0 gives the job's wall time, the right denominator for tokens/s when
+// problems ran concurrently.
+Summary Summarize(const std::vector<ResultRecord>& records, double wall_seconds = 0);
+nlohmann::json SummaryToJson(const Summary& summary);
+
+// Writes {"summary": ..., "settings": settings} to `path` atomically (temp file, fsync,
+// rename), so a reader never sees half a file.
+Status WriteSummaryJson(const std::string& path, const Summary& summary,
+                        const nlohmann::json& settings);
+
+// Replaces `path` with `contents` atomically: PATH.tmp.PID, fsync, rename, fsync the dir.
+Status WriteFileAtomically(const std::string& path, const std::string& contents);
+
+}  // namespace canopy

@@ -1,0 +1,197 @@
+#include "coordinator/solve_job.h"
+
+#include <chrono>
+
+#include "common/logging.h"
+#include "coordinator/prompt.h"
+#include "search/answer.h"
+
+namespace canopy {
+namespace {
+
+StepEnd ToStepEnd(ChildFinish f) {
+  switch (f) {
+    case ChildFinish::kEndOfTurn: return StepEnd::kEndOfTurn;
+    case ChildFinish::kLength: return StepEnd::kLength;
+    case ChildFinish::kStop: return StepEnd::kStop;
+  }
+  return StepEnd::kStop;
+}
+
+}  // namespace
+
+uint64_t ProblemSeed(uint64_t job_seed, const std::string& problem_id) {
+  uint64_t h = 0xcbf29ce484222325ULL;  // FNV-1a: stable across platforms and runs
+  for (unsigned char c : problem_id) h = (h ^ c) * 0x100000001b3ULL;
+  return MixSeed(job_seed, h);
+}
+
+SolveJob::SolveJob(const SolveOptions& options, WorkerLink* worker, std::function<double()> clock)
+    : options_(options), worker_(worker), clock_(std::move(clock)) {
+  if (!clock_) {
+    clock_ = [] {
+      return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+    };
+  }
+}
+
+double SolveJob::Now() const { return clock_(); }
+
+NodeKey SolveJob::KeyOf(const Active& a, int32_t node) const {
+  if (node == SearchTree::kRoot) return NodeKey{a.root_call, 0};
+  const SearchNode& n = a.strategy->tree().node(node);
+  return NodeKey{a.call_of.at(n.expansion), n.sample};
+}
+
+Status SolveJob::Start(const Problem& p, int64_t slot) {
+  Active a;
+  a.problem = &p;
+  a.start = Now();
+  StrategyOptions so = options_.strategy;
+  so.seed = ProblemSeed(options_.seed, p.id);
+  CANOPY_ASSIGN_OR_RETURN(a.strategy, MakeStrategy(so));
+  a.root_call = next_call_++;
+  RootSpec root;
+  root.key = NodeKey{a.root_call, 0};
+  root.question = p.question;
+  root.system_prompt = options_.system_prompt;
+  root.user_message = BuildUserMessage(p, options_.family);
+  Status s = worker_->CreateRoot(root);
+  if (!s.ok()) {
+    a.error = s.ToString();
+    a.strategy->Stop(StopReason::kError);
+  }
+  active_[slot] = std::move(a);
+  return Status::Ok();
+}
+
+void SolveJob::Dispatch(int64_t slot) {
+  Active& a = active_.at(slot);
+  for (const Expansion& e : a.strategy->Plan()) {
+    ExpandCall call;
+    call.call = next_call_++;
+    call.node = KeyOf(a, e.node);
+    call.num_children = e.num_children;
+    call.max_tokens = e.max_tokens;
+    call.full_solution = e.full_solution;
+    call.seed = e.seed;
+    call.temperature = options_.temperature;
+    call.top_p = options_.top_p;
+    call.top_k = options_.top_k;
+    a.call_of[e.id] = call.call;
+    Status s = worker_->Expand(call);
+    if (!s.ok()) {
+      // The strategy still waits for this expansion: answer it with no children.
+      if (a.error.empty()) a.error = s.ToString();
+      a.strategy->Stop(StopReason::kError);
+      a.strategy->Update(ExpansionOutcome{e.id, {}});
+      continue;
+    }
+    calls_[call.call] = CallRef{slot, e.id};
+  }
+}
+
+void SolveJob::Deliver(const ExpandReply& reply) {
+  auto it = calls_.find(reply.call);
+  if (it == calls_.end()) return;  // a duplicate or a call of a finished problem
+  CallRef ref = it->second;
+  calls_.erase(it);
+  Active& a = active_.at(ref.slot);
+  ExpansionOutcome o;
+  o.expansion = ref.expansion;
+  for (const ChildReply& c : reply.children) {
+    StepOutcome s;
+    s.text = c.text;
+    s.tokens = c.tokens;
+    s.end = ToStepEnd(c.finish);
+    s.sum_logprob = c.sum_logprob;
+    s.step_scores = c.step_scores;
+    tokens_ += c.tokens;
+    o.children.push_back(std::move(s));
+  }
+  if (!reply.error.empty()) {
+    if (a.error.empty()) a.error = reply.error;
+    a.strategy->Stop(StopReason::kError);
+  }
+  for (int32_t r : a.strategy->Update(o)) worker_->Release(KeyOf(a, r));
+}
+
+ResultRecord SolveJob::Finish(int64_t slot) {
+  Active& a = active_.at(slot);
+  const Strategy& s = *a.strategy;
+  SearchAnswer ans = s.Answer();
+  for (int32_t n : s.tree().Unreleased()) worker_->Release(KeyOf(a, n));
+  ResultRecord r;
+  r.id = a.problem->id;
+  r.question = a.problem->question;
+  r.prediction = ans.answer;
+  r.gold = a.problem->gold;
+  r.correct = !r.gold.empty() && !r.prediction.empty() && AnswersEquivalent(r.prediction, r.gold);
+  r.strategy = options_.label;
+  r.score = ans.score;
+  r.tokens = s.tokens_used();
+  r.expansions = s.expansions_planned();
+  r.seconds = Now() - a.start;
+  if (ans.node >= 0) r.path = s.tree().PathSteps(ans.node);
+  r.budget_exhausted = ans.budget_exhausted;
+  r.stop_reason = StopReasonName(ans.stop_reason);
+  for (const auto& [k, v] : ans.vote_counts) r.votes[k] = v;
+  r.num_candidates = ans.num_candidates;
+  if (!a.error.empty()) r.error = a.error;
+  return r;
+}
+
+Status SolveJob::Run(const std::vector<Problem>& problems,
+                     const std::function<Status(const ResultRecord&)>& on_result) {
+  job_start_ = Now();
+  size_t next = 0;
+  int64_t next_slot = 0;
+  bool job_stopped = false;
+  while (next < problems.size() || !active_.empty()) {
+    while (!job_stopped && next < problems.size() &&
+           static_cast<int32_t>(active_.size()) < options_.problems_in_flight) {
+      CANOPY_RETURN_IF_ERROR(Start(problems[next++], next_slot++));
+    }
+    // Budgets the strategies cannot see: seconds, and the job's tokens and seconds.
+    double now = Now();
+    StopReason job_reason = StopReason::kNone;
+    if (options_.job_max_tokens > 0 && tokens_ >= options_.job_max_tokens) job_reason = StopReason::kJobBudget;
+    if (options_.job_max_seconds > 0 && now - job_start_ >= options_.job_max_seconds) {
+      job_reason = StopReason::kJobBudget;
+    }
+    if (job_reason != StopReason::kNone && !job_stopped) {
+      job_stopped = true;
+      CANOPY_LOG(Warn) << "solve: the job's budget is spent; " << active_.size()
+                       << " problems in flight answer now, " << problems.size() - next
+                       << " are not started";
+    }
+    for (auto& [slot, a] : active_) {
+      if (job_stopped) a.strategy->Stop(StopReason::kJobBudget);
+      double limit = options_.strategy.budget.max_seconds;
+      if (limit > 0 && now - a.start >= limit) a.strategy->Stop(StopReason::kSeconds);
+      Dispatch(slot);
+    }
+    for (auto it = active_.begin(); it != active_.end();) {
+      if (!it->second.strategy->Done()) {
+        ++it;
+        continue;
+      }
+      ResultRecord r = Finish(it->first);
+      it = active_.erase(it);
+      CANOPY_RETURN_IF_ERROR(on_result(r));
+    }
+    if (job_stopped && active_.empty()) break;
+    if (worker_->outstanding() > 0) {
+      for (const ExpandReply& reply : worker_->Poll()) Deliver(reply);
+    } else if (!active_.empty()) {
+      // Nothing outstanding yet problems in flight that are not done: a strategy that plans
+      // nothing and never finishes would spin here forever.
+      bool planned = false;
+      for (auto& [slot, a] : active_) planned |= a.strategy->outstanding() > 0 || a.strategy->Done();
+      CANOPY_CHECK(planned) << "solve: problems in flight with nothing planned";
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace canopy

@@ -1,0 +1,97 @@
+// One solve job's event loop: problems in, one ResultRecord per problem out. It keeps up to
+// `problems_in_flight` problems' strategies running at once, turns their planned expansions
+// into worker calls, feeds replies back, forwards releases, enforces per-problem seconds and
+// job-level budgets, and grades each finished problem.
+//
+//   for each in-flight problem:  Plan() ──► ExpandCall (node key, k, caps, seed) ──► worker
+//   worker.Poll() ──► ExpandReply ──► Update() ──► Release(keys) ──► worker
+//   Done() ──► Answer() ──► graded ResultRecord ──► on_result (results.jsonl)
+//
+// Node keys: a problem's root is named by the call number that created it; a child by (the
+// call that grew it, its sample index), so the coordinator never waits for the worker to
+// name a node.
+//
+// Determinism: each problem's strategy is seeded from (job seed, problem id), and strategies
+// are independent of arrival order, so the same seed gives the same trees whatever else is
+// in flight (bitwise, in the engine's batch-invariant mode).
+//
+// Thread-safety: none; the coordinator's one thread runs it.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "coordinator/dataset.h"
+#include "coordinator/results.h"
+#include "search/strategy.h"
+#include "transport/messages.h"
+
+namespace canopy {
+
+struct SolveOptions {
+  StrategyOptions strategy;      // its seed is replaced per problem
+  std::string label;             // the `strategy` written in results, e.g. "beam/policy-logprob"
+  float temperature = 0.8f;      // 0: greedy
+  float top_p = 1.0f;
+  int32_t top_k = 0;
+  uint64_t seed = 1;
+  int32_t problems_in_flight = 8;
+  int64_t job_max_tokens = 0;    // 0: unlimited; on reaching it every problem answers now
+  double job_max_seconds = 0.0;
+  std::string system_prompt;     // resolved (see coordinator/prompt.h)
+  TaskFamily family = TaskFamily::kArithmetic;
+};
+
+// The seed of one problem's strategy.
+uint64_t ProblemSeed(uint64_t job_seed, const std::string& problem_id);
+
+class SolveJob {
+ public:
+  // `worker` must outlive the job. `clock` returns monotonic seconds (tests inject one).
+  SolveJob(const SolveOptions& options, WorkerLink* worker, std::function<double()> clock = {});
+
+  // Solves every problem, calling `on_result` as each finishes (in finish order). A
+  // problem that fails (its prompt does not fit, a worker error) gets a record with
+  // `error` set; the others go on. Returns the first error `on_result` returned, if any.
+  Status Run(const std::vector<Problem>& problems,
+             const std::function<Status(const ResultRecord&)>& on_result);
+
+  int64_t tokens() const { return tokens_; }
+
+ private:
+  struct Active {
+    const Problem* problem = nullptr;
+    std::unique_ptr<Strategy> strategy;
+    uint64_t root_call = 0;
+    std::map<uint64_t, uint64_t> call_of;  // strategy expansion id -> call
+    double start = 0.0;
+    std::string error;
+  };
+  struct CallRef {
+    int64_t slot;
+    uint64_t expansion;
+  };
+
+  Status Start(const Problem& p, int64_t slot);
+  void Dispatch(int64_t slot);
+  void Deliver(const ExpandReply& reply);
+  ResultRecord Finish(int64_t slot);
+  NodeKey KeyOf(const Active& a, int32_t node) const;
+  double Now() const;
+
+  SolveOptions options_;
+  WorkerLink* worker_;
+  std::function<double()> clock_;
+  std::map<int64_t, Active> active_;  // slot -> problem
+  std::map<uint64_t, CallRef> calls_;
+  uint64_t next_call_ = 1;
+  int64_t tokens_ = 0;  // generated, all problems
+  double job_start_ = 0.0;
+};
+
+}  // namespace canopy

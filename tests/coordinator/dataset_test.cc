@@ -1,0 +1,332 @@
+// ctest-labels: unit
+#include "coordinator/dataset.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+namespace canopy {
+namespace {
+
+std::string Shared(const std::string& name) {
+  return std::string(CANOPY_SHARED_DIR "/datasets/") + name;
+}
+
+Dataset MustRead(const std::string& path, const DatasetOptions& opts = {}) {
+  auto ds = ReadDataset(path, opts);
+  EXPECT_TRUE(ds.ok()) << ds.status().ToString();
+  return ds.ok() ? std::move(ds).value() : Dataset{};
+}
+
+// A file under the test's temp dir with `contents`, removed with the fixture.
+class TempFile {
+ public:
+  TempFile(const std::string& name, const std::string& contents) {
+    path_ = (std::filesystem::temp_directory_path() /
+             ("canopy_dataset_test_" + std::to_string(::getpid()) + "_" + name))
+                .string();
+    std::ofstream(path_, std::ios::binary) << contents;
+  }
+  ~TempFile() { std::filesystem::remove(path_); }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+size_t CountEmptyGold(const Dataset& ds) {
+  size_t n = 0;
+  for (const auto& p : ds.problems) n += p.gold.empty();
+  return n;
+}
+
+TEST(DatasetTest, Gsm8k) {
+  Dataset ds = MustRead(Shared("gsm8k.jsonl"));
+  ASSERT_EQ(ds.problems.size(), 1319u);
+  EXPECT_TRUE(ds.errors.empty());
+  EXPECT_EQ(ds.family, TaskFamily::kArithmetic);
+  EXPECT_EQ(ds.question_field, "question");
+  EXPECT_EQ(ds.answer_field, "answer");
+  EXPECT_EQ(ds.id_field, "idx");
+  EXPECT_EQ(ds.problems[0].id, "0");
+  EXPECT_EQ(ds.problems[0].line_number, 1);
+  EXPECT_EQ(ds.problems[0].gold, "18");
+  EXPECT_EQ(ds.problems[1].gold, "3");
+  EXPECT_EQ(ds.problems[2].gold, "70000");
+  EXPECT_TRUE(ds.problems[0].question.starts_with("Janet\xE2\x80\x99s ducks lay 16 eggs"));
+  ASSERT_TRUE(ds.problems[0].gold_raw.is_string());
+  EXPECT_TRUE(ds.problems[0].gold_raw.get<std::string>().ends_with("#### 18"));
+  EXPECT_EQ(CountEmptyGold(ds), 0u);
+}
+
+TEST(DatasetTest, Mawps) {
+  Dataset multi = MustRead(Shared("mawps_multiarith.jsonl"));
+  ASSERT_EQ(multi.problems.size(), 600u);
+  EXPECT_TRUE(multi.errors.empty());
+  EXPECT_EQ(multi.family, TaskFamily::kArithmetic);
+  EXPECT_EQ(multi.question_field, "input");
+  EXPECT_EQ(multi.answer_field, "target");
+  EXPECT_EQ(multi.id_field, "");
+  EXPECT_EQ(multi.problems[0].id, "1");  // no id field: the line number
+  EXPECT_EQ(multi.problems[1].id, "2");
+  EXPECT_EQ(multi.problems[0].gold, "39");
+  EXPECT_EQ(multi.problems[1].gold, "8");
+  EXPECT_EQ(multi.problems[2].gold, "2");
+  EXPECT_TRUE(multi.problems[0].gold_raw.is_number_integer());
+
+  Dataset addsub = MustRead(Shared("mawps_addsub.jsonl"));
+  ASSERT_EQ(addsub.problems.size(), 395u);  // the last line has no newline
+  EXPECT_EQ(addsub.problems[0].gold, "43.0");
+  EXPECT_EQ(addsub.problems[1].gold, "26.0");
+  EXPECT_EQ(CountEmptyGold(addsub), 0u);
+
+  Dataset singleop = MustRead(Shared("mawps_singleop.jsonl"));
+  ASSERT_EQ(singleop.problems.size(), 562u);
+  EXPECT_EQ(singleop.problems[0].gold, "14.0");
+}
+
+TEST(DatasetTest, MinervaBoxed) {
+  Dataset ds = MustRead(Shared("minerva_math.jsonl"));
+  ASSERT_EQ(ds.problems.size(), 272u);
+  EXPECT_TRUE(ds.errors.empty());
+  EXPECT_EQ(ds.family, TaskFamily::kCompetitionMath);
+  EXPECT_EQ(ds.question_field, "problem");
+  EXPECT_EQ(ds.answer_field, "solution");
+  EXPECT_EQ(ds.problems[0].id, "0");
+  EXPECT_EQ(ds.problems[0].gold, "1.6");
+  EXPECT_EQ(ds.problems[1].gold, "4.5e33");
+  EXPECT_EQ(ds.problems[2].gold, "41.8");
+  EXPECT_EQ(ds.problems[3].gold, "20.39");
+  EXPECT_EQ(CountEmptyGold(ds), 0u);
+}
+
+TEST(DatasetTest, OlympiadBench) {
+  Dataset ds = MustRead(Shared("olympiadbench.jsonl"));
+  ASSERT_EQ(ds.problems.size(), 675u);
+  EXPECT_TRUE(ds.errors.empty());
+  EXPECT_EQ(ds.family, TaskFamily::kCompetitionMath);
+  EXPECT_EQ(ds.question_field, "question");
+  EXPECT_EQ(ds.answer_field, "final_answer");
+  EXPECT_EQ(ds.problems[0].id, "1606");
+  EXPECT_EQ(ds.problems[0].gold, "2");
+  EXPECT_EQ(ds.problems[1].gold, "$\\frac{1}{2 n+2}$");
+  EXPECT_EQ(ds.problems[2].gold, "$2^{1009}$");
+  EXPECT_TRUE(ds.problems[0].gold_raw.is_array());
+  EXPECT_EQ(ds.problems[0].context, "");  // context is null
+  EXPECT_EQ(CountEmptyGold(ds), 0u);
+}
+
+TEST(DatasetTest, Aime24PrefersAnswerOverSolution) {
+  Dataset ds = MustRead(Shared("aime24.jsonl"));
+  ASSERT_EQ(ds.problems.size(), 30u);
+  EXPECT_EQ(ds.family, TaskFamily::kCompetitionMath);
+  EXPECT_EQ(ds.question_field, "question");
+  EXPECT_EQ(ds.answer_field, "answer");
+  EXPECT_EQ(ds.problems[0].id, "60");
+  EXPECT_EQ(ds.problems[0].gold, "204");
+  EXPECT_EQ(ds.problems[1].gold, "113");
+  EXPECT_EQ(ds.problems[2].gold, "371");
+}
+
+TEST(DatasetTest, MiniF2FHasNoGold) {
+  for (const char* name : {"minif2f_metamath_test.jsonl", "minif2f_metamath_valid.jsonl"}) {
+    Dataset ds = MustRead(Shared(name));
+    ASSERT_EQ(ds.problems.size(), 244u) << name;
+    EXPECT_TRUE(ds.errors.empty());
+    EXPECT_EQ(ds.family, TaskFamily::kProof);
+    EXPECT_EQ(ds.question_field, "statement_mm");
+    EXPECT_EQ(ds.answer_field, "");
+    EXPECT_EQ(ds.id_field, "name");
+    EXPECT_TRUE(ds.problems[0].question.find("@p |-") != std::string::npos);
+    EXPECT_EQ(ds.problems[0].gold, "");
+    EXPECT_TRUE(ds.problems[0].gold_raw.is_null());
+  }
+  EXPECT_EQ(MustRead(Shared("minif2f_metamath_test.jsonl")).problems[0].id, "aime-1983-p1");
+}
+
+TEST(DatasetTest, MissingFileIsAnError) {
+  auto ds = ReadDataset("/nonexistent/canopy/none.jsonl");
+  ASSERT_FALSE(ds.ok());
+  EXPECT_EQ(ds.status().code(), StatusCode::kNotFound);
+}
+
+TEST(DatasetTest, MalformedLinesAreReportedAndSkipped) {
+  TempFile f("bad.jsonl",
+             "{\"question\": \"What is 1+1?\", \"answer\": \"#### 2\"}\n"  // 1 good
+             "\n"                                                         // 2 blank
+             "{\"question\": \"oops\", \n"                                // 3 bad JSON
+             "[1, 2, 3]\n"                                                // 4 array
+             "{\"prompt\": \"no question here\", \"answer\": \"1\"}\n"    // 5 no question
+             "   \r\n"                                                    // 6 blank
+             "{\"question\": \"\", \"answer\": \"1\"}\n"                  // 7 empty question
+             "{\"question\": 17, \"answer\": \"1\"}\n"                    // 8 not a string
+             "{\"question\": \"What is 2+2?\", \"answer\": {\"x\": 1}}\n" // 9 object gold
+             "{\"question\": \"What is 3+3?\", \"answer\": \"6\"}\r\n"    // 10 good, CRLF
+             "\"just a string\"\n"                                        // 11 not an object
+             "{\"question\": \"What is 4+4?\", \"target\": 8}");          // 12 good, no \n
+  Dataset ds = MustRead(f.path());
+  ASSERT_EQ(ds.problems.size(), 3u);
+  EXPECT_EQ(ds.problems[0].line_number, 1);
+  EXPECT_EQ(ds.problems[0].id, "1");
+  EXPECT_EQ(ds.problems[0].gold, "2");
+  EXPECT_EQ(ds.problems[1].line_number, 10);
+  EXPECT_EQ(ds.problems[1].id, "10");
+  EXPECT_EQ(ds.problems[1].gold, "6");
+  EXPECT_EQ(ds.problems[2].line_number, 12);
+  EXPECT_EQ(ds.problems[2].gold, "8");
+
+  ASSERT_EQ(ds.errors.size(), 7u);
+  const int64_t lines[] = {3, 4, 5, 7, 8, 9, 11};
+  const char* what[] = {"not valid JSON", "not a JSON object", "no question field",
+                        "is empty",       "not a string",      "is an object",
+                        "not a JSON object"};
+  for (size_t i = 0; i < ds.errors.size(); ++i) {
+    EXPECT_EQ(ds.errors[i].line_number, lines[i]);
+    EXPECT_TRUE(ds.errors[i].message.starts_with("line " + std::to_string(lines[i]) + ": "))
+        << ds.errors[i].message;
+    EXPECT_NE(ds.errors[i].message.find(what[i]), std::string::npos) << ds.errors[i].message;
+  }
+}
+
+TEST(DatasetTest, DuplicateIdsKeepTheFirst) {
+  TempFile f("dup.jsonl",
+             "{\"id\": 7, \"question\": \"a\", \"answer\": \"1\"}\n"
+             "{\"id\": \"8\", \"question\": \"b\", \"answer\": \"2\"}\n"
+             "{\"id\": 7, \"question\": \"c\", \"answer\": \"3\"}\n");
+  Dataset ds = MustRead(f.path());
+  ASSERT_EQ(ds.problems.size(), 2u);
+  EXPECT_EQ(ds.problems[0].id, "7");
+  EXPECT_EQ(ds.problems[0].question, "a");
+  EXPECT_EQ(ds.problems[1].id, "8");
+  ASSERT_EQ(ds.errors.size(), 1u);
+  EXPECT_EQ(ds.errors[0].line_number, 3);
+  EXPECT_NE(ds.errors[0].message.find("duplicate id '7' (first on line 1)"), std::string::npos)
+      << ds.errors[0].message;
+}
+
+TEST(DatasetTest, FieldOverrides) {
+  TempFile f("custom.jsonl",
+             "{\"key\": \"p-1\", \"prompt\": \"Q one\", \"question\": \"ignored\", "
+             "\"ans\": \"\\\\boxed{\\\\frac{1}{2}} done\", \"answer\": \"9\"}\n"
+             "{\"key\": \"p-2\", \"prompt\": \"Q two\", \"ans\": \"no box\"}\n"
+             "{\"prompt\": \"Q three\", \"ans\": \"x\"}\n");
+  DatasetOptions opts;
+  opts.question_field = "prompt";
+  opts.answer_field = "ans";
+  opts.id_field = "key";
+  opts.gold_format = GoldFormat::kBoxed;
+  opts.task_family = TaskFamily::kProof;
+  Dataset ds = MustRead(f.path(), opts);
+  ASSERT_EQ(ds.problems.size(), 2u);
+  EXPECT_EQ(ds.family, TaskFamily::kProof);
+  EXPECT_EQ(ds.question_field, "prompt");
+  EXPECT_EQ(ds.answer_field, "ans");
+  EXPECT_EQ(ds.id_field, "key");
+  EXPECT_EQ(ds.problems[0].id, "p-1");
+  EXPECT_EQ(ds.problems[0].question, "Q one");
+  EXPECT_EQ(ds.problems[0].gold, "\\frac{1}{2}");
+  EXPECT_EQ(ds.problems[1].gold, "");  // boxed format, no box: no gold
+  ASSERT_EQ(ds.errors.size(), 1u);     // line 3 lacks the named id field
+  EXPECT_EQ(ds.errors[0].line_number, 3);
+  EXPECT_NE(ds.errors[0].message.find("no id field 'key'"), std::string::npos);
+
+  opts = {};
+  opts.question_field = "nope";
+  ds = MustRead(f.path(), opts);
+  EXPECT_TRUE(ds.problems.empty());
+  ASSERT_EQ(ds.errors.size(), 3u);
+  EXPECT_NE(ds.errors[0].message.find("'nope'"), std::string::npos) << ds.errors[0].message;
+}
+
+TEST(DatasetTest, LimitAndOffset) {
+  DatasetOptions opts;
+  opts.offset = 2;
+  opts.limit = 3;
+  Dataset ds = MustRead(Shared("gsm8k.jsonl"), opts);
+  ASSERT_EQ(ds.problems.size(), 3u);
+  EXPECT_EQ(ds.problems[0].id, "2");
+  EXPECT_EQ(ds.problems[0].gold, "70000");
+  EXPECT_EQ(ds.problems[2].id, "4");
+
+  opts = {};
+  opts.limit = 0;
+  EXPECT_TRUE(MustRead(Shared("gsm8k.jsonl"), opts).problems.empty());
+  opts = {};
+  opts.offset = 1318;
+  ds = MustRead(Shared("gsm8k.jsonl"), opts);
+  ASSERT_EQ(ds.problems.size(), 1u);
+  EXPECT_EQ(ds.problems[0].id, "1318");
+  opts.offset = 5000;
+  EXPECT_TRUE(MustRead(Shared("gsm8k.jsonl"), opts).problems.empty());
+  opts.offset = -1;
+  EXPECT_FALSE(ReadDataset(Shared("gsm8k.jsonl"), opts).ok());
+
+  // The offset counts good problems, not lines.
+  TempFile f("offset.jsonl", "garbage\n{\"question\": \"a\"}\n\n{\"question\": \"b\"}\n");
+  opts = {};
+  opts.offset = 1;
+  ds = MustRead(f.path(), opts);
+  ASSERT_EQ(ds.problems.size(), 1u);
+  EXPECT_EQ(ds.problems[0].question, "b");
+  EXPECT_EQ(ds.problems[0].id, "4");
+}
+
+TEST(DatasetTest, GoldFromJsonLists) {
+  using nlohmann::json;
+  // OlympiadBench multi-answer problems: all answers, joined.
+  EXPECT_EQ(*GoldFromJson(json::array({"$3$", "$5$"}), "final_answer", std::nullopt), "$3$, $5$");
+  EXPECT_EQ(*GoldFromJson(json::array({"7"}), "final_answer", std::nullopt), "7");
+  EXPECT_EQ(*GoldFromJson(json::array({1, 2.5}), "final_answer", std::nullopt), "1, 2.5");
+  // Several worked solutions: the first one with a boxed answer.
+  EXPECT_EQ(*GoldFromJson(json::array({"no box", "so \\boxed{12}.", "\\boxed{13}"}), "solution",
+                          std::nullopt),
+            "12");
+  EXPECT_EQ(*GoldFromJson(json(39), "target", std::nullopt), "39");
+  EXPECT_EQ(*GoldFromJson(json(43.0), "target", std::nullopt), "43.0");
+  EXPECT_EQ(*GoldFromJson(json(nullptr), "answer", std::nullopt), "");
+  EXPECT_EQ(*GoldFromJson(json("  12 "), "answer", std::nullopt), "12");
+  EXPECT_EQ(*GoldFromJson(json("so #### 1,234"), "answer", std::nullopt), "1,234");
+  EXPECT_FALSE(GoldFromJson(json::object({{"a", 1}}), "answer", std::nullopt).ok());
+  EXPECT_FALSE(GoldFromJson(json::array({json::array({1})}), "answer", std::nullopt).ok());
+}
+
+TEST(DatasetTest, ContextIsKept) {
+  TempFile f("ctx.jsonl",
+             "{\"id\": 1, \"context\": \"Let f(x) = x^2.\", \"question\": \"Find f(3).\", "
+             "\"final_answer\": [\"9\"]}\n"
+             "{\"id\": 2, \"context\": null, \"question\": \"Find 2.\", \"final_answer\": [\"2\"]}\n");
+  Dataset ds = MustRead(f.path());
+  ASSERT_EQ(ds.problems.size(), 2u);
+  EXPECT_EQ(ds.problems[0].context, "Let f(x) = x^2.");
+  EXPECT_EQ(ds.problems[0].gold, "9");
+  EXPECT_EQ(ds.problems[1].context, "");
+}
+
+TEST(DatasetTest, TaskFamilies) {
+  EXPECT_EQ(TaskFamilyFromFileName("/x/gsm8k.jsonl"), TaskFamily::kArithmetic);
+  EXPECT_EQ(TaskFamilyFromFileName("mawps_multiarith.jsonl"), TaskFamily::kArithmetic);
+  EXPECT_EQ(TaskFamilyFromFileName("/d/minerva_math.jsonl"), TaskFamily::kCompetitionMath);
+  EXPECT_EQ(TaskFamilyFromFileName("OlympiadBench.jsonl"), TaskFamily::kCompetitionMath);
+  EXPECT_EQ(TaskFamilyFromFileName("aime24.jsonl"), TaskFamily::kCompetitionMath);
+  EXPECT_EQ(TaskFamilyFromFileName("minif2f_metamath_test.jsonl"), TaskFamily::kProof);
+  EXPECT_EQ(TaskFamilyFromFileName("/math/problems.jsonl"), std::nullopt);  // dir ignored
+  EXPECT_EQ(*ParseTaskFamily("competition-math"), TaskFamily::kCompetitionMath);
+  EXPECT_EQ(*ParseTaskFamily("Proof"), TaskFamily::kProof);
+  EXPECT_FALSE(ParseTaskFamily("poetry").ok());
+  for (auto f : {TaskFamily::kArithmetic, TaskFamily::kCompetitionMath, TaskFamily::kProof}) {
+    EXPECT_EQ(*ParseTaskFamily(TaskFamilyName(f)), f);
+  }
+
+  // Unknown file names fall back to the fields.
+  TempFile numeric("unknown1.jsonl", "{\"input\": \"q\", \"target\": 4}\n");
+  EXPECT_EQ(MustRead(numeric.path()).family, TaskFamily::kArithmetic);
+  TempFile latex("unknown2.jsonl", "{\"problem\": \"q\", \"answer\": \"\\\\frac{1}{2}\"}\n");
+  EXPECT_EQ(MustRead(latex.path()).family, TaskFamily::kCompetitionMath);
+  TempFile proof("unknown3.jsonl", "{\"name\": \"t\", \"statement_mm\": \"|- x\"}\n");
+  EXPECT_EQ(MustRead(proof.path()).family, TaskFamily::kProof);
+}
+
+}  // namespace
+}  // namespace canopy

@@ -1,0 +1,285 @@
+// ctest-labels: unit
+#include "coordinator/results.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "common/mapped_file.h"
+
+namespace canopy {
+namespace {
+
+namespace fs = std::filesystem;
+
+class ResultsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = (fs::temp_directory_path() /
+            ("canopy_results_test_" + std::to_string(::getpid()) + "_" +
+             ::testing::UnitTest::GetInstance()->current_test_info()->name()))
+               .string();
+    fs::remove_all(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  std::string ResultsPath() const { return dir_ + "/results.jsonl"; }
+  std::string Contents() const {
+    auto s = ReadFileToString(ResultsPath());
+    return s.ok() ? *s : "<missing>";
+  }
+  void AppendRaw(const std::string& bytes) {
+    std::ofstream(ResultsPath(), std::ios::binary | std::ios::app) << bytes;
+  }
+
+  std::string dir_;
+};
+
+ResultRecord Record(const std::string& id, bool correct, int64_t tokens, double seconds) {
+  ResultRecord r;
+  r.id = id;
+  r.question = "What is " + id + "?";
+  r.prediction = correct ? "42" : "41";
+  r.gold = "42";
+  r.correct = correct;
+  r.strategy = "beam/policy-logprob";
+  r.score = -0.25;
+  r.tokens = tokens;
+  r.expansions = 3;
+  r.seconds = seconds;
+  r.path = {"Step one.", "So the answer is \\boxed{42}."};
+  return r;
+}
+
+TEST_F(ResultsTest, JsonRoundTripWithExtras) {
+  ResultRecord r = Record("7", true, 120, 1.5);
+  nlohmann::json j = ResultToJson(r);
+  for (const char* key : {"id", "question", "prediction", "gold", "correct", "strategy", "score",
+                          "tokens", "expansions", "seconds", "path"}) {
+    EXPECT_TRUE(j.contains(key)) << key;
+  }
+  // Extras are written only when set.
+  for (const char* key : {"budget_exhausted", "stop_reason", "votes", "num_candidates", "error"}) {
+    EXPECT_FALSE(j.contains(key)) << key;
+  }
+  r.budget_exhausted = true;
+  r.stop_reason = "token budget";
+  r.votes = {{"42", 3}, {"41", 1.5}};
+  r.num_candidates = 8;
+  r.error = "worker 2 died";
+  const std::string line = ResultToLine(r);
+  EXPECT_EQ(line.find('\n'), std::string::npos);
+  auto back = ResultFromJson(nlohmann::json::parse(line));
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->id, "7");
+  EXPECT_EQ(back->question, r.question);
+  EXPECT_TRUE(back->correct);
+  EXPECT_EQ(back->tokens, 120);
+  EXPECT_EQ(back->expansions, 3);
+  EXPECT_DOUBLE_EQ(back->score, -0.25);
+  EXPECT_DOUBLE_EQ(back->seconds, 1.5);
+  EXPECT_EQ(back->path, r.path);
+  EXPECT_EQ(back->budget_exhausted, true);
+  EXPECT_EQ(back->stop_reason, "token budget");
+  EXPECT_EQ(back->votes, r.votes);
+  EXPECT_EQ(back->num_candidates, 8);
+  EXPECT_EQ(back->error, "worker 2 died");
+
+  EXPECT_FALSE(ResultFromJson(nlohmann::json::parse(R"({"tokens": 5})")).ok());  // no id
+  EXPECT_FALSE(ResultFromJson(nlohmann::json::parse(R"({"id": "1", "tokens": "x"})")).ok());
+  EXPECT_FALSE(ResultFromJson(nlohmann::json::parse("[1]")).ok());
+}
+
+TEST_F(ResultsTest, InvalidUtf8IsReplacedNotThrown) {
+  ResultRecord r = Record("1", false, 1, 0);
+  r.path = {"cut mid-character: \xE2\x82"};
+  const std::string line = ResultToLine(r);
+  auto back = ResultFromJson(nlohmann::json::parse(line));
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->path[0], "cut mid-character: \xEF\xBF\xBD");
+}
+
+TEST_F(ResultsTest, WriteThenLoad) {
+  {
+    LoadedResults loaded;
+    auto w = ResultsWriter::Open(dir_, &loaded);
+    ASSERT_TRUE(w.ok()) << w.status().ToString();
+    EXPECT_TRUE(loaded.records.empty());
+    EXPECT_EQ((*w)->path(), ResultsPath());
+    ASSERT_TRUE((*w)->Append(Record("a", true, 100, 2)).ok());
+    ASSERT_TRUE((*w)->Append(Record("b", false, 300, 4)).ok());
+    EXPECT_EQ((*w)->appended(), 2);
+    // Each append is on disk as soon as it returns, before the writer closes.
+    auto mid = LoadResults(ResultsPath());
+    ASSERT_TRUE(mid.ok());
+    EXPECT_EQ(mid->records.size(), 2u);
+  }
+  const std::string text = Contents();
+  EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 2);
+  EXPECT_EQ(text.back(), '\n');
+
+  auto loaded = LoadResults(ResultsPath());
+  ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+  ASSERT_EQ(loaded->records.size(), 2u);
+  EXPECT_EQ(loaded->records[0].id, "a");
+  EXPECT_TRUE(loaded->records[0].correct);
+  EXPECT_EQ(loaded->records[1].id, "b");
+  EXPECT_EQ(loaded->records[1].tokens, 300);
+  EXPECT_TRUE(loaded->issues.empty());
+  EXPECT_FALSE(loaded->torn_tail());
+  EXPECT_EQ(loaded->valid_bytes, text.size());
+
+  // Reopening appends after what is there.
+  LoadedResults again;
+  auto w = ResultsWriter::Open(dir_, &again);
+  ASSERT_TRUE(w.ok());
+  EXPECT_EQ(again.records.size(), 2u);
+  ASSERT_TRUE((*w)->Append(Record("c", true, 50, 1)).ok());
+  EXPECT_EQ(LoadResults(ResultsPath())->records.size(), 3u);
+}
+
+TEST_F(ResultsTest, MissingFile) {
+  auto loaded = LoadResults(dir_ + "/results.jsonl");
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_EQ(loaded.status().code(), StatusCode::kNotFound);
+}
+
+TEST_F(ResultsTest, ResumeAfterTornLastLine) {
+  {
+    auto w = ResultsWriter::Open(dir_);
+    ASSERT_TRUE(w.ok());
+    ASSERT_TRUE((*w)->Append(Record("a", true, 100, 2)).ok());
+    ASSERT_TRUE((*w)->Append(Record("b", false, 300, 4)).ok());
+  }
+  const std::string good = Contents();
+  // The process died in the middle of writing record "c".
+  const std::string full_c = ResultToLine(Record("c", true, 7, 1));
+  AppendRaw(full_c.substr(0, full_c.size() / 2));
+
+  auto loaded = LoadResults(ResultsPath());
+  ASSERT_TRUE(loaded.ok());
+  ASSERT_EQ(loaded->records.size(), 2u);
+  EXPECT_TRUE(loaded->torn_tail());
+  EXPECT_EQ(loaded->valid_bytes, good.size());
+  ASSERT_EQ(loaded->issues.size(), 1u);
+  EXPECT_TRUE(loaded->issues[0].starts_with("line 3: not valid JSON")) << loaded->issues[0];
+  EXPECT_NE(loaded->issues[0].find("torn tail"), std::string::npos);
+
+  // Opening the writer cuts the garbage; the next record starts on a clean line.
+  LoadedResults resumed;
+  auto w = ResultsWriter::Open(dir_, &resumed);
+  ASSERT_TRUE(w.ok());
+  EXPECT_EQ(resumed.records.size(), 2u);
+  EXPECT_EQ(Contents(), good);
+  ASSERT_TRUE((*w)->Append(Record("c", true, 7, 1)).ok());
+  EXPECT_EQ(Contents(), good + full_c + "\n");
+  auto after = LoadResults(ResultsPath());
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after->records.size(), 3u);
+  EXPECT_TRUE(after->issues.empty());
+  EXPECT_FALSE(after->torn_tail());
+}
+
+TEST_F(ResultsTest, GarbageWithNewlineAndMissingFinalNewline) {
+  fs::create_directories(dir_);
+  const std::string a = ResultToLine(Record("a", true, 1, 1));
+  const std::string b = ResultToLine(Record("b", true, 1, 1));
+  // A garbled line mid-file is skipped (later records are good); the torn tail includes
+  // several garbage lines.
+  AppendRaw(a + "\n{\"id\": \"x\", \x01\n" + b + "\n{\"id\":\n\n{\"i");
+  auto loaded = LoadResults(ResultsPath());
+  ASSERT_TRUE(loaded.ok());
+  ASSERT_EQ(loaded->records.size(), 2u);
+  ASSERT_EQ(loaded->issues.size(), 3u);
+  EXPECT_TRUE(loaded->issues[0].starts_with("line 2:"));
+  EXPECT_NE(loaded->issues[0].find("skipped"), std::string::npos);
+  EXPECT_TRUE(loaded->issues[1].starts_with("line 4:"));
+  EXPECT_TRUE(loaded->issues[2].starts_with("line 6:"));
+  EXPECT_NE(loaded->issues[2].find("no newline"), std::string::npos);
+  {
+    auto w = ResultsWriter::Open(dir_);
+    ASSERT_TRUE(w.ok());
+  }
+  EXPECT_EQ(Contents(), a + "\n{\"id\": \"x\", \x01\n" + b + "\n");
+
+  // A complete last record without its newline is kept; the writer ends its line first.
+  fs::remove(ResultsPath());
+  AppendRaw(a + "\n" + b);
+  loaded = LoadResults(ResultsPath());
+  ASSERT_TRUE(loaded.ok());
+  EXPECT_EQ(loaded->records.size(), 2u);
+  EXPECT_FALSE(loaded->torn_tail());
+  auto w = ResultsWriter::Open(dir_);
+  ASSERT_TRUE(w.ok());
+  ASSERT_TRUE((*w)->Append(Record("c", false, 1, 1)).ok());
+  loaded = LoadResults(ResultsPath());
+  ASSERT_TRUE(loaded.ok());
+  EXPECT_EQ(loaded->records.size(), 3u);
+  EXPECT_TRUE(loaded->issues.empty());
+}
+
+TEST_F(ResultsTest, DuplicateIdLaterWins) {
+  fs::create_directories(dir_);
+  AppendRaw(ResultToLine(Record("a", false, 1, 1)) + "\n" + ResultToLine(Record("b", true, 2, 1)) +
+            "\n" + ResultToLine(Record("a", true, 3, 1)) + "\n");
+  auto loaded = LoadResults(ResultsPath());
+  ASSERT_TRUE(loaded.ok());
+  ASSERT_EQ(loaded->records.size(), 2u);
+  EXPECT_EQ(loaded->records[0].id, "a");
+  EXPECT_TRUE(loaded->records[0].correct);
+  EXPECT_EQ(loaded->records[0].tokens, 3);
+  ASSERT_EQ(loaded->issues.size(), 1u);
+  EXPECT_NE(loaded->issues[0].find("duplicate id 'a'"), std::string::npos);
+}
+
+TEST_F(ResultsTest, Summary) {
+  std::vector<ResultRecord> records = {Record("a", true, 100, 2), Record("b", false, 300, 4),
+                                       Record("c", true, 200, 4), Record("d", true, 400, 6)};
+  records[1].error = "boom";
+  records[2].budget_exhausted = true;
+  Summary s = Summarize(records);
+  EXPECT_EQ(s.num_problems, 4);
+  EXPECT_EQ(s.num_correct, 3);
+  EXPECT_EQ(s.num_errors, 1);
+  EXPECT_EQ(s.num_budget_exhausted, 1);
+  EXPECT_DOUBLE_EQ(s.accuracy, 0.75);
+  EXPECT_EQ(s.total_tokens, 1000);
+  EXPECT_DOUBLE_EQ(s.mean_tokens, 250);
+  EXPECT_EQ(s.total_expansions, 12);
+  EXPECT_DOUBLE_EQ(s.total_seconds, 16);
+  EXPECT_DOUBLE_EQ(s.tokens_per_second, 62.5);
+  s = Summarize(records, /*wall_seconds=*/5);
+  EXPECT_DOUBLE_EQ(s.wall_seconds, 5);
+  EXPECT_DOUBLE_EQ(s.tokens_per_second, 200);
+
+  Summary empty = Summarize({});
+  EXPECT_EQ(empty.num_problems, 0);
+  EXPECT_EQ(empty.accuracy, 0);
+  EXPECT_EQ(empty.tokens_per_second, 0);
+
+  fs::create_directories(dir_);
+  const std::string path = dir_ + "/summary.json";
+  nlohmann::json settings = {{"strategy", "beam"}, {"width", 4}};
+  ASSERT_TRUE(WriteSummaryJson(path, s, settings).ok());
+  ASSERT_TRUE(WriteSummaryJson(path, s, settings).ok());  // replaces, does not append
+  auto text = ReadFileToString(path);
+  ASSERT_TRUE(text.ok());
+  nlohmann::json j = nlohmann::json::parse(*text);
+  EXPECT_EQ(j["settings"], settings);
+  EXPECT_EQ(j["summary"]["num_problems"], 4);
+  EXPECT_EQ(j["summary"]["num_correct"], 3);
+  EXPECT_DOUBLE_EQ(j["summary"]["accuracy"].get<double>(), 0.75);
+  EXPECT_EQ(j["summary"]["total_tokens"], 1000);
+  EXPECT_DOUBLE_EQ(j["summary"]["tokens_per_second"].get<double>(), 200);
+  // No temp file is left behind.
+  int files = 0;
+  for ([[maybe_unused]] const auto& e : fs::directory_iterator(dir_)) ++files;
+  EXPECT_EQ(files, 1);
+
+  EXPECT_FALSE(WriteSummaryJson(dir_ + "/no/such/dir/summary.json", s, settings).ok());
+}
+
+}  // namespace
+}  // namespace canopy

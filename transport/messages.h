@@ -1,0 +1,81 @@
+// The worker protocol in its in-process form: what the coordinator asks of a worker and
+// what comes back, and the WorkerLink interface both an in-process worker and (later) a
+// remote connection implement. The Cap'n Proto schema mirrors these structs field by field.
+//
+//   coordinator                         worker
+//   CreateRoot(key, question, prompt) ─► render the chat, tokenize, make the root node
+//   Expand(call: node key, k, caps)   ─► k children grown and scored
+//   Poll()                            ◄─ ExpandReply{call, children (text, tokens, scores)}
+//   Release(key)                      ─► the node's KV is unpinned
+//
+// Nodes are named by keys the coordinator can compute without asking: a root by the call
+// number that created it, a child by (the call that grew it, its sample index).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "common/status.h"
+
+namespace canopy {
+
+struct NodeKey {
+  uint64_t call = 0;
+  int32_t sample = 0;
+  friend bool operator<(const NodeKey& a, const NodeKey& b) {
+    return std::tie(a.call, a.sample) < std::tie(b.call, b.sample);
+  }
+  friend bool operator==(const NodeKey& a, const NodeKey& b) = default;
+};
+
+struct RootSpec {
+  NodeKey key;
+  std::string question;       // as in the dataset: what scorers see
+  std::string system_prompt;  // "" = none
+  std::string user_message;   // the question as put to the policy
+};
+
+struct ExpandCall {
+  uint64_t call = 0;  // unique per job
+  NodeKey node;
+  int32_t num_children = 1;
+  int32_t max_tokens = 256;    // per child
+  bool full_solution = false;  // to the end of the answer, not one step ("\n\n")
+  uint64_t seed = 0;
+  float temperature = 1.0f;
+  float top_p = 1.0f;
+  int32_t top_k = 0;
+};
+
+enum class ChildFinish : int32_t { kStop = 0, kEndOfTurn = 1, kLength = 2 };
+
+struct ChildReply {
+  std::string text;
+  int32_t tokens = 0;
+  ChildFinish finish = ChildFinish::kStop;
+  double sum_logprob = 0.0;
+  std::vector<double> step_scores;  // one per step in `text`; empty without a scorer
+};
+
+struct ExpandReply {
+  uint64_t call = 0;
+  std::string error;  // non-empty: the expansion failed (children may still be present)
+  std::vector<ChildReply> children;
+};
+
+// A worker as the coordinator sees it. Thread-safety: one caller.
+class WorkerLink {
+ public:
+  virtual ~WorkerLink() = default;
+  virtual Status CreateRoot(const RootSpec& root) = 0;
+  virtual Status Expand(const ExpandCall& call) = 0;
+  virtual void Release(const NodeKey& node) = 0;
+  // Finished expansions. Works (or waits) until at least one is ready when any are
+  // outstanding; returns {} when none are.
+  virtual std::vector<ExpandReply> Poll() = 0;
+  virtual int32_t outstanding() const = 0;
+};
+
+}  // namespace canopy
