@@ -129,7 +129,7 @@ int SolveMain(int argc, char** argv) {
       ->delimiter(',');
   app.add_option("--n", f.ns, "samples (best-of-N), beams (beam, DVTS) or expansions (MCTS); comma-separated for a budget sweep")
       ->delimiter(',');
-  app.add_option("--beam-width", f.beam_width, "M: beam keeps n/M beams and expands each M times; DVTS runs n/M subtrees");
+  app.add_option("--beam-width", f.beam_width, "M: beam keeps n/M beams and expands each M times; DVTS runs n/M subtrees (at most n)");
   app.add_option("--mcts-children", f.mcts_children, "children per MCTS expansion");
   app.add_option("--mcts-parallel", f.mcts_parallel, "MCTS expansions of one tree in flight");
   app.add_option("--scorer", f.scorer, "auto, none, policy-logprob, prm-token, prm-head, judge, verifier");
@@ -222,7 +222,9 @@ int SolveMain(int argc, char** argv) {
     StrategyOptions& st = so.strategy;
     st.kind = run.strategy;
     st.n = run.n;
-    st.beam_width = f.beam_width;
+    // A beam (or DVTS subtree) never expands a step more than n times: with n below the
+    // beam width, the width is n (n = 1: one path sampled step by step).
+    st.beam_width = std::min(f.beam_width, run.n);
     st.mcts_children = f.mcts_children;
     st.mcts_parallel = f.mcts_parallel;
     st.step_tokens = f.step_tokens;
@@ -329,22 +331,36 @@ int SolveMain(int argc, char** argv) {
   }
 
   if (runs.size() > 1) {
-    // The sweep: one summary over the runs and the accuracy-versus-budget plot.
+    // The sweep: one summary over every run folder under OUTPUT (this command's and those
+    // of earlier commands into the same folder) and the accuracy-versus-budget plot.
     std::map<std::string, PlotSeries> series;
     nlohmann::json all = nlohmann::json::array();
-    for (const Run& r : runs) {
-      std::string label = r.strategy + (r.scorer == "none" ? "" : "/" + r.scorer);
+    std::vector<fs::path> dirs;
+    for (const auto& entry : fs::directory_iterator(out)) {
+      if (entry.is_directory() && fs::exists(entry.path() / "summary.json")) dirs.push_back(entry.path());
+    }
+    std::sort(dirs.begin(), dirs.end());
+    for (const fs::path& d : dirs) {
+      std::ifstream in(d / "summary.json");
+      nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+      if (j.is_discarded() || !j.contains("summary") || !j.contains("settings")) {
+        CANOPY_LOG(Warn) << (d / "summary.json").string() << ": not a run summary; left out of the plot";
+        continue;
+      }
+      const nlohmann::json& st = j["settings"];
+      std::string scorer = st.value("scorer", "none");
+      std::string label = st.value("strategy", "?") + (scorer == "none" ? "" : "/" + scorer);
       series[label].label = label;
-      series[label].points.push_back({r.summary.mean_tokens, r.summary.accuracy});
-      nlohmann::json j = SummaryToJson(r.summary);
-      j["strategy"] = r.strategy;
-      j["scorer"] = r.scorer;
-      j["n"] = r.n;
-      j["dir"] = r.dir;
-      all.push_back(j);
+      series[label].points.push_back({j["summary"].value("mean_tokens", 0.0), j["summary"].value("accuracy", 0.0)});
+      nlohmann::json row = j["summary"];
+      row["strategy"] = st.value("strategy", "?");
+      row["scorer"] = scorer;
+      row["n"] = st.value("n", 0);
+      row["dir"] = d.string();
+      all.push_back(row);
     }
     std::vector<PlotSeries> plot;
-    for (auto& [k, s] : series) plot.push_back(s);
+    for (auto& [k, v] : series) plot.push_back(v);
     PlotOptions popt;
     popt.title = "Accuracy vs. tokens per problem: " + DatasetStem(f.dataset);
     if (Status s = WriteFileAtomically(out + "/accuracy_vs_budget.svg", AccuracyVsBudgetSvg(plot, popt)); !s.ok()) {
@@ -352,6 +368,13 @@ int SolveMain(int argc, char** argv) {
     }
     nlohmann::json top = {{"dataset", f.dataset}, {"runs", all}};
     if (Status s = WriteFileAtomically(out + "/summary.json", top.dump(2) + "\n"); !s.ok()) return Fail(s.ToString());
+    std::printf("\n%-28s %5s %9s %14s %10s\n", "run", "n", "accuracy", "tokens/problem", "tokens/s");
+    for (const nlohmann::json& r : all) {
+      std::string label = r["strategy"].get<std::string>() +
+                          (r["scorer"] == "none" ? "" : "/" + r["scorer"].get<std::string>());
+      std::printf("%-28s %5d %9.3f %14.1f %10.1f\n", label.c_str(), r["n"].get<int>(),
+                  r.value("accuracy", 0.0), r.value("mean_tokens", 0.0), r.value("tokens_per_second", 0.0));
+    }
     std::printf("plot: %s/accuracy_vs_budget.svg\n", out.c_str());
   }
   return 0;
