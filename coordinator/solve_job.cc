@@ -57,6 +57,7 @@ Status SolveJob::Start(const Problem& p, int64_t slot) {
   root.system_prompt = options_.system_prompt;
   root.user_message = BuildUserMessage(p, options_.family);
   Status s = worker_->CreateRoot(root);
+  a.root_created = s.ok();
   if (!s.ok()) {
     a.error = s.ToString();
     a.strategy->Stop(StopReason::kError);
@@ -120,7 +121,9 @@ ResultRecord SolveJob::Finish(int64_t slot) {
   Active& a = active_.at(slot);
   const Strategy& s = *a.strategy;
   SearchAnswer ans = s.Answer();
-  for (int32_t n : s.tree().Unreleased()) worker_->Release(KeyOf(a, n));
+  for (int32_t n : s.tree().Unreleased()) {
+    if (n != SearchTree::kRoot || a.root_created) worker_->Release(KeyOf(a, n));
+  }
   ResultRecord r;
   r.id = a.problem->id;
   r.question = a.problem->question;

@@ -71,6 +71,7 @@ class SolveJob {
     std::map<uint64_t, uint64_t> call_of;  // strategy expansion id -> call
     double start = 0.0;
     std::string error;
+    bool root_created = false;  // the worker holds the root (CreateRoot succeeded)
   };
   struct CallRef {
     int64_t slot;

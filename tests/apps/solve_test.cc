@@ -1,0 +1,175 @@
+// `canopy solve` end to end on the default model: a real dataset slice (with a malformed
+// line), real results files, the same results whatever the problems in flight (batch-
+// invariant mode), resume after a finished run and after kill -9, and a budget sweep's plot.
+// ctest-labels: unit model
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "tests/testing/paths.h"
+
+namespace canopy {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+class SolveTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("canopy_solve_test_" + std::to_string(::getpid()));
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    // Six MultiArith problems, a malformed line and a blank line.
+    std::ifstream in(std::string(CANOPY_SHARED_DIR) + "/datasets/mawps_multiarith.jsonl");
+    ASSERT_TRUE(in) << "shared datasets missing";
+    std::ofstream out(dir_ / "slice.jsonl");
+    std::string line;
+    for (int i = 0; i < 6 && std::getline(in, line); ++i) {
+      out << line << "\n";
+      if (i == 2) out << "{\"input\": \"an unterminated line\n\n";
+    }
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  // The common arguments: a short beam search that still has several steps.
+  std::string Args(const std::string& out, int in_flight) const {
+    return "solve --dataset " + (dir_ / "slice.jsonl").string() + " --output " + out +
+           " --strategy beam --n 2 --beam-width 2 --step-tokens 16 --max-depth 2 --seed 3"
+           " --batch-invariant --kv-cache-mb 64 --problems-in-flight " + std::to_string(in_flight);
+  }
+  // Runs canopy with OMP_NUM_THREADS=1; returns the exit status and fills `log`.
+  int Run(const std::string& args, std::string* log = nullptr) const {
+    std::string log_path = (dir_ / "log.txt").string();
+    int rc = std::system(("OMP_NUM_THREADS=1 " + std::string(CANOPY_BIN) + " " + args + " > " + log_path + " 2>&1").c_str());
+    if (log) {
+      std::ifstream l(log_path);
+      std::stringstream ss;
+      ss << l.rdbuf();
+      *log = ss.str();
+    }
+    return WEXITSTATUS(rc);
+  }
+  static std::vector<json> Results(const fs::path& dir) {
+    std::vector<json> rs;
+    std::ifstream in(dir / "results.jsonl");
+    std::string line;
+    while (std::getline(in, line)) rs.push_back(json::parse(line));
+    return rs;
+  }
+  // id -> the record without its timing.
+  static std::map<std::string, json> ById(const std::vector<json>& rs) {
+    std::map<std::string, json> m;
+    for (json r : rs) {
+      r.erase("seconds");
+      EXPECT_TRUE(m.emplace(r["id"].get<std::string>(), r).second) << "id " << r["id"] << " twice";
+    }
+    return m;
+  }
+  fs::path dir_;
+};
+
+TEST_F(SolveTest, ResultsResumeAndDeterminism) {
+  CANOPY_REQUIRE_DEFAULT_MODEL(model);
+  std::string log;
+  fs::path a = dir_ / "a", b = dir_ / "b", c = dir_ / "c";
+  ASSERT_EQ(Run(Args(a.string(), 3), &log), 0) << log;
+  EXPECT_THAT(log, ::testing::HasSubstr("line 4"));  // the malformed line, reported
+  std::vector<json> ra = Results(a);
+  ASSERT_EQ(ra.size(), 6u);
+  for (const json& r : ra) {
+    for (const char* key : {"id", "question", "prediction", "gold", "correct", "strategy", "score",
+                            "tokens", "expansions", "seconds", "path"}) {
+      EXPECT_TRUE(r.contains(key)) << key;
+    }
+    EXPECT_EQ(r["strategy"], "beam/policy-logprob");
+    EXPECT_GT(r["tokens"].get<int>(), 0);
+    EXPECT_LE(r["path"].size(), 2u);  // max depth 2
+  }
+  json summary = json::parse(std::ifstream(a / "summary.json"));
+  EXPECT_EQ(summary["summary"]["num_problems"], 6);
+  EXPECT_EQ(summary["settings"]["strategy"], "beam");
+
+  // Rerunning the finished command solves nothing and changes nothing.
+  ASSERT_EQ(Run(Args(a.string(), 3), &log), 0) << log;
+  EXPECT_THAT(log, ::testing::HasSubstr("0 to solve"));
+  EXPECT_EQ(ById(Results(a)), ById(ra));
+
+  // Another number of problems in flight: the same results (batch-invariant mode).
+  ASSERT_EQ(Run(Args(b.string(), 1), &log), 0) << log;
+  EXPECT_EQ(ById(Results(b)), ById(ra));
+
+  // Killed mid-run, then restarted: every problem once, the same results.
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    std::string cmd = "exec env OMP_NUM_THREADS=1 " + std::string(CANOPY_BIN) + " " + Args(c.string(), 1) + " > /dev/null 2>&1";
+    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(300);
+  while (Results(c).size() < 2 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  kill(pid, SIGKILL);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  size_t before = Results(c).size();
+  ASSERT_GE(before, 2u);
+  ASSERT_EQ(Run(Args(c.string(), 1), &log), 0) << log;
+  if (before < 6) EXPECT_THAT(log, ::testing::HasSubstr(std::to_string(before) + " already done"));
+  EXPECT_EQ(ById(Results(c)), ById(ra));
+
+  // Other settings into the same folder are refused.
+  EXPECT_NE(Run(Args(a.string(), 3) + " --temperature 0.5", &log), 0);
+  EXPECT_THAT(log, ::testing::HasSubstr("different run"));
+}
+
+TEST_F(SolveTest, BudgetSweepWritesOneSummaryAndAPlot) {
+  CANOPY_REQUIRE_DEFAULT_MODEL(model);
+  fs::path out = dir_ / "sweep";
+  std::string log;
+  ASSERT_EQ(Run("solve --dataset " + (dir_ / "slice.jsonl").string() + " --limit 2 --output " + out.string() +
+                    " --strategy greedy,self-consistency --n 1,2 --solution-tokens 12 --kv-cache-mb 64",
+                &log),
+            0)
+      << log;
+  for (const char* d : {"greedy-n1", "self-consistency-n1", "self-consistency-n2"}) {
+    EXPECT_EQ(Results(out / d).size(), 2u) << d;
+  }
+  json top = json::parse(std::ifstream(out / "summary.json"));
+  EXPECT_EQ(top["runs"].size(), 3u);
+  std::ifstream svg(out / "accuracy_vs_budget.svg");
+  std::stringstream ss;
+  ss << svg.rdbuf();
+  std::string text = ss.str();
+  EXPECT_THAT(text, ::testing::HasSubstr("<svg"));
+  EXPECT_THAT(text, ::testing::HasSubstr("self-consistency"));
+  int lines = 0;  // one series per strategy
+  for (size_t p = text.find("<polyline"); p != std::string::npos; p = text.find("<polyline", p + 1)) ++lines;
+  EXPECT_EQ(lines, 2);
+  EXPECT_THAT(log, ::testing::HasSubstr("accuracy_vs_budget.svg"));
+}
+
+TEST_F(SolveTest, ClearErrors) {
+  std::string log;
+  EXPECT_NE(Run("solve --dataset " + (dir_ / "missing.jsonl").string(), &log), 0);
+  EXPECT_THAT(log, ::testing::HasSubstr("missing.jsonl"));
+  EXPECT_NE(Run("solve --dataset " + (dir_ / "slice.jsonl").string() + " --strategy beam --n 6 --beam-width 4", &log), 0);
+  EXPECT_THAT(log, ::testing::HasSubstr("must divide"));
+}
+
+}  // namespace
+}  // namespace canopy

@@ -1,0 +1,230 @@
+// SolveJob against a fake worker (a simulated policy whose steps and answers follow from
+// the call's seed): every problem answered exactly once, every node released, results
+// independent of problems in flight and of reply order, errors and budgets recorded.
+// ctest-labels: unit
+#include "coordinator/solve_job.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <deque>
+#include <random>
+#include <set>
+
+namespace canopy {
+namespace {
+
+// A policy simulation: a child's text is a step, or (when the seed says so, or for full
+// solutions) a final "\boxed{A}" with A = seed mod 3; step score = (seed mod 100) / 100.
+class FakeWorker : public WorkerLink {
+ public:
+  bool shuffle = false;  // return replies in a random order, several at a time
+  std::set<uint64_t> fail_roots_for;  // questions (by their first char code) whose root fails
+  std::string score_error;            // non-empty: every reply carries this error
+
+  Status CreateRoot(const RootSpec& root) override {
+    if (root.user_message.find("TOO LONG") != std::string::npos) {
+      return InvalidArgumentError("worker: the prompt has 9999 tokens, the model's context is 2048");
+    }
+    EXPECT_FALSE(live_.count(root.key));
+    live_.insert(root.key);
+    ++roots_;
+    return Status::Ok();
+  }
+  Status Expand(const ExpandCall& call) override {
+    EXPECT_TRUE(live_.count(call.node)) << "expand of a released or unknown node";
+    queue_.push_back(call);
+    return Status::Ok();
+  }
+  void Release(const NodeKey& key) override {
+    EXPECT_TRUE(live_.erase(key)) << "release of an unknown node " << key.call << "/" << key.sample;
+  }
+  std::vector<ExpandReply> Poll() override {
+    std::vector<ExpandReply> out;
+    if (queue_.empty()) return out;
+    size_t take = shuffle ? 1 + rng_() % queue_.size() : 1;
+    for (size_t t = 0; t < take; ++t) {
+      size_t pick = shuffle ? rng_() % queue_.size() : 0;
+      ExpandCall c = queue_[pick];
+      queue_.erase(queue_.begin() + pick);
+      out.push_back(Reply(c));
+    }
+    return out;
+  }
+  int32_t outstanding() const override { return static_cast<int32_t>(queue_.size()); }
+
+  std::set<NodeKey> live_;
+  int roots_ = 0;
+
+ private:
+  ExpandReply Reply(const ExpandCall& c) {
+    ExpandReply r;
+    r.call = c.call;
+    r.error = score_error;
+    for (int32_t i = 0; i < c.num_children; ++i) {
+      uint64_t h = MixSeed(c.seed, i);
+      ChildReply ch;
+      bool final = c.full_solution || h % 4 == 0;
+      ch.text = final ? "so \\boxed{" + std::to_string(h % 3) + "}" : "step " + std::to_string(h % 1000) + "\n\n";
+      ch.tokens = std::min<int32_t>(c.max_tokens, 5 + static_cast<int32_t>(h % 7));
+      ch.finish = final ? ChildFinish::kEndOfTurn : ChildFinish::kStop;
+      ch.sum_logprob = -0.1 * ch.tokens;
+      ch.step_scores = {static_cast<double>(h % 100) / 100.0};
+      live_.insert(NodeKey{c.call, i});
+      r.children.push_back(ch);
+    }
+    return r;
+  }
+  std::deque<ExpandCall> queue_;
+  std::mt19937 rng_{42};
+};
+
+std::vector<Problem> Problems(int n) {
+  std::vector<Problem> ps;
+  for (int i = 0; i < n; ++i) {
+    Problem p;
+    p.id = "p" + std::to_string(i);
+    p.question = "question " + std::to_string(i);
+    p.gold = std::to_string(i % 3);
+    ps.push_back(p);
+  }
+  return ps;
+}
+
+SolveOptions Options(const std::string& kind, int32_t n, int32_t in_flight) {
+  SolveOptions o;
+  o.strategy.kind = kind;
+  o.strategy.n = n;
+  o.strategy.beam_width = 2;
+  o.strategy.budget.max_depth = 8;
+  o.label = kind;
+  o.seed = 5;
+  o.problems_in_flight = in_flight;
+  return o;
+}
+
+std::vector<ResultRecord> Solve(const SolveOptions& o, FakeWorker* w, const std::vector<Problem>& ps,
+                                std::function<double()> clock = {}) {
+  SolveJob job(o, w, std::move(clock));
+  std::vector<ResultRecord> out;
+  Status s = job.Run(ps, [&](const ResultRecord& r) {
+    out.push_back(r);
+    return Status::Ok();
+  });
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  std::sort(out.begin(), out.end(), [](auto& a, auto& b) { return a.id < b.id; });
+  return out;
+}
+
+std::string Fingerprint(const ResultRecord& r) {
+  std::string s = r.id + "|" + r.prediction + "|" + std::to_string(r.correct) + "|" + std::to_string(r.score) +
+                  "|" + std::to_string(r.tokens) + "|" + std::to_string(r.expansions) + "|" + r.stop_reason.value_or("");
+  for (const auto& p : r.path) s += "|" + p;
+  return s;
+}
+
+TEST(SolveJob, EveryProblemOnceEveryNodeReleased) {
+  for (std::string kind : {"self-consistency", "best-of-n", "beam", "dvts", "mcts"}) {
+    FakeWorker w;
+    auto ps = Problems(13);
+    auto rs = Solve(Options(kind, 4, 5), &w, ps);
+    ASSERT_EQ(rs.size(), 13u) << kind;
+    std::set<std::string> ids;
+    for (const auto& r : rs) {
+      EXPECT_TRUE(ids.insert(r.id).second) << kind << ": " << r.id << " twice";
+      EXPECT_EQ(r.strategy, kind);
+      EXPECT_FALSE(r.error.has_value());
+      EXPECT_GT(r.tokens, 0);
+      EXPECT_FALSE(r.path.empty());
+      EXPECT_EQ(r.correct, r.prediction == r.gold) << kind << " " << r.id;
+    }
+    EXPECT_EQ(w.roots_, 13);
+    EXPECT_THAT(w.live_, ::testing::IsEmpty()) << kind << ": nodes left pinned on the worker";
+  }
+}
+
+TEST(SolveJob, ResultsDoNotDependOnProblemsInFlightOrReplyOrder) {
+  for (std::string kind : {"self-consistency", "beam", "dvts", "mcts"}) {
+    auto ps = Problems(9);
+    FakeWorker a;
+    auto ra = Solve(Options(kind, 4, 1), &a, ps);
+    FakeWorker b;
+    b.shuffle = true;
+    auto rb = Solve(Options(kind, 4, 9), &b, ps);
+    ASSERT_EQ(ra.size(), rb.size());
+    for (size_t i = 0; i < ra.size(); ++i) EXPECT_EQ(Fingerprint(ra[i]), Fingerprint(rb[i])) << kind;
+    SolveOptions other = Options(kind, 4, 1);
+    other.seed = 6;
+    FakeWorker c;
+    auto rc = Solve(other, &c, ps);
+    int same = 0;
+    for (size_t i = 0; i < ra.size(); ++i) same += Fingerprint(ra[i]) == Fingerprint(rc[i]);
+    EXPECT_LT(same, static_cast<int>(ra.size())) << kind << ": another seed changed nothing";
+  }
+}
+
+TEST(SolveJob, AFailedProblemIsRecordedAndTheOthersGoOn) {
+  FakeWorker w;
+  auto ps = Problems(4);
+  ps[2].question = "TOO LONG";
+  auto rs = Solve(Options("beam", 4, 2), &w, ps);
+  ASSERT_EQ(rs.size(), 4u);
+  ASSERT_TRUE(rs[2].error.has_value());
+  EXPECT_THAT(*rs[2].error, ::testing::HasSubstr("context"));
+  EXPECT_EQ(rs[2].stop_reason, "error");
+  EXPECT_FALSE(rs[2].correct);
+  for (int i : {0, 1, 3}) EXPECT_FALSE(rs[i].error.has_value());
+  EXPECT_THAT(w.live_, ::testing::IsEmpty());
+}
+
+TEST(SolveJob, AWorkerErrorEndsThatProblemWithTheError) {
+  FakeWorker w;
+  w.score_error = "scorer verifier: Unavailable: the verifier exited with status 3";
+  auto rs = Solve(Options("beam", 4, 2), &w, Problems(3));
+  ASSERT_EQ(rs.size(), 3u);
+  for (const auto& r : rs) {
+    ASSERT_TRUE(r.error.has_value());
+    EXPECT_THAT(*r.error, ::testing::HasSubstr("status 3"));
+    EXPECT_EQ(r.expansions, 1);  // stopped after the first reply
+  }
+  EXPECT_THAT(w.live_, ::testing::IsEmpty());
+}
+
+TEST(SolveJob, ProblemSecondsAndJobTokenBudgets) {
+  // A clock that advances one second per reading: the per-problem limit of 3 s stops
+  // each search early, and it says so.
+  double t = 0;
+  SolveOptions o = Options("mcts", 50, 1);
+  o.strategy.budget.max_seconds = 3;
+  FakeWorker w;
+  auto rs = Solve(o, &w, Problems(2), [&] { return t += 1.0; });
+  ASSERT_EQ(rs.size(), 2u);
+  for (const auto& r : rs) {
+    EXPECT_EQ(r.stop_reason, "seconds");
+    EXPECT_EQ(r.budget_exhausted, true);
+    EXPECT_LT(r.expansions, 50);
+  }
+  // Job tokens: once spent, problems in flight answer now and later ones are not started.
+  SolveOptions j = Options("beam", 4, 2);
+  j.job_max_tokens = 60;
+  FakeWorker w2;
+  SolveJob job(j, &w2);
+  std::vector<ResultRecord> out;
+  ASSERT_TRUE(job.Run(Problems(10), [&](const ResultRecord& r) {
+                   out.push_back(r);
+                   return Status::Ok();
+                 }).ok());
+  EXPECT_EQ(out.size(), 2u);
+  for (const auto& r : out) EXPECT_EQ(r.stop_reason, "job_budget");
+  EXPECT_THAT(w2.live_, ::testing::IsEmpty());
+}
+
+TEST(SolveJob, ProblemSeedIsStable) {
+  EXPECT_EQ(ProblemSeed(1, "abc"), ProblemSeed(1, "abc"));
+  EXPECT_NE(ProblemSeed(1, "abc"), ProblemSeed(2, "abc"));
+  EXPECT_NE(ProblemSeed(1, "abc"), ProblemSeed(1, "abd"));
+}
+
+}  // namespace
+}  // namespace canopy
