@@ -1,8 +1,8 @@
 // canopy solve: batch-solve a dataset with a search strategy on the embedded default (the
 // default model, an in-process worker).
 //
-//   canopy solve --dataset ../shared/datasets/mawps_multiarith.jsonl --limit 20 \
-//       --strategy beam --n 8 --beam-width 2 --scorer policy-logprob --output runs/x
+//   canopy solve --dataset data/multiarith_20.jsonl --strategy beam --n 8 --beam-width 2
+//       --scorer policy-logprob --output runs/x
 //
 // Several strategies or sample counts (--strategy self-consistency,beam --n 1,4,16) run one
 // after another, each into OUTPUT/<strategy>-n<N>/, and OUTPUT/accuracy_vs_budget.svg plots
@@ -315,7 +315,16 @@ int SolveMain(int argc, char** argv) {
     progress.Finish();
     if (!st_run.ok()) return Fail(st_run.ToString());
     double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    run.summary = Summarize(records, loaded.records.empty() ? wall : 0.0);
+    // A resumed run's wall time adds the earlier sessions' (from their summary.json), so
+    // tokens/s stays the job's rate; without it, the sum of per-problem seconds stands in.
+    double earlier_wall = 0.0;
+    if (!loaded.records.empty()) {
+      std::ifstream old(run.dir + "/summary.json");
+      nlohmann::json j = nlohmann::json::parse(old, nullptr, /*allow_exceptions=*/false);
+      if (!j.is_discarded() && j.contains("summary")) earlier_wall = j["summary"].value("wall_seconds", 0.0);
+    }
+    bool wall_known = loaded.records.empty() || earlier_wall > 0;
+    run.summary = Summarize(records, wall_known ? earlier_wall + wall : 0.0);
     nlohmann::json full = settings;
     full["dataset_errors"] = ds->errors.size();
     full["engine"] = {{"forward_passes", (*engine)->stats().forward_passes},

@@ -19,7 +19,9 @@ const char* FinishReasonName(FinishReason r) {
 }
 
 StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options) {
-  StatusOr<ModelWeights> model = LoadModel(options.model_path);
+  ModelLoadOptions load;
+  load.needs_lm_head = options.needs_lm_head;
+  StatusOr<ModelWeights> model = LoadModel(options.model_path, load);
   if (!model.ok()) return model.status();
   StatusOr<Tokenizer> tok = InvalidArgumentError("no tokenizer");
   std::string chat_source;
@@ -110,6 +112,10 @@ Status Engine::Release(NodeId id) {
 StatusOr<uint64_t> Engine::Submit(const ExpandRequest& request) {
   auto it = nodes_.find(request.node);
   if (it == nodes_.end()) return NotFoundError("expand: node " + std::to_string(request.node) + " does not exist");
+  if (!has_lm_head()) {
+    return FailedPreconditionError("expand: " + config().name +
+                                   " was loaded without an LM head; it has no logits to sample");
+  }
   if (request.num_children <= 0) return InvalidArgumentError("expand: num_children must be positive");
   if (request.stop.max_tokens <= 0) return InvalidArgumentError("expand: max_tokens must be positive");
   if (static_cast<int64_t>(it->second.tokens.size()) >= config().max_position) {
@@ -419,6 +425,11 @@ StatusOr<ExpandResult> Engine::Expand(const ExpandRequest& request) {
 StatusOr<std::vector<std::vector<float>>> Engine::LastOutputs(
     const std::vector<std::vector<int32_t>>& sequences, Output what) {
   // Validate everything before anything changes.
+  if (what == Output::kLogits && !has_lm_head()) {
+    return FailedPreconditionError("score: " + config().name +
+                                   " was loaded without an LM head; it has no logits (only "
+                                   "hidden states)");
+  }
   const int64_t max_tokens = std::min<int64_t>(
       config().max_position, int64_t{kv_.num_blocks()} * kv_.block_size());
   for (size_t i = 0; i < sequences.size(); ++i) {

@@ -49,6 +49,9 @@ struct EngineOptions {
   int32_t max_batch_tokens = 512;    // tokens per forward pass (prefill is chunked to fit)
   bool batch_invariant = false;      // fixed-order matmuls: logits independent of the batch
   bool dequantize_weights = true;    // CPUs without AVX-512: an F32 weight copy for BLAS prefill
+  // False: a Hugging Face checkpoint without lm_head.weight loads (ModelLoadOptions); such an
+  // engine serves LastHidden only, and Submit/Expand/LastLogits are FailedPrecondition.
+  bool needs_lm_head = true;
 };
 
 enum class FinishReason { kStop, kEndOfTurn, kLength };
@@ -103,6 +106,8 @@ class Engine {
 
   const Tokenizer& tokenizer() const { return *tokenizer_; }
   const ModelConfig& config() const { return model_->config; }
+  // False when the model was loaded without an LM head (EngineOptions::needs_lm_head).
+  bool has_lm_head() const { return model_->has_lm_head(); }
   // The chat template named in the model file (ChatML when it names none).
   ChatTemplateKind chat_template() const { return chat_template_; }
   const std::string& default_system_prompt() const { return default_system_prompt_; }
@@ -132,7 +137,8 @@ class Engine {
   // blocks stay in the prefix cache, so scoring a sequence that extends an earlier one
   // computes only the new tail. Other requests advance too (their results come from later
   // Step() calls). InvalidArgument for an empty sequence, a token outside the vocabulary,
-  // or a sequence longer than the context or than the whole KV pool.
+  // or a sequence longer than the context or than the whole KV pool; FailedPrecondition for
+  // logits from a model without an LM head (ModelWeights::has_lm_head).
   enum class Output { kLogits, kHidden };
   StatusOr<std::vector<std::vector<float>>> LastOutputs(
       const std::vector<std::vector<int32_t>>& sequences, Output what);

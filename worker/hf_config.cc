@@ -22,6 +22,10 @@ constexpr ArchInfo kArchs[] = {
     {"LlamaForCausalLM", "llama", 2048},
     {"Qwen2ForCausalLM", "qwen2", 32768},
     {"MistralForCausalLM", "mistral", 4096 * 32},
+    // Qwen2.5-Math-PRM: a Qwen2 backbone whose `score` head replaces the LM head (its
+    // checkpoints have no lm_head.weight; see ModelLoadOptions::needs_lm_head). After the
+    // causal-LM entry so that HfArchitectureName("qwen2") stays Qwen2ForCausalLM.
+    {"Qwen2ForProcessRewardModel", "qwen2", 32768},
 };
 
 // Reads fields of one JSON object, naming `source` and the field in every error.
@@ -151,7 +155,8 @@ StatusOr<ModelConfig> ParseImpl(const json& root, const std::string& source) {
   if (arch == nullptr) {
     return UnimplementedError(
         source + ": architecture '" + arch_name +
-        "' is not supported (LlamaForCausalLM, Qwen2ForCausalLM, MistralForCausalLM)");
+        "' is not supported (LlamaForCausalLM, Qwen2ForCausalLM, MistralForCausalLM, "
+        "Qwen2ForProcessRewardModel)");
   }
   c.architecture = arch->name;
   CANOPY_ASSIGN_OR_RETURN(c.name, f.StringOr("_name_or_path", ""));

@@ -1,7 +1,10 @@
 // Hugging Face `config.json` for the Llama family, and the HF tensor names and shapes.
 //
 // Supported `architectures[0]`: LlamaForCausalLM ("llama"), Qwen2ForCausalLM ("qwen2",
-// q/k/v biases), MistralForCausalLM ("mistral"). RoPE settings are read from the old
+// q/k/v biases), MistralForCausalLM ("mistral"), and Qwen2ForProcessRewardModel
+// (Qwen2.5-Math-PRM; read as "qwen2": the same backbone, whose checkpoint carries a
+// `score.*` classification head (worker/prm_head.h) instead of lm_head.weight, so it loads
+// only with ModelLoadOptions::needs_lm_head = false, as the prm-head scorer does). RoPE settings are read from the old
 // place (top-level `rope_theta`, `rope_scaling`) and from the place newer transformers
 // releases write (`rope_parameters: {rope_theta, rope_type, factor, ...}`), the latter
 // winning when both are present. All HF models use RopeStyle::kHalf.
@@ -25,7 +28,7 @@ StatusOr<ModelConfig> ParseHfConfig(const std::string& json_text, const std::str
 // (RoPE in the old place; `architectures` from config.architecture).
 std::string HfConfigToJson(const ModelConfig& config);
 
-// The HF class name for "llama"/"qwen2"/"mistral" ("LlamaForCausalLM", ...), or "".
+// The HF causal-LM class name for "llama"/"qwen2"/"mistral" ("LlamaForCausalLM", ...), or "".
 std::string HfArchitectureName(const std::string& architecture);
 
 struct HfTensorSpec {

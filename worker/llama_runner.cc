@@ -164,6 +164,7 @@ void LlamaRunner::Forward(std::span<const ForwardItem> items, std::vector<float>
   }
   const int64_t RL = static_cast<int64_t>(lg_in.size()) / H;
   if (RL == 0) return;
+  CANOPY_CHECK(model_->has_lm_head()) << "logits wanted from a model without an LM head";
   const size_t base = logits->size();
   logits->resize(base + RL * c.vocab_size);
   Matmul(lg_in.data(), RL, model_->output, logits->data() + base, mode_);

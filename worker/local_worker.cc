@@ -1,12 +1,22 @@
 #include "worker/local_worker.h"
 
+#include <algorithm>
+
 #include "common/logging.h"
 #include "worker/chat_template.h"
 
 namespace canopy {
 
-std::vector<std::string> SplitSteps(const std::string& text) {
-  std::vector<std::string> steps;
+namespace {
+
+// A step of a generated text: its stripped text and where that starts in the text.
+struct StepSpan {
+  std::string text;
+  size_t begin = 0;
+};
+
+std::vector<StepSpan> SplitStepSpans(const std::string& text) {
+  std::vector<StepSpan> steps;
   size_t pos = 0;
   while (pos <= text.size()) {
     size_t end = text.find("\n\n", pos);
@@ -14,11 +24,59 @@ std::vector<std::string> SplitSteps(const std::string& text) {
     size_t a = piece.find_first_not_of(" \t\r\n");
     if (a != std::string::npos) {
       size_t b = piece.find_last_not_of(" \t\r\n");
-      steps.push_back(piece.substr(a, b - a + 1));
+      steps.push_back({piece.substr(a, b - a + 1), pos + a});
     }
     if (end == std::string::npos) break;
     pos = end + 2;
   }
+  return steps;
+}
+
+// The logprobs of each step's tokens. The engine renders a child's text as the bytes of its
+// tokens, end-of-turn tokens as nothing; a token belongs to the step its last byte lies in
+// (so a step owns the blank line after it, as a step-mode child owns the "\n\n" that
+// stopped it), an end-of-turn token to the last step. A step that ends up with no token of
+// its own (one token spanning two steps) gets the token its first byte lies in.
+std::vector<std::vector<float>> StepLogprobs(const Tokenizer& tok, const ExpandedChild& c,
+                                             const std::vector<StepSpan>& steps) {
+  std::vector<std::vector<float>> out(steps.size());
+  if (steps.empty()) return out;
+  const std::vector<int32_t> eot = tok.EndOfTurnIds();
+  std::vector<size_t> start(c.tokens.size()), len(c.tokens.size());
+  size_t offset = 0;
+  for (size_t i = 0; i < c.tokens.size(); ++i) {
+    const bool is_eot = std::find(eot.begin(), eot.end(), c.tokens[i]) != eot.end();
+    start[i] = offset;
+    len[i] = is_eot ? 0 : tok.TokenBytes(c.tokens[i]).size();
+    offset += len[i];
+  }
+  if (offset != c.text.size() || c.logprobs.size() != c.tokens.size()) {
+    for (auto& lp : out) lp = c.logprobs;  // cannot map tokens to text: the whole child
+    return out;
+  }
+  for (size_t i = 0; i < c.tokens.size(); ++i) {
+    const size_t last = len[i] > 0 ? start[i] + len[i] - 1 : start[i];
+    size_t k = 0;
+    while (k + 1 < steps.size() && steps[k + 1].begin <= last) ++k;
+    out[k].push_back(c.logprobs[i]);
+  }
+  for (size_t k = 0; k < steps.size(); ++k) {
+    if (!out[k].empty()) continue;
+    for (size_t i = 0; i < c.tokens.size(); ++i) {
+      if (start[i] <= steps[k].begin && steps[k].begin < start[i] + len[i]) {
+        out[k].push_back(c.logprobs[i]);
+        break;
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<std::string> SplitSteps(const std::string& text) {
+  std::vector<std::string> steps;
+  for (StepSpan& s : SplitStepSpans(text)) steps.push_back(std::move(s.text));
   return steps;
 }
 
@@ -69,6 +127,14 @@ Status LocalWorker::Expand(const ExpandCall& call) {
 void LocalWorker::Release(const NodeKey& key) {
   auto it = nodes_.find(key);
   if (it == nodes_.end()) return;
+  for (const auto& [rid, call] : inflight_) {
+    // Its expansion still needs the node (pinned in the engine, and its path for scoring):
+    // released when the reply is converted.
+    if (call.node == key) {
+      release_after_reply_.insert(key);
+      return;
+    }
+  }
   Status s = engine_->Release(it->second.engine_node);
   if (!s.ok()) CANOPY_LOG(Warn) << "worker: release: " << s.ToString();
   nodes_.erase(it);
@@ -104,11 +170,18 @@ ExpandReply LocalWorker::Convert(const ExpandResult& result) {
     info.engine_node = c.node;
     info.question = parent.question;
     info.steps = parent.steps;
-    std::vector<std::string> new_steps = SplitSteps(c.text);
-    if (!call.full_solution) {  // one step, even when it has no text
-      std::string step = new_steps.empty() ? std::string() : new_steps[0];
-      for (size_t k = 1; k < new_steps.size(); ++k) step += "\n\n" + new_steps[k];
+    std::vector<StepSpan> spans = SplitStepSpans(c.text);
+    std::vector<std::string> new_steps;
+    std::vector<std::vector<float>> step_logprobs;
+    if (!call.full_solution) {  // one step, even when it has no text; all its tokens
+      std::string step = spans.empty() ? std::string() : spans[0].text;
+      for (size_t k = 1; k < spans.size(); ++k) step += "\n\n" + spans[k].text;
       new_steps = {step};
+      step_logprobs = {c.logprobs};
+    } else {
+      for (const StepSpan& span : spans) new_steps.push_back(span.text);
+      step_logprobs = spans.size() == 1 ? std::vector<std::vector<float>>{c.logprobs}
+                                        : StepLogprobs(engine_->tokenizer(), c, spans);
     }
     for (size_t k = 0; k < new_steps.size(); ++k) {
       info.steps.push_back(new_steps[k]);
@@ -116,13 +189,21 @@ ExpandReply LocalWorker::Convert(const ExpandResult& result) {
         ScoreQuery q;
         q.question = parent.question;
         q.steps = info.steps;
-        if (new_steps.size() == 1) q.step_logprobs = c.logprobs;
+        q.step_logprobs = step_logprobs[k];
         q.terminal = k + 1 == new_steps.size() && (call.full_solution || c.finish != FinishReason::kStop);
         queries.push_back(std::move(q));
         owner.push_back(i);
       }
     }
     nodes_[NodeKey{call.call, static_cast<int32_t>(i)}] = std::move(info);
+  }
+  if (release_after_reply_.count(call.node)) {
+    bool more = false;  // another expansion of the same node still in flight
+    for (const auto& [rid, other] : inflight_) more = more || other.node == call.node;
+    if (!more) {
+      release_after_reply_.erase(call.node);
+      Release(call.node);
+    }
   }
   if (scorer_ && !queries.empty()) {
     StatusOr<std::vector<double>> scores = scorer_->Score(queries);

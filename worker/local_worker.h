@@ -4,13 +4,18 @@
 // see whole paths.
 //
 // Scoring: a step-mode child is one step; a full-solution child (best-of-N) is split at blank
-// lines into steps, each scored on the path before it, so best-of-N and beam search see the
-// same per-step scores.
+// lines into steps, each scored on the path before it (with the policy logprobs of its own
+// tokens), so best-of-N and beam search see the same per-step scores. A scorer error fails
+// the reply (ExpandReply::error) but keeps its children.
+//
+// Release of a node whose expansion is still in flight takes effect when that reply has
+// been converted (the engine pins the node until then, and its path is needed for scoring).
 //
 // Thread-safety: none; one thread drives it (the coordinator's event loop in embedded mode).
 #pragma once
 
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -49,6 +54,7 @@ class LocalWorker : public WorkerLink {
   Scorer* scorer_;
   std::map<NodeKey, NodeInfo> nodes_;
   std::map<uint64_t, ExpandCall> inflight_;  // engine request id -> call
+  std::set<NodeKey> release_after_reply_;    // released while an expansion of it was in flight
 };
 
 }  // namespace canopy

@@ -37,7 +37,7 @@ Status ValidateModel(const ModelWeights& m) {
   const int64_t h = c.hidden_size, q = c.num_heads * c.head_dim, kv = c.num_kv_heads * c.head_dim;
   CANOPY_RETURN_IF_ERROR(CheckShape(m.tok_embd, "token embedding", c.vocab_size, h));
   CANOPY_RETURN_IF_ERROR(CheckShape(m.output_norm, "output norm", 1, h));
-  CANOPY_RETURN_IF_ERROR(CheckShape(m.output, "output", c.vocab_size, h));
+  if (m.has_lm_head()) CANOPY_RETURN_IF_ERROR(CheckShape(m.output, "output", c.vocab_size, h));
   for (int64_t i = 0; i < c.num_layers; ++i) {
     const LayerWeights& l = m.layers[i];
     std::string p = "layer " + std::to_string(i) + " ";
@@ -64,9 +64,9 @@ Status ValidateModel(const ModelWeights& m) {
   return Status::Ok();
 }
 
-StatusOr<ModelWeights> LoadModel(const std::string& path) {
+StatusOr<ModelWeights> LoadModel(const std::string& path, const ModelLoadOptions& options) {
   std::error_code ec;
-  if (std::filesystem::is_directory(path, ec)) return LoadHfModel(path);
+  if (std::filesystem::is_directory(path, ec)) return LoadHfModel(path, options);
   return LoadGgufModel(path);
 }
 

@@ -62,25 +62,39 @@ struct ModelWeights {
   ModelConfig config;
   Weight tok_embd;     // [vocab][hidden]
   Weight output_norm;  // [1][hidden]
-  Weight output;       // [vocab][hidden]; same data as tok_embd when tied
+  Weight output;       // [vocab][hidden]; same data as tok_embd when tied; empty when the
+                       // checkpoint has no LM head (ModelLoadOptions::needs_lm_head = false)
   std::vector<LayerWeights> layers;
   // Per-frequency divisors of the RoPE base frequencies (GGUF `rope_freqs.weight`, which
   // llama.cpp writes for llama3-scaled models); empty when the config's rope_scaling applies.
   std::vector<float> rope_freq_factors;
   // Whatever keeps `data` pointers alive (mapped files).
   std::vector<std::shared_ptr<void>> keep_alive;
+
+  // False for a model loaded without an LM head: it yields hidden states, never logits.
+  bool has_lm_head() const { return !output.empty(); }
 };
 
-// Checks shapes against the config; names the first bad tensor.
+struct ModelLoadOptions {
+  // False: a Hugging Face checkpoint without lm_head.weight (and untied embeddings) loads
+  // with an empty ModelWeights::output instead of failing: a model read only for its hidden
+  // states, e.g. a Qwen2ForProcessRewardModel whose `score` head replaces the LM head
+  // (the prm-head scorer). An lm_head.weight that is there is loaded either way. GGUF
+  // files ignore it.
+  bool needs_lm_head = true;
+};
+
+// Checks shapes against the config; names the first bad tensor. An empty `output` (no LM
+// head) passes.
 Status ValidateModel(const ModelWeights& model);
 
 // Loads a GGUF model file (architectures llama, qwen2, mistral).
 StatusOr<ModelWeights> LoadGgufModel(const std::string& path);
 
 // Loads a Hugging Face directory (config.json + safetensors); worker/model_hf.cc.
-StatusOr<ModelWeights> LoadHfModel(const std::string& dir);
+StatusOr<ModelWeights> LoadHfModel(const std::string& dir, const ModelLoadOptions& options = {});
 
 // Loads a GGUF file or a Hugging Face directory, whichever `path` is.
-StatusOr<ModelWeights> LoadModel(const std::string& path);
+StatusOr<ModelWeights> LoadModel(const std::string& path, const ModelLoadOptions& options = {});
 
 }  // namespace canopy

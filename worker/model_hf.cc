@@ -122,7 +122,7 @@ StatusOr<Weight> LoadWeight(const Checkpoint& ckpt, const HfTensorSpec& spec) {
 
 }  // namespace
 
-StatusOr<ModelWeights> LoadHfModel(const std::string& dir) {
+StatusOr<ModelWeights> LoadHfModel(const std::string& dir, const ModelLoadOptions& options) {
   const std::string config_path = (fs::path(dir) / "config.json").string();
   CANOPY_ASSIGN_OR_RETURN(std::string config_text, ReadFileToString(config_path));
   ModelWeights m;
@@ -135,13 +135,28 @@ StatusOr<ModelWeights> LoadHfModel(const std::string& dir) {
   Checkpoint ckpt;
   CANOPY_RETURN_IF_ERROR(ckpt.Open(dir));
 
+  const std::string kLmHead = "lm_head.weight";
   std::map<std::string, Weight> loaded;
   for (const HfTensorSpec& spec : HfTensorSpecs(m.config)) {
-    CANOPY_ASSIGN_OR_RETURN(loaded[spec.name], LoadWeight(ckpt, spec));
+    StatusOr<Weight> w = LoadWeight(ckpt, spec);
+    if (!w.ok() && spec.name == kLmHead && w.status().code() == StatusCode::kNotFound) {
+      if (!options.needs_lm_head) continue;  // a model for hidden states only (a PRM)
+      return Status(w.status().code(),
+                    w.status().message() +
+                        " (tie_word_embeddings is false, so the LM head must be there; a "
+                        "checkpoint without one, such as a Qwen2ForProcessRewardModel, "
+                        "serves only as a prm-head scorer)");
+    }
+    if (!w.ok()) return w.status();
+    loaded[spec.name] = std::move(*w);
   }
   m.tok_embd = loaded.at("model.embed_tokens.weight");
   m.output_norm = loaded.at("model.norm.weight");
-  m.output = m.config.tied_embeddings ? m.tok_embd : loaded.at("lm_head.weight");
+  if (m.config.tied_embeddings) {
+    m.output = m.tok_embd;
+  } else if (auto it = loaded.find(kLmHead); it != loaded.end()) {
+    m.output = it->second;
+  }  // else: no LM head (options.needs_lm_head is false)
   m.layers.resize(m.config.num_layers);
   for (int64_t l = 0; l < m.config.num_layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";

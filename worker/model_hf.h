@@ -7,7 +7,9 @@
 // Weights keep their file dtype (F32/F16/BF16) and point into the memory-mapped files,
 // which ModelWeights::keep_alive owns; each shard is opened once. Every tensor's shape is
 // checked against the config. A missing tensor is NotFound naming it and the file it was
-// looked for in; a bad shape or dtype names the tensor.
+// looked for in; a bad shape or dtype names the tensor. A missing lm_head.weight (untied
+// embeddings) is no error with options.needs_lm_head = false: the model then has no LM head
+// (ModelWeights::has_lm_head), as a Qwen2ForProcessRewardModel checkpoint has none.
 #pragma once
 
 #include <string>
@@ -17,6 +19,7 @@
 
 namespace canopy {
 
-StatusOr<ModelWeights> LoadHfModel(const std::string& dir);
+// (Declared in worker/model.h, where `options` defaults to {}.)
+StatusOr<ModelWeights> LoadHfModel(const std::string& dir, const ModelLoadOptions& options);
 
 }  // namespace canopy

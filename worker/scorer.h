@@ -6,7 +6,9 @@
 //   prm-token       P("good" token) at a step tag after the step (Math-Shepherd / RLHFlow);
 //                   the good/bad/tag token ids are read from the PRM's tokenizer
 //   prm-head        a classification head at a step separator (Qwen2.5-Math-PRM style):
-//                   softmax(score.2(relu(score.0(h))))[1] at the separator's hidden state
+//                   softmax(score.2(relu(score.0(h))))[1] at the separator's hidden state;
+//                   the PRM is an HF directory (Qwen2ForProcessRewardModel), loaded without
+//                   an LM head (its checkpoint has none)
 //   judge           the policy itself asked whether the step is correct: P(Yes)/(P(Yes)+P(No))
 //   verifier        an external program, started once, one JSON line in and one out per step
 //

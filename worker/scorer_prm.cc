@@ -22,6 +22,9 @@ StatusOr<std::unique_ptr<Engine>> OpenPrm(const ScorerOptions& options) {
   EngineOptions eo;
   eo.model_path = options.model_path;
   eo.kv_cache_bytes = options.kv_cache_bytes;
+  // prm-head reads hidden states only: a Qwen2ForProcessRewardModel checkpoint has its
+  // `score` head in place of lm_head.weight.
+  eo.needs_lm_head = options.kind != "prm-head";
   StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(eo);
   if (!engine.ok()) return engine.status().WithContext(options.kind + ": loading the PRM");
   return engine;

@@ -155,17 +155,17 @@ TEST(DatasetTest, MissingFileIsAnError) {
 TEST(DatasetTest, MalformedLinesAreReportedAndSkipped) {
   TempFile f("bad.jsonl",
              "{\"question\": \"What is 1+1?\", \"answer\": \"#### 2\"}\n"  // 1 good
-             "\n"                                                         // 2 blank
-             "{\"question\": \"oops\", \n"                                // 3 bad JSON
-             "[1, 2, 3]\n"                                                // 4 array
-             "{\"prompt\": \"no question here\", \"answer\": \"1\"}\n"    // 5 no question
-             "   \r\n"                                                    // 6 blank
-             "{\"question\": \"\", \"answer\": \"1\"}\n"                  // 7 empty question
-             "{\"question\": 17, \"answer\": \"1\"}\n"                    // 8 not a string
-             "{\"question\": \"What is 2+2?\", \"answer\": {\"x\": 1}}\n" // 9 object gold
-             "{\"question\": \"What is 3+3?\", \"answer\": \"6\"}\r\n"    // 10 good, CRLF
-             "\"just a string\"\n"                                        // 11 not an object
-             "{\"question\": \"What is 4+4?\", \"target\": 8}");          // 12 good, no \n
+             "\n"                                                          // 2 blank
+             "{\"question\": \"oops\", \n"                                 // 3 bad JSON
+             "[1, 2, 3]\n"                                                 // 4 array
+             "{\"prompt\": \"no question here\", \"answer\": \"1\"}\n"     // 5 no question
+             "   \r\n"                                                     // 6 blank
+             "{\"question\": \"\", \"answer\": \"1\"}\n"                   // 7 empty question
+             "{\"question\": 17, \"answer\": \"1\"}\n"                     // 8 not a string
+             "{\"question\": \"What is 2+2?\", \"answer\": {\"x\": 1}}\n"  // 9 object gold
+             "{\"question\": \"What is 3+3?\", \"answer\": \"6\"}\r\n"     // 10 good, CRLF
+             "\"just a string\"\n"                                         // 11 not an object
+             "{\"question\": \"What is 4+4?\", \"target\": 8}");           // 12 good, no \n
   Dataset ds = MustRead(f.path());
   ASSERT_EQ(ds.problems.size(), 3u);
   EXPECT_EQ(ds.problems[0].line_number, 1);
@@ -179,9 +179,8 @@ TEST(DatasetTest, MalformedLinesAreReportedAndSkipped) {
 
   ASSERT_EQ(ds.errors.size(), 7u);
   const int64_t lines[] = {3, 4, 5, 7, 8, 9, 11};
-  const char* what[] = {"not valid JSON", "not a JSON object", "no question field",
-                        "is empty",       "not a string",      "is an object",
-                        "not a JSON object"};
+  const char* what[] = {"not valid JSON", "not a JSON object", "no question field", "is empty",
+                        "not a string",   "is an object",      "not a JSON object"};
   for (size_t i = 0; i < ds.errors.size(); ++i) {
     EXPECT_EQ(ds.errors[i].line_number, lines[i]);
     EXPECT_TRUE(ds.errors[i].message.starts_with("line " + std::to_string(lines[i]) + ": "))
@@ -293,10 +292,11 @@ TEST(DatasetTest, GoldFromJsonLists) {
 }
 
 TEST(DatasetTest, ContextIsKept) {
-  TempFile f("ctx.jsonl",
-             "{\"id\": 1, \"context\": \"Let f(x) = x^2.\", \"question\": \"Find f(3).\", "
-             "\"final_answer\": [\"9\"]}\n"
-             "{\"id\": 2, \"context\": null, \"question\": \"Find 2.\", \"final_answer\": [\"2\"]}\n");
+  TempFile f(
+      "ctx.jsonl",
+      "{\"id\": 1, \"context\": \"Let f(x) = x^2.\", \"question\": \"Find f(3).\", "
+      "\"final_answer\": [\"9\"]}\n"
+      "{\"id\": 2, \"context\": null, \"question\": \"Find 2.\", \"final_answer\": [\"2\"]}\n");
   Dataset ds = MustRead(f.path());
   ASSERT_EQ(ds.problems.size(), 2u);
   EXPECT_EQ(ds.problems[0].context, "Let f(x) = x^2.");

@@ -126,8 +126,8 @@ TEST(PlotTest, NoDataAndBadPoints) {
 
   // Non-finite points are dropped; a series without drawable points has no line but keeps
   // its legend entry.
-  svg = AccuracyVsBudgetSvg({{"ok", {{10, 0.1}, {NAN, 0.2}, {20, INFINITY}, {40, 0.3}}, ""},
-                             {"empty", {}, ""}});
+  svg = AccuracyVsBudgetSvg(
+      {{"ok", {{10, 0.1}, {NAN, 0.2}, {20, INFINITY}, {40, 0.3}}, ""}, {"empty", {}, ""}});
   EXPECT_EQ(Count(svg, "<polyline"), 1);
   EXPECT_EQ(Count(svg, "<circle"), 2);
   EXPECT_EQ(Texts(svg, "legend-label").size(), 2u);

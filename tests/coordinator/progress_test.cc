@@ -67,7 +67,7 @@ TEST(ProgressTest, TerminalPadsOverLongerLine) {
   opts.bar_width = 4;
   Progress p(10, opts);
   clock.now += 1;
-  p.Update(1, 1, 123456);  // "123456 tok/s"
+  p.Update(1, 1, 123456);                     // "123456 tok/s"
   const size_t first = out.str().size() - 1;  // without the "\r"
   clock.now += 0.5;
   p.Update(2, 1, 123460);  // 82307 tok/s: one character shorter
@@ -138,7 +138,8 @@ TEST(ProgressTest, FinishOnAnUnfinishedPlainJob) {
   clock.now += 1;
   p.Update(2, 0, 20);  // throttled
   p.Finish();          // shows the last state
-  EXPECT_TRUE(out.str().ends_with("progress 2/10 (20.0%)  acc 0.000  10 tok/s  elapsed 2s  ETA 8s\n"))
+  EXPECT_TRUE(
+      out.str().ends_with("progress 2/10 (20.0%)  acc 0.000  10 tok/s  elapsed 2s  ETA 8s\n"))
       << out.str();
 }
 

@@ -484,7 +484,9 @@ TEST(Strategies, PropertyBudgetsAndReleases) {
       delivered.insert(inflight[pick].expansion);
       d.Deliver(inflight[pick]);
       inflight.erase(inflight.begin() + pick);
-      if (o.budget.max_tokens > 0) ASSERT_LE(s->tokens_used(), o.budget.max_tokens) << trial;
+      if (o.budget.max_tokens > 0) {
+        ASSERT_LE(s->tokens_used(), o.budget.max_tokens) << trial;
+      }
     }
     ASSERT_TRUE(s->Done()) << "trial " << trial << " " << o.kind << " outstanding "
                            << s->outstanding() << " planned " << s->expansions_planned()
@@ -493,16 +495,22 @@ TEST(Strategies, PropertyBudgetsAndReleases) {
                            << "/" << o.budget.max_depth;
     EXPECT_TRUE(inflight.empty());
     EXPECT_EQ(delivered.size(), d.planned_.size());  // every expansion came back, once
-    if (o.budget.max_expansions > 0) EXPECT_LE(s->expansions_planned(), o.budget.max_expansions);
+    if (o.budget.max_expansions > 0) {
+      EXPECT_LE(s->expansions_planned(), o.budget.max_expansions);
+    }
     for (int32_t i = 0; i < s->tree().size(); ++i) {
       const SearchNode& n = s->tree().node(i);
       EXPECT_FALSE(n.pending);
-      if (o.budget.max_depth > 0) EXPECT_LE(n.depth, o.budget.max_depth);
+      if (o.budget.max_depth > 0) {
+        EXPECT_LE(n.depth, o.budget.max_depth);
+      }
       // Released nodes are exactly the ones the driver was told about.
       EXPECT_EQ(n.released, d.released_.count(i) == 1) << "trial " << trial << " node " << i;
     }
     SearchAnswer a = s->Answer();
-    if (a.node >= 0) EXPECT_TRUE(s->tree().node(a.node).children.empty());
+    if (a.node >= 0) {
+      EXPECT_TRUE(s->tree().node(a.node).children.empty());
+    }
     EXPECT_EQ(a.budget_exhausted, a.stop_reason != StopReason::kFinished);
   }
 }

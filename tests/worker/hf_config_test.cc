@@ -36,6 +36,39 @@ constexpr char kSmolLm2[] = R"({
   "vocab_size": 49152
 })";
 
+// Qwen/Qwen2.5-Math-PRM-7B: the Qwen2 backbone under a process-reward class (remote code;
+// the class fixes num_labels = 2, so the config carries none); no lm_head in the checkpoint.
+constexpr char kQwen25MathPrm7B[] = R"({
+  "architectures": ["Qwen2ForProcessRewardModel"],
+  "attention_dropout": 0.0,
+  "auto_map": {
+    "AutoConfig": "configuration_qwen2_rm.Qwen2RMConfig",
+    "AutoModel": "modeling_qwen2_rm.Qwen2ForProcessRewardModel"
+  },
+  "bos_token_id": 151643,
+  "eos_token_id": 151645,
+  "hidden_act": "silu",
+  "hidden_size": 3584,
+  "initializer_range": 0.02,
+  "intermediate_size": 18944,
+  "max_position_embeddings": 4096,
+  "max_window_layers": 28,
+  "model_type": "qwen2",
+  "num_attention_heads": 28,
+  "num_hidden_layers": 28,
+  "num_key_value_heads": 4,
+  "rms_norm_eps": 1e-05,
+  "rope_theta": 10000.0,
+  "sliding_window": 131072,
+  "tie_word_embeddings": false,
+  "torch_dtype": "bfloat16",
+  "transformers_version": "4.37.0",
+  "use_cache": true,
+  "use_mrope": false,
+  "use_sliding_window": false,
+  "vocab_size": 152064
+})";
+
 // Qwen/Qwen2.5-0.5B
 constexpr char kQwen25[] = R"({
   "architectures": ["Qwen2ForCausalLM"],
@@ -233,6 +266,27 @@ TEST(HfConfigTest, Qwen25TiedWithBias) {
   EXPECT_EQ(specs[6].shape, (std::vector<int64_t>{128}));
 }
 
+TEST(HfConfigTest, Qwen25MathPrmIsQwen2) {
+  ModelConfig c = MustParse(kQwen25MathPrm7B);
+  EXPECT_EQ(c.architecture, "qwen2");
+  EXPECT_EQ(c.hidden_size, 3584);
+  EXPECT_EQ(c.intermediate_size, 18944);
+  EXPECT_EQ(c.num_layers, 28);
+  EXPECT_EQ(c.num_heads, 28);
+  EXPECT_EQ(c.num_kv_heads, 4);
+  EXPECT_EQ(c.head_dim, 128);
+  EXPECT_EQ(c.vocab_size, 152064);
+  EXPECT_EQ(c.max_position, 4096);  // sliding_window is unused (use_sliding_window false)
+  EXPECT_EQ(c.rms_eps, 1e-5);
+  EXPECT_EQ(c.rope_theta, 10000.0);
+  EXPECT_FALSE(c.tied_embeddings);
+  EXPECT_TRUE(c.attention_bias);
+  // HfTensorSpecs still lists lm_head.weight (untied); the loader may go without it
+  // (ModelLoadOptions::needs_lm_head). Written back, it is a causal LM.
+  EXPECT_EQ(HfTensorSpecs(c).back().name, "lm_head.weight");
+  EXPECT_EQ(HfArchitectureName("qwen2"), "Qwen2ForCausalLM");
+}
+
 TEST(HfConfigTest, Llama32OldPlaceRopeScaling) {
   ModelConfig c = MustParse(kLlama32);
   EXPECT_EQ(c.architecture, "llama");
@@ -327,6 +381,12 @@ void ExpectError(const std::string& text, StatusCode code, const std::string& ne
 TEST(HfConfigTest, Errors) {
   ExpectError(Edit(kSmolLm2, "LlamaForCausalLM", "GPT2LMHeadModel"), StatusCode::kUnimplemented,
               "GPT2LMHeadModel");
+  ExpectError(Edit(kQwen25MathPrm7B, R"(["Qwen2ForProcessRewardModel"])",
+                   R"(["Qwen2ForRewardModel"])"),
+              StatusCode::kUnimplemented, "Qwen2ForRewardModel");
+  ExpectError(Edit(kQwen25MathPrm7B, R"("use_sliding_window": false)",
+                   R"("use_sliding_window": true)"),
+              StatusCode::kUnimplemented, "use_sliding_window");
   ExpectError(Edit(kSmolLm2, R"("hidden_size": 576,)", ""), StatusCode::kInvalidArgument,
               "hidden_size");
   ExpectError(Edit(kSmolLm2, R"("vocab_size": 49152)", R"("vocab_size": "many")"),

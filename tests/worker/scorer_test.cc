@@ -172,6 +172,123 @@ class ScorerTest : public ::testing::Test {
     return {a, b, c, d};
   }
 
+  // The Qwen2.5-Math-PRM inputs of Queries() as documented, encoded whole.
+  static std::vector<std::string> PrmHeadTexts() {
+    const std::string prefix =
+        "<|im_start|>system\nPlease reason step by step, and put your final answer within "
+        "\\boxed{}.<|im_end|>\n<|im_start|>user\n";
+    return {
+        prefix + "What is 2 + 3 * 4?<|im_end|>\n<|im_start|>assistant\nFirst, 3 * 4 = 12.<extra_0>",
+        prefix +
+            "What is 2 + 3 * 4?<|im_end|>\n<|im_start|>assistant\nFirst, 3 * 4 = 12.<extra_0>"
+            "Then 2 + 12 = 14.<extra_0>",
+        prefix +
+            "What is 2 + 3 * 4?<|im_end|>\n<|im_start|>assistant\nFirst, 3 * 4 = 12.<extra_0>"
+            "Then 2 + 12 = 14.<extra_0>The answer is \\boxed{14}.<extra_0>",
+        prefix +
+            "Is 7 prime?<|im_end|>\n<|im_start|>assistant\nYes: 7 has no divisors but 1 and "
+            "7.<extra_0>"};
+  }
+
+  // The final-normed hidden state after `ids` from a fresh runner (no cache, nothing else in
+  // the batch); with `logits`, also the LM head's logits.
+  static std::vector<float> FreshHidden(const ModelWeights& model, const std::vector<int32_t>& ids,
+                                        std::vector<float>* logits = nullptr) {
+    LlamaRunner runner(&model, 64, 16, MatmulMode::kFast);
+    std::vector<int32_t> table(64);
+    for (int b = 0; b < 64; ++b) table[b] = b;
+    ForwardItem item{ids, 0, table, /*want_logits=*/logits != nullptr, /*want_hidden=*/true};
+    std::vector<float> unused, h;
+    runner.Forward({&item, 1}, logits != nullptr ? logits : &unused, &h);
+    return h;
+  }
+
+  // softmax(score.2(relu(score.0(h))))[1] by explicit loops.
+  static double DirectHeadScore(const std::map<std::string, std::vector<float>>& head,
+                                const std::vector<float>& h) {
+    const int64_t H = static_cast<int64_t>(h.size());
+    const auto& w0 = head.at("score.0.weight");
+    const auto& b0 = head.at("score.0.bias");
+    const auto& w2 = head.at("score.2.weight");
+    const auto& b2 = head.at("score.2.bias");
+    std::vector<double> z(H);
+    for (int64_t r = 0; r < H; ++r) {
+      double acc = b0[r];
+      for (int64_t j = 0; j < H; ++j) acc += double{w0[r * H + j]} * h[j];
+      z[r] = std::max(acc, 0.0);
+    }
+    double l[2];
+    for (int k = 0; k < 2; ++k) {
+      l[k] = b2[k];
+      for (int64_t j = 0; j < H; ++j) l[k] += double{w2[k * H + j]} * z[j];
+    }
+    return std::exp(l[1]) / (std::exp(l[0]) + std::exp(l[1]));
+  }
+
+  // A directory shaped like Qwen/Qwen2.5-Math-PRM-7B's: its config.json fields
+  // (architectures Qwen2ForProcessRewardModel, auto_map to the remote code, untied
+  // embeddings, sliding_window with use_sliding_window false, use_mrope, bfloat16), the
+  // backbone in BF16 without lm_head.weight, the score.* head (F32 here), tokenizer.json.
+  std::string WriteQwenPrmDir(const std::map<std::string, std::vector<float>>& head,
+                              int shards = 1) {
+    const std::string dir = (dir_ / ("qwen_prm_" + std::to_string(shards))).string();
+    ModelConfig c = PrmConfig();
+    c.tied_embeddings = false;
+    c.max_position = 4096;
+    DenseModel dense = RandomDenseModel(c, 13);
+    dense.tensors.erase("lm_head.weight");
+    const int64_t H = c.hidden_size;
+    const std::map<std::string, std::vector<int64_t>> shapes = {{"score.0.weight", {H, H}},
+                                                                {"score.0.bias", {H}},
+                                                                {"score.2.weight", {2, H}},
+                                                                {"score.2.bias", {2}}};
+    std::vector<SafetensorsEntry> entries;
+    for (const HfTensorSpec& spec : HfTensorSpecs(c)) {
+      if (spec.name == "lm_head.weight") continue;
+      entries.push_back({spec.name, TensorType::kBF16, spec.shape,
+                         EncodeTensorData(dense.tensors.at(spec.name), TensorType::kBF16)});
+    }
+    for (const auto& [name, v] : head) {
+      entries.push_back({name, TensorType::kF32, shapes.at(name),
+                         EncodeTensorData(v, TensorType::kF32)});
+    }
+    fs::create_directories(dir);
+    if (shards == 1) {
+      EXPECT_TRUE(WriteSafetensorsFile(dir + "/model.safetensors", entries).ok());
+    } else {  // the backbone in the first shard, the head in the second (as in the 7B's)
+      nlohmann::json weight_map = nlohmann::json::object();
+      std::vector<SafetensorsEntry> parts[2];
+      for (SafetensorsEntry& e : entries) {
+        const int part = e.name.rfind("score.", 0) == 0 ? 1 : 0;
+        const std::string file = "model-0000" + std::to_string(part + 1) + "-of-00002.safetensors";
+        weight_map[e.name] = file;
+        parts[part].push_back(std::move(e));
+      }
+      for (int part = 0; part < 2; ++part) {
+        const std::string file = "model-0000" + std::to_string(part + 1) + "-of-00002.safetensors";
+        EXPECT_TRUE(WriteSafetensorsFile(dir + "/" + file, parts[part]).ok());
+      }
+      std::ofstream(dir + "/model.safetensors.index.json")
+          << nlohmann::json({{"metadata", {{"total_size", 0}}}, {"weight_map", weight_map}}).dump();
+    }
+    nlohmann::json config = nlohmann::json::parse(HfConfigToJson(c));
+    config["architectures"] = {"Qwen2ForProcessRewardModel"};
+    config["auto_map"] = {{"AutoConfig", "configuration_qwen2_rm.Qwen2RMConfig"},
+                          {"AutoModel", "modeling_qwen2_rm.Qwen2ForProcessRewardModel"}};
+    config["model_type"] = "qwen2";
+    config["sliding_window"] = 131072;
+    config["use_sliding_window"] = false;
+    config["max_window_layers"] = 28;
+    config["use_mrope"] = false;
+    config["torch_dtype"] = "bfloat16";
+    config["bos_token_id"] = kEndOfText;
+    config["eos_token_id"] = kImEnd;
+    EXPECT_FALSE(config["tie_word_embeddings"].get<bool>());
+    std::ofstream(dir + "/config.json") << config.dump(2);
+    WriteTokenizerJson(dir + "/tokenizer.json");
+    return dir;
+  }
+
   fs::path dir_;
 };
 
@@ -375,35 +492,13 @@ TEST_F(ScorerTest, PrmHeadMatchesDirectComputation) {
   ASSERT_TRUE(model.ok()) << model.status().ToString();
   auto tok = Tokenizer::FromHfJson(dir + "/tokenizer.json");
   ASSERT_TRUE(tok.ok());
-  const std::string prefix =
-      "<|im_start|>system\nPlease reason step by step, and put your final answer within "
-      "\\boxed{}.<|im_end|>\n<|im_start|>user\n";
-  const std::vector<std::string> texts = {
-      prefix + "What is 2 + 3 * 4?<|im_end|>\n<|im_start|>assistant\nFirst, 3 * 4 = 12.<extra_0>",
-      prefix +
-          "What is 2 + 3 * 4?<|im_end|>\n<|im_start|>assistant\nFirst, 3 * 4 = 12.<extra_0>"
-          "Then 2 + 12 = 14.<extra_0>",
-      prefix +
-          "What is 2 + 3 * 4?<|im_end|>\n<|im_start|>assistant\nFirst, 3 * 4 = 12.<extra_0>"
-          "Then 2 + 12 = 14.<extra_0>The answer is \\boxed{14}.<extra_0>",
-      prefix +
-          "Is 7 prime?<|im_end|>\n<|im_start|>assistant\nYes: 7 has no divisors but 1 and "
-          "7.<extra_0>"};
-  const auto& w0 = head.at("score.0.weight");
-  const auto& b0 = head.at("score.0.bias");
-  const auto& w2 = head.at("score.2.weight");
-  const auto& b2 = head.at("score.2.bias");
+  const std::vector<std::string> texts = PrmHeadTexts();
   const std::vector<float> embd = ToF32(model->tok_embd);
   for (size_t i = 0; i < qs.size(); ++i) {
     std::vector<int32_t> ids = tok->Encode(texts[i], true);
     EXPECT_EQ(PrmHeadInput(*tok, qs[i], kExtra0), ids) << i;
-    // A plain forward of the whole sequence on a fresh runner.
-    LlamaRunner runner(&*model, 64, 16, MatmulMode::kFast);
-    std::vector<int32_t> table(64);
-    for (int b = 0; b < 64; ++b) table[b] = b;
-    ForwardItem item{ids, 0, table, /*want_logits=*/true, /*want_hidden=*/true};
-    std::vector<float> logits, h;
-    runner.Forward({&item, 1}, &logits, &h);
+    std::vector<float> logits;
+    std::vector<float> h = FreshHidden(*model, ids, &logits);
     ASSERT_EQ(h.size(), static_cast<size_t>(H));
     // h is what the (tied) LM head reads: logits = E h.
     for (int v : {0, 100, static_cast<int>(kExtra0)}) {
@@ -411,20 +506,7 @@ TEST_F(ScorerTest, PrmHeadMatchesDirectComputation) {
       for (int64_t j = 0; j < H; ++j) dot += double{h[j]} * embd[v * H + j];
       EXPECT_NEAR(logits[v], dot, 1e-4);
     }
-    // The head by explicit loops.
-    std::vector<double> z(H);
-    for (int64_t r = 0; r < H; ++r) {
-      double acc = b0[r];
-      for (int64_t j = 0; j < H; ++j) acc += double{w0[r * H + j]} * h[j];
-      z[r] = std::max(acc, 0.0);
-    }
-    double l[2];
-    for (int k = 0; k < 2; ++k) {
-      l[k] = b2[k];
-      for (int64_t j = 0; j < H; ++j) l[k] += double{w2[k * H + j]} * z[j];
-    }
-    const double p = std::exp(l[1]) / (std::exp(l[0]) + std::exp(l[1]));
-    EXPECT_NEAR((*scores)[i], p, 1e-4) << i;
+    EXPECT_NEAR((*scores)[i], DirectHeadScore(head, h), 1e-4) << i;
   }
   // Incremental: the second step's input extends the first's.
   std::vector<int32_t> a = PrmHeadInput(*tok, qs[0], kExtra0),
@@ -447,6 +529,98 @@ TEST_F(ScorerTest, PrmHeadErrors) {
   o.model_path = WritePrmHeadDir(head);
   o.step_separator = "<extra_1>";
   EXPECT_THAT(MakeScorer(o, nullptr).status().message(), HasSubstr("'<extra_1>'"));
+}
+
+// A checkpoint laid out as the released Qwen2.5-Math-PRM ones: Qwen2ForProcessRewardModel,
+// untied embeddings and no lm_head.weight. prm-head loads it (without an LM head) and
+// scores as the direct computation does; whatever needs logits fails cleanly.
+TEST_F(ScorerTest, PrmHeadOnQwenPrmCheckpointWithoutLmHead) {
+  const int64_t H = PrmConfig().hidden_size;
+  const auto head = RandomHead(H, 6);
+  for (int shards : {1, 2}) {
+    SCOPED_TRACE("shards " + std::to_string(shards));
+    const std::string dir = WriteQwenPrmDir(head, shards);
+    ScorerOptions o;
+    o.kind = "prm-head";
+    o.model_path = dir;
+    auto s = MakeScorer(o, nullptr);
+    ASSERT_TRUE(s.ok()) << s.status().ToString();
+    const std::vector<ScoreQuery> qs = Queries();
+    auto scores = (*s)->Score(qs);
+    ASSERT_TRUE(scores.ok()) << scores.status().ToString();
+    ASSERT_EQ(scores->size(), qs.size());
+
+    ModelLoadOptions lo;
+    lo.needs_lm_head = false;
+    auto model = LoadHfModel(dir, lo);
+    ASSERT_TRUE(model.ok()) << model.status().ToString();
+    EXPECT_FALSE(model->has_lm_head());
+    EXPECT_EQ(model->config.architecture, "qwen2");
+    EXPECT_TRUE(model->config.attention_bias);
+    EXPECT_FALSE(model->config.tied_embeddings);
+    EXPECT_EQ(model->config.max_position, 4096);
+    EXPECT_EQ(model->tok_embd.type, TensorType::kBF16);
+    auto tok = Tokenizer::FromHfJson(dir + "/tokenizer.json");
+    ASSERT_TRUE(tok.ok());
+    const std::vector<std::string> texts = PrmHeadTexts();
+    for (size_t i = 0; i < qs.size(); ++i) {
+      std::vector<int32_t> ids = tok->Encode(texts[i], true);
+      EXPECT_EQ(PrmHeadInput(*tok, qs[i], kExtra0), ids) << i;
+      const std::vector<float> h = FreshHidden(*model, ids);
+      ASSERT_EQ(h.size(), static_cast<size_t>(H));
+      EXPECT_NEAR((*scores)[i], DirectHeadScore(head, h), 1e-4) << i;
+      EXPECT_GT((*scores)[i], 0.0);
+      EXPECT_LT((*scores)[i], 1.0);
+    }
+    // Scoring again (from the PRM's prefix cache) gives the same numbers.
+    auto again = (*s)->Score(qs);
+    ASSERT_TRUE(again.ok());
+    for (size_t i = 0; i < qs.size(); ++i) EXPECT_NEAR((*again)[i], (*scores)[i], 1e-5);
+  }
+}
+
+TEST_F(ScorerTest, QwenPrmCheckpointWithoutLmHeadGivesNoLogits) {
+  const std::string dir = WriteQwenPrmDir(RandomHead(PrmConfig().hidden_size, 6));
+  // As a policy or a prm-token PRM (both need the LM head): NotFound naming the tensor.
+  auto m = LoadHfModel(dir);
+  EXPECT_EQ(m.status().code(), StatusCode::kNotFound);
+  EXPECT_THAT(m.status().message(), HasSubstr("lm_head.weight"));
+  EXPECT_THAT(m.status().message(), HasSubstr("prm-head"));
+  EngineOptions eo;
+  eo.model_path = dir;
+  eo.num_kv_blocks = 64;
+  EXPECT_EQ(Engine::Create(eo).status().code(), StatusCode::kNotFound);
+  ScorerOptions o;
+  o.kind = "prm-token";
+  o.model_path = dir;
+  auto s = MakeScorer(o, nullptr);
+  EXPECT_EQ(s.status().code(), StatusCode::kNotFound);
+  EXPECT_THAT(s.status().message(), HasSubstr("lm_head.weight"));
+
+  // Loaded without the LM head: hidden states, and a clear error for anything with logits.
+  eo.needs_lm_head = false;
+  auto engine = Engine::Create(eo);
+  ASSERT_TRUE(engine.ok()) << engine.status().ToString();
+  EXPECT_FALSE((*engine)->has_lm_head());
+  EXPECT_TRUE((*engine)->LastHidden({{1, 2, 3}}).ok());
+  auto logits = (*engine)->LastLogits({{1, 2, 3}});
+  EXPECT_EQ(logits.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_THAT(logits.status().message(), HasSubstr("LM head"));
+  ExpandRequest req;
+  req.node = (*engine)->CreateRoot({1, 2, 3});
+  auto expanded = (*engine)->Expand(req);
+  EXPECT_EQ(expanded.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_THAT(expanded.status().message(), HasSubstr("LM head"));
+  EXPECT_TRUE((*engine)->Release(req.node).ok());
+  EXPECT_EQ((*engine)->num_nodes(), 0);
+  EXPECT_TRUE((*engine)->Idle());
+
+  // needs_lm_head = false does not drop an LM head that is there.
+  ModelLoadOptions lo;
+  lo.needs_lm_head = false;
+  auto with_head = LoadHfModel(WriteModelDir("tied"), lo);
+  ASSERT_TRUE(with_head.ok());
+  EXPECT_TRUE(with_head->has_lm_head());
 }
 
 // ---- judge ----
