@@ -26,6 +26,7 @@
 #include "coordinator/prompt.h"
 #include "coordinator/results.h"
 #include "coordinator/solve_job.h"
+#include "coordinator/tree_dump.h"
 #include "search/strategy.h"
 #include "worker/default_model.h"
 #include "worker/engine.h"
@@ -48,7 +49,7 @@ struct SolveFlags {
   double max_seconds = 0, job_max_seconds = 0;
   float temperature = 0.8f, top_p = 1.0f;
   uint64_t seed = 1;
-  bool batch_invariant = false, stop_at_boxed = true;
+  bool batch_invariant = false, stop_at_boxed = true, dump_trees = false;
 };
 
 int Fail(const std::string& msg) {
@@ -159,6 +160,7 @@ int SolveMain(int argc, char** argv) {
   app.add_option("--id-field", f.id_field);
   app.add_option("--kv-cache-mb", f.kv_mb, "KV cache size");
   app.add_flag("--batch-invariant", f.batch_invariant, "logits independent of batch composition");
+  app.add_flag("--dump-trees", f.dump_trees, "write each problem's search tree to OUTPUT/trees/<id>.json");
   app.add_flag("!--no-stop-at-boxed", f.stop_at_boxed, "keep growing a path after a step with a \\boxed{} answer");
   try {
     app.parse(argc, argv);
@@ -302,6 +304,14 @@ int SolveMain(int argc, char** argv) {
     auto t0 = std::chrono::steady_clock::now();
     LocalWorker worker(engine->get(), scorer);
     SolveJob job(so, &worker);
+    if (f.dump_trees) {
+      fs::create_directories(run.dir + "/trees", ec);
+      job.set_tree_sink([&](const Problem& p, const SearchTree& tree, int32_t chosen) {
+        std::string path = run.dir + "/trees/" + SafeFileName(p.id) + ".json";
+        std::string text = TreeToJson(tree, chosen).dump(1, ' ', false, nlohmann::json::error_handler_t::replace);
+        if (Status s = WriteFileAtomically(path, text + "\n"); !s.ok()) CANOPY_LOG(Warn) << s.ToString();
+      });
+    }
     Status st_run = job.Run(todo, [&](const ResultRecord& r) -> Status {
       if (r.error) CANOPY_LOG(Warn) << "problem " << r.id << ": " << *r.error;
       CANOPY_RETURN_IF_ERROR((*writer)->Append(r));

@@ -11,9 +11,9 @@ namespace canopy {
 namespace {
 
 constexpr std::array<const char*, 4> kQuestionFields = {"question", "problem", "input",
-                                                       "statement_mm"};
+                                                        "statement_mm"};
 constexpr std::array<const char*, 4> kAnswerFields = {"answer", "target", "final_answer",
-                                                     "solution"};
+                                                      "solution"};
 constexpr std::array<const char*, 4> kIdFields = {"id", "idx", "name", "problem_id"};
 constexpr const char* kContextField = "context";
 
@@ -78,9 +78,12 @@ TaskFamily TaskFamilyFromFields(const nlohmann::json& obj, const Problem& p,
 
 const char* TaskFamilyName(TaskFamily family) {
   switch (family) {
-    case TaskFamily::kArithmetic: return "arithmetic";
-    case TaskFamily::kCompetitionMath: return "competition-math";
-    case TaskFamily::kProof: return "proof";
+    case TaskFamily::kArithmetic:
+      return "arithmetic";
+    case TaskFamily::kCompetitionMath:
+      return "competition-math";
+    case TaskFamily::kProof:
+      return "proof";
   }
   return "?";
 }
@@ -128,8 +131,8 @@ StatusOr<std::string> GoldFromJson(const nlohmann::json& value, std::string_view
                                     "' holds a nested list or object");
       }
       if (element.is_string()) {
-        GoldFormat f = format.value_or(
-            DefaultGoldFormat(field, element.get_ref<const std::string&>()));
+        GoldFormat f =
+            format.value_or(DefaultGoldFormat(field, element.get_ref<const std::string&>()));
         solution_like = solution_like || f != GoldFormat::kPlain;
       }
       CANOPY_ASSIGN_OR_RETURN(std::string part, GoldFromJson(element, field, format));

@@ -5,12 +5,11 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "common/status.h"
 #include "search/answer.h"
@@ -35,12 +34,12 @@ StatusOr<TaskFamily> ParseTaskFamily(std::string_view name);
 std::optional<TaskFamily> TaskFamilyFromFileName(std::string_view path);
 
 struct Problem {
-  std::string id;            // the id field stringified, else the 1-based line number
-  int64_t line_number = 0;   // 1-based line in the file
-  std::string question;      // the question text, as in the file
-  std::string context;       // shared context (OlympiadBench `context`); "" when none
-  std::string gold;          // the gold answer extracted from the gold field; "" when none
-  nlohmann::json gold_raw;   // the gold field as it is in the file; null when absent
+  std::string id;           // the id field stringified, else the 1-based line number
+  int64_t line_number = 0;  // 1-based line in the file
+  std::string question;     // the question text, as in the file
+  std::string context;      // shared context (OlympiadBench `context`); "" when none
+  std::string gold;         // the gold answer extracted from the gold field; "" when none
+  nlohmann::json gold_raw;  // the gold field as it is in the file; null when absent
 };
 
 // A line that could not be used. `message` names the line and what is wrong with it.

@@ -42,7 +42,7 @@ double NiceStep(double raw) {
 
 struct Axis {
   bool log2 = false;
-  double lo = 0, hi = 1;  // in axis units (exponents when log2)
+  double lo = 0, hi = 1;                              // in axis units (exponents when log2)
   std::vector<std::pair<double, std::string>> ticks;  // value in data units, label
 
   double Unit(double v) const { return log2 ? std::log2(v) : v; }
@@ -91,11 +91,21 @@ std::string XmlEscape(const std::string& text) {
   out.reserve(text.size());
   for (char c : text) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&apos;"; break;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&apos;";
+        break;
       default:
         // Control characters other than tab/newline are not allowed in XML 1.0.
         if (static_cast<unsigned char>(c) < 0x20 && c != '\t' && c != '\n' && c != '\r') {
@@ -154,8 +164,8 @@ std::string AccuracyVsBudgetSvg(const std::vector<PlotSeries>& series, const Plo
 
   std::ostringstream svg;
   svg << "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
-      << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width << "\" height=\""
-      << height << "\" viewBox=\"0 0 " << width << " " << height
+      << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width << "\" height=\"" << height
+      << "\" viewBox=\"0 0 " << width << " " << height
       << "\" font-family=\"sans-serif\" font-size=\"12\">\n"
       << "<rect x=\"0\" y=\"0\" width=\"" << width << "\" height=\"" << height
       << "\" fill=\"white\"/>\n"
@@ -166,16 +176,16 @@ std::string AccuracyVsBudgetSvg(const std::vector<PlotSeries>& series, const Plo
   svg << "<g class=\"x-axis\" stroke-width=\"1\">\n";
   for (const auto& [v, label] : xa.ticks) {
     const std::string x = Num(X(v));
-    svg << "<line x1=\"" << x << "\" y1=\"" << Num(py0) << "\" x2=\"" << x << "\" y2=\""
-        << Num(py1) << "\" stroke=\"#e5e5e5\"/>"
+    svg << "<line x1=\"" << x << "\" y1=\"" << Num(py0) << "\" x2=\"" << x << "\" y2=\"" << Num(py1)
+        << "\" stroke=\"#e5e5e5\"/>"
         << "<text class=\"tick\" x=\"" << x << "\" y=\"" << Num(py1 + 18)
         << "\" text-anchor=\"middle\">" << XmlEscape(label) << "</text>\n";
   }
   svg << "</g>\n<g class=\"y-axis\" stroke-width=\"1\">\n";
   for (const auto& [v, label] : ya.ticks) {
     const std::string y = Num(Y(v));
-    svg << "<line x1=\"" << Num(px0) << "\" y1=\"" << y << "\" x2=\"" << Num(px1) << "\" y2=\""
-        << y << "\" stroke=\"#e5e5e5\"/>"
+    svg << "<line x1=\"" << Num(px0) << "\" y1=\"" << y << "\" x2=\"" << Num(px1) << "\" y2=\"" << y
+        << "\" stroke=\"#e5e5e5\"/>"
         << "<text class=\"tick\" x=\"" << Num(px0 - 8) << "\" y=\"" << Num(Y(v) + 4)
         << "\" text-anchor=\"end\">" << XmlEscape(label) << "</text>\n";
   }
@@ -183,11 +193,11 @@ std::string AccuracyVsBudgetSvg(const std::vector<PlotSeries>& series, const Plo
       << "<rect x=\"" << Num(px0) << "\" y=\"" << Num(py0) << "\" width=\"" << Num(px1 - px0)
       << "\" height=\"" << Num(py1 - py0) << "\" fill=\"none\" stroke=\"#333\"/>\n"
       << "<text class=\"x-label\" x=\"" << Num((px0 + px1) / 2) << "\" y=\"" << height - 16
-      << "\" text-anchor=\"middle\">"
-      << XmlEscape(o.x_label + (log2 ? " (log2 scale)" : "")) << "</text>\n"
+      << "\" text-anchor=\"middle\">" << XmlEscape(o.x_label + (log2 ? " (log2 scale)" : ""))
+      << "</text>\n"
       << "<text class=\"y-label\" x=\"18\" y=\"" << Num((py0 + py1) / 2)
-      << "\" text-anchor=\"middle\" transform=\"rotate(-90 18 " << Num((py0 + py1) / 2)
-      << ")\">" << XmlEscape(o.y_label) << "</text>\n";
+      << "\" text-anchor=\"middle\" transform=\"rotate(-90 18 " << Num((py0 + py1) / 2) << ")\">"
+      << XmlEscape(o.y_label) << "</text>\n";
   if (!has_data) {
     svg << "<text class=\"no-data\" x=\"" << Num((px0 + px1) / 2) << "\" y=\""
         << Num((py0 + py1) / 2) << "\" text-anchor=\"middle\" fill=\"#888\">no data</text>\n";
@@ -225,19 +235,19 @@ std::string AccuracyVsBudgetSvg(const std::vector<PlotSeries>& series, const Plo
     size_t longest = 0;
     for (const auto& s : series) longest = std::max(longest, s.label.size());
     const double lx = px0 + 10, ly = py0 + 10;
-    const double lw = 40 + 7.0 * std::min<size_t>(longest, 60), lh = 8 + 18.0 * series.size();
-    svg << "<g class=\"legend\">\n<rect x=\"" << Num(lx) << "\" y=\"" << Num(ly)
-        << "\" width=\"" << Num(lw) << "\" height=\"" << Num(lh)
+    const double lw = 46 + 7.5 * std::min<size_t>(longest, 60), lh = 8 + 18.0 * series.size();
+    svg << "<g class=\"legend\">\n<rect x=\"" << Num(lx) << "\" y=\"" << Num(ly) << "\" width=\""
+        << Num(lw) << "\" height=\"" << Num(lh)
         << "\" fill=\"white\" fill-opacity=\"0.85\" stroke=\"#999\"/>\n";
     for (size_t i = 0; i < series.size(); ++i) {
       const auto& s = series[i];
       const std::string color =
           XmlEscape(s.color.empty() ? kPalette[i % std::size(kPalette)] : s.color);
       const double y = ly + 16 + 18.0 * i;
-      svg << "<line x1=\"" << Num(lx + 6) << "\" y1=\"" << Num(y - 4) << "\" x2=\""
-          << Num(lx + 28) << "\" y2=\"" << Num(y - 4) << "\" stroke=\"" << color
-          << "\" stroke-width=\"2\"/><text class=\"legend-label\" x=\"" << Num(lx + 34)
-          << "\" y=\"" << Num(y) << "\">" << XmlEscape(s.label) << "</text>\n";
+      svg << "<line x1=\"" << Num(lx + 6) << "\" y1=\"" << Num(y - 4) << "\" x2=\"" << Num(lx + 28)
+          << "\" y2=\"" << Num(y - 4) << "\" stroke=\"" << color
+          << "\" stroke-width=\"2\"/><text class=\"legend-label\" x=\"" << Num(lx + 34) << "\" y=\""
+          << Num(y) << "\">" << XmlEscape(s.label) << "</text>\n";
     }
     svg << "</g>\n";
   }

@@ -12,11 +12,11 @@
 namespace canopy {
 
 struct ProgressOptions {
-  std::ostream* out = nullptr;         // nullptr: std::cerr
-  int is_tty = -1;                     // -1: ask isatty(stderr); 0 or 1 to force
-  std::function<double()> clock;       // seconds, monotonic; empty: steady_clock
-  double log_interval_s = 30;          // plain mode: at most one line per interval
-  double redraw_interval_s = 0.1;      // terminal mode: at most this often
+  std::ostream* out = nullptr;     // nullptr: std::cerr
+  int is_tty = -1;                 // -1: ask isatty(stderr); 0 or 1 to force
+  std::function<double()> clock;   // seconds, monotonic; empty: steady_clock
+  double log_interval_s = 30;      // plain mode: at most one line per interval
+  double redraw_interval_s = 0.1;  // terminal mode: at most this often
   int bar_width = 30;
   // Work done before this run started (a resumed job): counted in done/accuracy but not
   // in the rates, so tok/s and the ETA describe this run only.
@@ -51,8 +51,8 @@ class Progress {
   bool tty_;
   double start_;
   int64_t done_ = 0, correct_ = 0, tokens_ = 0;
-  double last_draw_ = -1;   // time of the last draw; < 0: never drawn
-  size_t last_width_ = 0;   // terminal mode: length of the line on screen
+  double last_draw_ = -1;  // time of the last draw; < 0: never drawn
+  size_t last_width_ = 0;  // terminal mode: length of the line on screen
   bool finished_ = false;
 };
 

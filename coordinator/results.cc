@@ -14,9 +14,7 @@
 namespace canopy {
 namespace {
 
-Status Errno(const std::string& what) {
-  return IoError(what + ": " + std::strerror(errno));
-}
+Status Errno(const std::string& what) { return IoError(what + ": " + std::strerror(errno)); }
 
 // Writes all of [data, data + size) to fd, retrying short writes and EINTR.
 Status WriteAll(int fd, const char* data, size_t size, const std::string& what) {
@@ -55,8 +53,7 @@ Status GetField(const nlohmann::json& j, const char* key, T* out) {
   try {
     *out = it->get<T>();
   } catch (const nlohmann::json::exception&) {
-    return InvalidArgumentError(std::string("result field '") + key + "' is a " +
-                                it->type_name());
+    return InvalidArgumentError(std::string("result field '") + key + "' is a " + it->type_name());
   }
   return Status::Ok();
 }
@@ -74,17 +71,10 @@ Status GetOptional(const nlohmann::json& j, const char* key, std::optional<T>* o
 
 nlohmann::json ResultToJson(const ResultRecord& r) {
   nlohmann::json j = {
-      {"id", r.id},
-      {"question", r.question},
-      {"prediction", r.prediction},
-      {"gold", r.gold},
-      {"correct", r.correct},
-      {"strategy", r.strategy},
-      {"score", r.score},
-      {"tokens", r.tokens},
-      {"expansions", r.expansions},
-      {"seconds", r.seconds},
-      {"path", r.path},
+      {"id", r.id},           {"question", r.question}, {"prediction", r.prediction},
+      {"gold", r.gold},       {"correct", r.correct},   {"strategy", r.strategy},
+      {"score", r.score},     {"tokens", r.tokens},     {"expansions", r.expansions},
+      {"seconds", r.seconds}, {"path", r.path},
   };
   if (r.budget_exhausted) j["budget_exhausted"] = *r.budget_exhausted;
   if (r.stop_reason) j["stop_reason"] = *r.stop_reason;
@@ -167,7 +157,8 @@ StatusOr<LoadedResults> LoadResults(const std::string& path) {
     if (inserted) {
       out.records.push_back(std::move(record).value());
     } else {
-      out.issues.push_back(where + ": duplicate id '" + record->id + "' replaces an earlier record");
+      out.issues.push_back(where + ": duplicate id '" + record->id +
+                           "' replaces an earlier record");
       out.records[it->second] = std::move(record).value();
     }
   }
@@ -175,8 +166,9 @@ StatusOr<LoadedResults> LoadResults(const std::string& path) {
     out.valid_bytes = out.file_bytes;  // at most trailing blank space after the last record
   } else {
     for (auto& issue : pending_issues) {
-      out.issues.push_back(std::move(issue) + " (torn tail: " +
-                           std::to_string(out.file_bytes - out.valid_bytes) + " bytes after the "
+      out.issues.push_back(std::move(issue) +
+                           " (torn tail: " + std::to_string(out.file_bytes - out.valid_bytes) +
+                           " bytes after the "
                            "last good record)");
     }
   }

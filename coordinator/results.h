@@ -13,11 +13,10 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "common/status.h"
 
@@ -29,11 +28,11 @@ struct ResultRecord {
   std::string prediction;  // the extracted final answer; "" when none was found
   std::string gold;
   bool correct = false;
-  std::string strategy;    // e.g. "beam/policy-logprob"
-  double score = 0;        // the chosen answer's score under the strategy's aggregation
-  int64_t tokens = 0;      // tokens generated for this problem (all branches)
+  std::string strategy;  // e.g. "beam/policy-logprob"
+  double score = 0;      // the chosen answer's score under the strategy's aggregation
+  int64_t tokens = 0;    // tokens generated for this problem (all branches)
   int64_t expansions = 0;
-  double seconds = 0;      // wall time from first expansion to done
+  double seconds = 0;             // wall time from first expansion to done
   std::vector<std::string> path;  // the chosen path's step texts, root first
 
   // Optional extras, written only when set.
@@ -41,7 +40,7 @@ struct ResultRecord {
   std::optional<std::string> stop_reason;
   std::map<std::string, double> votes;  // answer -> votes (or vote weight); omitted if empty
   std::optional<int64_t> num_candidates;
-  std::optional<std::string> error;     // the problem failed (e.g. a worker error)
+  std::optional<std::string> error;  // the problem failed (e.g. a worker error)
 };
 
 // One JSON object. Invalid UTF-8 in the texts (a step cut mid-character) is replaced by
@@ -96,15 +95,15 @@ class ResultsWriter {
 struct Summary {
   int64_t num_problems = 0;
   int64_t num_correct = 0;
-  int64_t num_errors = 0;            // records with `error` set
+  int64_t num_errors = 0;  // records with `error` set
   int64_t num_budget_exhausted = 0;
-  double accuracy = 0;               // num_correct / num_problems; 0 when empty
+  double accuracy = 0;  // num_correct / num_problems; 0 when empty
   int64_t total_tokens = 0;
   double mean_tokens = 0;
   int64_t total_expansions = 0;
-  double total_seconds = 0;          // sum of per-problem seconds (problems overlap)
-  double wall_seconds = 0;           // the job's wall time when known, else 0
-  double tokens_per_second = 0;      // total_tokens / (wall_seconds, else total_seconds)
+  double total_seconds = 0;      // sum of per-problem seconds (problems overlap)
+  double wall_seconds = 0;       // the job's wall time when known, else 0
+  double tokens_per_second = 0;  // total_tokens / (wall_seconds, else total_seconds)
 };
 
 // `wall_seconds` > 0 gives the job's wall time, the right denominator for tokens/s when

@@ -121,6 +121,7 @@ ResultRecord SolveJob::Finish(int64_t slot) {
   Active& a = active_.at(slot);
   const Strategy& s = *a.strategy;
   SearchAnswer ans = s.Answer();
+  if (tree_sink_) tree_sink_(*a.problem, s.tree(), ans.node);
   for (int32_t n : s.tree().Unreleased()) {
     if (n != SearchTree::kRoot || a.root_created) worker_->Release(KeyOf(a, n));
   }

@@ -63,6 +63,11 @@ class SolveJob {
 
   int64_t tokens() const { return tokens_; }
 
+  // Called with each finished problem's tree and chosen leaf (-1: none) before its result
+  // is reported; for tree dumps.
+  using TreeSink = std::function<void(const Problem&, const SearchTree&, int32_t chosen)>;
+  void set_tree_sink(TreeSink sink) { tree_sink_ = std::move(sink); }
+
  private:
   struct Active {
     const Problem* problem = nullptr;
@@ -88,6 +93,7 @@ class SolveJob {
   SolveOptions options_;
   WorkerLink* worker_;
   std::function<double()> clock_;
+  TreeSink tree_sink_;
   std::map<int64_t, Active> active_;  // slot -> problem
   std::map<uint64_t, CallRef> calls_;
   uint64_t next_call_ = 1;

@@ -3,6 +3,7 @@
 // independent of problems in flight and of reply order, errors and budgets recorded.
 // ctest-labels: unit
 #include "coordinator/solve_job.h"
+#include "coordinator/tree_dump.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -10,6 +11,7 @@
 #include <algorithm>
 #include <deque>
 #include <random>
+#include <map>
 #include <set>
 
 namespace canopy {
@@ -218,6 +220,34 @@ TEST(SolveJob, ProblemSecondsAndJobTokenBudgets) {
   EXPECT_EQ(out.size(), 2u);
   for (const auto& r : out) EXPECT_EQ(r.stop_reason, "job_budget");
   EXPECT_THAT(w2.live_, ::testing::IsEmpty());
+}
+
+TEST(SolveJob, TreeSinkSeesEveryTreeAndItsChosenLeaf) {
+  FakeWorker w;
+  SolveJob job(Options("beam", 4, 3), &w);
+  std::map<std::string, nlohmann::json> trees;
+  job.set_tree_sink([&](const Problem& p, const SearchTree& t, int32_t chosen) {
+    trees[p.id] = TreeToJson(t, chosen);
+  });
+  std::map<std::string, ResultRecord> results;
+  ASSERT_TRUE(job.Run(Problems(4), [&](const ResultRecord& r) {
+                   results[r.id] = r;
+                   return Status::Ok();
+                 }).ok());
+  ASSERT_EQ(trees.size(), 4u);
+  for (auto& [id, j] : trees) {
+    int chosen = j["chosen"];
+    ASSERT_GE(chosen, 1);
+    const auto& nodes = j["nodes"];
+    EXPECT_EQ(nodes[0]["parent"], -1);
+    // The chosen leaf's path, read back from the dump, is the result's path.
+    std::vector<std::string> path;
+    for (int n = chosen; n > 0; n = nodes[n]["parent"]) path.insert(path.begin(), nodes[n]["text"].get<std::string>());
+    EXPECT_EQ(path, results[id].path);
+    EXPECT_EQ(nodes[chosen]["terminal"], true);
+  }
+  EXPECT_EQ(SafeFileName("../a b/c"), "_._a_b_c");
+  EXPECT_EQ(SafeFileName(""), "_");
 }
 
 TEST(SolveJob, ProblemSeedIsStable) {
