@@ -1,6 +1,7 @@
 // The worker protocol in its in-process form: what the coordinator asks of a worker and
 // what comes back, and the WorkerLink interface both an in-process worker and (later) a
-// remote connection implement. The Cap'n Proto schema mirrors these structs field by field.
+// remote connection implement. The Cap'n Proto schema (transport/canopy.capnp) mirrors these
+// structs field by field; transport/protocol.h adds the rest of the wire protocol.
 //
 //   coordinator                         worker
 //   CreateRoot(key, question, prompt) ─► render the chat, tokenize, make the root node
@@ -35,6 +36,7 @@ struct RootSpec {
   std::string question;       // as in the dataset: what scorers see
   std::string system_prompt;  // "" = none
   std::string user_message;   // the question as put to the policy
+  friend bool operator==(const RootSpec&, const RootSpec&) = default;
 };
 
 struct ExpandCall {
@@ -47,6 +49,7 @@ struct ExpandCall {
   float temperature = 1.0f;
   float top_p = 1.0f;
   int32_t top_k = 0;
+  friend bool operator==(const ExpandCall&, const ExpandCall&) = default;
 };
 
 enum class ChildFinish : int32_t { kStop = 0, kEndOfTurn = 1, kLength = 2 };
@@ -57,12 +60,14 @@ struct ChildReply {
   ChildFinish finish = ChildFinish::kStop;
   double sum_logprob = 0.0;
   std::vector<double> step_scores;  // one per step in `text`; empty without a scorer
+  friend bool operator==(const ChildReply&, const ChildReply&) = default;
 };
 
 struct ExpandReply {
   uint64_t call = 0;
   std::string error;  // non-empty: the expansion failed (children may still be present)
   std::vector<ChildReply> children;
+  friend bool operator==(const ExpandReply&, const ExpandReply&) = default;
 };
 
 // A worker as the coordinator sees it. Thread-safety: one caller.

@@ -1,10 +1,14 @@
 // Writes seed inputs for the fuzzers: a small GGUF (with tokenizer metadata), a small
-// safetensors file and a config.json. Usage: seed_corpus OUT_DIR (see README.md).
+// safetensors file, a config.json and one transport frame per message kind.
+// Usage: seed_corpus OUT_DIR (see README.md).
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <vector>
 
+#include "tests/transport/sample_envelopes.h"
+#include "transport/codec.h"
 #include "worker/hf_config.h"
 #include "worker/model_writer.h"
 
@@ -28,7 +32,8 @@ int main(int argc, char** argv) {
   c.attention_bias = true;
   c.tied_embeddings = true;
   canopy::DenseModel m = canopy::RandomDenseModel(c, 1);
-  for (const char* sub : {"gguf", "safetensors", "hf_config"}) fs::create_directories(out / sub);
+  for (const char* sub : {"gguf", "safetensors", "hf_config", "frame"})
+    fs::create_directories(out / sub);
   auto tokenizer = [](canopy::GgufWriter& w) {
     w.AddString("tokenizer.ggml.model", "gpt2");
     w.AddStringArray("tokenizer.ggml.tokens", {"a", "b", "c", "d", "e", "f", "g", "h"});
@@ -53,5 +58,15 @@ int main(int argc, char** argv) {
   fs::copy_file(out / "st_model" / "config.json", out / "hf_config" / "config.json",
                 fs::copy_options::overwrite_existing);
   fs::remove_all(out / "st_model");
+  // frame_fuzzer: one frame of every envelope kind, read in 64-byte chunks (first byte 63).
+  for (const canopy::Envelope& e : canopy::testing_transport::SampleEnvelopes()) {
+    std::vector<uint8_t> bytes = canopy::EncodeFrame(e);
+    bytes.insert(bytes.begin(), 63);
+    std::ofstream f(out / "frame" / (std::string(canopy::EnvelopeKindName(e)) + ".bin"),
+                    std::ios::binary);
+    f.write(reinterpret_cast<const char*>(bytes.data()),
+            static_cast<std::streamsize>(bytes.size()));
+    if (!f) return 1;
+  }
   return 0;
 }
