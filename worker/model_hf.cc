@@ -15,96 +15,14 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string ShapeString(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
 
-// The safetensors files of one checkpoint and which tensor lives in which.
-class Checkpoint {
- public:
-  Status Open(const std::string& dir) {
-    const std::string index_path = (fs::path(dir) / "model.safetensors.index.json").string();
-    const std::string single_path = (fs::path(dir) / "model.safetensors").string();
-    std::error_code ec;
-    if (fs::exists(index_path, ec)) {
-      index_path_ = index_path;
-      CANOPY_ASSIGN_OR_RETURN(std::string text, ReadFileToString(index_path));
-      CANOPY_RETURN_IF_ERROR(ParseIndex(text));
-      for (const auto& [tensor, shard] : weight_map_) {
-        if (files_.count(shard)) continue;
-        CANOPY_ASSIGN_OR_RETURN(auto f, SafetensorsFile::Open((fs::path(dir) / shard).string()));
-        files_[shard] = std::move(f);
-      }
-      return Status::Ok();
-    }
-    if (!fs::exists(single_path, ec)) {
-      return NotFoundError(dir + ": neither model.safetensors nor model.safetensors.index.json");
-    }
-    CANOPY_ASSIGN_OR_RETURN(auto f, SafetensorsFile::Open(single_path));
-    files_[""] = std::move(f);
-    return Status::Ok();
-  }
-
-  // The tensor, NotFound naming it and the file it should be in, or Unimplemented for
-  // an unsupported dtype. `file` is set to the file it came from.
-  StatusOr<const SafetensorsTensor*> Find(const std::string& name,
-                                          const SafetensorsFile** file) const {
-    std::string shard;
-    if (!index_path_.empty()) {
-      auto it = weight_map_.find(name);
-      if (it == weight_map_.end())
-        return NotFoundError(index_path_ + ": no tensor '" + name + "' in weight_map");
-      shard = it->second;
-    }
-    *file = files_.at(shard).get();
-    return (*file)->GetTensor(name);
-  }
-
-  void KeepAlive(std::vector<std::shared_ptr<void>>* keep) const {
-    for (const auto& [name, f] : files_) keep->push_back(f);
-  }
-
- private:
-  Status ParseIndex(const std::string& text) {
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(text);
-    } catch (const std::exception& e) {
-      return DataLossError(index_path_ + ": bad JSON: " + e.what());
-    }
-    auto wm = j.is_object() ? j.find("weight_map") : j.end();
-    if (wm == j.end() || !wm->is_object())
-      return DataLossError(index_path_ + ": no 'weight_map' object");
-    for (const auto& [tensor, shard] : wm->items()) {
-      if (!shard.is_string())
-        return DataLossError(index_path_ + ": weight_map['" + tensor + "'] is not a string");
-      std::string s = shard.get<std::string>();
-      // Shards live beside the index; refuse anything that would leave the directory.
-      if (s.empty() || s.find('/') != std::string::npos || s.find('\\') != std::string::npos ||
-          s == "." || s == "..") {
-        return DataLossError(index_path_ + ": weight_map['" + tensor + "'] = '" + s +
-                             "' is not a file name");
-      }
-      weight_map_[tensor] = s;
-    }
-    if (weight_map_.empty()) return DataLossError(index_path_ + ": empty weight_map");
-    return Status::Ok();
-  }
-
-  std::string index_path_;                                         // empty for a single file
-  std::map<std::string, std::string> weight_map_;                  // tensor -> shard file name
-  std::map<std::string, std::shared_ptr<SafetensorsFile>> files_;  // shard name ("" single) -> file
-};
-
-StatusOr<Weight> LoadWeight(const Checkpoint& ckpt, const HfTensorSpec& spec) {
+StatusOr<Weight> LoadWeight(const SafetensorsCheckpoint& ckpt, const HfTensorSpec& spec) {
   const SafetensorsFile* file = nullptr;
   CANOPY_ASSIGN_OR_RETURN(const SafetensorsTensor* t, ckpt.Find(spec.name, &file));
   if (t->shape != spec.shape) {
     return InvalidArgumentError(
         file->path() + ": tensor '" + spec.name + "' at offset " + std::to_string(t->file_offset) +
-        " has shape " + ShapeString(t->shape) + ", the config needs " + ShapeString(spec.shape));
+        " has shape " + ShapeToString(t->shape) + ", the config needs " + ShapeToString(spec.shape));
   }
   Weight w;
   w.type = *t->type;
@@ -132,7 +50,7 @@ StatusOr<ModelWeights> LoadHfModel(const std::string& dir, const ModelLoadOption
     m.config.name = (p.has_filename() ? p : p.parent_path()).filename().string();
   }
 
-  Checkpoint ckpt;
+  SafetensorsCheckpoint ckpt;
   CANOPY_RETURN_IF_ERROR(ckpt.Open(dir));
 
   const std::string kLmHead = "lm_head.weight";

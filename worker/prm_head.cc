@@ -2,10 +2,7 @@
 
 #include <cmath>
 #include <cstring>
-#include <filesystem>
-#include <map>
 #include <memory>
-#include <nlohmann/json.hpp>
 
 #include "common/check.h"
 #include "common/mapped_file.h"
@@ -13,48 +10,6 @@
 #include "worker/safetensors.h"
 
 namespace canopy {
-namespace {
-
-namespace fs = std::filesystem;
-
-std::string ShapeString(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
-
-// Which file holds each tensor: the index's weight_map, or the single model.safetensors.
-StatusOr<std::map<std::string, std::string>> HeadFiles(const std::string& dir,
-                                                       const std::vector<std::string>& names) {
-  std::map<std::string, std::string> file_of;
-  const fs::path index = fs::path(dir) / "model.safetensors.index.json";
-  std::error_code ec;
-  if (!fs::exists(index, ec)) {
-    for (const std::string& n : names) file_of[n] = (fs::path(dir) / "model.safetensors").string();
-    return file_of;
-  }
-  CANOPY_ASSIGN_OR_RETURN(std::string text, ReadFileToString(index.string()));
-  nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.is_object() || !j.contains("weight_map") ||
-      !j["weight_map"].is_object()) {
-    return DataLossError(index.string() + ": no 'weight_map' object");
-  }
-  for (const std::string& n : names) {
-    auto it = j["weight_map"].find(n);
-    if (it == j["weight_map"].end() || !it->is_string()) {
-      return NotFoundError(index.string() + ": no tensor '" + n +
-                           "' in weight_map (is this a Qwen2.5-Math-PRM-style checkpoint?)");
-    }
-    std::string shard = it->get<std::string>();
-    if (shard.empty() || shard.find('/') != std::string::npos || shard == "..") {
-      return DataLossError(index.string() + ": weight_map['" + n + "'] is not a file name");
-    }
-    file_of[n] = (fs::path(dir) / shard).string();
-  }
-  return file_of;
-}
-
-}  // namespace
 
 StatusOr<PrmHead> PrmHead::Load(const std::string& dir, int64_t hidden_size) {
   const int64_t H = hidden_size;
@@ -63,27 +18,21 @@ StatusOr<PrmHead> PrmHead::Load(const std::string& dir, int64_t hidden_size) {
       {"score.0.bias", {H}},
       {"score.2.weight", {2, H}},
       {"score.2.bias", {2}}};
-  std::vector<std::string> names;
-  for (const auto& s : specs) names.push_back(s.first);
-  CANOPY_ASSIGN_OR_RETURN(auto file_of, HeadFiles(dir, names));
-
-  std::map<std::string, std::unique_ptr<SafetensorsFile>> files;
+  SafetensorsCheckpoint ckpt;
+  CANOPY_RETURN_IF_ERROR(ckpt.Open(dir));
   PrmHead head;
   head.hidden_ = H;
   std::vector<float>* dst[] = {&head.w0_, &head.b0_, &head.w2_, &head.b2_};
   for (size_t i = 0; i < specs.size(); ++i) {
     const auto& [name, shape] = specs[i];
-    const std::string& path = file_of.at(name);
-    if (!files.count(path)) {
-      CANOPY_ASSIGN_OR_RETURN(files[path], SafetensorsFile::Open(path));
-    }
-    StatusOr<const SafetensorsTensor*> t = files[path]->GetTensor(name);
+    const SafetensorsFile* file = nullptr;
+    StatusOr<const SafetensorsTensor*> t = ckpt.Find(name, &file);
     if (!t.ok()) {
       return t.status().WithContext("prm-head: the PRM's classification head");
     }
     if ((*t)->shape != shape) {
-      return InvalidArgumentError(path + ": PRM head tensor '" + name + "' has shape " +
-                                  ShapeString((*t)->shape) + ", expected " + ShapeString(shape));
+      return InvalidArgumentError(file->path() + ": PRM head tensor '" + name + "' has shape " +
+                                  ShapeToString((*t)->shape) + ", expected " + ShapeToString(shape));
     }
     // Copy first: the format does not promise alignment.
     auto bytes = std::make_shared<std::vector<uint8_t>>((*t)->data, (*t)->data + (*t)->nbytes);

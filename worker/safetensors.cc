@@ -1,6 +1,7 @@
 #include "worker/safetensors.h"
 
 #include <algorithm>
+#include <filesystem>
 #include <limits>
 #include <nlohmann/json.hpp>
 
@@ -192,6 +193,80 @@ Status SafetensorsFile::ParseImpl(const uint8_t* data, size_t size) {
       });
   for (size_t i = 0; i < tensors_.size(); ++i) index_[tensors_[i].name] = i;
   return Status::Ok();
+}
+
+namespace fs = std::filesystem;
+
+Status SafetensorsCheckpoint::Open(const std::string& dir) {
+  const std::string index_path = (fs::path(dir) / "model.safetensors.index.json").string();
+  const std::string single_path = (fs::path(dir) / "model.safetensors").string();
+  std::error_code ec;
+  if (fs::exists(index_path, ec)) {
+    index_path_ = index_path;
+    CANOPY_ASSIGN_OR_RETURN(std::string text, ReadFileToString(index_path));
+    CANOPY_RETURN_IF_ERROR(ParseIndex(text));
+    for (const auto& [tensor, shard] : weight_map_) {
+      if (files_.count(shard)) continue;
+      CANOPY_ASSIGN_OR_RETURN(auto f, SafetensorsFile::Open((fs::path(dir) / shard).string()));
+      files_[shard] = std::move(f);
+    }
+    return Status::Ok();
+  }
+  if (!fs::exists(single_path, ec)) {
+    return NotFoundError(dir + ": neither model.safetensors nor model.safetensors.index.json");
+  }
+  CANOPY_ASSIGN_OR_RETURN(auto f, SafetensorsFile::Open(single_path));
+  files_[""] = std::move(f);
+  return Status::Ok();
+}
+
+StatusOr<const SafetensorsTensor*> SafetensorsCheckpoint::Find(const std::string& name,
+                                                             const SafetensorsFile** file) const {
+  std::string shard;
+  if (!index_path_.empty()) {
+    auto it = weight_map_.find(name);
+    if (it == weight_map_.end())
+      return NotFoundError(index_path_ + ": no tensor '" + name + "' in weight_map");
+    shard = it->second;
+  }
+  *file = files_.at(shard).get();
+  return (*file)->GetTensor(name);
+}
+
+void SafetensorsCheckpoint::KeepAlive(std::vector<std::shared_ptr<void>>* keep) const {
+  for (const auto& [name, f] : files_) keep->push_back(f);
+}
+
+Status SafetensorsCheckpoint::ParseIndex(const std::string& text) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text);
+  } catch (const std::exception& e) {
+    return DataLossError(index_path_ + ": bad JSON: " + e.what());
+  }
+  auto wm = j.is_object() ? j.find("weight_map") : j.end();
+  if (wm == j.end() || !wm->is_object())
+    return DataLossError(index_path_ + ": no 'weight_map' object");
+  for (const auto& [tensor, shard] : wm->items()) {
+    if (!shard.is_string())
+      return DataLossError(index_path_ + ": weight_map['" + tensor + "'] is not a string");
+    std::string s = shard.get<std::string>();
+    // Shards live beside the index; refuse anything that would leave the directory.
+    if (s.empty() || s.find('/') != std::string::npos || s.find('\\') != std::string::npos ||
+        s == "." || s == "..") {
+      return DataLossError(index_path_ + ": weight_map['" + tensor + "'] = '" + s +
+                           "' is not a file name");
+    }
+    weight_map_[tensor] = s;
+  }
+  if (weight_map_.empty()) return DataLossError(index_path_ + ": empty weight_map");
+  return Status::Ok();
+}
+
+std::string ShapeToString(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
 }
 
 }  // namespace canopy

@@ -72,6 +72,29 @@ class SafetensorsFile {
   std::map<std::string, size_t> index_;
 };
 
+// The safetensors files of one checkpoint directory and which tensor lives in which: a
+// single model.safetensors, or the shards named by model.safetensors.index.json (shard
+// names must be plain file names beside the index). Files stay open (mapped) while the
+// checkpoint or a KeepAlive holder lives.
+class SafetensorsCheckpoint {
+ public:
+  Status Open(const std::string& dir);
+  // The tensor, NotFound naming it and the file it should be in, or Unimplemented for an
+  // unsupported dtype. `file` is set to the file it came from.
+  StatusOr<const SafetensorsTensor*> Find(const std::string& name, const SafetensorsFile** file) const;
+  void KeepAlive(std::vector<std::shared_ptr<void>>* keep) const;
+
+ private:
+  Status ParseIndex(const std::string& text);
+
+  std::string index_path_;                                         // empty for a single file
+  std::map<std::string, std::string> weight_map_;                  // tensor -> shard file name
+  std::map<std::string, std::shared_ptr<SafetensorsFile>> files_;  // shard name ("" single) -> file
+};
+
+// "[2, 896]": a shape for error messages.
+std::string ShapeToString(const std::vector<int64_t>& shape);
+
 // Element size of a safetensors dtype name ("F32" -> 4), or nullopt for an unknown name.
 std::optional<uint64_t> SafetensorsDtypeSize(const std::string& dtype);
 // "F32", "F16", "BF16" for those types; nullptr for types safetensors cannot hold.
