@@ -6,7 +6,8 @@
 namespace canopy {
 int GenerateMain(int argc, char** argv);
 int DevicesMain(int argc, char** argv);
-int SolveMain(int argc, char** argv);
+int SolveMain(int argc, char** argv, bool coordinator_command);
+int WorkerMain(int argc, char** argv);
 }  // namespace canopy
 
 namespace {
@@ -16,9 +17,11 @@ void Usage() {
                "usage: canopy <command> [options]\n"
                "\n"
                "commands:\n"
-               "  solve      batch-solve a dataset with a search strategy (the main job)\n"
-               "  generate   sample continuations of a prompt from a model\n"
-               "  devices    list the CPU threads and CUDA devices canopy can use\n"
+               "  solve        batch-solve a dataset with a search strategy (the main job)\n"
+               "  coordinator  the same job, with worker processes that connect over TCP\n"
+               "  worker       serve expansions for a coordinator\n"
+               "  generate     sample continuations of a prompt from a model\n"
+               "  devices      list the CPU threads and CUDA devices canopy can use\n"
                "\n"
                "Run `canopy <command> --help` for a command's options.\n");
 }
@@ -31,7 +34,9 @@ int main(int argc, char** argv) {
     return argc < 2 ? 2 : 0;
   }
   std::string cmd = argv[1];
-  if (cmd == "solve") return canopy::SolveMain(argc - 1, argv + 1);
+  if (cmd == "solve") return canopy::SolveMain(argc - 1, argv + 1, false);
+  if (cmd == "coordinator") return canopy::SolveMain(argc - 1, argv + 1, true);
+  if (cmd == "worker") return canopy::WorkerMain(argc - 1, argv + 1);
   if (cmd == "generate") return canopy::GenerateMain(argc - 1, argv + 1);
   if (cmd == "devices") return canopy::DevicesMain(argc - 1, argv + 1);
   std::fprintf(stderr, "canopy: unknown command '%s'\n", cmd.c_str());

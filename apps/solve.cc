@@ -4,6 +4,11 @@
 //   canopy solve --dataset data/multiarith_20.jsonl --strategy beam --n 8 --beam-width 2
 //       --scorer policy-logprob --output runs/x
 //
+// The same job with worker processes (coordinator/dispatcher.h):
+//   canopy coordinator --listen 10.0.0.1:7000 --workers 2 --dataset ... (and on each worker
+//   machine `canopy worker --connect 10.0.0.1:7000`), or
+//   mpirun -np 3 canopy solve --launcher mpi --dataset ... (rank 0 coordinates).
+//
 // Several strategies or sample counts (--strategy self-consistency,beam --n 1,4,16) run one
 // after another, each into OUTPUT/<strategy>-n<N>/, and OUTPUT/accuracy_vs_budget.svg plots
 // accuracy against tokens per problem. Restarting the same command resumes: problems already
@@ -11,6 +16,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <boost/asio.hpp>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -20,18 +26,26 @@
 #include <sstream>
 
 #include "common/logging.h"
+#include "apps/worker_main.h"
+#include "cluster/mpi_bootstrap.h"
 #include "coordinator/dataset.h"
+#include "coordinator/dispatcher.h"
+#include "coordinator/journal.h"
 #include "coordinator/plot.h"
 #include "coordinator/progress.h"
 #include "coordinator/prompt.h"
 #include "coordinator/results.h"
 #include "coordinator/solve_job.h"
 #include "coordinator/tree_dump.h"
+#include "coordinator/worker_server.h"
 #include "search/strategy.h"
+#include "transport/auth.h"
 #include "worker/default_model.h"
 #include "worker/engine.h"
 #include "worker/local_worker.h"
 #include "worker/scorer.h"
+#include "worker/worker_service.h"
+#include "worker/worker_setup.h"
 
 namespace canopy {
 namespace {
@@ -50,6 +64,12 @@ struct SolveFlags {
   float temperature = 0.8f, top_p = 1.0f;
   uint64_t seed = 1;
   bool batch_invariant = false, stop_at_boxed = true, dump_trees = false;
+  // Worker processes (canopy coordinator, --launcher mpi).
+  std::string launcher = "embedded", listen, secret_file;
+  int workers = 1;
+  double worker_timeout = 300, heartbeat_deadline = 10, wait_workers = 600;
+  int overload_margin = 4;
+  bool no_split = false;
 };
 
 int Fail(const std::string& msg) {
@@ -71,11 +91,11 @@ struct Run {
 };
 
 nlohmann::json RunSettings(const SolveFlags& f, const Run& run, const SolveOptions& so,
-                           const std::string& model_path) {
+                           const std::string& model_name) {
   const StrategyOptions& s = so.strategy;
   nlohmann::json j;
   j["dataset"] = fs::absolute(f.dataset).lexically_normal().string();
-  j["model"] = fs::path(model_path).filename().string();
+  j["model"] = model_name;
   j["strategy"] = run.strategy;
   j["scorer"] = run.scorer;
   j["n"] = run.n;
@@ -120,9 +140,49 @@ Status CheckOrWriteSettings(const std::string& dir, const nlohmann::json& settin
 
 }  // namespace
 
-int SolveMain(int argc, char** argv) {
-  CLI::App app{"Batch-solve a dataset with a search strategy", "canopy solve"};
+// The coordinator's side of a job with worker processes: the dispatcher, its listener, and
+// the workers it waits for.
+struct RemoteWorkers {
+  std::unique_ptr<Dispatcher> dispatcher;
+  std::unique_ptr<WorkerServer> server;
+};
+
+WorkerSetupOptions SetupOptions(const SolveFlags& f) {
+  WorkerSetupOptions so;
+  so.model = f.model;
+  so.kv_cache_mb = f.kv_mb;
+  so.batch_invariant = f.batch_invariant;
+  so.prm_model = f.prm_model;
+  so.verifier = f.verifier;
+  return so;
+}
+
+std::string ModelName(const std::string& model) {
+  if (model.empty()) return kDefaultModelFile;
+  fs::path p = fs::path(model).lexically_normal();
+  if (p.filename().empty()) p = p.parent_path();
+  return p.filename().string();
+}
+
+int SolveMain(int argc, char** argv, bool coordinator_command) {
+  CLI::App app{coordinator_command ? "Coordinate a solve job whose workers connect over TCP"
+                                   : "Batch-solve a dataset with a search strategy",
+               coordinator_command ? "canopy coordinator" : "canopy solve"};
   SolveFlags f;
+  if (coordinator_command) {
+    f.launcher = "listen";
+    app.add_option("--listen", f.listen, "HOST:PORT for workers (default 127.0.0.1:7070; 0.0.0.0 must be asked for)");
+    app.add_option("--workers", f.workers, "workers to wait for before starting (more may join later)");
+  } else {
+    app.add_option("--launcher", f.launcher, "embedded (in-process worker) or mpi (mpirun: rank 0 coordinates)");
+    app.add_option("--listen", f.listen, "mpi: the coordinator's HOST:PORT (default: 127.0.0.1 on one host, else the host's address; any port)");
+  }
+  app.add_option("--secret-file", f.secret_file, "the job secret (else $CANOPY_JOB_SECRET, else a new one written to OUTPUT/job.secret)");
+  app.add_option("--worker-timeout", f.worker_timeout, "stop when no worker has been alive for this long with work waiting (s)");
+  app.add_option("--heartbeat-deadline", f.heartbeat_deadline, "a worker silent this long is dead (s)");
+  app.add_option("--wait-workers", f.wait_workers, "how long to wait for the first workers (s)");
+  app.add_option("--overload-margin", f.overload_margin, "expansions a node's holder may have beyond the least-loaded worker");
+  app.add_flag("--no-split", f.no_split, "never split one expansion's samples across idle workers");
   app.add_option("--dataset", f.dataset, "JSONL problems")->required();
   app.add_option("--output,-o", f.output, "output folder (default: runs/<dataset>-<strategy>)");
   app.add_option("--model", f.model, "policy: GGUF file or Hugging Face directory (default: the default model)");
@@ -167,6 +227,49 @@ int SolveMain(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
+  if (f.launcher != "embedded" && f.launcher != "mpi" && f.launcher != "listen") {
+    return Fail("unknown --launcher '" + f.launcher + "' (embedded, mpi)");
+  }
+
+  // MPI: every rank but 0 is a worker of rank 0's coordinator.
+  std::optional<MpiJob> mpi;
+  struct MpiFinisher {
+    bool on = false;
+    ~MpiFinisher() {
+      if (on) MpiFinish();
+    }
+  } mpi_finisher;
+  if (f.launcher == "mpi") {
+    StatusOr<MpiJob> job = MpiStart(&argc, &argv);
+    if (!job.ok()) return Fail(job.status().ToString());
+    mpi = *job;
+    mpi_finisher.on = true;
+    if (mpi->size < 2) return Fail("--launcher mpi needs at least 2 ranks (1 coordinator, workers)");
+    if (mpi->rank != 0) {
+      StatusOr<MpiBootstrapInfo> info = MpiBroadcast(*mpi, {});
+      if (!info.ok()) return Fail(info.status().ToString());
+      if (info->coordinator.empty()) return 1;  // rank 0 failed before listening; it says why
+      auto hp = ParseHostPort(info->coordinator, "coordinator address");
+      if (!hp.ok()) return Fail(hp.status().ToString());
+      WorkerServiceOptions service;
+      service.host = hp->first;
+      service.port = hp->second;
+      service.secret = info->secret;
+      service.name = mpi->hosts[static_cast<size_t>(mpi->rank)] + "/rank" + std::to_string(mpi->rank);
+      service.reconnect_seconds = 10;
+      return ServeAsWorker(SetupOptions(f), service);
+    }
+  }
+  const bool remote = f.launcher != "embedded";
+  // Rank 0 must always broadcast (the others wait for it), even when it fails first.
+  bool broadcast_done = false;
+  auto fail_mpi = [&](const std::string& msg) {
+    if (mpi && !broadcast_done) {
+      (void)MpiBroadcast(*mpi, {});
+      broadcast_done = true;
+    }
+    return Fail(msg);
+  };
 
   // The dataset.
   DatasetOptions dopts;
@@ -177,32 +280,35 @@ int SolveMain(int argc, char** argv) {
   dopts.offset = f.offset;
   if (!f.task.empty()) {
     StatusOr<TaskFamily> fam = ParseTaskFamily(f.task);
-    if (!fam.ok()) return Fail(fam.status().message());
+    if (!fam.ok()) return fail_mpi(fam.status().message());
     dopts.task_family = *fam;
   }
   StatusOr<Dataset> ds = ReadDataset(f.dataset, dopts);
-  if (!ds.ok()) return Fail(ds.status().ToString());
+  if (!ds.ok()) return fail_mpi(ds.status().ToString());
   for (const DatasetError& e : ds->errors) CANOPY_LOG(Warn) << f.dataset << ": " << e.message;
-  if (ds->problems.empty()) return Fail(f.dataset + ": no usable problems");
+  if (ds->problems.empty()) return fail_mpi(f.dataset + ": no usable problems");
   CANOPY_LOG(Info) << f.dataset << ": " << ds->problems.size() << " problems (" << TaskFamilyName(ds->family)
                    << "; question '" << ds->question_field << "', answer '" << ds->answer_field << "')"
                    << (ds->errors.empty() ? "" : ", " + std::to_string(ds->errors.size()) + " lines skipped");
   StatusOr<std::string> system_prompt = ResolveSystemPrompt(f.system_prompt, ds->family);
-  if (!system_prompt.ok()) return Fail(system_prompt.status().ToString());
+  if (!system_prompt.ok()) return fail_mpi(system_prompt.status().ToString());
 
-  // The engine and the scorers.
-  StatusOr<std::string> model_path = ResolveModelPath(f.model);
-  if (!model_path.ok()) return Fail(model_path.status().message());
-  EngineOptions eo;
-  eo.model_path = *model_path;
-  eo.kv_cache_bytes = f.kv_mb << 20;
-  eo.batch_invariant = f.batch_invariant;
-  auto engine = Engine::Create(eo);
-  if (!engine.ok()) return Fail(engine.status().ToString());
-  std::map<std::string, std::unique_ptr<Scorer>> scorers;
+  // The workers: in process, or worker processes behind a dispatcher.
+  const std::string model_name = ModelName(f.model);
+  std::unique_ptr<WorkerSetup> setup;
+  std::unique_ptr<LocalWorker> local;
+  RemoteWorkers cluster;
+  WorkerLink* link = nullptr;
+  if (!remote) {
+    auto made = WorkerSetup::Create(SetupOptions(f));
+    if (!made.ok()) return fail_mpi(made.status().ToString());
+    setup = std::move(made).value();
+    local = std::make_unique<LocalWorker>(setup->engine(), setup->provider());
+    link = local.get();
+  }
 
   std::optional<Aggregation> agg = ParseAggregation(f.aggregation);
-  if (!agg) return Fail("unknown --aggregation '" + f.aggregation + "' (last, min, prod, mean)");
+  if (!agg) return fail_mpi("unknown --aggregation '" + f.aggregation + "' (last, min, prod, mean)");
 
   std::vector<Run> runs;
   for (const std::string& s : f.strategies) {
@@ -218,6 +324,83 @@ int SolveMain(int argc, char** argv) {
   }
   std::string out = f.output.empty() ? "runs/" + DatasetStem(f.dataset) + "-" + runs[0].strategy : f.output;
   for (Run& r : runs) r.dir = runs.size() == 1 ? out : out + "/" + r.strategy + "-n" + std::to_string(r.n);
+
+  if (remote) {
+    std::error_code ec;
+    fs::create_directories(out, ec);
+    DispatcherOptions dopt;
+    dopt.heartbeat_deadline_seconds = f.heartbeat_deadline;
+    dopt.no_worker_seconds = f.worker_timeout;
+    dopt.overload_margin = f.overload_margin;
+    dopt.split_across_idle = !f.no_split;
+    dopt.model = model_name;
+    cluster.dispatcher = std::make_unique<Dispatcher>(dopt);
+    std::string secret;
+    if (mpi && f.secret_file.empty() && !std::getenv(kSecretEnvVar)) {
+      auto made = GenerateJobSecret();  // travels to the workers over MPI only
+      if (!made.ok()) return fail_mpi(made.status().ToString());
+      secret = *made;
+    } else {
+      auto loaded = LoadJobSecret(f.secret_file);
+      if (loaded.ok()) {
+        secret = *loaded;
+      } else if (loaded.status().code() == StatusCode::kNotFound) {
+        auto made = GenerateJobSecret();
+        if (!made.ok()) return fail_mpi(made.status().ToString());
+        secret = *made;
+        std::string path = out + "/job.secret";
+        fs::remove(path, ec);
+        if (Status s = WriteSecretFile(path, secret); !s.ok()) return fail_mpi(s.ToString());
+        CANOPY_LOG(Info) << "job secret written to " << path << " (workers: --secret-file " << path << ")";
+      } else {
+        return fail_mpi(loaded.status().ToString());
+      }
+    }
+    ListenerOptions lo;
+    lo.connection.secret = secret;
+    std::string listen = f.listen;
+    if (listen.empty()) {
+      if (mpi && !mpi->single_host()) {
+        listen = mpi->hosts[0] + ":0";  // the host's own address, not every interface
+      } else {
+        listen = mpi ? "127.0.0.1:0" : "127.0.0.1:7070";
+      }
+    }
+    auto hp = ParseHostPort(listen, "--listen");
+    if (!hp.ok()) return fail_mpi(hp.status().ToString());
+    lo.address = hp->first;
+    lo.port = hp->second;
+    if (mpi && !mpi->single_host() && f.listen.empty()) {
+      // Resolve the host name to one of its addresses for the listener.
+      boost::asio::io_context io;
+      boost::asio::ip::tcp::resolver resolver(io);
+      boost::system::error_code rec;
+      auto results = resolver.resolve(hp->first, "0", rec);
+      if (rec || results.empty()) return fail_mpi("cannot resolve this host's name " + hp->first + ": " + rec.message());
+      lo.address = results.begin()->endpoint().address().to_string();
+    }
+    auto server = WorkerServer::Start(cluster.dispatcher.get(), lo);
+    if (!server.ok()) return fail_mpi(server.status().ToString());
+    cluster.server = std::move(server).value();
+    std::string address = lo.address + ":" + std::to_string(cluster.server->port());
+    CANOPY_LOG(Info) << "coordinator listening on " << address;
+    int want = f.workers;
+    if (mpi) {
+      MpiBootstrapInfo info;
+      info.coordinator = address;
+      info.secret = secret;
+      auto sent = MpiBroadcast(*mpi, info);
+      broadcast_done = true;
+      if (!sent.ok()) return Fail(sent.status().ToString());
+      want = mpi->size - 1;
+    }
+    if (!cluster.dispatcher->WaitForWorkers(want, f.wait_workers)) {
+      return Fail("only " + std::to_string(cluster.dispatcher->alive_workers()) + " of " + std::to_string(want) +
+                  " workers joined within " + std::to_string(static_cast<int>(f.wait_workers)) + " s");
+    }
+    CANOPY_LOG(Info) << cluster.dispatcher->alive_workers() << " workers joined";
+    link = cluster.dispatcher.get();
+  }
 
   for (Run& run : runs) {
     SolveOptions so;
@@ -235,13 +418,13 @@ int SolveMain(int argc, char** argv) {
     st.aggregation = *agg;
     std::string sel = f.selection == "auto" ? (run.scorer == "none" ? "majority" : "weighted") : f.selection;
     std::optional<AnswerSelection> selection = ParseAnswerSelection(sel);
-    if (!selection) return Fail("unknown --selection '" + sel + "' (best, majority, weighted)");
+    if (!selection) return fail_mpi("unknown --selection '" + sel + "' (best, majority, weighted)");
     st.selection = *selection;
     st.budget.max_tokens = f.max_tokens;
     st.budget.max_expansions = f.max_expansions;
     st.budget.max_depth = f.max_depth;
     st.budget.max_seconds = f.max_seconds;
-    if (auto check = MakeStrategy(st); !check.ok()) return Fail(check.status().message());
+    if (auto check = MakeStrategy(st); !check.ok()) return fail_mpi(check.status().message());
     so.label = run.strategy + (run.scorer == "none" ? "" : "/" + run.scorer);
     so.temperature = run.strategy == "greedy" ? 0.0f : f.temperature;
     so.top_p = f.top_p;
@@ -253,29 +436,19 @@ int SolveMain(int argc, char** argv) {
     so.system_prompt = *system_prompt;
     so.family = ds->family;
 
-    Scorer* scorer = nullptr;
-    if (run.scorer != "none") {
-      auto& slot = scorers[run.scorer];
-      if (!slot) {
-        ScorerOptions sco;
-        sco.kind = run.scorer;
-        sco.model_path = f.prm_model;
-        sco.verifier_command = f.verifier;
-        auto made = MakeScorer(sco, engine->get());
-        if (!made.ok()) return Fail(made.status().ToString());
-        slot = std::move(made).value();
-      }
-      scorer = slot.get();
+    so.scorer = run.scorer;
+    if (setup && run.scorer != "none") {  // in process: a scorer that cannot be made stops here
+      if (auto made = setup->GetScorer(run.scorer); !made.ok()) return Fail(made.status().ToString());
     }
 
     // Resume: what this run's folder already holds is skipped.
-    nlohmann::json settings = RunSettings(f, run, so, *model_path);
+    nlohmann::json settings = RunSettings(f, run, so, model_name);
     std::error_code ec;
     fs::create_directories(run.dir, ec);
-    if (Status s = CheckOrWriteSettings(run.dir, settings); !s.ok()) return Fail(s.ToString());
+    if (Status s = CheckOrWriteSettings(run.dir, settings); !s.ok()) return fail_mpi(s.ToString());
     LoadedResults loaded;
     auto writer = ResultsWriter::Open(run.dir, &loaded);
-    if (!writer.ok()) return Fail(writer.status().ToString());
+    if (!writer.ok()) return fail_mpi(writer.status().ToString());
     for (const std::string& issue : loaded.issues) CANOPY_LOG(Warn) << run.dir << "/results.jsonl: " << issue;
     std::set<std::string> done_ids;
     std::vector<ResultRecord> records;
@@ -301,9 +474,17 @@ int SolveMain(int argc, char** argv) {
     po.resumed_tokens = resumed_tokens;
     Progress progress(static_cast<int64_t>(ds->problems.size()), po);
     int64_t done = po.resumed_done, correct = resumed_correct, tokens = resumed_tokens;
+    auto journal = Journal::Open(run.dir, f.launcher, done_ids);
+    if (!journal.ok()) return Fail(journal.status().ToString());
+    if (!(*journal)->interrupted().empty()) {
+      CANOPY_LOG(Warn) << "journal: " << (*journal)->interrupted().size()
+                       << " problems were in flight when the last session ended; solving them again";
+    }
     auto t0 = std::chrono::steady_clock::now();
-    LocalWorker worker(engine->get(), scorer);
-    SolveJob job(so, &worker);
+    SolveJob job(so, link);
+    job.set_start_sink([&](const Problem& p) {
+      if (Status s = (*journal)->Started(p.id); !s.ok()) CANOPY_LOG(Warn) << s.ToString();
+    });
     if (f.dump_trees) {
       fs::create_directories(run.dir + "/trees", ec);
       job.set_tree_sink([&](const Problem& p, const SearchTree& tree, int32_t chosen) {
@@ -323,7 +504,7 @@ int SolveMain(int argc, char** argv) {
       return Status::Ok();
     });
     progress.Finish();
-    if (!st_run.ok()) return Fail(st_run.ToString());
+    if (!st_run.ok()) return fail_mpi(st_run.ToString());
     double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     // A resumed run's wall time adds the earlier sessions' (from their summary.json), so
     // tokens/s stays the job's rate; without it, the sum of per-problem seconds stands in.
@@ -337,12 +518,44 @@ int SolveMain(int argc, char** argv) {
     run.summary = Summarize(records, wall_known ? earlier_wall + wall : 0.0);
     nlohmann::json full = settings;
     full["dataset_errors"] = ds->errors.size();
-    full["engine"] = {{"forward_passes", (*engine)->stats().forward_passes},
-                      {"prefill_tokens", (*engine)->stats().prefill_tokens},
-                      {"decode_tokens", (*engine)->stats().decode_tokens},
-                      {"cached_prompt_tokens", (*engine)->stats().cached_prompt_tokens},
-                      {"preemptions", (*engine)->stats().preemptions}};
-    if (Status s = WriteSummaryJson(run.dir + "/summary.json", run.summary, full); !s.ok()) return Fail(s.ToString());
+    full["launcher"] = f.launcher;
+    full["session"] = (*journal)->session();
+    if (setup) {
+      const EngineStats& es = setup->engine()->stats();
+      full["engine"] = {{"forward_passes", es.forward_passes},
+                        {"prefill_tokens", es.prefill_tokens},
+                        {"decode_tokens", es.decode_tokens},
+                        {"cached_prompt_tokens", es.cached_prompt_tokens},
+                        {"preemptions", es.preemptions}};
+    } else {
+      const DispatcherStats& ds = cluster.dispatcher->stats();
+      full["dispatch"] = {{"calls", ds.calls},
+                          {"parts", ds.parts},
+                          {"split_calls", ds.split_calls},
+                          {"local_hits", ds.local_hits},
+                          {"recomputes", ds.recomputes},
+                          {"ship_preferred", ds.ship_preferred},
+                          {"redispatched", ds.redispatched},
+                          {"duplicates", ds.duplicates},
+                          {"workers_joined", ds.workers_joined},
+                          {"workers_lost", ds.workers_lost},
+                          {"workers_refused", ds.workers_refused}};
+      // Every worker's pool at the end of the run: nothing may stay pinned (no KV leaks).
+      nlohmann::json workers = nlohmann::json::array();
+      for (const auto& [id, st] : cluster.dispatcher->CollectStats(30.0)) {
+        workers.push_back({{"worker", id},
+                           {"nodes", st.nodes},
+                           {"kv_num_blocks", st.kv_num_blocks},
+                           {"kv_used_blocks", st.kv_used_blocks},
+                           {"kv_cached_free_blocks", st.kv_cached_free_blocks},
+                           {"expansions", st.expansions_done},
+                           {"tokens_generated", st.tokens_generated},
+                           {"prefill_tokens", st.prefill_tokens},
+                           {"prefill_tokens_per_second", st.prefill_tokens_per_second}});
+      }
+      full["workers"] = workers;
+    }
+    if (Status s = WriteSummaryJson(run.dir + "/summary.json", run.summary, full); !s.ok()) return fail_mpi(s.ToString());
     std::printf("%s n=%d: accuracy %.3f (%lld/%lld), %.1f tokens/problem, %s\n", so.label.c_str(), run.n,
                 run.summary.accuracy, static_cast<long long>(run.summary.num_correct),
                 static_cast<long long>(run.summary.num_problems), run.summary.mean_tokens,
@@ -383,10 +596,10 @@ int SolveMain(int argc, char** argv) {
     PlotOptions popt;
     popt.title = "Accuracy vs. tokens per problem: " + DatasetStem(f.dataset);
     if (Status s = WriteFileAtomically(out + "/accuracy_vs_budget.svg", AccuracyVsBudgetSvg(plot, popt)); !s.ok()) {
-      return Fail(s.ToString());
+      return fail_mpi(s.ToString());
     }
     nlohmann::json top = {{"dataset", f.dataset}, {"runs", all}};
-    if (Status s = WriteFileAtomically(out + "/summary.json", top.dump(2) + "\n"); !s.ok()) return Fail(s.ToString());
+    if (Status s = WriteFileAtomically(out + "/summary.json", top.dump(2) + "\n"); !s.ok()) return fail_mpi(s.ToString());
     std::printf("\n%-28s %5s %9s %14s %10s\n", "run", "n", "accuracy", "tokens/problem", "tokens/s");
     for (const nlohmann::json& r : all) {
       std::string label = r["strategy"].get<std::string>() +
@@ -396,6 +609,7 @@ int SolveMain(int argc, char** argv) {
     }
     std::printf("plot: %s/accuracy_vs_budget.svg\n", out.c_str());
   }
+  if (cluster.dispatcher) cluster.dispatcher->Shutdown("job finished");
   return 0;
 }
 

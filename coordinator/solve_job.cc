@@ -56,6 +56,8 @@ Status SolveJob::Start(const Problem& p, int64_t slot) {
   root.question = p.question;
   root.system_prompt = options_.system_prompt;
   root.user_message = BuildUserMessage(p, options_.family);
+  root.scorer = options_.scorer == "none" ? "" : options_.scorer;
+  if (start_sink_) start_sink_(p);
   Status s = worker_->CreateRoot(root);
   a.root_created = s.ok();
   if (!s.ok()) {
@@ -187,6 +189,7 @@ Status SolveJob::Run(const std::vector<Problem>& problems,
     if (job_stopped && active_.empty()) break;
     if (worker_->outstanding() > 0) {
       for (const ExpandReply& reply : worker_->Poll()) Deliver(reply);
+      CANOPY_RETURN_IF_ERROR(worker_->health());
     } else if (!active_.empty()) {
       // Nothing outstanding yet problems in flight that are not done: a strategy that plans
       // nothing and never finishes would spin here forever.

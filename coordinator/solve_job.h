@@ -36,6 +36,7 @@ namespace canopy {
 struct SolveOptions {
   StrategyOptions strategy;      // its seed is replaced per problem
   std::string label;             // the `strategy` written in results, e.g. "beam/policy-logprob"
+  std::string scorer;            // the workers' step scorer ("" or "none": none), per root
   float temperature = 0.8f;      // 0: greedy
   float top_p = 1.0f;
   int32_t top_k = 0;
@@ -67,6 +68,8 @@ class SolveJob {
   // is reported; for tree dumps.
   using TreeSink = std::function<void(const Problem&, const SearchTree&, int32_t chosen)>;
   void set_tree_sink(TreeSink sink) { tree_sink_ = std::move(sink); }
+  // Called as each problem starts (for the coordinator's journal).
+  void set_start_sink(std::function<void(const Problem&)> sink) { start_sink_ = std::move(sink); }
 
  private:
   struct Active {
@@ -94,6 +97,7 @@ class SolveJob {
   WorkerLink* worker_;
   std::function<double()> clock_;
   TreeSink tree_sink_;
+  std::function<void(const Problem&)> start_sink_;
   std::map<int64_t, Active> active_;  // slot -> problem
   std::map<uint64_t, CallRef> calls_;
   uint64_t next_call_ = 1;

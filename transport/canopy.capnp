@@ -30,6 +30,12 @@ struct RootSpec {
   question @1 :Text;
   systemPrompt @2 :Text;
   userMessage @3 :Text;
+  scorer @4 :Text;             # the step scorer for this problem's nodes ("" or "none": none)
+  # A node below the root, made from scratch (a recompute after its holder died, or on a
+  # second worker): the prompt followed by these tokens; pathSteps are the path's step texts
+  # (what scorers see). Both empty for a root.
+  pathTokens @5 :List(Int32);
+  pathSteps @6 :List(Text);
 }
 
 struct ExpandCall {
@@ -42,6 +48,7 @@ struct ExpandCall {
   temperature @6 :Float32;
   topP @7 :Float32;
   topK @8 :Int32;
+  firstSample @9 :Int32;   # the children are samples firstSample .. firstSample+numChildren-1
 }
 
 enum ChildFinish {
@@ -56,6 +63,8 @@ struct ChildReply {
   finish @2 :ChildFinish;
   sumLogprob @3 :Float64;
   stepScores @4 :List(Float64);
+  tokenIds @5 :List(Int32);   # the generated tokens themselves
+  steps @6 :List(Text);       # the steps the worker split `text` into (what scorers saw)
 }
 
 struct ExpandReply {
@@ -154,6 +163,9 @@ struct Stats {
   kvPrefixQueryBlocks @8 :Int64;
   kvPrefixHitBlocks @9 :Int64;
   kvEvictions @10 :Int64;
+  nodes @11 :Int32;           # nodes the worker holds (not yet released)
+  prefillTokensPerSecond @12 :Float64;   # measured; 0 before any prefill
+  requested @13 :Bool;        # the answer to a statsRequest (else sent unasked, periodically)
 }
 
 # ---- Handshake ----------------------------------------------------------------------------
@@ -172,6 +184,7 @@ struct Capabilities {
   models @5 :List(Text);
   blockHashVersion @6 :UInt32;   # common/block_hash.h kBlockHashVersion
   host @7 :Text;
+  kvBytesPerToken @8 :UInt64;   # all layers, K and V
 }
 
 enum Role {

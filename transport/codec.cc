@@ -73,6 +73,7 @@ void Put(const Capabilities& m, wire::Capabilities::Builder o) {
   for (size_t i = 0; i < m.models.size(); ++i) models.set(i, Txt(m.models[i]));
   o.setBlockHashVersion(m.block_hash_version);
   o.setHost(Txt(m.host));
+  o.setKvBytesPerToken(m.kv_bytes_per_token);
 }
 void Put(const Hello& m, wire::Hello::Builder o) {
   o.setProtocolVersion(m.protocol_version);
@@ -154,6 +155,9 @@ void Put(const Stats& m, wire::Stats::Builder o) {
   o.setKvPrefixQueryBlocks(m.kv_prefix_query_blocks);
   o.setKvPrefixHitBlocks(m.kv_prefix_hit_blocks);
   o.setKvEvictions(m.kv_evictions);
+  o.setNodes(m.nodes);
+  o.setPrefillTokensPerSecond(m.prefill_tokens_per_second);
+  o.setRequested(m.requested);
 }
 
 StatusOr<Capabilities> Get(wire::Capabilities::Reader r) {
@@ -167,6 +171,7 @@ StatusOr<Capabilities> Get(wire::Capabilities::Reader r) {
   for (auto t : r.getModels()) m.models.push_back(Str(t));
   m.block_hash_version = r.getBlockHashVersion();
   m.host = Str(r.getHost());
+  m.kv_bytes_per_token = r.getKvBytesPerToken();
   return m;
 }
 StatusOr<Hello> Get(wire::Hello::Reader r) {
@@ -220,6 +225,9 @@ Stats Get(wire::Stats::Reader r) {
   m.kv_prefix_query_blocks = r.getKvPrefixQueryBlocks();
   m.kv_prefix_hit_blocks = r.getKvPrefixHitBlocks();
   m.kv_evictions = r.getKvEvictions();
+  m.nodes = r.getNodes();
+  m.prefill_tokens_per_second = r.getPrefillTokensPerSecond();
+  m.requested = r.getRequested();
   return m;
 }
 
@@ -236,6 +244,10 @@ void ToWire(const RootSpec& root, wire::RootSpec::Builder out) {
   out.setQuestion(Txt(root.question));
   out.setSystemPrompt(Txt(root.system_prompt));
   out.setUserMessage(Txt(root.user_message));
+  out.setScorer(Txt(root.scorer));
+  FillList(out.initPathTokens(root.path_tokens.size()), root.path_tokens);
+  auto steps = out.initPathSteps(root.path_steps.size());
+  for (size_t i = 0; i < root.path_steps.size(); ++i) steps.set(i, Txt(root.path_steps[i]));
 }
 void ToWire(const ExpandCall& call, wire::ExpandCall::Builder out) {
   out.setCall(call.call);
@@ -247,6 +259,7 @@ void ToWire(const ExpandCall& call, wire::ExpandCall::Builder out) {
   out.setTemperature(call.temperature);
   out.setTopP(call.top_p);
   out.setTopK(call.top_k);
+  out.setFirstSample(call.first_sample);
 }
 void ToWire(const ChildReply& child, wire::ChildReply::Builder out) {
   out.setText(Txt(child.text));
@@ -254,6 +267,9 @@ void ToWire(const ChildReply& child, wire::ChildReply::Builder out) {
   out.setFinish(static_cast<wire::ChildFinish>(child.finish));
   out.setSumLogprob(child.sum_logprob);
   FillList(out.initStepScores(child.step_scores.size()), child.step_scores);
+  FillList(out.initTokenIds(child.token_ids.size()), child.token_ids);
+  auto steps = out.initSteps(child.steps.size());
+  for (size_t i = 0; i < child.steps.size(); ++i) steps.set(i, Txt(child.steps[i]));
 }
 void ToWire(const ExpandReply& reply, wire::ExpandReply::Builder out) {
   out.setCall(reply.call);
@@ -264,8 +280,15 @@ void ToWire(const ExpandReply& reply, wire::ExpandReply::Builder out) {
 
 NodeKey FromWire(wire::NodeKey::Reader in) { return NodeKey{in.getCall(), in.getSample()}; }
 RootSpec FromWire(wire::RootSpec::Reader in) {
-  return RootSpec{FromWire(in.getKey()), Str(in.getQuestion()), Str(in.getSystemPrompt()),
-                  Str(in.getUserMessage())};
+  RootSpec m;
+  m.key = FromWire(in.getKey());
+  m.question = Str(in.getQuestion());
+  m.system_prompt = Str(in.getSystemPrompt());
+  m.user_message = Str(in.getUserMessage());
+  m.scorer = Str(in.getScorer());
+  m.path_tokens = Vec<int32_t>(in.getPathTokens());
+  for (auto t : in.getPathSteps()) m.path_steps.push_back(Str(t));
+  return m;
 }
 ExpandCall FromWire(wire::ExpandCall::Reader in) {
   ExpandCall m;
@@ -278,6 +301,7 @@ ExpandCall FromWire(wire::ExpandCall::Reader in) {
   m.temperature = in.getTemperature();
   m.top_p = in.getTopP();
   m.top_k = in.getTopK();
+  m.first_sample = in.getFirstSample();
   return m;
 }
 StatusOr<ChildReply> FromWire(wire::ChildReply::Reader in) {
@@ -288,6 +312,8 @@ StatusOr<ChildReply> FromWire(wire::ChildReply::Reader in) {
       m.finish, Enum<ChildFinish>(static_cast<uint16_t>(in.getFinish()), 3, "child finish"));
   m.sum_logprob = in.getSumLogprob();
   m.step_scores = Vec<double>(in.getStepScores());
+  m.token_ids = Vec<int32_t>(in.getTokenIds());
+  for (auto t : in.getSteps()) m.steps.push_back(Str(t));
   return m;
 }
 StatusOr<ExpandReply> FromWire(wire::ExpandReply::Reader in) {

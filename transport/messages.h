@@ -36,6 +36,11 @@ struct RootSpec {
   std::string question;       // as in the dataset: what scorers see
   std::string system_prompt;  // "" = none
   std::string user_message;   // the question as put to the policy
+  std::string scorer;         // the step scorer for this problem ("" = none)
+  // A node below the root made from scratch (recompute on another worker): the prompt, then
+  // these tokens; path_steps are its path's steps. Both empty for a root.
+  std::vector<int32_t> path_tokens;
+  std::vector<std::string> path_steps;
   friend bool operator==(const RootSpec&, const RootSpec&) = default;
 };
 
@@ -49,6 +54,7 @@ struct ExpandCall {
   float temperature = 1.0f;
   float top_p = 1.0f;
   int32_t top_k = 0;
+  int32_t first_sample = 0;  // children are samples first_sample, first_sample + 1, ...
   friend bool operator==(const ExpandCall&, const ExpandCall&) = default;
 };
 
@@ -60,6 +66,8 @@ struct ChildReply {
   ChildFinish finish = ChildFinish::kStop;
   double sum_logprob = 0.0;
   std::vector<double> step_scores;  // one per step in `text`; empty without a scorer
+  std::vector<int32_t> token_ids;   // the generated tokens
+  std::vector<std::string> steps;   // `text` split into the steps scorers saw
   friend bool operator==(const ChildReply&, const ChildReply&) = default;
 };
 
@@ -81,6 +89,9 @@ class WorkerLink {
   // outstanding; returns {} when none are.
   virtual std::vector<ExpandReply> Poll() = 0;
   virtual int32_t outstanding() const = 0;
+  // Not OK when the link can no longer serve (no worker left past its wait): the job stops
+  // with this error and keeps what it recorded; a restart resumes.
+  virtual Status health() const { return Status::Ok(); }
 };
 
 }  // namespace canopy

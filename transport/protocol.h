@@ -38,6 +38,7 @@ struct Capabilities {
   std::vector<std::string> models;
   uint32_t block_hash_version = 0;
   std::string host;
+  uint64_t kv_bytes_per_token = 0;  // all layers, K and V
   friend bool operator==(const Capabilities&, const Capabilities&) = default;
 };
 
@@ -168,6 +169,9 @@ struct Stats {
   int64_t kv_prefix_query_blocks = 0;
   int64_t kv_prefix_hit_blocks = 0;
   int64_t kv_evictions = 0;
+  int32_t nodes = 0;  // held, not yet released
+  double prefill_tokens_per_second = 0.0;  // measured; 0 before any prefill
+  bool requested = false;  // the answer to a StatsRequest (else sent unasked, periodically)
   friend bool operator==(const Stats&, const Stats&) = default;
 };
 

@@ -1,6 +1,7 @@
 #include "worker/engine.h"
 
 #include <algorithm>
+#include <chrono>
 
 #include "common/logging.h"
 #include <filesystem>
@@ -117,6 +118,7 @@ StatusOr<uint64_t> Engine::Submit(const ExpandRequest& request) {
                                    " was loaded without an LM head; it has no logits to sample");
   }
   if (request.num_children <= 0) return InvalidArgumentError("expand: num_children must be positive");
+  if (request.first_sample < 0) return InvalidArgumentError("expand: first_sample must not be negative");
   if (request.stop.max_tokens <= 0) return InvalidArgumentError("expand: max_tokens must be positive");
   if (static_cast<int64_t>(it->second.tokens.size()) >= config().max_position) {
     return InvalidArgumentError("expand: node " + std::to_string(request.node) + " already has " +
@@ -218,7 +220,7 @@ int32_t Engine::ForkChildren(Request* r) {
 }
 
 void Engine::SampleChild(Request* r, int32_t i, std::span<const float> logits) {
-  double u = UniformDraw(r->req.seed, static_cast<uint64_t>(i), r->children[i].out.tokens.size());
+  double u = UniformDraw(r->req.seed, static_cast<uint64_t>(r->req.first_sample + i), r->children[i].out.tokens.size());
   AcceptToken(r, i, SampleToken(logits, r->req.sampling, u));
 }
 
@@ -340,7 +342,10 @@ std::vector<ExpandResult> Engine::Step() {
       (w.end - w.begin == 1 && w.child >= 0 ? decode : prefill) += w.end - w.begin;
     }
     std::vector<float> logits, hidden;
+    auto t0 = std::chrono::steady_clock::now();
     runner_->Forward(items, &logits, &hidden);
+    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (prefill + decode > 0) stats_.prefill_seconds += seconds * prefill / static_cast<double>(prefill + decode);
     stats_.forward_passes++;
     stats_.prefill_tokens += prefill;
     stats_.decode_tokens += decode;
@@ -360,7 +365,7 @@ std::vector<ExpandResult> Engine::Step() {
       const Work& w = work[k];
       if (row_of[k] < 0 || w.child < 0) continue;
       const Child& c = w.request->children[w.child];
-      double u = UniformDraw(w.request->req.seed, static_cast<uint64_t>(w.child), c.out.tokens.size());
+      double u = UniformDraw(w.request->req.seed, static_cast<uint64_t>(w.request->req.first_sample + w.child), c.out.tokens.size());
       drawn[k] = SampleToken({logits.data() + row_of[k] * V, static_cast<size_t>(V)},
                              w.request->req.sampling, u);
     }

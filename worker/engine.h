@@ -13,8 +13,8 @@
 //                  ─► decode all running children of all requests in one batch per Step()
 //                  ─► ExpandResult when the request's last child stops
 //
-// Determinism: child i of a request draws its t-th token from UniformDraw(seed, i, t), so its
-// tokens depend only on the logits. With batch_invariant the logits of a sequence are bitwise
+// Determinism: child i of a request draws its t-th token from UniformDraw(seed, first_sample
+// + i, t), so its tokens depend only on the logits. With batch_invariant the logits of a sequence are bitwise
 // independent of the rest of the batch, hence so are the children.
 //
 // Thread-safety: none; one thread drives an Engine.
@@ -69,6 +69,9 @@ struct ExpandRequest {
   SamplingParams sampling;
   StopCondition stop;
   uint64_t seed = 0;  // the caller derives it from (job seed, problem, node)
+  // Child i is sample first_sample + i: its draws are those of that sample index, so one
+  // expansion split into parts (on several workers) gives the same children as a whole one.
+  int32_t first_sample = 0;
 };
 
 struct ExpandedChild {
@@ -89,6 +92,7 @@ struct ExpandResult {
 struct EngineStats {
   int64_t forward_passes = 0;
   int64_t prefill_tokens = 0;   // tokens computed as prefill (prompt or recompute)
+  double prefill_seconds = 0.0; // forward time, each pass's share by its prefill tokens
   int64_t decode_tokens = 0;    // tokens computed as one-token decode steps
   int64_t cached_prompt_tokens = 0;  // prompt tokens whose KV came from the prefix cache
   int64_t preemptions = 0;      // running sequences whose KV was dropped

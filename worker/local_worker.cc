@@ -80,7 +80,10 @@ std::vector<std::string> SplitSteps(const std::string& text) {
   return steps;
 }
 
-LocalWorker::LocalWorker(Engine* engine, Scorer* scorer) : engine_(engine), scorer_(scorer) {}
+LocalWorker::LocalWorker(Engine* engine, Scorer* scorer) : engine_(engine), fixed_scorer_(scorer) {}
+
+LocalWorker::LocalWorker(Engine* engine, ScorerProvider scorers)
+    : engine_(engine), scorers_(std::move(scorers)) {}
 
 Status LocalWorker::CreateRoot(const RootSpec& root) {
   if (nodes_.count(root.key)) return InvalidArgumentError("worker: root key already exists");
@@ -91,14 +94,29 @@ Status LocalWorker::CreateRoot(const RootSpec& root) {
   std::string text = RenderChat(kind, messages, /*add_generation_prompt=*/true,
                                 root.system_prompt.empty() ? engine_->default_system_prompt() : "");
   std::vector<int32_t> ids = engine_->tokenizer().Encode(text, kind != ChatTemplateKind::kRaw);
+  const int64_t vocab = engine_->config().vocab_size;
+  for (int32_t t : root.path_tokens) {
+    if (t < 0 || t >= vocab) {
+      return InvalidArgumentError("worker: node path token " + std::to_string(t) +
+                                  " is outside the vocabulary (" + std::to_string(vocab) + ")");
+    }
+  }
+  ids.insert(ids.end(), root.path_tokens.begin(), root.path_tokens.end());
   if (static_cast<int64_t>(ids.size()) >= engine_->config().max_position) {
     return InvalidArgumentError("worker: the prompt has " + std::to_string(ids.size()) +
                                 " tokens, the model's context is " +
                                 std::to_string(engine_->config().max_position));
   }
   NodeInfo info;
+  if (fixed_scorer_) {
+    info.scorer = fixed_scorer_;
+  } else if (!root.scorer.empty() && root.scorer != "none") {
+    if (!scorers_) return FailedPreconditionError("worker: no scorers configured (asked for " + root.scorer + ")");
+    CANOPY_ASSIGN_OR_RETURN(info.scorer, scorers_(root.scorer));
+  }
   info.engine_node = engine_->CreateRoot(std::move(ids));
   info.question = root.question;
+  info.steps = root.path_steps;
   nodes_[root.key] = std::move(info);
   return Status::Ok();
 }
@@ -119,6 +137,7 @@ Status LocalWorker::Expand(const ExpandCall& call) {
   req.stop.stop_at_end_of_turn = true;
   if (call.full_solution) req.stop.stop_strings.clear();
   req.seed = call.seed;
+  req.first_sample = call.first_sample;
   CANOPY_ASSIGN_OR_RETURN(uint64_t rid, engine_->Submit(req));
   inflight_[rid] = call;
   return Status::Ok();
@@ -142,16 +161,33 @@ void LocalWorker::Release(const NodeKey& key) {
 
 std::vector<ExpandReply> LocalWorker::Poll() {
   std::vector<ExpandReply> out;
-  while (out.empty() && !inflight_.empty()) {
-    for (const ExpandResult& r : engine_->Step()) out.push_back(Convert(r));
-  }
+  while (out.empty() && !inflight_.empty()) out = PollOnce();
   return out;
+}
+
+std::vector<ExpandReply> LocalWorker::PollOnce() {
+  std::vector<ExpandReply> out;
+  if (inflight_.empty()) return out;
+  for (const ExpandResult& r : engine_->Step()) out.push_back(Convert(r));
+  return out;
+}
+
+void LocalWorker::Reset() {
+  while (!inflight_.empty()) PollOnce();
+  for (const auto& [key, info] : nodes_) {
+    Status s = engine_->Release(info.engine_node);
+    if (!s.ok()) CANOPY_LOG(Warn) << "worker: reset: " << s.ToString();
+  }
+  nodes_.clear();
+  release_after_reply_.clear();
 }
 
 ExpandReply LocalWorker::Convert(const ExpandResult& result) {
   ExpandCall call = inflight_.at(result.request_id);
   inflight_.erase(result.request_id);
   const NodeInfo& parent = nodes_.at(call.node);
+  Scorer* scorer = parent.scorer;
+  ++expansions_done_;
   ExpandReply reply;
   reply.call = call.call;
   std::vector<ScoreQuery> queries;
@@ -165,11 +201,13 @@ ExpandReply LocalWorker::Convert(const ExpandResult& result) {
                    : c.finish == FinishReason::kLength  ? ChildFinish::kLength
                                                         : ChildFinish::kStop;
     child.sum_logprob = c.sum_logprob;
-    reply.children.push_back(std::move(child));
+    child.token_ids = c.tokens;
+    tokens_generated_ += static_cast<int64_t>(c.tokens.size());
     NodeInfo info;
     info.engine_node = c.node;
     info.question = parent.question;
     info.steps = parent.steps;
+    info.scorer = scorer;
     std::vector<StepSpan> spans = SplitStepSpans(c.text);
     std::vector<std::string> new_steps;
     std::vector<std::vector<float>> step_logprobs;
@@ -183,9 +221,11 @@ ExpandReply LocalWorker::Convert(const ExpandResult& result) {
       step_logprobs = spans.size() == 1 ? std::vector<std::vector<float>>{c.logprobs}
                                         : StepLogprobs(engine_->tokenizer(), c, spans);
     }
+    child.steps = new_steps;
+    reply.children.push_back(std::move(child));
     for (size_t k = 0; k < new_steps.size(); ++k) {
       info.steps.push_back(new_steps[k]);
-      if (scorer_) {
+      if (scorer) {
         ScoreQuery q;
         q.question = parent.question;
         q.steps = info.steps;
@@ -195,7 +235,7 @@ ExpandReply LocalWorker::Convert(const ExpandResult& result) {
         owner.push_back(i);
       }
     }
-    nodes_[NodeKey{call.call, static_cast<int32_t>(i)}] = std::move(info);
+    nodes_[NodeKey{call.call, call.first_sample + static_cast<int32_t>(i)}] = std::move(info);
   }
   if (release_after_reply_.count(call.node)) {
     bool more = false;  // another expansion of the same node still in flight
@@ -205,10 +245,10 @@ ExpandReply LocalWorker::Convert(const ExpandResult& result) {
       Release(call.node);
     }
   }
-  if (scorer_ && !queries.empty()) {
-    StatusOr<std::vector<double>> scores = scorer_->Score(queries);
+  if (scorer && !queries.empty()) {
+    StatusOr<std::vector<double>> scores = scorer->Score(queries);
     if (!scores.ok()) {
-      reply.error = "scorer " + scorer_->name() + ": " + scores.status().ToString();
+      reply.error = "scorer " + scorer->name() + ": " + scores.status().ToString();
     } else {
       for (size_t q = 0; q < owner.size(); ++q) reply.children[owner[q]].step_scores.push_back((*scores)[q]);
     }

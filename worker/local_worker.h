@@ -11,9 +11,13 @@
 // Release of a node whose expansion is still in flight takes effect when that reply has
 // been converted (the engine pins the node until then, and its path is needed for scoring).
 //
+// A RootSpec with path tokens makes a node below a root from scratch (a recompute on a new
+// worker): the engine's prefix cache makes that cost only the tokens it does not hold.
+//
 // Thread-safety: none; one thread drives it (the coordinator's event loop in embedded mode).
 #pragma once
 
+#include <functional>
 #include <map>
 #include <set>
 #include <string>
@@ -29,10 +33,17 @@ namespace canopy {
 // step keeps no trailing whitespace.
 std::vector<std::string> SplitSteps(const std::string& text);
 
+// The scorer of a kind named in RootSpec::scorer (never called for ""); it must outlive
+// the worker. An error fails the roots that name that kind.
+using ScorerProvider = std::function<StatusOr<Scorer*>(const std::string& kind)>;
+
 class LocalWorker : public WorkerLink {
  public:
-  // `engine` must outlive the worker; `scorer` may be null (no step scores).
+  // `engine` must outlive the worker; `scorer` may be null (no step scores). Every root
+  // uses this scorer, whatever it names.
   LocalWorker(Engine* engine, Scorer* scorer);
+  // Each root uses the scorer it names (RootSpec::scorer; "" = none).
+  LocalWorker(Engine* engine, ScorerProvider scorers);
 
   Status CreateRoot(const RootSpec& root) override;
   Status Expand(const ExpandCall& call) override;
@@ -40,18 +51,31 @@ class LocalWorker : public WorkerLink {
   std::vector<ExpandReply> Poll() override;
   int32_t outstanding() const override { return static_cast<int32_t>(inflight_.size()); }
 
+  // One engine step: the expansions that finished in it (often none). For a service loop
+  // that must look at its connection between steps.
+  std::vector<ExpandReply> PollOnce();
+  // Drops every node (a new coordinator session); the engine keeps its prefix cache.
+  // Expansions in flight are finished and their replies discarded.
+  void Reset();
+
   int32_t num_nodes() const { return static_cast<int32_t>(nodes_.size()); }
+  int64_t expansions_done() const { return expansions_done_; }
+  int64_t tokens_generated() const { return tokens_generated_; }
+  Engine& engine() { return *engine_; }
 
  private:
   struct NodeInfo {
     NodeId engine_node = -1;
     std::string question;            // the root's
     std::vector<std::string> steps;  // the path's steps, this node's last
+    Scorer* scorer = nullptr;        // the root's
   };
   ExpandReply Convert(const ExpandResult& result);
 
   Engine* engine_;
-  Scorer* scorer_;
+  Scorer* fixed_scorer_ = nullptr;
+  ScorerProvider scorers_;
+  int64_t expansions_done_ = 0, tokens_generated_ = 0;
   std::map<NodeKey, NodeInfo> nodes_;
   std::map<uint64_t, ExpandCall> inflight_;  // engine request id -> call
   std::set<NodeKey> release_after_reply_;    // released while an expansion of it was in flight

@@ -12,8 +12,9 @@ namespace canopy::testing_transport {
 inline std::vector<Envelope> SampleEnvelopes() {
   Capabilities caps{
       Backend::kCuda, "NVIDIA H100", 80ull << 30, 4096, 16, {"qwen2.5-0.5b", "prm-7b"}, 1,
-      "node-3"};
-  ChildReply child{"Step 1: 2 + 2 = 4.\n\n", 11, ChildFinish::kEndOfTurn, -3.25, {0.5, 0.875}};
+      "node-3", 18432};
+  ChildReply child{"Step 1: 2 + 2 = 4.\n\n", 11, ChildFinish::kEndOfTurn, -3.25, {0.5, 0.875},
+                   {12, 0, 49151, 7},    {"Step 1: 2 + 2 = 4."}};
   ChildReply child2{"unicode: \u00e9\u4e2d, nul-free", 7, ChildFinish::kLength, -1e-9, {}};
   ScoreItem item{"What is 2 + 2?", {"First,", "then 4."}, {-0.5f, -0.25f}, true};
   KvPages pages{NodeKey{17, 3}, {0x1234567890abcdefULL, 42, ~0ULL}, 16, 1ull << 20};
@@ -23,8 +24,9 @@ inline std::vector<Envelope> SampleEnvelopes() {
             std::string(32, '\0'), caps},
       Welcome{kProtocolVersion, std::string("\x00\x01\x02proof", 8)},
       Refused{"authentication failed"},
-      RootSpec{NodeKey{5, 0}, "What is 2 + 2?", "You are a careful solver.", "Solve: 2 + 2"},
-      ExpandCall{9, NodeKey{5, 0}, 4, 128, true, 0xdeadbeefcafeULL, 0.7f, 0.95f, 40},
+      RootSpec{NodeKey{5, 0}, "What is 2 + 2?", "You are a careful solver.", "Solve: 2 + 2",
+               "prm-head", {1, 2, 3, 49151}, {"Step one.", "Step two."}},
+      ExpandCall{9, NodeKey{5, 0}, 4, 128, true, 0xdeadbeefcafeULL, 0.7f, 0.95f, 40, 12},
       ExpandReply{9, "", {child, child2}},
       ScoreCall{10, {item, ScoreItem{}}},
       ScoreReply{10, "scorer crashed", {0.25, 1.0}},
@@ -37,7 +39,7 @@ inline std::vector<Envelope> SampleEnvelopes() {
       Drain{5000},
       Shutdown{"job finished"},
       StatsRequest{},
-      Stats{3, 100, 12345, 678, 4096, 10, 20, 4066, 500, 250, 7},
+      Stats{3, 100, 12345, 678, 4096, 10, 20, 4066, 500, 250, 7, 31, 812.5, true},
   };
   return out;
 }

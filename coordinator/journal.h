@@ -1,0 +1,42 @@
+// The coordinator's journal (OUTPUT/journal.jsonl): one line per session start and per
+// problem started, appended and flushed, beside results.jsonl (which records finished
+// problems). After a crash, the problems the journal shows started but results.jsonl lacks
+// were in flight; the next session solves them again from scratch, which (seeds depend only
+// on the job seed and the problem) gives the results they would have had.
+//
+//   {"event":"session","session":2,"pid":1234,"launcher":"listen","unix_time":...}
+//   {"event":"start","id":"gsm8k-17","session":2}
+#pragma once
+
+#include <cstdio>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace canopy {
+
+class Journal {
+ public:
+  // Reads OUTPUT/journal.jsonl if present (a torn last line is ignored), then appends this
+  // session's line. `finished` are the ids results.jsonl holds.
+  static StatusOr<std::unique_ptr<Journal>> Open(const std::string& dir, const std::string& launcher,
+                                                 const std::set<std::string>& finished);
+  ~Journal();
+
+  Status Started(const std::string& id);
+
+  int session() const { return session_; }
+  // Started in an earlier session and not finished: they were in flight when it ended.
+  const std::vector<std::string>& interrupted() const { return interrupted_; }
+
+ private:
+  Status Append(const std::string& line);
+  std::FILE* file_ = nullptr;
+  int session_ = 1;
+  std::vector<std::string> interrupted_;
+};
+
+}  // namespace canopy

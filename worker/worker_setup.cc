@@ -1,0 +1,44 @@
+#include "worker/worker_setup.h"
+
+#include <filesystem>
+
+#include "worker/default_model.h"
+
+namespace canopy {
+
+StatusOr<std::unique_ptr<WorkerSetup>> WorkerSetup::Create(const WorkerSetupOptions& options) {
+  auto setup = std::unique_ptr<WorkerSetup>(new WorkerSetup());
+  setup->options_ = options;
+  CANOPY_ASSIGN_OR_RETURN(setup->model_path_, ResolveModelPath(options.model));
+  EngineOptions eo;
+  eo.model_path = setup->model_path_;
+  eo.kv_cache_bytes = options.kv_cache_mb << 20;
+  eo.batch_invariant = options.batch_invariant;
+  CANOPY_ASSIGN_OR_RETURN(setup->engine_, Engine::Create(eo));
+  return setup;
+}
+
+std::string WorkerSetup::model_name() const {
+  std::filesystem::path p = std::filesystem::path(model_path_).lexically_normal();
+  if (p.filename().empty()) p = p.parent_path();  // "dir/"
+  return p.filename().string();
+}
+
+StatusOr<Scorer*> WorkerSetup::GetScorer(const std::string& kind) {
+  auto& slot = scorers_[kind];
+  if (!slot) {
+    ScorerOptions so;
+    so.kind = kind;
+    so.model_path = options_.prm_model;
+    so.verifier_command = options_.verifier;
+    auto made = MakeScorer(so, engine_.get());
+    if (!made.ok()) {
+      scorers_.erase(kind);
+      return made.status();
+    }
+    slot = std::move(made).value();
+  }
+  return slot.get();
+}
+
+}  // namespace canopy
