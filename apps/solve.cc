@@ -370,13 +370,13 @@ int SolveMain(int argc, char** argv, bool coordinator_command) {
     if (!hp.ok()) return fail_mpi(hp.status().ToString());
     lo.address = hp->first;
     lo.port = hp->second;
-    if (mpi && !mpi->single_host() && f.listen.empty()) {
-      // Resolve the host name to one of its addresses for the listener.
+    {
+      // A host name (the MPI default on several hosts, or given) listens on its address.
       boost::asio::io_context io;
       boost::asio::ip::tcp::resolver resolver(io);
       boost::system::error_code rec;
       auto results = resolver.resolve(hp->first, "0", rec);
-      if (rec || results.empty()) return fail_mpi("cannot resolve this host's name " + hp->first + ": " + rec.message());
+      if (rec || results.empty()) return fail_mpi("--listen: cannot resolve '" + hp->first + "': " + rec.message());
       lo.address = results.begin()->endpoint().address().to_string();
     }
     auto server = WorkerServer::Start(cluster.dispatcher.get(), lo);

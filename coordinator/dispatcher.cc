@@ -359,6 +359,7 @@ std::vector<ExpandReply> Dispatcher::Poll() {
 
 bool Dispatcher::WaitForWorkers(int32_t n, double timeout_seconds) {
   const double until = Now() + timeout_seconds;
+  Process(inbox_.TakeAll());
   while (alive_workers() < n) {
     if (Now() > until) return false;
     Process(inbox_.WaitAndTakeAll(std::chrono::steady_clock::now() + std::chrono::milliseconds(100)));

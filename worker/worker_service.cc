@@ -167,6 +167,11 @@ Status RunWorkerService(LocalWorker* worker, const Capabilities& capabilities,
         ready = false;
         conn.reset();
         worker->Reset();
+        if (ev.status.code() == StatusCode::kFailedPrecondition) {  // refused: retrying will not help
+          result = ev.status;
+          done = true;
+          break;
+        }
         failed_nodes.clear();
         next_attempt = Clock::now() + std::chrono::milliseconds(500);
       } else {
