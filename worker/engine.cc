@@ -490,4 +490,91 @@ StatusOr<std::vector<std::vector<float>>> Engine::LastOutputs(
   return out;
 }
 
+KvPageData Engine::ExportPages(std::span<const int32_t> tokens, int32_t max_blocks) {
+  KvPageData out;
+  const int32_t bs = kv_.block_size();
+  out.block_tokens = bs;
+  out.bytes_per_block = LlamaRunner::KvBytesPerBlock(model_->config, bs);
+  int64_t n = static_cast<int64_t>(tokens.size()) / bs;
+  if (max_blocks >= 0) n = std::min<int64_t>(n, max_blocks);
+  BlockHash h = kRootBlockHash;
+  for (int64_t i = 0; i < n; ++i) {
+    std::span<const int32_t> block = tokens.subspan(static_cast<size_t>(i * bs), static_cast<size_t>(bs));
+    h = ChainBlockHash(h, block);
+    std::optional<int32_t> id = kv_.pool().Lookup(h);
+    if (!id) break;
+    out.tokens.insert(out.tokens.end(), block.begin(), block.end());
+    out.hashes.push_back(h);
+    out.bytes.resize(out.bytes.size() + static_cast<size_t>(out.bytes_per_block));
+    runner_->ReadBlock(*id, out.bytes.data() + out.bytes.size() - static_cast<size_t>(out.bytes_per_block));
+  }
+  stats_.exported_blocks += out.num_blocks();
+  return out;
+}
+
+StatusOr<int32_t> Engine::ImportPages(const KvPageData& pages) {
+  const int32_t bs = kv_.block_size();
+  const int64_t bpb = LlamaRunner::KvBytesPerBlock(model_->config, bs);
+  if (pages.block_tokens != bs) {
+    return InvalidArgumentError("kv pages: blocks of " + std::to_string(pages.block_tokens) +
+                                " tokens, this engine's hold " + std::to_string(bs));
+  }
+  if (pages.bytes_per_block != bpb) {
+    return InvalidArgumentError("kv pages: " + std::to_string(pages.bytes_per_block) +
+                                " bytes per block, this model's blocks have " + std::to_string(bpb) +
+                                " (another model?)");
+  }
+  const int64_t n = pages.num_blocks();
+  if (static_cast<int64_t>(pages.tokens.size()) != n * bs ||
+      static_cast<int64_t>(pages.bytes.size()) != n * bpb) {
+    return InvalidArgumentError("kv pages: " + std::to_string(n) + " blocks but " + std::to_string(pages.tokens.size()) +
+                                " tokens and " + std::to_string(pages.bytes.size()) + " bytes");
+  }
+  BlockHash h = kRootBlockHash;
+  for (int64_t i = 0; i < n; ++i) {
+    std::span<const int32_t> block(pages.tokens.data() + i * bs, static_cast<size_t>(bs));
+    for (int32_t t : block) {
+      if (t < 0 || t >= model_->config.vocab_size) {
+        return InvalidArgumentError("kv pages: block " + std::to_string(i) + " has token " + std::to_string(t) +
+                                    " outside the vocabulary");
+      }
+    }
+    h = ChainBlockHash(h, block);
+    if (h != pages.hashes[static_cast<size_t>(i)]) {
+      return DataLossError("kv pages: block " + std::to_string(i) + "'s hash does not match its tokens");
+    }
+  }
+  // A temporary sequence over the pages' tokens plus one more (so that every page's block
+  // may be a prefix hit): hits are skipped, fresh blocks get the bytes, then marking them
+  // computed caches them and freeing the sequence leaves them cached and unpinned.
+  int64_t want = n;
+  while (want > 0) {
+    std::vector<int32_t> toks(pages.tokens.begin(), pages.tokens.begin() + want * bs);
+    toks.push_back(toks.back());
+    const NodeId tmp = next_node_++;
+    std::optional<int32_t> cached = kv_.CreateSequence(tmp, toks);
+    if (!cached) {
+      want /= 2;  // the pool is short: import a prefix
+      continue;
+    }
+    std::span<const int32_t> table = kv_.BlockTable(tmp);
+    const int64_t first = *cached / bs;
+    for (int64_t i = first; i < want; ++i) {
+      runner_->WriteBlock(table[static_cast<size_t>(i)], pages.bytes.data() + i * bpb);
+    }
+    kv_.MarkComputed(tmp, static_cast<int32_t>(want * bs));
+    kv_.Free(tmp);
+    stats_.imported_blocks += want - first;
+    return static_cast<int32_t>(want - first);
+  }
+  return 0;
+}
+
+bool Engine::Expanding(NodeId id) const {
+  for (const auto& r : active_) {
+    if (r->req.node == id) return true;
+  }
+  return false;
+}
+
 }  // namespace canopy

@@ -25,6 +25,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -89,6 +90,17 @@ struct ExpandResult {
   std::vector<ExpandedChild> children;  // in sample-index order
 };
 
+// A node's prefix pages as they travel between workers (the TCP byte channel on CPUs, NCCL
+// on GPUs): the full blocks of a token prefix, each named by its chained hash.
+struct KvPageData {
+  int32_t block_tokens = 16;
+  int64_t bytes_per_block = 0;        // LlamaRunner::KvBytesPerBlock
+  std::vector<int32_t> tokens;        // blocks × block_tokens tokens
+  std::vector<uint64_t> hashes;       // one per block (common/block_hash.h), root first
+  std::vector<uint8_t> bytes;         // blocks × bytes_per_block, block after block
+  int32_t num_blocks() const { return static_cast<int32_t>(hashes.size()); }
+};
+
 struct EngineStats {
   int64_t forward_passes = 0;
   int64_t prefill_tokens = 0;   // tokens computed as prefill (prompt or recompute)
@@ -97,6 +109,8 @@ struct EngineStats {
   int64_t cached_prompt_tokens = 0;  // prompt tokens whose KV came from the prefix cache
   int64_t preemptions = 0;      // running sequences whose KV was dropped
   int64_t evictions = 0;        // idle nodes whose KV was dropped
+  int64_t imported_blocks = 0;  // KV blocks received from another worker (ImportPages)
+  int64_t exported_blocks = 0;
 };
 
 class Engine {
@@ -156,6 +170,20 @@ class Engine {
       const std::vector<std::vector<int32_t>>& sequences) {
     return LastOutputs(sequences, Output::kHidden);
   }
+
+  // ---- KV pages between workers ----
+  // The pages of the longest prefix of `tokens` whose full blocks are in this engine's
+  // cache (in use or cached-free), at most `max_blocks` (<0: all).
+  KvPageData ExportPages(std::span<const int32_t> tokens, int32_t max_blocks = -1);
+  // Puts pages into the prefix cache (as cached, unpinned blocks), so that a node whose
+  // tokens start with them computes only the rest. Checks everything first: the block size
+  // and bytes per block of this engine, the sizes, and every hash against the tokens
+  // (InvalidArgument / DataLoss naming the first bad block); nothing changes on error.
+  // Returns the blocks newly cached (already cached ones are skipped; when the pool is
+  // short, a prefix of the pages is imported).
+  StatusOr<int32_t> ImportPages(const KvPageData& pages);
+  // Whether an expansion of `id` is queued or running (its prefix may still be computed).
+  bool Expanding(NodeId id) const;
 
   const EngineStats& stats() const { return stats_; }
   KvCacheStats kv_stats() const { return kv_.Stats(); }

@@ -180,4 +180,26 @@ void LlamaRunner::CopyBlock(int32_t src, int32_t dst, int32_t num_tokens) {
   }
 }
 
+void LlamaRunner::ReadBlock(int32_t block, uint8_t* out) const {
+  const ModelConfig& c = model_->config;
+  const size_t bytes = static_cast<size_t>(block_size_ * c.num_kv_heads * c.head_dim) * sizeof(float);
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    PagedKv kv{k_cache_[l].get(), v_cache_[l].get(), block_size_, c.num_kv_heads, c.head_dim};
+    std::memcpy(out, kv.KRow(block, 0), bytes);
+    std::memcpy(out + bytes, kv.VRow(block, 0), bytes);
+    out += 2 * bytes;
+  }
+}
+
+void LlamaRunner::WriteBlock(int32_t block, const uint8_t* in) {
+  const ModelConfig& c = model_->config;
+  const size_t bytes = static_cast<size_t>(block_size_ * c.num_kv_heads * c.head_dim) * sizeof(float);
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    PagedKv kv{k_cache_[l].get(), v_cache_[l].get(), block_size_, c.num_kv_heads, c.head_dim};
+    std::memcpy(kv.KRow(block, 0), in, bytes);
+    std::memcpy(kv.VRow(block, 0), in + bytes, bytes);
+    in += 2 * bytes;
+  }
+}
+
 }  // namespace canopy

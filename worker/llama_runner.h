@@ -45,6 +45,9 @@ class LlamaRunner {
   // Copies the KV of the first `num_tokens` slots of block `src` into block `dst` (all
   // layers): the copy-on-write of a forked partial block.
   void CopyBlock(int32_t src, int32_t dst, int32_t num_tokens);
+  // One block's KV as bytes (KvBytesPerBlock): per layer, its K rows then its V rows.
+  void ReadBlock(int32_t block, uint8_t* out) const;
+  void WriteBlock(int32_t block, const uint8_t* in);
 
   static int64_t KvBytesPerBlock(const ModelConfig& c, int32_t block_size);
   const ModelConfig& config() const { return model_->config; }
