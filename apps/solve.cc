@@ -69,7 +69,7 @@ struct SolveFlags {
   int workers = 1;
   double worker_timeout = 300, heartbeat_deadline = 10, wait_workers = 600;
   int overload_margin = 4;
-  bool no_split = false;
+  bool no_split = false, no_kv_shipping = false;
 };
 
 int Fail(const std::string& msg) {
@@ -183,6 +183,7 @@ int SolveMain(int argc, char** argv, bool coordinator_command) {
   app.add_option("--wait-workers", f.wait_workers, "how long to wait for the first workers (s)");
   app.add_option("--overload-margin", f.overload_margin, "expansions a node's holder may have beyond the least-loaded worker");
   app.add_flag("--no-split", f.no_split, "never split one expansion's samples across idle workers");
+  app.add_flag("--no-kv-shipping", f.no_kv_shipping, "always recompute a node on a worker that lacks it");
   app.add_option("--dataset", f.dataset, "JSONL problems")->required();
   app.add_option("--output,-o", f.output, "output folder (default: runs/<dataset>-<strategy>)");
   app.add_option("--model", f.model, "policy: GGUF file or Hugging Face directory (default: the default model)");
@@ -333,6 +334,7 @@ int SolveMain(int argc, char** argv, bool coordinator_command) {
     dopt.no_worker_seconds = f.worker_timeout;
     dopt.overload_margin = f.overload_margin;
     dopt.split_across_idle = !f.no_split;
+    dopt.kv_shipping = !f.no_kv_shipping;
     dopt.model = model_name;
     cluster.dispatcher = std::make_unique<Dispatcher>(dopt);
     std::string secret;
@@ -535,6 +537,10 @@ int SolveMain(int argc, char** argv, bool coordinator_command) {
                           {"local_hits", ds.local_hits},
                           {"recomputes", ds.recomputes},
                           {"ship_preferred", ds.ship_preferred},
+                          {"kv_fetches", ds.kv_fetches},
+                          {"kv_fetch_failures", ds.kv_fetch_failures},
+                          {"kv_blocks_imported", ds.kv_blocks_imported},
+                          {"kv_bytes", ds.kv_bytes},
                           {"redispatched", ds.redispatched},
                           {"duplicates", ds.duplicates},
                           {"workers_joined", ds.workers_joined},

@@ -16,6 +16,7 @@ struct Dispatcher::Recipe {
   std::vector<int32_t> tokens;           // this node's own tokens (a child's step)
   std::vector<std::string> steps;        // and its steps
   int64_t path_tokens = 0;               // below the root, this node's included
+  int64_t prompt_tokens = 0;             // the root's, estimated (about 4 bytes a token)
 };
 
 RelocationCost CompareShipAndRecompute(const CostModel& model, int64_t tokens, uint64_t kv_bytes_per_token,
@@ -47,6 +48,7 @@ Status Dispatcher::CreateRoot(const RootSpec& root) {
   if (nodes_.count(root.key)) return InvalidArgumentError("dispatcher: root key already exists");
   auto recipe = std::make_shared<Recipe>();
   recipe->root = std::make_shared<const RootSpec>(root);
+  recipe->prompt_tokens = static_cast<int64_t>(root.system_prompt.size() + root.user_message.size()) / 4 + 16;
   nodes_[root.key] = NodeEntry{std::move(recipe), {}};
   return Status::Ok();
 }
@@ -148,19 +150,34 @@ void Dispatcher::Route(uint64_t call_id, size_t part_index) {
   if (holder && holder->load < least->load + options_.overload_margin) {
     target = holder;
     ++stats_.local_hits;
-  } else {
-    if (holder) {
-      // The holder is overloaded: the pages could travel, or the target recomputes them.
-      RelocationCost c = CompareShipAndRecompute(options_.cost, p.recipe->path_tokens,
-                                                 holder->capabilities.kv_bytes_per_token, least->prefill_rate);
+  } else if (!holders.count(target->id)) {
+    // The node is not on the target: its pages could travel from a holder (overloaded, or
+    // busy with another part of this call), or the target recomputes them.
+    std::set<int32_t> others = holders;
+    others.erase(target->id);
+    Worker* source = others.empty() ? nullptr : LeastLoaded(others, {});
+    if (source) {
+      RelocationCost c = CompareShipAndRecompute(options_.cost, p.recipe->prompt_tokens + p.recipe->path_tokens,
+                                                 source->capabilities.kv_bytes_per_token, target->prefill_rate);
       stats_.ship_preferred += c.ship;
+      const bool ship = c.ship && options_.kv_shipping && !source->capabilities.kv_endpoint.empty() &&
+                        !target->capabilities.kv_endpoint.empty();
       CANOPY_LOG(Debug) << "dispatcher: node (" << node.call << ", " << node.sample << ") held by worker "
-                        << holder->id << " (load " << holder->load << ") goes to worker " << least->id
-                        << " (load " << least->load << "): " << c.tokens << " tokens, ship " << c.bytes
+                        << source->id << " (load " << source->load << ") goes to worker " << target->id
+                        << " (load " << target->load << "): ~" << c.tokens << " tokens, ship " << c.bytes
                         << " bytes in " << c.ship_seconds << " s vs recompute in " << c.recompute_seconds
-                        << " s; recomputing";
+                        << " s; " << (ship ? "shipping" : "recomputing");
+      if (ship) {
+        KvFetch f;
+        f.transfer = ++next_transfer_;
+        f.pages.node = node;
+        f.channel = KvChannel::kTcp;
+        f.endpoint = source->capabilities.kv_endpoint;
+        Send(*target, f);
+        ++stats_.kv_fetches;
+      }
     }
-    if (!holders.count(target->id)) {
+    {
       ++stats_.recomputes;
       Send(*target, Materialization(node, *p.recipe));
       if (entry != nodes_.end()) {
@@ -208,6 +225,7 @@ void Dispatcher::OnReply(Worker& w, ExpandReply reply) {
     recipe->tokens = c.token_ids;
     recipe->steps = c.steps;
     recipe->path_tokens = p.recipe->path_tokens + static_cast<int64_t>(c.token_ids.size());
+    recipe->prompt_tokens = p.recipe->prompt_tokens;
     NodeKey key{reply.call, part->first_sample + static_cast<int32_t>(i)};
     nodes_[key] = NodeEntry{std::move(recipe), {w.id}};
     w.held.insert(key);
@@ -313,6 +331,10 @@ void Dispatcher::Process(std::vector<DispatcherEvent> events) {
     (void)membership_.Heard(id, Now());
     if (auto* reply = std::get_if<ExpandReply>(&e.message)) {
       OnReply(w, std::move(*reply));
+    } else if (auto* done = std::get_if<KvFetchDone>(&e.message)) {
+      if (!done->error.empty()) ++stats_.kv_fetch_failures;
+      stats_.kv_blocks_imported += done->blocks;
+      stats_.kv_bytes += static_cast<int64_t>(done->bytes);
     } else if (auto* st = std::get_if<Stats>(&e.message)) {
       if (st->prefill_tokens_per_second > 0) w.prefill_rate = st->prefill_tokens_per_second;
       if (st->requested) {

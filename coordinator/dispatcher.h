@@ -12,10 +12,14 @@
 //     step on its path) and sends it as a RootSpec with path tokens; the worker's prefix
 //     cache makes that cost only what it lacks. When another worker holds the node, the
 //     cost model (CompareShipAndRecompute) weighs shipping its pages against recomputing
-//     them; the decision is logged and counted, and pages are shipped when kv_shipping is on.
+//     them (a root's prompt counts as about a token per 4 bytes of its text); when shipping
+//     wins and both workers have a page channel, the target first fetches the pages from
+//     the holder (KvFetch), then builds the node, computing only what the pages lack.
 //   * an expansion of many children with idle workers around is split into parts (samples
 //     first_sample..), one per idle worker: best-of-N across workers. The engine's draws
-//     depend only on the sample index, so the children do not depend on the split.
+//     depend only on the sample index, so the children do not depend on the split. The
+//     first part's worker computes the prompt; the others fetch its pages from it (the
+//     prompt prefilled once, its pages broadcast) when the cost model says so.
 //
 // Worker loss (its connection closes, or it is silent past the heartbeat deadline): its
 // outstanding parts are routed again elsewhere (recomputing the node), the nodes it held
@@ -86,6 +90,7 @@ struct DispatcherOptions {
   double no_worker_seconds = 300.0;          // work waiting this long with no live worker: fail
   int32_t overload_margin = 4;
   bool split_across_idle = true;
+  bool kv_shipping = true;  // ship pages when cheaper and both workers have a page channel
   std::string model;  // workers must list it in Capabilities::models ("" = any)
   CostModel cost;
   std::function<double()> clock;  // monotonic seconds; default steady_clock
@@ -98,6 +103,10 @@ struct DispatcherStats {
   int64_t local_hits = 0;      // routed to a worker that held the node
   int64_t recomputes = 0;      // the node made on a worker that lacked it (RootSpec with a path)
   int64_t ship_preferred = 0;  // relocations where the cost model preferred shipping pages
+  int64_t kv_fetches = 0;      // KvFetch orders sent
+  int64_t kv_fetch_failures = 0;
+  int64_t kv_blocks_imported = 0;
+  int64_t kv_bytes = 0;
   int64_t redispatched = 0;    // parts re-sent after their worker died
   int64_t duplicates = 0;      // replies dropped as already delivered or not expected
   int64_t workers_joined = 0;
@@ -187,6 +196,7 @@ class Dispatcher : public WorkerLink {
   std::deque<std::pair<uint64_t, size_t>> waiting_;  // parts with no live worker to go to
   std::vector<ExpandReply> ready_;
   double no_worker_since_ = -1.0;
+  uint64_t next_transfer_ = 0;
   Status health_ = Status::Ok();
   DispatcherStats stats_;
 };

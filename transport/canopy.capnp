@@ -132,6 +132,27 @@ struct KvFetchDone {
   error @4 :Text;
 }
 
+# The page channel: a separate, equally authenticated connection to a worker's kvEndpoint
+# that carries only these two messages, never control traffic.
+struct KvRequest {
+  transfer @0 :UInt64;
+  node @1 :NodeKey;          # a node the serving worker holds
+  maxBlocks @2 :Int32;       # < 0: all its full blocks
+}
+
+# The answer, in chunks of whole blocks (each at most a few MB), the last with last = true.
+struct KvData {
+  transfer @0 :UInt64;
+  error @1 :Text;            # non-empty: no pages (unknown node, ...); last is true
+  blockTokens @2 :UInt32;
+  bytesPerBlock @3 :UInt64;
+  firstBlock @4 :UInt32;     # index of this chunk's first block in the node's prefix
+  tokens @5 :List(Int32);    # the chunk's blocks' tokens
+  hashes @6 :List(UInt64);   # their chained hashes
+  data @7 :Data;             # their KV, block after block
+  last @8 :Bool;
+}
+
 # ---- Liveness and lifecycle ---------------------------------------------------------------
 
 struct Heartbeat {
@@ -185,6 +206,7 @@ struct Capabilities {
   blockHashVersion @6 :UInt32;   # common/block_hash.h kBlockHashVersion
   host @7 :Text;
   kvBytesPerToken @8 :UInt64;   # all layers, K and V
+  kvEndpoint @9 :Text;          # "host:port" of its page channel; "" = it serves no pages
 }
 
 enum Role {
@@ -243,5 +265,7 @@ struct Envelope {
     shutdown @16 :Shutdown;
     statsRequest @17 :Void;
     stats @18 :Stats;
+    kvRequest @19 :KvRequest;   # page channel only
+    kvData @20 :KvData;         # page channel only
   }
 }

@@ -26,7 +26,8 @@ static_assert(
     kAt<wire::Envelope::KV_FETCH_DONE, KvFetchDone> && kAt<wire::Envelope::HEARTBEAT, Heartbeat> &&
     kAt<wire::Envelope::CANCEL, Cancel> && kAt<wire::Envelope::DRAIN, Drain> &&
     kAt<wire::Envelope::SHUTDOWN, Shutdown> && kAt<wire::Envelope::STATS_REQUEST, StatsRequest> &&
-    kAt<wire::Envelope::STATS, Stats> && std::variant_size_v<Envelope> == 19);
+    kAt<wire::Envelope::STATS, Stats> && kAt<wire::Envelope::KV_REQUEST, KvRequest> &&
+    kAt<wire::Envelope::KV_DATA, KvData> && std::variant_size_v<Envelope> == 21);
 
 std::string Str(capnp::Text::Reader t) { return std::string(t.begin(), t.size()); }
 std::string Str(capnp::Data::Reader d) {
@@ -74,6 +75,7 @@ void Put(const Capabilities& m, wire::Capabilities::Builder o) {
   o.setBlockHashVersion(m.block_hash_version);
   o.setHost(Txt(m.host));
   o.setKvBytesPerToken(m.kv_bytes_per_token);
+  o.setKvEndpoint(Txt(m.kv_endpoint));
 }
 void Put(const Hello& m, wire::Hello::Builder o) {
   o.setProtocolVersion(m.protocol_version);
@@ -160,6 +162,23 @@ void Put(const Stats& m, wire::Stats::Builder o) {
   o.setRequested(m.requested);
 }
 
+void Put(const KvRequest& m, wire::KvRequest::Builder o) {
+  o.setTransfer(m.transfer);
+  ToWire(m.node, o.initNode());
+  o.setMaxBlocks(m.max_blocks);
+}
+void Put(const KvData& m, wire::KvData::Builder o) {
+  o.setTransfer(m.transfer);
+  o.setError(Txt(m.error));
+  o.setBlockTokens(m.block_tokens);
+  o.setBytesPerBlock(m.bytes_per_block);
+  o.setFirstBlock(m.first_block);
+  FillList(o.initTokens(m.tokens.size()), m.tokens);
+  FillList(o.initHashes(m.hashes.size()), m.hashes);
+  o.setData(Bytes(m.data));
+  o.setLast(m.last);
+}
+
 StatusOr<Capabilities> Get(wire::Capabilities::Reader r) {
   Capabilities m;
   CANOPY_ASSIGN_OR_RETURN(m.backend,
@@ -172,6 +191,7 @@ StatusOr<Capabilities> Get(wire::Capabilities::Reader r) {
   m.block_hash_version = r.getBlockHashVersion();
   m.host = Str(r.getHost());
   m.kv_bytes_per_token = r.getKvBytesPerToken();
+  m.kv_endpoint = Str(r.getKvEndpoint());
   return m;
 }
 StatusOr<Hello> Get(wire::Hello::Reader r) {
@@ -359,6 +379,10 @@ void ToWire(const Envelope& envelope, wire::Envelope::Builder out) {
           Put(m, out.initKvFetch());
         else if constexpr (std::is_same_v<T, KvFetchDone>)
           Put(m, out.initKvFetchDone());
+        else if constexpr (std::is_same_v<T, KvRequest>)
+          Put(m, out.initKvRequest());
+        else if constexpr (std::is_same_v<T, KvData>)
+          Put(m, out.initKvData());
         else if constexpr (std::is_same_v<T, Heartbeat>)
           Put(m, out.initHeartbeat());
         else if constexpr (std::is_same_v<T, Cancel>)
@@ -443,6 +467,24 @@ StatusOr<Envelope> FromWire(wire::Envelope::Reader in) {
       return Envelope(StatsRequest{});
     case wire::Envelope::STATS:
       return Envelope(Get(in.getStats()));
+    case wire::Envelope::KV_REQUEST: {
+      auto r = in.getKvRequest();
+      return Envelope(KvRequest{r.getTransfer(), FromWire(r.getNode()), r.getMaxBlocks()});
+    }
+    case wire::Envelope::KV_DATA: {
+      auto r = in.getKvData();
+      KvData m;
+      m.transfer = r.getTransfer();
+      m.error = Str(r.getError());
+      m.block_tokens = r.getBlockTokens();
+      m.bytes_per_block = r.getBytesPerBlock();
+      m.first_block = r.getFirstBlock();
+      m.tokens = Vec<int32_t>(r.getTokens());
+      m.hashes = Vec<uint64_t>(r.getHashes());
+      m.data = Str(r.getData());
+      m.last = r.getLast();
+      return Envelope(std::move(m));
+    }
   }
   return DataLossError("unknown envelope member " + std::to_string(static_cast<int>(in.which())));
 }
@@ -490,7 +532,8 @@ const char* EnvelopeKindName(const Envelope& envelope) {
                                            "createRoot",  "expand",       "expandReply", "score",
                                            "scoreReply",  "release",      "kvOffer",     "kvFetch",
                                            "kvFetchDone", "heartbeat",    "cancel",      "drain",
-                                           "shutdown",    "statsRequest", "stats"};
+                                           "shutdown",    "statsRequest", "stats",       "kvRequest",
+                                           "kvData"};
   static_assert(std::size(kNames) == std::variant_size_v<Envelope>);
   return kNames[envelope.index()];
 }

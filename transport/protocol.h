@@ -39,6 +39,7 @@ struct Capabilities {
   uint32_t block_hash_version = 0;
   std::string host;
   uint64_t kv_bytes_per_token = 0;  // all layers, K and V
+  std::string kv_endpoint;          // its page channel, "host:port"; "" = none
   friend bool operator==(const Capabilities&, const Capabilities&) = default;
 };
 
@@ -130,6 +131,27 @@ struct KvFetchDone {  // worker -> coordinator
   friend bool operator==(const KvFetchDone&, const KvFetchDone&) = default;
 };
 
+// The page channel (a separate connection to a worker's kv_endpoint) carries only these.
+struct KvRequest {
+  uint64_t transfer = 0;
+  NodeKey node;
+  int32_t max_blocks = -1;
+  friend bool operator==(const KvRequest&, const KvRequest&) = default;
+};
+
+struct KvData {  // one chunk of whole blocks
+  uint64_t transfer = 0;
+  std::string error;
+  uint32_t block_tokens = 0;
+  uint64_t bytes_per_block = 0;
+  uint32_t first_block = 0;
+  std::vector<int32_t> tokens;
+  std::vector<uint64_t> hashes;
+  std::string data;
+  bool last = false;
+  friend bool operator==(const KvData&, const KvData&) = default;
+};
+
 // ---- Liveness and lifecycle ----
 
 struct Heartbeat {
@@ -179,7 +201,8 @@ struct Stats {
 // `index()` is the ordinal (checked in codec.cc).
 using Envelope = std::variant<Challenge, Hello, Welcome, Refused, RootSpec, ExpandCall, ExpandReply,
                               ScoreCall, ScoreReply, Release, KvOffer, KvFetch, KvFetchDone,
-                              Heartbeat, Cancel, Drain, Shutdown, StatsRequest, Stats>;
+                              Heartbeat, Cancel, Drain, Shutdown, StatsRequest, Stats, KvRequest,
+                              KvData>;
 
 // "expand", "kvOffer", ...: the schema's member name, for logs.
 const char* EnvelopeKindName(const Envelope& envelope);

@@ -172,6 +172,19 @@ std::vector<ExpandReply> LocalWorker::PollOnce() {
   return out;
 }
 
+const std::vector<int32_t>* LocalWorker::NodeTokens(const NodeKey& key) const {
+  auto it = nodes_.find(key);
+  if (it == nodes_.end() || !engine_->HasNode(it->second.engine_node)) return nullptr;
+  return &engine_->NodeTokens(it->second.engine_node);
+}
+
+bool LocalWorker::Expanding(const NodeKey& key) const {
+  for (const auto& [rid, call] : inflight_) {
+    if (call.node == key) return true;
+  }
+  return false;
+}
+
 void LocalWorker::Reset() {
   while (!inflight_.empty()) PollOnce();
   for (const auto& [key, info] : nodes_) {

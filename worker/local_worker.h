@@ -59,6 +59,10 @@ class LocalWorker : public WorkerLink {
   void Reset();
 
   int32_t num_nodes() const { return static_cast<int32_t>(nodes_.size()); }
+  // The node's full token sequence (prompt and path); null for an unknown node.
+  const std::vector<int32_t>* NodeTokens(const NodeKey& key) const;
+  // Whether an expansion of the node is in flight (its prefix may still be being computed).
+  bool Expanding(const NodeKey& key) const;
   int64_t expansions_done() const { return expansions_done_; }
   int64_t tokens_generated() const { return tokens_generated_; }
   Engine& engine() { return *engine_; }

@@ -12,6 +12,16 @@
 //
 // Losing the coordinator: the worker drops every node (its prefix cache stays) and connects
 // again, for up to `reconnect_seconds`, so a restarted coordinator finds its workers back.
+//
+// KV pages (the page channel): the service listens on a second, equally authenticated
+// port (Capabilities::kv_endpoint) where other workers ask for a node's prefix pages
+// (KvRequest) and get them in chunks (KvData). When the coordinator sends KvFetch, the
+// worker fetches the named node's pages from the holder, imports them into its prefix
+// cache (Engine::ImportPages), reports KvFetchDone, and only then goes on with the control
+// messages that followed the fetch, so the materialization after it finds the pages. A
+// holder asked for a node whose expansion is still computing its prefix answers once the
+// prefix is computed (or after kv_wait_seconds with what it has); a fetch that fails or
+// times out leaves the importer to recompute.
 #pragma once
 
 #include <cstdint>
@@ -31,6 +41,10 @@ struct WorkerServiceOptions {
   double heartbeat_seconds = 1.0;
   double stats_seconds = 5.0;       // unsolicited Stats (the coordinator's cost model reads them)
   double reconnect_seconds = 30.0;  // keep trying this long after losing (or not reaching) it
+  // The page channel's address: "" = the local address this host uses to reach the
+  // coordinator (port chosen by the OS), "none" = no page channel.
+  std::string kv_listen;
+  double kv_wait_seconds = 30.0;
 };
 
 // What this worker offers, from its engine (and the model file's name).

@@ -12,7 +12,7 @@ namespace canopy::testing_transport {
 inline std::vector<Envelope> SampleEnvelopes() {
   Capabilities caps{
       Backend::kCuda, "NVIDIA H100", 80ull << 30, 4096, 16, {"qwen2.5-0.5b", "prm-7b"}, 1,
-      "node-3", 18432};
+      "node-3", 18432, "10.0.0.3:7001"};
   ChildReply child{"Step 1: 2 + 2 = 4.\n\n", 11, ChildFinish::kEndOfTurn, -3.25, {0.5, 0.875},
                    {12, 0, 49151, 7},    {"Step 1: 2 + 2 = 4."}};
   ChildReply child2{"unicode: \u00e9\u4e2d, nul-free", 7, ChildFinish::kLength, -1e-9, {}};
@@ -40,6 +40,8 @@ inline std::vector<Envelope> SampleEnvelopes() {
       Shutdown{"job finished"},
       StatsRequest{},
       Stats{3, 100, 12345, 678, 4096, 10, 20, 4066, 500, 250, 7, 31, 812.5, true},
+      KvRequest{78, NodeKey{17, 3}, 12},
+      KvData{78, "", 16, 64, 2, {1, 2, 3}, {0xabcdefULL, 7}, std::string("\x00\xffkv\x01", 5), true},
   };
   return out;
 }
