@@ -46,6 +46,11 @@
 #include "worker/scorer.h"
 #include "worker/worker_service.h"
 #include "worker/worker_setup.h"
+#ifdef CANOPY_HAVE_NCCL
+#include <cuda_runtime.h>
+
+#include "transport/nccl/page_channel.h"
+#endif
 
 namespace canopy {
 namespace {
@@ -391,6 +396,15 @@ int SolveMain(int argc, char** argv, bool coordinator_command) {
       MpiBootstrapInfo info;
       info.coordinator = address;
       info.secret = secret;
+#ifdef CANOPY_HAVE_NCCL
+      // With GPUs, the workers' page channel communicator (transport/nccl/page_channel.h).
+      int devices = 0;
+      if (cudaGetDeviceCount(&devices) == cudaSuccess && devices > 0) {
+        auto id = NcclPageChannel::NewUniqueId();
+        if (id.ok()) info.nccl_unique_id = *id;
+        else CANOPY_LOG(Warn) << id.status().ToString();
+      }
+#endif
       auto sent = MpiBroadcast(*mpi, info);
       broadcast_done = true;
       if (!sent.ok()) return Fail(sent.status().ToString());
