@@ -35,3 +35,9 @@ struct LogVoidify {
   !::canopy::LogEnabled(::canopy::LogLevel::k##level) ? (void)0 \
       : ::canopy::internal::LogVoidify() &                      \
             ::canopy::internal::LogMessage(::canopy::LogLevel::k##level, __FILE__, __LINE__)
+
+// The same with a level chosen at run time (a LogLevel value).
+#define CANOPY_LOG_AT(level_value)                                                         \
+  !::canopy::LogEnabled(level_value) ? (void)0                                             \
+                                     : ::canopy::internal::LogVoidify() &                  \
+                                           ::canopy::internal::LogMessage(level_value, __FILE__, __LINE__)

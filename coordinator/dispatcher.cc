@@ -162,7 +162,10 @@ void Dispatcher::Route(uint64_t call_id, size_t part_index) {
       stats_.ship_preferred += c.ship;
       const bool ship = c.ship && options_.kv_shipping && !source->capabilities.kv_endpoint.empty() &&
                         !target->capabilities.kv_endpoint.empty();
-      CANOPY_LOG(Debug) << "dispatcher: node (" << node.call << ", " << node.sample << ") held by worker "
+      // The decision, logged (the first 20, then every 1,000th; all at CANOPY_LOG=debug).
+      const int64_t n = ++relocation_logs_;
+      const bool info = n <= 20 || n % 1000 == 0;
+      CANOPY_LOG_AT(info ? LogLevel::kInfo : LogLevel::kDebug) << "dispatcher: node (" << node.call << ", " << node.sample << ") held by worker "
                         << source->id << " (load " << source->load << ") goes to worker " << target->id
                         << " (load " << target->load << "): ~" << c.tokens << " tokens, ship " << c.bytes
                         << " bytes in " << c.ship_seconds << " s vs recompute in " << c.recompute_seconds

@@ -197,6 +197,7 @@ class Dispatcher : public WorkerLink {
   std::vector<ExpandReply> ready_;
   double no_worker_since_ = -1.0;
   uint64_t next_transfer_ = 0;
+  int64_t relocation_logs_ = 0;
   Status health_ = Status::Ok();
   DispatcherStats stats_;
 };
