@@ -8,6 +8,9 @@ int GenerateMain(int argc, char** argv);
 int DevicesMain(int argc, char** argv);
 int SolveMain(int argc, char** argv, bool coordinator_command);
 int WorkerMain(int argc, char** argv);
+int SubmitMain(int argc, char** argv);
+int MergeMain(int argc, char** argv);
+int StatusMain(int argc, char** argv);
 }  // namespace canopy
 
 namespace {
@@ -20,6 +23,9 @@ void Usage() {
                "  solve        batch-solve a dataset with a search strategy (the main job)\n"
                "  coordinator  the same job, with worker processes that connect over TCP\n"
                "  worker       serve expansions for a coordinator\n"
+               "  submit       write and submit a Slurm batch script for a job\n"
+               "  merge        join the shards of a job array\n"
+               "  status       a job's progress, from its folder\n"
                "  generate     sample continuations of a prompt from a model\n"
                "  devices      list the CPU threads and CUDA devices canopy can use\n"
                "\n"
@@ -37,6 +43,9 @@ int main(int argc, char** argv) {
   if (cmd == "solve") return canopy::SolveMain(argc - 1, argv + 1, false);
   if (cmd == "coordinator") return canopy::SolveMain(argc - 1, argv + 1, true);
   if (cmd == "worker") return canopy::WorkerMain(argc - 1, argv + 1);
+  if (cmd == "submit") return canopy::SubmitMain(argc - 1, argv + 1);
+  if (cmd == "merge") return canopy::MergeMain(argc - 1, argv + 1);
+  if (cmd == "status") return canopy::StatusMain(argc - 1, argv + 1);
   if (cmd == "generate") return canopy::GenerateMain(argc - 1, argv + 1);
   if (cmd == "devices") return canopy::DevicesMain(argc - 1, argv + 1);
   std::fprintf(stderr, "canopy: unknown command '%s'\n", cmd.c_str());

@@ -13,9 +13,11 @@
 // after another, each into OUTPUT/<strategy>-n<N>/, and OUTPUT/accuracy_vs_budget.svg plots
 // accuracy against tokens per problem. Restarting the same command resumes: problems already
 // in a run's results.jsonl are skipped.
+#include <signal.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <atomic>
 #include <boost/asio.hpp>
 #include <chrono>
 #include <cstdio>
@@ -36,6 +38,8 @@
 #include "coordinator/prompt.h"
 #include "coordinator/results.h"
 #include "coordinator/solve_job.h"
+#include "coordinator/status_server.h"
+#include "cluster/slurm_env.h"
 #include "coordinator/tree_dump.h"
 #include "coordinator/worker_server.h"
 #include "search/strategy.h"
@@ -70,12 +74,50 @@ struct SolveFlags {
   uint64_t seed = 1;
   bool batch_invariant = false, stop_at_boxed = true, dump_trees = false;
   // Worker processes (canopy coordinator, --launcher mpi).
-  std::string launcher = "embedded", listen, secret_file;
+  std::string launcher = "embedded", listen, secret_file, address_file;
   int workers = 1;
   double worker_timeout = 300, heartbeat_deadline = 10, wait_workers = 600;
   int overload_margin = 4;
   bool no_split = false, no_kv_shipping = false;
+  // Slurm and operations.
+  int shard = 0, num_shards = 1, max_restarts = 3;
+  double drain_seconds = 60;
+  std::string http;
 };
+
+// Set by signals: 1 = USR1 (the scheduler's time-limit warning: drain, then requeue), 2 =
+// TERM/INT (stop now). Results already written stay; a restart resumes.
+std::atomic<int> g_stop{0};
+
+void OnSignal(int sig) {
+  int want = sig == SIGUSR1 ? 1 : 2;
+  int cur = g_stop.load();
+  while (cur < want && !g_stop.compare_exchange_weak(cur, want)) {
+  }
+}
+
+void InstallSignalHandlers() {
+  struct sigaction sa {};
+  sa.sa_handler = OnSignal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  sigaction(SIGUSR1, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
+}
+
+// Asks Slurm to requeue this job (or array task). False when not in Slurm or it failed.
+bool RequeueSelf() {
+  const char* job = std::getenv("SLURM_JOB_ID");
+  if (!job) return false;
+  std::string id = job;
+  const char* array_job = std::getenv("SLURM_ARRAY_JOB_ID");
+  const char* task = std::getenv("SLURM_ARRAY_TASK_ID");
+  if (array_job && task) id = std::string(array_job) + "_" + task;
+  std::string cmd = "scontrol requeue " + id;
+  CANOPY_LOG(Warn) << "requeueing: " << cmd;
+  return std::system(cmd.c_str()) == 0;
+}
 
 int Fail(const std::string& msg) {
   std::fprintf(stderr, "canopy solve: %s\n", msg.c_str());
@@ -120,6 +162,7 @@ nlohmann::json RunSettings(const SolveFlags& f, const Run& run, const SolveOptio
   j["system_prompt"] = so.system_prompt;
   j["task_family"] = TaskFamilyName(so.family);
   j["batch_invariant"] = f.batch_invariant;
+  if (f.num_shards > 1) j["shard"] = std::to_string(f.shard) + "/" + std::to_string(f.num_shards);
   return j;
 }
 
@@ -178,6 +221,7 @@ int SolveMain(int argc, char** argv, bool coordinator_command) {
     f.launcher = "listen";
     app.add_option("--listen", f.listen, "HOST:PORT for workers (default 127.0.0.1:7070; 0.0.0.0 must be asked for)");
     app.add_option("--workers", f.workers, "workers to wait for before starting (more may join later)");
+    app.add_option("--address-file", f.address_file, "write the listening HOST:PORT here (for canopy worker --connect-file)");
   } else {
     app.add_option("--launcher", f.launcher, "embedded (in-process worker) or mpi (mpirun: rank 0 coordinates)");
     app.add_option("--listen", f.listen, "mpi: the coordinator's HOST:PORT (default: 127.0.0.1 on one host, else the host's address; any port)");
@@ -189,6 +233,12 @@ int SolveMain(int argc, char** argv, bool coordinator_command) {
   app.add_option("--overload-margin", f.overload_margin, "expansions a node's holder may have beyond the least-loaded worker");
   app.add_flag("--no-split", f.no_split, "never split one expansion's samples across idle workers");
   app.add_flag("--no-kv-shipping", f.no_kv_shipping, "always recompute a node on a worker that lacks it");
+  app.add_option("--shard", f.shard, "solve only problems i with i % num-shards == shard (a job-array task)");
+  app.add_option("--num-shards", f.num_shards, "shards of the dataset (canopy merge combines them)");
+  app.add_option("--max-restarts", f.max_restarts, "Slurm: requeues after a time-limit warning (SIGUSR1) while work remains");
+  app.add_option("--drain-seconds", f.drain_seconds, "on SIGUSR1, how long problems in flight may still finish");
+  app.add_option("--http", f.http, coordinator_command ? "HOST:PORT of /healthz, /status, /metrics (default 127.0.0.1:0; 'none' for none)"
+                                                         : "HOST:PORT of /healthz, /status, /metrics (default: none)");
   app.add_option("--dataset", f.dataset, "JSONL problems")->required();
   app.add_option("--output,-o", f.output, "output folder (default: runs/<dataset>-<strategy>)");
   app.add_option("--model", f.model, "policy: GGUF file or Hugging Face directory (default: the default model)");
@@ -232,6 +282,9 @@ int SolveMain(int argc, char** argv, bool coordinator_command) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
+  }
+  if (f.num_shards < 1 || f.shard < 0 || f.shard >= f.num_shards) {
+    return Fail("--shard must be in [0, --num-shards)");
   }
   if (f.launcher != "embedded" && f.launcher != "mpi" && f.launcher != "listen") {
     return Fail("unknown --launcher '" + f.launcher + "' (embedded, mpi)");
@@ -292,6 +345,14 @@ int SolveMain(int argc, char** argv, bool coordinator_command) {
   StatusOr<Dataset> ds = ReadDataset(f.dataset, dopts);
   if (!ds.ok()) return fail_mpi(ds.status().ToString());
   for (const DatasetError& e : ds->errors) CANOPY_LOG(Warn) << f.dataset << ": " << e.message;
+  if (f.num_shards > 1) {  // this shard's problems: every num_shards-th, from `shard`
+    std::vector<Problem> mine;
+    for (size_t i = 0; i < ds->problems.size(); ++i) {
+      if (static_cast<int>(i % static_cast<size_t>(f.num_shards)) == f.shard) mine.push_back(ds->problems[i]);
+    }
+    ds->problems = std::move(mine);
+    CANOPY_LOG(Info) << "shard " << f.shard << " of " << f.num_shards << ": " << ds->problems.size() << " problems";
+  }
   if (ds->problems.empty()) return fail_mpi(f.dataset + ": no usable problems");
   CANOPY_LOG(Info) << f.dataset << ": " << ds->problems.size() << " problems (" << TaskFamilyName(ds->family)
                    << "; question '" << ds->question_field << "', answer '" << ds->answer_field << "')"
@@ -331,6 +392,7 @@ int SolveMain(int argc, char** argv, bool coordinator_command) {
   std::string out = f.output.empty() ? "runs/" + DatasetStem(f.dataset) + "-" + runs[0].strategy : f.output;
   for (Run& r : runs) r.dir = runs.size() == 1 ? out : out + "/" + r.strategy + "-n" + std::to_string(r.n);
 
+  std::string cluster_secret;  // the job secret (remote modes): workers and /status need it
   if (remote) {
     std::error_code ec;
     fs::create_directories(out, ec);
@@ -363,6 +425,7 @@ int SolveMain(int argc, char** argv, bool coordinator_command) {
         return fail_mpi(loaded.status().ToString());
       }
     }
+    cluster_secret = secret;
     ListenerOptions lo;
     lo.connection.secret = secret;
     std::string listen = f.listen;
@@ -391,6 +454,9 @@ int SolveMain(int argc, char** argv, bool coordinator_command) {
     cluster.server = std::move(server).value();
     std::string address = lo.address + ":" + std::to_string(cluster.server->port());
     CANOPY_LOG(Info) << "coordinator listening on " << address;
+    if (!f.address_file.empty()) {
+      if (Status s = WriteFileAtomically(f.address_file, address + "\n"); !s.ok()) return fail_mpi(s.ToString());
+    }
     int want = f.workers;
     if (mpi) {
       MpiBootstrapInfo info;
@@ -418,7 +484,27 @@ int SolveMain(int argc, char** argv, bool coordinator_command) {
     link = cluster.dispatcher.get();
   }
 
+  // Watching: a status board (served over HTTP, and OUTPUT/status.json for `canopy status`).
+  InstallSignalHandlers();
+  StatusBoard board;
+  std::unique_ptr<StatusServer> status_server;
+  std::string http = f.http.empty() && remote ? "127.0.0.1:0" : f.http;
+  if (!http.empty() && http != "none") {
+    auto hp = ParseHostPort(http, "--http");
+    if (!hp.ok()) return Fail(hp.status().ToString());
+    std::string secret;
+    if (remote) secret = cluster_secret;
+    auto started = StatusServer::Start(hp->first, hp->second, secret, &board);
+    if (!started.ok()) return Fail(started.status().ToString());
+    status_server = std::move(started).value();
+    CANOPY_LOG(Info) << "status: http://" << hp->first << ":" << status_server->port() << "/status (/healthz, /metrics)";
+  }
+  const auto session_start = std::chrono::steady_clock::now();
+  bool interrupted = false;
+  int64_t abandoned = 0;
+
   for (Run& run : runs) {
+    if (interrupted) break;
     SolveOptions so;
     StrategyOptions& st = so.strategy;
     st.kind = run.strategy;
@@ -509,6 +595,55 @@ int SolveMain(int argc, char** argv, bool coordinator_command) {
         if (Status s = WriteFileAtomically(path, text + "\n"); !s.ok()) CANOPY_LOG(Warn) << s.ToString();
       });
     }
+    job.set_stop_flag(&g_stop, f.drain_seconds);
+    const int64_t session_tokens_before = tokens;
+    auto status_json = [&](const std::string& state) {
+      const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - session_start).count();
+      nlohmann::json st = {{"state", state},
+                           {"run", run.dir},
+                           {"strategy", so.label},
+                           {"n", run.n},
+                           {"total", static_cast<int64_t>(ds->problems.size())},
+                           {"done", done},
+                           {"correct", correct},
+                           {"accuracy", done > 0 ? static_cast<double>(correct) / static_cast<double>(done) : 0.0},
+                           {"tokens", tokens},
+                           {"elapsed_seconds", elapsed},
+                           {"tokens_per_second", elapsed > 0 ? static_cast<double>(tokens - session_tokens_before) / elapsed : 0.0},
+                           {"session", (*journal)->session()},
+                           {"pid", static_cast<int64_t>(getpid())}};
+      if (status_server) st["http_port"] = status_server->port();
+      if (cluster.dispatcher) {
+        nlohmann::json ws = nlohmann::json::array();
+        int64_t queried = 0, hits = 0;
+        for (const auto& [id, load] : cluster.dispatcher->loads()) {
+          const Stats& last = cluster.dispatcher->last_stats(id);
+          queried += last.kv_prefix_query_blocks;
+          hits += last.kv_prefix_hit_blocks;
+          ws.push_back({{"worker", id}, {"outstanding", load}, {"kv_used_blocks", last.kv_used_blocks},
+                        {"kv_num_blocks", last.kv_num_blocks}});
+        }
+        st["workers"] = ws;
+        st["kv_hit_rate"] = queried > 0 ? static_cast<double>(hits) / static_cast<double>(queried) : 0.0;
+      } else if (setup) {
+        KvCacheStats kv = setup->engine()->kv_stats();
+        st["kv_hit_rate"] = kv.prefix_query_blocks > 0
+                                ? static_cast<double>(kv.prefix_hit_blocks) / static_cast<double>(kv.prefix_query_blocks)
+                                : 0.0;
+      }
+      return st;
+    };
+    auto last_status = std::chrono::steady_clock::now() - std::chrono::hours(1);
+    auto publish = [&](const std::string& state, bool force) {  // at most every 2 s unless forced
+      auto now = std::chrono::steady_clock::now();
+      if (!force && now - last_status < std::chrono::seconds(2)) return;
+      last_status = now;
+      nlohmann::json st = status_json(state);
+      board.Set(st);
+      (void)WriteFileAtomically(run.dir + "/status.json", st.dump(2) + "\n");
+    };
+    publish("running", true);
+    job.set_tick_sink([&] { publish("running", false); });
     Status st_run = job.Run(todo, [&](const ResultRecord& r) -> Status {
       if (r.error) CANOPY_LOG(Warn) << "problem " << r.id << ": " << *r.error;
       CANOPY_RETURN_IF_ERROR((*writer)->Append(r));
@@ -517,10 +652,17 @@ int SolveMain(int argc, char** argv, bool coordinator_command) {
       correct += r.correct;
       tokens += r.tokens;
       progress.Update(done, correct, tokens);
+      publish("running", false);
       return Status::Ok();
     });
     progress.Finish();
     if (!st_run.ok()) return fail_mpi(st_run.ToString());
+    if (job.interrupted()) {
+      interrupted = true;
+      abandoned = job.abandoned();
+      (void)(*journal)->Note(g_stop.load() >= 2 ? "stopped" : "drained", abandoned);
+    }
+    publish(job.interrupted() ? "interrupted" : "finished", true);
     double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     // A resumed run's wall time adds the earlier sessions' (from their summary.json), so
     // tokens/s stays the job's rate; without it, the sum of per-problem seconds stands in.
@@ -628,6 +770,23 @@ int SolveMain(int argc, char** argv, bool coordinator_command) {
                   r.value("accuracy", 0.0), r.value("mean_tokens", 0.0), r.value("tokens_per_second", 0.0));
     }
     std::printf("plot: %s/accuracy_vs_budget.svg\n", out.c_str());
+  }
+  if (interrupted) {
+    // Everything finished is in results.jsonl; the rest is solved by the next session.
+    const int sig = g_stop.load();
+    CANOPY_LOG(Warn) << (sig >= 2 ? "stopped" : "drained") << " on a signal; " << abandoned
+                     << " problems in flight abandoned (a restart solves them again)";
+    if (cluster.dispatcher) cluster.dispatcher->Shutdown(sig >= 2 ? "coordinator stopped" : "coordinator requeued");
+    if (sig == 1) {
+      int restarts = 0;
+      if (const char* r = std::getenv("SLURM_RESTART_COUNT")) restarts = std::atoi(r);
+      if (restarts >= f.max_restarts) {
+        CANOPY_LOG(Warn) << "not requeueing: " << restarts << " restarts already (--max-restarts " << f.max_restarts << ")";
+        return 3;
+      }
+      return RequeueSelf() ? 0 : 3;
+    }
+    return 143;
   }
   if (cluster.dispatcher) cluster.dispatcher->Shutdown("job finished");
   return 0;

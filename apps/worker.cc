@@ -34,10 +34,13 @@ int ServeAsWorker(const WorkerSetupOptions& setup_options, const WorkerServiceOp
 
 int WorkerMain(int argc, char** argv) {
   CLI::App app{"Serve expansions for a coordinator", "canopy worker"};
-  std::string connect, secret_file;
+  std::string connect, connect_file, secret_file;
   WorkerSetupOptions so;
   WorkerServiceOptions service;
-  app.add_option("--connect", connect, "the coordinator's HOST:PORT")->required();
+  auto* c1 = app.add_option("--connect", connect, "the coordinator's HOST:PORT");
+  auto* c2 = app.add_option("--connect-file", connect_file,
+                            "a file holding the coordinator's HOST:PORT (re-read before every attempt)");
+  c1->excludes(c2);
   app.add_option("--secret-file", secret_file, "the job secret (else $CANOPY_JOB_SECRET)");
   app.add_option("--model", so.model, "policy: GGUF file or Hugging Face directory (default: the default model)");
   app.add_option("--kv-cache-mb", so.kv_cache_mb, "KV cache size");
@@ -53,13 +56,20 @@ int WorkerMain(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
-  auto hp = ParseHostPort(connect, "--connect");
-  if (!hp.ok()) {
-    std::fprintf(stderr, "canopy worker: %s\n", hp.status().message().c_str());
+  if (connect.empty() && connect_file.empty()) {
+    std::fprintf(stderr, "canopy worker: --connect HOST:PORT or --connect-file FILE is needed\n");
     return 2;
   }
-  service.host = hp->first;
-  service.port = hp->second;
+  if (!connect.empty()) {
+    auto hp = ParseHostPort(connect, "--connect");
+    if (!hp.ok()) {
+      std::fprintf(stderr, "canopy worker: %s\n", hp.status().message().c_str());
+      return 2;
+    }
+    service.host = hp->first;
+    service.port = hp->second;
+  }
+  service.address_file = connect_file;
   auto secret = LoadJobSecret(secret_file);
   if (!secret.ok()) {
     std::fprintf(stderr, "canopy worker: the job secret: %s (set %s or pass --secret-file)\n",

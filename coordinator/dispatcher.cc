@@ -340,6 +340,7 @@ void Dispatcher::Process(std::vector<DispatcherEvent> events) {
       stats_.kv_bytes += static_cast<int64_t>(done->bytes);
     } else if (auto* st = std::get_if<Stats>(&e.message)) {
       if (st->prefill_tokens_per_second > 0) w.prefill_rate = st->prefill_tokens_per_second;
+      w.last = *st;
       if (st->requested) {
         w.stats = *st;
         w.stats_wanted = false;
@@ -421,6 +422,12 @@ std::map<int32_t, int32_t> Dispatcher::loads() const {
   std::map<int32_t, int32_t> out;
   for (const auto& [id, w] : workers_) out[id] = w.load;
   return out;
+}
+
+const Stats& Dispatcher::last_stats(int32_t id) const {
+  static const Stats kNone;
+  auto it = workers_.find(id);
+  return it == workers_.end() ? kNone : it->second.last;
 }
 
 std::set<int32_t> Dispatcher::holders(const NodeKey& node) const {

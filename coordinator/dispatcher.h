@@ -140,6 +140,8 @@ class Dispatcher : public WorkerLink {
   const DispatcherStats& stats() const { return stats_; }
   // Each worker's expansions outstanding, by worker id.
   std::map<int32_t, int32_t> loads() const;
+  // A live worker's latest Stats (asked for or sent unasked); empty for an unknown id.
+  const Stats& last_stats(int32_t id) const;
   // The workers holding `node` (for tests).
   std::set<int32_t> holders(const NodeKey& node) const;
 
@@ -168,7 +170,8 @@ class Dispatcher : public WorkerLink {
     std::set<NodeKey> held;
     std::vector<NodeKey> releases;  // to send at the next flush
     bool stats_wanted = false;
-    Stats stats;
+    Stats stats;  // the answer to the last StatsRequest
+    Stats last;   // the latest, asked for or not
   };
 
   double Now() const;

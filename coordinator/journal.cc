@@ -54,6 +54,11 @@ Status Journal::Started(const std::string& id) {
   return Append(e.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
 }
 
+Status Journal::Note(const std::string& how, int64_t abandoned) {
+  nlohmann::json e = {{"event", how}, {"session", session_}, {"abandoned", abandoned}};
+  return Append(e.dump());
+}
+
 Status Journal::Append(const std::string& line) {
   std::string l = line + "\n";
   if (std::fwrite(l.data(), 1, l.size(), file_) != l.size() || std::fflush(file_) != 0) {

@@ -27,6 +27,8 @@ class Journal {
   ~Journal();
 
   Status Started(const std::string& id);
+  // The session ends early: `how` ("drained", "stopped"), with `abandoned` problems in flight.
+  Status Note(const std::string& how, int64_t abandoned);
 
   int session() const { return session_; }
   // Started in an earlier session and not finished: they were in flight when it ended.

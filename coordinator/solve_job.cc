@@ -153,8 +153,28 @@ Status SolveJob::Run(const std::vector<Problem>& problems,
   size_t next = 0;
   int64_t next_slot = 0;
   bool job_stopped = false;
+  double drain_until = -1.0;
   while (next < problems.size() || !active_.empty()) {
-    while (!job_stopped && next < problems.size() &&
+    if (stop_flag_ && stop_flag_->load() > 0) {
+      if (drain_until < 0) {
+        drain_until = Now() + (stop_flag_->load() >= 2 ? 0.0 : drain_seconds_);
+        CANOPY_LOG(Warn) << "solve: stopping: " << active_.size() << " problems in flight"
+                         << (stop_flag_->load() >= 2 ? "" : " may finish within " + std::to_string(static_cast<int>(drain_seconds_)) + " s")
+                         << ", " << problems.size() - next << " not started";
+      }
+      if (stop_flag_->load() >= 2) drain_until = std::min(drain_until, Now());
+      if (active_.empty() || Now() >= drain_until) {
+        interrupted_ = true;
+        abandoned_ = static_cast<int64_t>(active_.size());
+        for (auto& [slot, a] : active_) {
+          for (int32_t n : a.strategy->tree().Unreleased()) {
+            if (n != SearchTree::kRoot || a.root_created) worker_->Release(KeyOf(a, n));
+          }
+        }
+        return Status::Ok();
+      }
+    }
+    while (!job_stopped && drain_until < 0 && next < problems.size() &&
            static_cast<int32_t>(active_.size()) < options_.problems_in_flight) {
       CANOPY_RETURN_IF_ERROR(Start(problems[next++], next_slot++));
     }
@@ -190,6 +210,7 @@ Status SolveJob::Run(const std::vector<Problem>& problems,
     if (worker_->outstanding() > 0) {
       for (const ExpandReply& reply : worker_->Poll()) Deliver(reply);
       CANOPY_RETURN_IF_ERROR(worker_->health());
+      if (tick_sink_) tick_sink_();
     } else if (!active_.empty()) {
       // Nothing outstanding yet problems in flight that are not done: a strategy that plans
       // nothing and never finishes would spin here forever.

@@ -18,6 +18,7 @@
 // Thread-safety: none; the coordinator's one thread runs it.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -68,8 +69,21 @@ class SolveJob {
   // is reported; for tree dumps.
   using TreeSink = std::function<void(const Problem&, const SearchTree&, int32_t chosen)>;
   void set_tree_sink(TreeSink sink) { tree_sink_ = std::move(sink); }
+  // Called after each round of replies (for status boards); keep it cheap.
+  void set_tick_sink(std::function<void()> sink) { tick_sink_ = std::move(sink); }
   // Called as each problem starts (for the coordinator's journal).
   void set_start_sink(std::function<void(const Problem&)> sink) { start_sink_ = std::move(sink); }
+
+  // Stopping early (signals, set from any thread): 1 = drain (start no new problem; those
+  // in flight may finish until `drain_seconds` after the request, then are abandoned), 2 =
+  // stop now (abandon what is in flight). Abandoned problems get no record: a later run
+  // solves them again. Run then returns OK with interrupted() true.
+  void set_stop_flag(const std::atomic<int>* flag, double drain_seconds) {
+    stop_flag_ = flag;
+    drain_seconds_ = drain_seconds;
+  }
+  bool interrupted() const { return interrupted_; }
+  int64_t abandoned() const { return abandoned_; }
 
  private:
   struct Active {
@@ -98,6 +112,11 @@ class SolveJob {
   std::function<double()> clock_;
   TreeSink tree_sink_;
   std::function<void(const Problem&)> start_sink_;
+  std::function<void()> tick_sink_;
+  const std::atomic<int>* stop_flag_ = nullptr;
+  double drain_seconds_ = 0.0;
+  bool interrupted_ = false;
+  int64_t abandoned_ = 0;
   std::map<int64_t, Active> active_;  // slot -> problem
   std::map<uint64_t, CallRef> calls_;
   uint64_t next_call_ = 1;

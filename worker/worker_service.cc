@@ -156,7 +156,19 @@ Status RunWorkerService(LocalWorker* worker, const Capabilities& capabilities,
   std::unique_ptr<Listener> kv_listener;
   if (options.kv_listen != "none") {
     ListenerOptions lo;
-    lo.address = options.kv_listen.empty() ? LocalAddressToward(options.host, options.port) : options.kv_listen;
+    std::string toward = options.host;
+    if (!options.address_file.empty()) {  // the coordinator's host, once it has written it
+      for (int i = 0; i < 600; ++i) {
+        std::ifstream in(options.address_file);
+        std::string line;
+        if (std::getline(in, line) && line.rfind(':') != std::string::npos) {
+          toward = line.substr(0, line.rfind(':'));
+          break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      }
+    }
+    lo.address = options.kv_listen.empty() ? LocalAddressToward(toward, 1) : options.kv_listen;
     lo.port = 0;
     lo.connection.secret = options.secret;
     ConnectionCallbacks kcb;
@@ -194,6 +206,8 @@ Status RunWorkerService(LocalWorker* worker, const Capabilities& capabilities,
   };
   fetch_cb.on_ready = [&](const std::shared_ptr<Connection>&) {};
 
+  std::string host = options.host;
+  uint16_t port = options.port;
   std::shared_ptr<Connection> conn;  // the current attempt or session
   bool ready = false;
   Clock::time_point lost_at = Clock::now();  // since when we have had no session
@@ -341,11 +355,25 @@ Status RunWorkerService(LocalWorker* worker, const Capabilities& capabilities,
     const Clock::time_point now = Clock::now();
     if (!conn && now >= next_attempt) {
       if (now - lost_at > seconds(options.reconnect_seconds)) {
-        result = UnavailableError("worker: no coordinator at " + options.host + ":" + std::to_string(options.port) +
-                                  " for " + std::to_string(static_cast<int>(options.reconnect_seconds)) + " s");
+        result = UnavailableError("worker: no coordinator at " + host + ":" + std::to_string(port) + " for " +
+                                  std::to_string(static_cast<int>(options.reconnect_seconds)) + " s");
         break;
       }
-      conn = Connect(io, options.host, options.port, co, cb);
+      if (!options.address_file.empty()) {
+        std::ifstream in(options.address_file);
+        std::string line;
+        std::getline(in, line);
+        size_t colon = line.rfind(':');
+        if (colon != std::string::npos && colon > 0) {
+          host = line.substr(0, colon);
+          port = static_cast<uint16_t>(std::atoi(line.c_str() + colon + 1));
+        }
+      }
+      if (port != 0) {
+        conn = Connect(io, host, port, co, cb);
+      } else {
+        next_attempt = now + std::chrono::milliseconds(500);  // the address file is not there yet
+      }
     }
     // Between engine steps, take what arrived; when idle, wait for it.
     std::vector<Event> events;

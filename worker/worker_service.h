@@ -36,6 +36,9 @@ namespace canopy {
 struct WorkerServiceOptions {
   std::string host = "127.0.0.1";
   uint16_t port = 0;
+  // When set, the coordinator's "host:port" is read from this file before every connection
+  // attempt (a restarted coordinator may listen elsewhere); host and port are then ignored.
+  std::string address_file;
   std::string secret;
   std::string name;  // for the coordinator's logs
   double heartbeat_seconds = 1.0;

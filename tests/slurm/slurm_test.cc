@@ -1,0 +1,257 @@
+// canopy under a real Slurm (slurmctld + slurmd on this machine, tests/slurm/slurm_cluster.sh
+// start; scripts/test.sh starts it when it can): jobs submitted with `canopy submit` run the
+// coordinator and a worker on the node, and their results equal those of the embedded run
+// (batch-invariant mode) through:
+//   * a plain job;
+//   * a job array of 3 shards, joined by `canopy merge`;
+//   * `scontrol requeue` in the middle (the job comes back and resumes; every problem once);
+//   * the time-limit warning (USR1 to the batch shell): the coordinator drains, requeues
+//     itself and the next run finishes the job;
+//   * `scancel` in the middle leaves only complete result lines.
+// ctest-labels: slurm model
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <thread>
+
+#include "tests/testing/paths.h"
+#include "tests/testing/subprocess.h"
+
+namespace canopy {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+// Runs a shell command; its stdout (and stderr unless `stderr_too` is false).
+std::string Sh(const std::string& cmd, int* rc = nullptr, bool stderr_too = true) {
+  std::string out;
+  FILE* p = popen((cmd + (stderr_too ? " 2>&1" : "")).c_str(), "r");
+  if (!p) return out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
+  int status = pclose(p);
+  if (rc) *rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return out;
+}
+
+std::string Trim(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+std::vector<json> Lines(const fs::path& file) {
+  std::vector<json> rs;
+  std::ifstream in(file);
+  std::string line;
+  while (std::getline(in, line)) {
+    json j = json::parse(line, nullptr, false);
+    EXPECT_FALSE(j.is_discarded()) << "an incomplete or garbled line in " << file << ": " << line;
+    if (!j.is_discarded()) rs.push_back(j);
+  }
+  return rs;
+}
+
+std::map<std::string, json> Comparable(const std::vector<json>& rs) {
+  std::map<std::string, json> m;
+  for (const json& r : rs) {
+    json c = {{"prediction", r["prediction"]}, {"path", r["path"]}, {"tokens", r["tokens"]}, {"score", r["score"]}};
+    EXPECT_TRUE(m.emplace(r["id"].get<std::string>(), c).second) << "problem " << r["id"] << " answered twice";
+  }
+  return m;
+}
+
+class SlurmTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = fs::temp_directory_path() / ("canopy_slurm_test_" + std::to_string(getpid()));
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    std::ifstream in(std::string(CANOPY_SHARED_DIR) + "/datasets/mawps_multiarith.jsonl");
+    std::ofstream out(dir_ / "slice.jsonl");
+    std::string line;
+    for (int i = 0; i < 6 && std::getline(in, line); ++i) out << line << "\n";
+  }
+  static void TearDownTestSuite() { fs::remove_all(dir_); }
+
+  void SetUp() override {
+    if (testing::DefaultModelPath().empty()) GTEST_SKIP() << "default model missing: run scripts/fetch_model.sh";
+    int rc = 0;
+    std::string out = Sh("sinfo -h -o %T", &rc);
+    ASSERT_EQ(rc, 0) << "no Slurm here: start it with tests/slurm/slurm_cluster.sh start\n" << out;
+  }
+
+  static std::vector<std::string> SolveArgs() {
+    return {"--strategy", "beam", "--n", "2", "--beam-width", "2", "--step-tokens", "24", "--max-depth", "3",
+            "--seed", "7", "--batch-invariant", "--kv-cache-mb", "64", "--problems-in-flight", "1"};
+  }
+  static std::string Join(const std::vector<std::string>& v) {
+    std::string s;
+    for (const std::string& a : v) s += " " + a;
+    return s;
+  }
+
+  // The embedded run's results, once.
+  static const std::map<std::string, json>& Reference() {
+    static std::map<std::string, json> ref = [] {
+      fs::path out = dir_ / "embedded";
+      int rc = 0;
+      std::string log = Sh("OMP_NUM_THREADS=1 " + std::string(CANOPY_BIN) + " solve --dataset " +
+                                (dir_ / "slice.jsonl").string() + " --output " + out.string() + Join(SolveArgs()),
+                            &rc);
+      EXPECT_EQ(rc, 0) << log;
+      return Comparable(Lines(out / "results.jsonl"));
+    }();
+    return ref;
+  }
+
+  // Submits; returns the job id.
+  static std::string Submit(const fs::path& out, const std::string& extra = "") {
+    int rc = 0;
+    std::string id = Sh(std::string(CANOPY_BIN) + " submit --dataset " + (dir_ / "slice.jsonl").string() +
+                             " --output " + out.string() + " --cpus-per-worker 1" + extra + " --" + Join(SolveArgs()) +
+                             "",
+                         &rc, /*stderr_too=*/false);
+    EXPECT_EQ(rc, 0) << id;
+    return Trim(id);
+  }
+  static bool InQueue(const std::string& id) {
+    return !Trim(Sh("squeue -h -j " + id + " -o %T 2>/dev/null")).empty();
+  }
+  static void WaitGone(const std::string& id, double seconds = 900) {
+    auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+    while (InQueue(id) && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    }
+    EXPECT_FALSE(InQueue(id)) << "job " << id << " still queued: " << Sh("squeue");
+  }
+  static void WaitResults(const fs::path& file, size_t n, double seconds = 600) {
+    auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+    while (Lines(file).size() < n && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+  }
+  static std::string Log(const fs::path& out) {
+    std::string all;
+    for (const auto& e : fs::directory_iterator(out)) {
+      if (e.path().filename().string().rfind("slurm-", 0) == 0) {
+        std::ifstream in(e.path());
+        all += std::string(std::istreambuf_iterator<char>(in), {});
+      }
+    }
+    return all;
+  }
+  static int Sessions(const fs::path& out) {
+    int n = 0;
+    std::ifstream in(out / "journal.jsonl");
+    std::string line;
+    while (std::getline(in, line)) n += line.find("\"event\":\"session\"") != std::string::npos;
+    return n;
+  }
+
+  static inline fs::path dir_;
+};
+
+TEST_F(SlurmTest, SubmittedJobMatchesEmbedded) {
+  const auto& ref = Reference();
+  ASSERT_EQ(ref.size(), 6u);
+  fs::path out = dir_ / "plain";
+  std::string id = Submit(out);
+  ASSERT_FALSE(id.empty());
+  WaitGone(id);
+  EXPECT_EQ(Comparable(Lines(out / "results.jsonl")), ref) << Log(out);
+  // The script is commented and kept; the secret file is private.
+  std::ifstream script(out / "job.sbatch");
+  std::string text(std::istreambuf_iterator<char>(script), {});
+  EXPECT_NE(text.find("#SBATCH --signal=B:USR1@120"), std::string::npos);
+  EXPECT_EQ(text.find(Trim(Sh("cat " + (out / "job.secret").string()))), std::string::npos)
+      << "the secret must not be in the script";
+  EXPECT_EQ(fs::status(out / "job.secret").permissions() & (fs::perms::group_all | fs::perms::others_all),
+            fs::perms::none);
+  json summary = json::parse(std::ifstream(out / "summary.json"));
+  EXPECT_EQ(summary["settings"]["launcher"], "listen");
+  for (const json& w : summary["settings"]["workers"]) EXPECT_EQ(w["kv_used_blocks"], 0);
+  std::string status = Sh(std::string(CANOPY_BIN) + " status " + out.string());
+  EXPECT_NE(status.find("finished"), std::string::npos) << status;
+  EXPECT_NE(status.find("6/6"), std::string::npos) << status;
+}
+
+TEST_F(SlurmTest, ArrayShardsMergeToTheSameResults) {
+  const auto& ref = Reference();
+  fs::path out = dir_ / "array";
+  std::string id = Submit(out, " --shards 3");
+  ASSERT_FALSE(id.empty());
+  WaitGone(id);
+  for (int k = 0; k < 3; ++k) EXPECT_EQ(Lines(out / ("shard-" + std::to_string(k)) / "results.jsonl").size(), 2u) << k;
+  int rc = 0;
+  std::string merged = Sh(std::string(CANOPY_BIN) + " merge " + out.string(), &rc);
+  ASSERT_EQ(rc, 0) << merged << Log(out);
+  EXPECT_EQ(Comparable(Lines(out / "results.jsonl")), ref);
+  json summary = json::parse(std::ifstream(out / "summary.json"));
+  EXPECT_EQ(summary["summary"]["num_problems"], 6);
+  EXPECT_EQ(summary["settings"]["shards"], 3);
+}
+
+TEST_F(SlurmTest, RequeueMidJobResumesWithEveryProblemOnce) {
+  const auto& ref = Reference();
+  fs::path out = dir_ / "requeue";
+  std::string id = Submit(out);
+  WaitResults(out / "results.jsonl", 2);
+  ASSERT_TRUE(InQueue(id)) << "the job finished before it could be requeued";
+  const size_t before = Lines(out / "results.jsonl").size();
+  ASSERT_LT(before, 6u);
+  int rc = 0;
+  std::string msg = Sh("scontrol requeue " + id, &rc);
+  ASSERT_EQ(rc, 0) << msg;
+  WaitGone(id);
+  EXPECT_EQ(Comparable(Lines(out / "results.jsonl")), ref) << Log(out);
+  EXPECT_GE(Sessions(out), 2) << Log(out);
+}
+
+TEST_F(SlurmTest, TimeLimitWarningDrainsAndRequeues) {
+  const auto& ref = Reference();
+  fs::path out = dir_ / "warning";
+  std::string id = Submit(out, " --max-restarts 2");
+  WaitResults(out / "results.jsonl", 2);
+  ASSERT_TRUE(InQueue(id));
+  // What Slurm sends 120 s before the limit: USR1 to the batch shell.
+  int rc = 0;
+  std::string msg = Sh("scancel --batch --signal=USR1 " + id, &rc);
+  ASSERT_EQ(rc, 0) << msg;
+  WaitGone(id);
+  EXPECT_EQ(Comparable(Lines(out / "results.jsonl")), ref) << Log(out);
+  EXPECT_GE(Sessions(out), 2) << Log(out);
+  const std::string log = Log(out);
+  EXPECT_NE(log.find("requeueing"), std::string::npos) << log;
+  std::ifstream journal(out / "journal.jsonl");
+  std::string text(std::istreambuf_iterator<char>(journal), {});
+  EXPECT_NE(text.find("\"event\":\"drained\""), std::string::npos) << text;
+}
+
+TEST_F(SlurmTest, ScancelLeavesOnlyCompleteLines) {
+  fs::path out = dir_ / "cancel";
+  std::string id = Submit(out);
+  WaitResults(out / "results.jsonl", 1);
+  ASSERT_TRUE(InQueue(id));
+  int rc = 0;
+  Sh("scancel " + id, &rc);
+  ASSERT_EQ(rc, 0);
+  WaitGone(id);
+  // Every line is a whole record (Lines() fails the test on any other), each problem once.
+  std::vector<json> rs = Lines(out / "results.jsonl");
+  EXPECT_GE(rs.size(), 1u);
+  std::map<std::string, json> by_id = Comparable(rs);
+  const auto& ref = Reference();
+  for (const auto& [pid, r] : by_id) EXPECT_EQ(r, ref.at(pid)) << pid;
+}
+
+}  // namespace
+}  // namespace canopy
