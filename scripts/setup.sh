@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 packages=(cmake g++ make python3 python3-pip unzip pkg-config
           libpcre2-dev libopenblas-dev nlohmann-json3-dev libxxhash-dev libcli11-dev
           libgtest-dev libgmock-dev libbenchmark-dev libboost-dev
-          libcapnp-dev capnproto libopenmpi-dev openmpi-bin libssl-dev iproute2)
+          libcapnp-dev capnproto libopenmpi-dev openmpi-bin libssl-dev iproute2
+          slurm-wlm munge curl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

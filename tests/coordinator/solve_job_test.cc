@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <deque>
 #include <random>
 #include <map>
@@ -248,6 +249,49 @@ TEST(SolveJob, TreeSinkSeesEveryTreeAndItsChosenLeaf) {
   }
   EXPECT_EQ(SafeFileName("../a b/c"), "_._a_b_c");
   EXPECT_EQ(SafeFileName(""), "_");
+}
+
+TEST(SolveJob, DrainFinishesWhatIsInFlightAndStopAbandonsIt) {
+  const std::vector<Problem> ps = Problems(12);
+  auto full = [&] {
+    FakeWorker w;
+    return Solve(Options("beam", 4, 3), &w, ps);
+  }();
+  for (int mode : {1, 2}) {
+    SCOPED_TRACE(mode == 1 ? "drain" : "stop");
+    FakeWorker w;
+    std::atomic<int> flag{0};
+    SolveJob job(Options("beam", 4, 3), &w);
+    job.set_stop_flag(&flag, /*drain_seconds=*/1e9);
+    std::vector<ResultRecord> got;
+    Status s = job.Run(ps, [&](const ResultRecord& r) {
+      got.push_back(r);
+      if (got.size() == 2) flag = mode;  // the signal arrives after the second answer
+      return Status::Ok();
+    });
+    ASSERT_TRUE(s.ok()) << s.ToString();
+    EXPECT_TRUE(job.interrupted());
+    // Drain: the problems in flight when it came finish and nothing new starts; stop: nothing
+    // more finishes. Either way every record equals the uninterrupted run's.
+    if (mode == 2) {
+      EXPECT_EQ(got.size(), 2u);
+      EXPECT_GT(job.abandoned(), 0);
+    } else {
+      EXPECT_GT(got.size(), 2u);
+      EXPECT_LT(got.size(), ps.size());
+      EXPECT_EQ(job.abandoned(), 0);
+    }
+    for (const ResultRecord& r : got) {
+      auto it = std::find_if(full.begin(), full.end(), [&](const ResultRecord& x) { return x.id == r.id; });
+      ASSERT_NE(it, full.end());
+      EXPECT_EQ(r.prediction, it->prediction) << r.id;
+      EXPECT_EQ(r.path, it->path) << r.id;
+    }
+    for (int i = 0; i < 8 && w.outstanding() > 0; ++i) w.Poll();  // late replies
+    // A drained job released every node (a stopped one may leave children of replies that
+    // were still in flight: the process exits right after).
+    if (mode == 1) EXPECT_TRUE(w.live_.empty()) << w.live_.size() << " nodes left";
+  }
 }
 
 TEST(SolveJob, ProblemSeedIsStable) {
