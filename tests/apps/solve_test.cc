@@ -132,6 +132,39 @@ TEST_F(SolveTest, ResultsResumeAndDeterminism) {
   if (before < 6) EXPECT_THAT(log, ::testing::HasSubstr(std::to_string(before) + " already done"));
   EXPECT_EQ(ById(Results(c)), ById(ra));
 
+  // SIGUSR1 (a scheduler's time-limit warning) drains: in-flight problems finish, nothing new
+  // starts, exit 3 outside Slurm (nothing to requeue), and the journal says so; SIGTERM stops
+  // at once (exit 143). Either way the results are whole lines and a rerun completes the job.
+  for (int sig : {SIGUSR1, SIGTERM}) {
+    fs::path d = dir_ / (sig == SIGUSR1 ? "usr1" : "term");
+    pid_t p = fork();
+    ASSERT_GE(p, 0);
+    if (p == 0) {
+      std::string cmd = "exec env OMP_NUM_THREADS=1 " + std::string(CANOPY_BIN) + " " + Args(d.string(), 1) + " > /dev/null 2>&1";
+      execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    auto until = std::chrono::steady_clock::now() + std::chrono::seconds(300);
+    while (Results(d).size() < 2 && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    kill(p, sig);
+    int st = 0;
+    waitpid(p, &st, 0);
+    ASSERT_TRUE(WIFEXITED(st)) << "killed by the signal instead of handling it";
+    EXPECT_EQ(WEXITSTATUS(st), sig == SIGUSR1 ? 3 : 143);
+    const size_t got = Results(d).size();
+    EXPECT_GE(got, 2u);
+    if (sig == SIGUSR1) EXPECT_LE(got, 3u) << "a drain finishes at most the problem in flight";
+    std::ifstream journal(d / "journal.jsonl");
+    std::string text(std::istreambuf_iterator<char>(journal), {});
+    EXPECT_THAT(text, ::testing::HasSubstr(sig == SIGUSR1 ? "\"event\":\"drained\"" : "\"event\":\"stopped\""));
+    json status = json::parse(std::ifstream(d / "status.json"));
+    EXPECT_EQ(status["state"], "interrupted");
+    ASSERT_EQ(Run(Args(d.string(), 1), &log), 0) << log;
+    EXPECT_EQ(ById(Results(d)), ById(ra));
+  }
+
   // Other settings into the same folder are refused.
   EXPECT_NE(Run(Args(a.string(), 3) + " --temperature 0.5", &log), 0);
   EXPECT_THAT(log, ::testing::HasSubstr("different run"));
