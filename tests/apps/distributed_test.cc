@@ -29,6 +29,7 @@
 #include <set>
 #include <thread>
 
+#include "tests/testing/datasets.h"
 #include "tests/testing/paths.h"
 #include "tests/testing/subprocess.h"
 
@@ -102,18 +103,13 @@ class DistributedTest : public ::testing::Test {
     dir_ = fs::temp_directory_path() / ("canopy_distributed_test_" + std::to_string(::getpid()));
     fs::remove_all(dir_);
     fs::create_directories(dir_);
-    std::ifstream in(std::string(CANOPY_SHARED_DIR) + "/datasets/mawps_multiarith.jsonl");
-    std::ofstream out(dir_ / "slice.jsonl");
-    std::string line;
-    for (int i = 0; i < 6 && std::getline(in, line); ++i) out << line << "\n";
+    have_slice_ = testing::WriteMultiArithSlice(dir_ / "slice.jsonl", 6);
   }
   static void TearDownTestSuite() { fs::remove_all(dir_); }
 
   void SetUp() override {
     if (testing::DefaultModelPath().empty()) GTEST_SKIP() << "default model missing: run scripts/fetch_model.sh";
-    if (!fs::exists(dir_ / "slice.jsonl") || fs::file_size(dir_ / "slice.jsonl") == 0) {
-      GTEST_SKIP() << "shared datasets missing";
-    }
+    ASSERT_TRUE(have_slice_) << "the shared datasets are missing (../shared/datasets)";
   }
 
   // The job: a short beam search over 6 MultiArith problems; or best-of-4 one problem at a
@@ -161,6 +157,7 @@ class DistributedTest : public ::testing::Test {
   }
 
   static inline fs::path dir_;
+  static inline bool have_slice_ = false;
 };
 
 TEST_F(DistributedTest, CoordinatorAndWorkersMatchEmbedded) {

@@ -155,7 +155,9 @@ TEST_F(SolveTest, ResultsResumeAndDeterminism) {
     EXPECT_EQ(WEXITSTATUS(st), sig == SIGUSR1 ? 3 : 143);
     const size_t got = Results(d).size();
     EXPECT_GE(got, 2u);
-    if (sig == SIGUSR1) EXPECT_LE(got, 3u) << "a drain finishes at most the problem in flight";
+    if (sig == SIGUSR1) {
+      EXPECT_LE(got, 3u) << "a drain finishes at most the problem in flight";
+    }
     std::ifstream journal(d / "journal.jsonl");
     std::string text(std::istreambuf_iterator<char>(journal), {});
     EXPECT_THAT(text, ::testing::HasSubstr(sig == SIGUSR1 ? "\"event\":\"drained\"" : "\"event\":\"stopped\""));

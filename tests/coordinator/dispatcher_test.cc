@@ -16,6 +16,7 @@
 #include "common/block_hash.h"
 #include "coordinator/solve_job.h"
 #include "search/strategy.h"
+#include "tests/testing/datasets.h"
 
 namespace canopy {
 namespace {
@@ -386,17 +387,7 @@ TEST(DispatcherTest, WorkArrivingBeforeAnyWorkerWaitsForOne) {
 
 // Whole jobs: the strategies over the dispatcher, with workers dying or hanging mid-job,
 // give the results of one healthy worker, every problem once, and leave no node behind.
-std::vector<Problem> Problems(int n) {
-  std::vector<Problem> ps;
-  for (int i = 0; i < n; ++i) {
-    Problem p;
-    p.id = "p" + std::to_string(i);
-    p.question = "question " + std::to_string(i);
-    p.gold = std::to_string(i % 3);
-    ps.push_back(p);
-  }
-  return ps;
-}
+std::vector<Problem> Problems(int n) { return testing::SyntheticProblems(n); }
 
 std::map<std::string, ResultRecord> RunJob(const std::string& kind, Dispatcher* d, int in_flight) {
   SolveOptions o;

@@ -4,6 +4,7 @@
 // ctest-labels: unit
 #include "coordinator/solve_job.h"
 #include "coordinator/tree_dump.h"
+#include "tests/testing/datasets.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -83,17 +84,8 @@ class FakeWorker : public WorkerLink {
   std::mt19937 rng_{42};
 };
 
-std::vector<Problem> Problems(int n) {
-  std::vector<Problem> ps;
-  for (int i = 0; i < n; ++i) {
-    Problem p;
-    p.id = "p" + std::to_string(i);
-    p.question = "question " + std::to_string(i);
-    p.gold = std::to_string(i % 3);
-    ps.push_back(p);
-  }
-  return ps;
-}
+using testing::SyntheticProblems;
+std::vector<Problem> Problems(int n) { return SyntheticProblems(n); }
 
 SolveOptions Options(const std::string& kind, int32_t n, int32_t in_flight) {
   SolveOptions o;
@@ -290,7 +282,9 @@ TEST(SolveJob, DrainFinishesWhatIsInFlightAndStopAbandonsIt) {
     for (int i = 0; i < 8 && w.outstanding() > 0; ++i) w.Poll();  // late replies
     // A drained job released every node (a stopped one may leave children of replies that
     // were still in flight: the process exits right after).
-    if (mode == 1) EXPECT_TRUE(w.live_.empty()) << w.live_.size() << " nodes left";
+    if (mode == 1) {
+      EXPECT_TRUE(w.live_.empty()) << w.live_.size() << " nodes left";
+    }
   }
 }
 

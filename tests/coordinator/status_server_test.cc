@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <string>
 
+#include "tests/testing/subprocess.h"
+
 namespace canopy {
 namespace {
 
@@ -16,12 +18,7 @@ std::pair<int, std::string> Get(uint16_t port, const std::string& path, const st
   std::string cmd = "curl -s -m 5 -w '\\n%{http_code}' ";
   if (!auth.empty()) cmd += "-H 'Authorization: " + auth + "' ";
   cmd += "http://127.0.0.1:" + std::to_string(port) + path;
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
-  pclose(p);
+  std::string out = testing::Capture(cmd, nullptr, /*stderr_too=*/false);
   size_t nl = out.rfind('\n');
   if (nl == std::string::npos) return {0, out};
   return {std::atoi(out.c_str() + nl + 1), out.substr(0, nl)};

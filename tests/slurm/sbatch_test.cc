@@ -10,6 +10,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include "tests/testing/subprocess.h"
+
 namespace canopy {
 namespace {
 
@@ -25,13 +27,7 @@ int BashCheck(const std::string& script) {
 
 // What bash makes of a quoted word.
 std::string Echo(const std::string& quoted) {
-  FILE* p = popen(("bash -c 'printf %s \"$1\"' _ " + quoted).c_str(), "r");
-  std::string out;
-  char buf[256];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
-  pclose(p);
-  return out;
+  return testing::Capture("bash -c 'printf %s \"$1\"' _ " + quoted, nullptr, /*stderr_too=*/false);
 }
 
 SubmitSpec Spec() {

@@ -21,6 +21,7 @@
 #include <map>
 #include <thread>
 
+#include "tests/testing/datasets.h"
 #include "tests/testing/paths.h"
 #include "tests/testing/subprocess.h"
 
@@ -30,17 +31,8 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-// Runs a shell command; its stdout (and stderr unless `stderr_too` is false).
 std::string Sh(const std::string& cmd, int* rc = nullptr, bool stderr_too = true) {
-  std::string out;
-  FILE* p = popen((cmd + (stderr_too ? " 2>&1" : "")).c_str(), "r");
-  if (!p) return out;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
-  int status = pclose(p);
-  if (rc) *rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return out;
+  return testing::Capture(cmd, rc, stderr_too);
 }
 
 std::string Trim(std::string s) {
@@ -75,15 +67,13 @@ class SlurmTest : public ::testing::Test {
     dir_ = fs::temp_directory_path() / ("canopy_slurm_test_" + std::to_string(getpid()));
     fs::remove_all(dir_);
     fs::create_directories(dir_);
-    std::ifstream in(std::string(CANOPY_SHARED_DIR) + "/datasets/mawps_multiarith.jsonl");
-    std::ofstream out(dir_ / "slice.jsonl");
-    std::string line;
-    for (int i = 0; i < 6 && std::getline(in, line); ++i) out << line << "\n";
+    have_slice_ = testing::WriteMultiArithSlice(dir_ / "slice.jsonl", 6);
   }
   static void TearDownTestSuite() { fs::remove_all(dir_); }
 
   void SetUp() override {
     if (testing::DefaultModelPath().empty()) GTEST_SKIP() << "default model missing: run scripts/fetch_model.sh";
+    ASSERT_TRUE(have_slice_) << "the shared datasets are missing (../shared/datasets)";
     int rc = 0;
     std::string out = Sh("sinfo -h -o %T", &rc);
     ASSERT_EQ(rc, 0) << "no Slurm here: start it with tests/slurm/slurm_cluster.sh start\n" << out;
@@ -158,6 +148,7 @@ class SlurmTest : public ::testing::Test {
   }
 
   static inline fs::path dir_;
+  static inline bool have_slice_ = false;
 };
 
 TEST_F(SlurmTest, SubmittedJobMatchesEmbedded) {

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <fcntl.h>
 #include <fstream>
 #include <sstream>
@@ -16,6 +17,23 @@
 #include <vector>
 
 namespace canopy::testing {
+
+// Runs a shell command and returns its stdout (and its stderr unless `stderr_too` is
+// false); `rc` gets the exit status (-1 when it did not exit normally).
+inline std::string Capture(const std::string& cmd, int* rc = nullptr, bool stderr_too = true) {
+  std::string out;
+  FILE* p = popen((cmd + (stderr_too ? " 2>&1" : "")).c_str(), "r");
+  if (!p) {
+    if (rc) *rc = -1;
+    return out;
+  }
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
+  int status = pclose(p);
+  if (rc) *rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return out;
+}
 
 class Subprocess {
  public:
