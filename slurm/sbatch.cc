@@ -90,6 +90,7 @@ std::string SbatchScript(const SubmitSpec& s) {
     << "# Workers: one srun step; --kill-on-bad-exit=0 keeps the others going when one fails, and\n"
     << "# they retry the coordinator until it is up (and after a restart).\n"
     << "srun --kill-on-bad-exit=0 --no-kill --overlap --ntasks-per-node=" << workers_per_node
+    << (s.gpus_per_node > 0 ? " --gpus-per-task=1" : "")
     << " \\\n    \"$CANOPY\" worker --connect-file \"$ADDR\" --secret-file \"$SECRET_FILE\" --reconnect-seconds 120";
   for (const std::string& a : s.worker_args) o << " " << ShellQuote(a);
   o << " &\n"

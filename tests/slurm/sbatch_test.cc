@@ -68,7 +68,8 @@ TEST(SbatchTest, MultiNodeGpuScript) {
     EXPECT_NE(s.find(line), std::string::npos) << line << "\n" << s;
   }
   EXPECT_EQ(s.find("--array"), std::string::npos);
-  EXPECT_NE(s.find("srun --kill-on-bad-exit=0"), std::string::npos);
+  EXPECT_NE(s.find("srun --kill-on-bad-exit=0 --no-kill --overlap --ntasks-per-node=8 --gpus-per-task=1"),
+            std::string::npos);  // a worker per GPU, bound to it
   EXPECT_NE(s.find("worker --connect-file \"$ADDR\" --secret-file \"$SECRET_FILE\""), std::string::npos);
   EXPECT_NE(s.find("'--model' '/m/q.gguf' '--batch-invariant' '--kv-cache-mb=4096' &"), std::string::npos) << s;
   EXPECT_NE(s.find("coordinator --listen \"$HEAD:0\" --address-file \"$ADDR\""), std::string::npos);
@@ -95,6 +96,7 @@ TEST(SbatchTest, ArrayScriptShards) {
   EXPECT_NE(s.find("#SBATCH --ntasks-per-node=2 "), std::string::npos);
   EXPECT_NE(s.find("#SBATCH --cpus-per-task=4 "), std::string::npos);
   EXPECT_EQ(s.find("--gpus-per-node"), std::string::npos);
+  EXPECT_EQ(s.find("--gpus-per-task"), std::string::npos);
   EXPECT_NE(s.find("slurm-%A_%a.out"), std::string::npos);
   EXPECT_NE(s.find("--num-shards 5"), std::string::npos);
   EXPECT_NE(s.find("OUT=\"$BASE/shard-$SLURM_ARRAY_TASK_ID\""), std::string::npos);
