@@ -207,7 +207,8 @@ void Dispatcher::OnReply(Worker& w, ExpandReply reply) {
   Part* part = nullptr;
   if (it != pending_.end()) {
     for (Part& candidate : it->second.parts) {
-      if (candidate.worker == w.id && !candidate.done) {
+      // A worker may hold two parts of one call (one re-sent to it): the sample range says which.
+      if (candidate.worker == w.id && !candidate.done && candidate.first_sample == reply.first_sample) {
         part = &candidate;
         break;
       }
@@ -239,6 +240,7 @@ void Dispatcher::OnReply(Worker& w, ExpandReply reply) {
   }
   ExpandReply merged;
   merged.call = p.call.call;
+  merged.first_sample = p.call.first_sample;
   for (Part& done : p.parts) {
     if (merged.error.empty()) merged.error = done.reply.error;
     for (ChildReply& c : done.reply.children) merged.children.push_back(std::move(c));

@@ -71,6 +71,7 @@ struct ExpandReply {
   call @0 :UInt64;
   error @1 :Text;     # non-empty: the expansion failed
   children @2 :List(ChildReply);
+  firstSample @3 :Int32;   # the call's firstSample: which part of a split expansion this is
 }
 
 struct ScoreItem {

@@ -296,6 +296,7 @@ void ToWire(const ExpandReply& reply, wire::ExpandReply::Builder out) {
   out.setError(Txt(reply.error));
   auto children = out.initChildren(reply.children.size());
   for (size_t i = 0; i < reply.children.size(); ++i) ToWire(reply.children[i], children[i]);
+  out.setFirstSample(reply.first_sample);
 }
 
 NodeKey FromWire(wire::NodeKey::Reader in) { return NodeKey{in.getCall(), in.getSample()}; }
@@ -344,6 +345,7 @@ StatusOr<ExpandReply> FromWire(wire::ExpandReply::Reader in) {
     CANOPY_ASSIGN_OR_RETURN(ChildReply child, FromWire(c));
     m.children.push_back(std::move(child));
   }
+  m.first_sample = in.getFirstSample();
   return m;
 }
 

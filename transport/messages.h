@@ -75,6 +75,7 @@ struct ExpandReply {
   uint64_t call = 0;
   std::string error;  // non-empty: the expansion failed (children may still be present)
   std::vector<ChildReply> children;
+  int32_t first_sample = 0;  // the call's: which part of a split expansion this answers
   friend bool operator==(const ExpandReply&, const ExpandReply&) = default;
 };
 

@@ -203,6 +203,7 @@ ExpandReply LocalWorker::Convert(const ExpandResult& result) {
   ++expansions_done_;
   ExpandReply reply;
   reply.call = call.call;
+  reply.first_sample = call.first_sample;
   std::vector<ScoreQuery> queries;
   std::vector<size_t> owner;  // query -> child
   for (size_t i = 0; i < result.children.size(); ++i) {

@@ -224,9 +224,10 @@ Status RunWorkerService(LocalWorker* worker, const Capabilities& capabilities,
   auto send = [&](const Envelope& m) {
     if (conn && ready) (void)conn->Send(m);
   };
-  auto reply_error = [&](uint64_t call, const std::string& error) {
+  auto reply_error = [&](const ExpandCall& call, const std::string& error) {
     ExpandReply r;
-    r.call = call;
+    r.call = call.call;
+    r.first_sample = call.first_sample;
     r.error = error;
     send(r);
   };
@@ -309,9 +310,9 @@ Status RunWorkerService(LocalWorker* worker, const Capabilities& capabilities,
           } else if constexpr (std::is_same_v<T, ExpandCall>) {
             auto f = failed_nodes.find(m.node);
             if (f != failed_nodes.end()) {
-              reply_error(m.call, f->second);
+              reply_error(m, f->second);
             } else if (Status s = worker->Expand(m); !s.ok()) {
-              reply_error(m.call, s.ToString());
+              reply_error(m, s.ToString());
             }
           } else if constexpr (std::is_same_v<T, Release>) {
             for (const NodeKey& k : m.nodes) {

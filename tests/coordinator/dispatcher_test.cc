@@ -136,6 +136,7 @@ class SimWorker : public WorkerPort {
   ExpandReply Reply(const ExpandCall& c) {
     ExpandReply r;
     r.call = c.call;
+    r.first_sample = c.first_sample;
     const std::vector<int32_t>& prefix = nodes.at(c.node);
     for (int32_t i = 0; i < c.num_children; ++i) {
       const int32_t sample = c.first_sample + i;
@@ -304,6 +305,34 @@ TEST(DispatcherTest, BestOfNSplitsAcrossIdleWorkersWithTheSameSamples) {
   ASSERT_EQ(split.size(), 1u);
   ASSERT_EQ(whole.size(), 1u);
   EXPECT_EQ(split[0], whole[0]);
+}
+
+TEST(DispatcherTest, AResentPartLandsBesideAnotherPartOfItsCall) {
+  // A best-of-4 split over 2 workers; the first dies holding its part, which is re-sent to
+  // the second, now holding both parts of one call: each reply must count for its own
+  // samples, so the children equal those of the unsplit call.
+  Cluster c(2);
+  for (auto& w : c.workers) w->hold = true;
+  ASSERT_TRUE(c.d->CreateRoot(Root(1)).ok());
+  ASSERT_TRUE(c.d->Expand(Call(2, {1, 0}, 4)).ok());
+  ASSERT_EQ(c.d->stats().split_calls, 1);
+  c.workers[0]->Die();
+  SimWorker& survivor = *c.workers[1];
+  survivor.Flush();  // its own part first, while the re-sent one is still on its way
+  survivor.hold = false;
+  std::vector<ExpandReply> split = PollAll(*c.d);
+  survivor.Flush();
+  ASSERT_EQ(split.size(), 1u);
+  EXPECT_EQ(c.d->stats().redispatched, 1);
+  DispatcherOptions o;
+  o.split_across_idle = false;
+  Cluster one(1, o);
+  ASSERT_TRUE(one.d->CreateRoot(Root(1)).ok());
+  ASSERT_TRUE(one.d->Expand(Call(2, {1, 0}, 4)).ok());
+  std::vector<ExpandReply> whole = PollAll(*one.d);
+  ASSERT_EQ(whole.size(), 1u);
+  EXPECT_EQ(split[0], whole[0]);
+  for (int32_t k = 0; k < 4; ++k) EXPECT_EQ(c.d->holders({2, k}), std::set<int32_t>{2}) << k;
 }
 
 TEST(DispatcherTest, DeadWorkersWorkIsResentAndDuplicatesDropped) {

@@ -2,13 +2,14 @@
 // start; scripts/test.sh starts it when it can): jobs submitted with `canopy submit` run the
 // coordinator and a worker on the node, and their results equal those of the embedded run
 // (batch-invariant mode) through:
-//   * a plain job;
+//   * a plain job, and one whose srun step loses one of its two workers;
 //   * a job array of 3 shards, joined by `canopy merge`;
 //   * `scontrol requeue` in the middle (the job comes back and resumes; every problem once);
 //   * the time-limit warning (USR1 to the batch shell): the coordinator drains, requeues
 //     itself and the next run finishes the job;
 //   * `scancel` in the middle leaves only complete result lines.
 // ctest-labels: slurm model
+#include <signal.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -173,6 +174,26 @@ TEST_F(SlurmTest, SubmittedJobMatchesEmbedded) {
   std::string status = Sh(std::string(CANOPY_BIN) + " status " + out.string());
   EXPECT_NE(status.find("finished"), std::string::npos) << status;
   EXPECT_NE(status.find("6/6"), std::string::npos) << status;
+}
+
+TEST_F(SlurmTest, AWorkerDyingDoesNotEndTheJob) {
+  const auto& ref = Reference();
+  fs::path out = dir_ / "workerdies";
+  std::string id = Submit(out, " --workers-per-node 2");
+  WaitResults(out / "results.jsonl", 1);
+  ASSERT_TRUE(InQueue(id));
+  // One of the two workers of the srun step is killed; the step and the job go on.
+  // (The worker processes themselves, not the srun that started them.)
+  std::string pids = Sh("pgrep -f '^" + std::string(CANOPY_BIN) + " worker --connect-file " +
+                        (out / "coordinator.addr").string() + "'");
+  int victim = std::atoi(pids.c_str());
+  ASSERT_GT(victim, 0) << pids;
+  ASSERT_EQ(kill(victim, SIGKILL), 0);
+  WaitGone(id);
+  EXPECT_EQ(Comparable(Lines(out / "results.jsonl")), ref) << Log(out);
+  json summary = json::parse(std::ifstream(out / "summary.json"));
+  EXPECT_EQ(summary["settings"]["dispatch"]["workers_joined"], 2);
+  EXPECT_EQ(summary["settings"]["dispatch"]["workers_lost"], 1);
 }
 
 TEST_F(SlurmTest, ArrayShardsMergeToTheSameResults) {

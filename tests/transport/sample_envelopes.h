@@ -27,7 +27,7 @@ inline std::vector<Envelope> SampleEnvelopes() {
       RootSpec{NodeKey{5, 0}, "What is 2 + 2?", "You are a careful solver.", "Solve: 2 + 2",
                "prm-head", {1, 2, 3, 49151}, {"Step one.", "Step two."}},
       ExpandCall{9, NodeKey{5, 0}, 4, 128, true, 0xdeadbeefcafeULL, 0.7f, 0.95f, 40, 12},
-      ExpandReply{9, "", {child, child2}},
+      ExpandReply{9, "", {child, child2}, 3},
       ScoreCall{10, {item, ScoreItem{}}},
       ScoreReply{10, "scorer crashed", {0.25, 1.0}},
       Release{{NodeKey{9, 0}, NodeKey{9, 1}, NodeKey{5, 0}}},
