@@ -205,13 +205,6 @@ WorkerSetupOptions SetupOptions(const SolveFlags& f) {
   return so;
 }
 
-std::string ModelName(const std::string& model) {
-  if (model.empty()) return kDefaultModelFile;
-  fs::path p = fs::path(model).lexically_normal();
-  if (p.filename().empty()) p = p.parent_path();
-  return p.filename().string();
-}
-
 int SolveMain(int argc, char** argv, bool coordinator_command) {
   CLI::App app{coordinator_command ? "Coordinate a solve job whose workers connect over TCP"
                                    : "Batch-solve a dataset with a search strategy",

@@ -16,8 +16,17 @@ struct Dispatcher::Recipe {
   std::vector<int32_t> tokens;           // this node's own tokens (a child's step)
   std::vector<std::string> steps;        // and its steps
   int64_t path_tokens = 0;               // below the root, this node's included
-  int64_t prompt_tokens = 0;             // the root's, estimated (about 4 bytes a token)
 };
+
+namespace {
+
+// The root's prompt in tokens, estimated (about 4 bytes a token, plus the chat template):
+// the coordinator never tokenizes.
+int64_t PromptTokensEstimate(const RootSpec& root) {
+  return static_cast<int64_t>(root.system_prompt.size() + root.user_message.size()) / 4 + 16;
+}
+
+}  // namespace
 
 RelocationCost CompareShipAndRecompute(const CostModel& model, int64_t tokens, uint64_t kv_bytes_per_token,
                                        double prefill_tokens_per_second) {
@@ -48,7 +57,6 @@ Status Dispatcher::CreateRoot(const RootSpec& root) {
   if (nodes_.count(root.key)) return InvalidArgumentError("dispatcher: root key already exists");
   auto recipe = std::make_shared<Recipe>();
   recipe->root = std::make_shared<const RootSpec>(root);
-  recipe->prompt_tokens = static_cast<int64_t>(root.system_prompt.size() + root.user_message.size()) / 4 + 16;
   nodes_[root.key] = NodeEntry{std::move(recipe), {}};
   return Status::Ok();
 }
@@ -157,7 +165,7 @@ void Dispatcher::Route(uint64_t call_id, size_t part_index) {
     others.erase(target->id);
     Worker* source = others.empty() ? nullptr : LeastLoaded(others, {});
     if (source) {
-      RelocationCost c = CompareShipAndRecompute(options_.cost, p.recipe->prompt_tokens + p.recipe->path_tokens,
+      RelocationCost c = CompareShipAndRecompute(options_.cost, PromptTokensEstimate(*p.recipe->root) + p.recipe->path_tokens,
                                                  source->capabilities.kv_bytes_per_token, target->prefill_rate);
       stats_.ship_preferred += c.ship;
       const bool ship = c.ship && options_.kv_shipping && !source->capabilities.kv_endpoint.empty() &&
@@ -229,7 +237,6 @@ void Dispatcher::OnReply(Worker& w, ExpandReply reply) {
     recipe->tokens = c.token_ids;
     recipe->steps = c.steps;
     recipe->path_tokens = p.recipe->path_tokens + static_cast<int64_t>(c.token_ids.size());
-    recipe->prompt_tokens = p.recipe->prompt_tokens;
     NodeKey key{reply.call, part->first_sample + static_cast<int32_t>(i)};
     nodes_[key] = NodeEntry{std::move(recipe), {w.id}};
     w.held.insert(key);
@@ -343,10 +350,7 @@ void Dispatcher::Process(std::vector<DispatcherEvent> events) {
     } else if (auto* st = std::get_if<Stats>(&e.message)) {
       if (st->prefill_tokens_per_second > 0) w.prefill_rate = st->prefill_tokens_per_second;
       w.last = *st;
-      if (st->requested) {
-        w.stats = *st;
-        w.stats_wanted = false;
-      }
+      if (st->requested) w.stats_wanted = false;
     } else if (!std::holds_alternative<Heartbeat>(e.message)) {
       CANOPY_LOG(Warn) << "dispatcher: worker " << id << " sent an unexpected " << EnvelopeKindName(e.message);
     }
@@ -410,7 +414,7 @@ std::map<int32_t, Stats> Dispatcher::CollectStats(double timeout_seconds) {
   }
   std::map<int32_t, Stats> out;
   for (const auto& [id, w] : workers_) {
-    if (!w.stats_wanted) out[id] = w.stats;
+    if (!w.stats_wanted) out[id] = w.last;
   }
   return out;
 }

@@ -169,9 +169,8 @@ class Dispatcher : public WorkerLink {
     double prefill_rate = 0.0;  // measured, from its Stats
     std::set<NodeKey> held;
     std::vector<NodeKey> releases;  // to send at the next flush
-    bool stats_wanted = false;
-    Stats stats;  // the answer to the last StatsRequest
-    Stats last;   // the latest, asked for or not
+    bool stats_wanted = false;  // a StatsRequest not yet answered
+    Stats last;                 // the latest, asked for or not
   };
 
   double Now() const;

@@ -29,4 +29,11 @@ StatusOr<std::string> ResolveModelPath(const std::string& path) {
   return p;
 }
 
+std::string ModelName(const std::string& path) {
+  if (path.empty()) return kDefaultModelFile;
+  std::filesystem::path p = std::filesystem::path(path).lexically_normal();
+  if (p.filename().empty()) p = p.parent_path();  // "dir/"
+  return p.filename().string();
+}
+
 }  // namespace canopy

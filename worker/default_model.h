@@ -17,4 +17,8 @@ std::string ModelsDir();
 // fetches it) when that file is missing.
 StatusOr<std::string> ResolveModelPath(const std::string& path);
 
+// The name workers and coordinators compare: the file (or folder) name of `path`, the
+// default model's file name for "".
+std::string ModelName(const std::string& path);
+
 }  // namespace canopy

@@ -146,13 +146,11 @@ Status LocalWorker::Expand(const ExpandCall& call) {
 void LocalWorker::Release(const NodeKey& key) {
   auto it = nodes_.find(key);
   if (it == nodes_.end()) return;
-  for (const auto& [rid, call] : inflight_) {
+  if (Expanding(key)) {
     // Its expansion still needs the node (pinned in the engine, and its path for scoring):
     // released when the reply is converted.
-    if (call.node == key) {
-      release_after_reply_.insert(key);
-      return;
-    }
+    release_after_reply_.insert(key);
+    return;
   }
   Status s = engine_->Release(it->second.engine_node);
   if (!s.ok()) CANOPY_LOG(Warn) << "worker: release: " << s.ToString();
@@ -252,9 +250,7 @@ ExpandReply LocalWorker::Convert(const ExpandResult& result) {
     nodes_[NodeKey{call.call, call.first_sample + static_cast<int32_t>(i)}] = std::move(info);
   }
   if (release_after_reply_.count(call.node)) {
-    bool more = false;  // another expansion of the same node still in flight
-    for (const auto& [rid, other] : inflight_) more = more || other.node == call.node;
-    if (!more) {
+    if (!Expanding(call.node)) {  // no other expansion of the node still in flight
       release_after_reply_.erase(call.node);
       Release(call.node);
     }

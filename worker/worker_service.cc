@@ -204,7 +204,6 @@ Status RunWorkerService(LocalWorker* worker, const Capabilities& capabilities,
   fetch_cb.on_closed = [&](const std::shared_ptr<Connection>& c, const Status& s) {
     inbox.Push({Event::kKvClosed, c, {}, s});
   };
-  fetch_cb.on_ready = [&](const std::shared_ptr<Connection>&) {};
 
   std::string host = options.host;
   uint16_t port = options.port;

@@ -18,11 +18,7 @@ StatusOr<std::unique_ptr<WorkerSetup>> WorkerSetup::Create(const WorkerSetupOpti
   return setup;
 }
 
-std::string WorkerSetup::model_name() const {
-  std::filesystem::path p = std::filesystem::path(model_path_).lexically_normal();
-  if (p.filename().empty()) p = p.parent_path();  // "dir/"
-  return p.filename().string();
-}
+std::string WorkerSetup::model_name() const { return ModelName(model_path_); }
 
 StatusOr<Scorer*> WorkerSetup::GetScorer(const std::string& kind) {
   auto& slot = scorers_[kind];

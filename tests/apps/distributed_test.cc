@@ -31,6 +31,7 @@
 
 #include "tests/testing/datasets.h"
 #include "tests/testing/paths.h"
+#include "tests/testing/results.h"
 #include "tests/testing/subprocess.h"
 
 namespace canopy {
@@ -65,29 +66,11 @@ std::string FindOnPath(const std::string& name) {
   return "";
 }
 
-std::vector<json> Results(const fs::path& dir) {
-  std::vector<json> rs;
-  std::ifstream in(dir / "results.jsonl");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (!line.empty()) rs.push_back(json::parse(line));
-  }
-  return rs;
-}
+using testing::Comparable;
+
+std::vector<json> Results(const fs::path& dir) { return testing::ResultLines(dir / "results.jsonl"); }
 
 size_t CountResults(const fs::path& dir) { return Results(dir).size(); }
-
-// id -> what must not depend on how the job ran.
-std::map<std::string, json> Comparable(const std::vector<json>& rs) {
-  std::map<std::string, json> m;
-  for (const json& r : rs) {
-    json c = {{"prediction", r["prediction"]}, {"path", r["path"]}, {"tokens", r["tokens"]},
-              {"score", r["score"]},           {"expansions", r["expansions"]}};
-    EXPECT_TRUE(m.emplace(r["id"].get<std::string>(), c).second) << "problem " << r["id"] << " answered twice";
-    EXPECT_FALSE(r.contains("error")) << r.dump();
-  }
-  return m;
-}
 
 json SummarySettings(const fs::path& dir) {
   std::ifstream in(dir / "summary.json");

@@ -24,6 +24,7 @@
 
 #include "tests/testing/datasets.h"
 #include "tests/testing/paths.h"
+#include "tests/testing/results.h"
 #include "tests/testing/subprocess.h"
 
 namespace canopy {
@@ -41,26 +42,9 @@ std::string Trim(std::string s) {
   return s;
 }
 
-std::vector<json> Lines(const fs::path& file) {
-  std::vector<json> rs;
-  std::ifstream in(file);
-  std::string line;
-  while (std::getline(in, line)) {
-    json j = json::parse(line, nullptr, false);
-    EXPECT_FALSE(j.is_discarded()) << "an incomplete or garbled line in " << file << ": " << line;
-    if (!j.is_discarded()) rs.push_back(j);
-  }
-  return rs;
-}
+using testing::Comparable;
 
-std::map<std::string, json> Comparable(const std::vector<json>& rs) {
-  std::map<std::string, json> m;
-  for (const json& r : rs) {
-    json c = {{"prediction", r["prediction"]}, {"path", r["path"]}, {"tokens", r["tokens"]}, {"score", r["score"]}};
-    EXPECT_TRUE(m.emplace(r["id"].get<std::string>(), c).second) << "problem " << r["id"] << " answered twice";
-  }
-  return m;
-}
+std::vector<json> Lines(const fs::path& file) { return testing::ResultLines(file); }
 
 class SlurmTest : public ::testing::Test {
  protected:
