@@ -7,13 +7,27 @@
 #include "kernels/cuda/device.h"
 
 namespace canopy::cuda {
+namespace {
+
+const char* Rank() {
+  for (const char* v : {"OMPI_COMM_WORLD_RANK", "PMI_RANK", "SLURM_PROCID"})
+    if (const char* r = std::getenv(v)) return r;
+  return "-";
+}
+
+}  // namespace
+
+std::string Where(const char* file, int line) {
+  char host[256] = "?";
+  gethostname(host, sizeof(host) - 1);
+  return std::string(file) + ":" + std::to_string(line) + " host " + host + " pid " +
+         std::to_string(getpid()) + " rank " + Rank();
+}
 
 void CheckFailed(const char* what, const char* call, const char* file, int line,
                  const char* message) {
-  char host[256] = "?";
-  gethostname(host, sizeof(host) - 1);
-  std::fprintf(stderr, "%s:%d [%s pid %d] %s call failed: %s: %s\n", file, line, host, getpid(),
-               what, call, message);
+  std::fprintf(stderr, "%s: %s call failed: %s: %s\n", Where(file, line).c_str(), what, call,
+               message);
   std::abort();
 }
 

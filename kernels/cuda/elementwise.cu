@@ -1,0 +1,177 @@
+// Embedding, RMSNorm, RoPE with the KV store, SwiGLU, conversions (kernels/cuda/ops.h).
+#include "kernels/cuda/compat.h"
+#include "kernels/cuda/ops.h"
+#include "kernels/cuda/runtime.h"
+
+namespace canopy::CANOPY_CUDA_NS {
+namespace {
+
+constexpr int kThreads = 256;
+
+// Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets it.
+__device__ float BlockSum(float v) {
+  __shared__ float partial[32];
+  __shared__ float total;
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (lane == 0) partial[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    const int nwarps = blockDim.x / 32;
+    float s = lane < nwarps ? partial[lane] : 0.0f;
+    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    if (lane == 0) total = s;
+  }
+  __syncthreads();
+  return total;
+}
+
+__global__ void EmbedKernel(const bf16* table, const int32_t* tokens, int64_t H, float* x) {
+  const int64_t t = blockIdx.x;
+  const bf16* row = table + static_cast<int64_t>(tokens[t]) * H;
+  for (int64_t i = threadIdx.x; i < H; i += blockDim.x) x[t * H + i] = __bfloat162float(row[i]);
+}
+
+__global__ void RmsNormKernel(const float* x, const int32_t* row_map, int64_t H, const float* w,
+                              float eps, bf16* out_bf16, float* out_f32) {
+  const int64_t r = blockIdx.x;
+  const int64_t row = row_map ? row_map[r] : r;
+  const float* xr = x + row * H;
+  float ss = 0.0f;
+  for (int64_t i = threadIdx.x; i < H; i += blockDim.x) ss += xr[i] * xr[i];
+  ss = BlockSum(ss);
+  const float scale = rsqrtf(ss / static_cast<float>(H) + eps);
+  for (int64_t i = threadIdx.x; i < H; i += blockDim.x) {
+    const float y = xr[i] * scale * w[i];
+    if (out_bf16) out_bf16[r * H + i] = __float2bfloat16(y);
+    if (out_f32) out_f32[r * H + i] = y;
+  }
+}
+
+__global__ void RopeStoreKvKernel(const float* qkv, const float* bias, const int32_t* pos,
+                                  const int32_t* slot, const float2* rope, bool interleaved,
+                                  int64_t NH, int64_t NKV, int64_t D, bf16* q, bf16* k_cache,
+                                  bf16* v_cache) {
+  const int64_t t = blockIdx.x;
+  const int64_t QD = NH * D, KVD = NKV * D, half = D / 2;
+  const float* row = qkv + t * (QD + 2 * KVD);
+  const float2* cs = rope + static_cast<int64_t>(pos[t]) * half;
+  const int64_t s = slot[t];
+  // Rotated pairs of q (NH heads) and k (NKV heads), then v.
+  const int64_t pairs = (NH + NKV) * half;
+  for (int64_t p = threadIdx.x; p < pairs; p += blockDim.x) {
+    const int64_t head = p / half, i = p % half;
+    const bool is_q = head < NH;
+    const int64_t base = is_q ? head * D : QD + (head - NH) * D;
+    const int64_t a = base + (interleaved ? 2 * i : i);
+    const int64_t b = base + (interleaved ? 2 * i + 1 : i + half);
+    float x0 = row[a], x1 = row[b];
+    if (bias) x0 += bias[a], x1 += bias[b];
+    const float c = cs[i].x, sn = cs[i].y;
+    const float y0 = x0 * c - x1 * sn, y1 = x0 * sn + x1 * c;
+    if (is_q) {
+      q[t * QD + a] = __float2bfloat16(y0);
+      q[t * QD + b] = __float2bfloat16(y1);
+    } else if (s >= 0) {
+      k_cache[s * KVD + (a - QD)] = __float2bfloat16(y0);
+      k_cache[s * KVD + (b - QD)] = __float2bfloat16(y1);
+    }
+  }
+  if (s >= 0) {
+    for (int64_t i = threadIdx.x; i < KVD; i += blockDim.x) {
+      float v = row[QD + KVD + i];
+      if (bias) v += bias[QD + KVD + i];
+      v_cache[s * KVD + i] = __float2bfloat16(v);
+    }
+  }
+}
+
+__global__ void SwiGluKernel(const bf16* gu, int64_t FF, bf16* out) {
+  const int64_t t = blockIdx.y;
+  for (int64_t i = blockIdx.x * blockDim.x + threadIdx.x; i < FF; i += gridDim.x * blockDim.x) {
+    const float g = __bfloat162float(gu[t * 2 * FF + i]);
+    const float u = __bfloat162float(gu[t * 2 * FF + FF + i]);
+    out[t * FF + i] = __float2bfloat16(g / (1.0f + expf(-g)) * u);
+  }
+}
+
+__global__ void F32ToBf16Kernel(const float* in, int64_t n, bf16* out) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    out[i] = __float2bfloat16(in[i]);
+}
+
+__device__ uint64_t Mix(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+__global__ void FillRandomKernel(bf16* out, int64_t n, uint64_t seed, float scale) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const uint64_t h = Mix(seed ^ Mix(static_cast<uint64_t>(i)));
+    const float u = static_cast<float>(h >> 40) * (1.0f / 16777216.0f);  // [0, 1)
+    out[i] = __float2bfloat16((2.0f * u - 1.0f) * scale);
+  }
+}
+
+int GridFor(int64_t n) {
+  int64_t g = (n + kThreads - 1) / kThreads;
+  return static_cast<int>(g < 1 ? 1 : (g > 65535 ? 65535 : g));
+}
+
+}  // namespace
+
+void Embed(const bf16* table, const int32_t* tokens, int64_t T, int64_t H, float* x,
+           cudaStream_t stream) {
+  if (T == 0) return;
+  auto* k = &EmbedKernel;
+  CANOPY_LAUNCH(k, dim3(static_cast<unsigned>(T)), dim3(kThreads), 0, stream, table, tokens, H, x);
+  CANOPY_CHECK_LAUNCH("Embed");
+}
+
+void RmsNorm(const float* x, const int32_t* row_map, int64_t rows, int64_t H, const float* w,
+             float eps, bf16* out_bf16, float* out_f32, cudaStream_t stream) {
+  if (rows == 0) return;
+  auto* k = &RmsNormKernel;
+  CANOPY_LAUNCH(k, dim3(static_cast<unsigned>(rows)), dim3(kThreads), 0, stream, x, row_map, H,
+                w, eps, out_bf16, out_f32);
+  CANOPY_CHECK_LAUNCH("RmsNorm");
+}
+
+void RopeStoreKv(const float* qkv, const float* bias, const int32_t* pos, const int32_t* slot,
+                 const float2* rope, bool interleaved, int64_t T, int64_t NH, int64_t NKV,
+                 int64_t D, bf16* q, bf16* k_cache, bf16* v_cache, cudaStream_t stream) {
+  if (T == 0) return;
+  auto* k = &RopeStoreKvKernel;
+  CANOPY_LAUNCH(k, dim3(static_cast<unsigned>(T)), dim3(128), 0, stream, qkv, bias, pos, slot,
+                rope, interleaved, NH, NKV, D, q, k_cache, v_cache);
+  CANOPY_CHECK_LAUNCH("RopeStoreKv");
+}
+
+void SwiGlu(const bf16* gu, int64_t T, int64_t FF, bf16* out, cudaStream_t stream) {
+  if (T == 0) return;
+  const int64_t gx = (FF + kThreads - 1) / kThreads;
+  auto* k = &SwiGluKernel;
+  CANOPY_LAUNCH(k, dim3(static_cast<unsigned>(gx), static_cast<unsigned>(T)), dim3(kThreads), 0,
+                stream, gu, FF, out);
+  CANOPY_CHECK_LAUNCH("SwiGlu");
+}
+
+void F32ToBf16(const float* in, int64_t n, bf16* out, cudaStream_t stream) {
+  if (n == 0) return;
+  auto* k = &F32ToBf16Kernel;
+  CANOPY_LAUNCH(k, dim3(GridFor(n)), dim3(kThreads), 0, stream, in, n, out);
+  CANOPY_CHECK_LAUNCH("F32ToBf16");
+}
+
+void FillRandomBf16(bf16* out, int64_t n, uint64_t seed, float scale, cudaStream_t stream) {
+  if (n == 0) return;
+  auto* k = &FillRandomKernel;
+  CANOPY_LAUNCH(k, dim3(GridFor(n)), dim3(kThreads), 0, stream, out, n, seed, scale);
+  CANOPY_CHECK_LAUNCH("FillRandomBf16");
+}
+
+}  // namespace canopy::CANOPY_CUDA_NS

@@ -1,0 +1,70 @@
+// The CUDA backend's tensor ops: the contracts of the CPU ops (kernels/ops.h) on device
+// buffers. Activations between layers (the residual stream) are FP32, GEMM inputs BF16,
+// the KV cache BF16 with the CPU layout per layer: [num_blocks][block_size][kv_heads][head_dim].
+// Every launcher enqueues on `stream` and returns; row counts are the padded batch of a
+// captured graph where a graph is used, so rows beyond the real batch compute harmless
+// values and write no KV (their slot is -1).
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/attention_plan.h"
+#include "kernels/cuda/compat.h"
+
+namespace canopy::CANOPY_CUDA_NS {
+
+// x[t][:] = table[tokens[t]][:] as FP32.
+void Embed(const bf16* table, const int32_t* tokens, int64_t T, int64_t H, float* x,
+           cudaStream_t stream);
+
+// For r < rows: row = row_map ? row_map[r] : r; out[r] = x[row] / rms(x[row]) * w, written as
+// BF16 to out_bf16 and/or as FP32 to out_f32 (either may be null). The sum of squares in FP32
+// over a fixed tree (the CPU sums in double).
+void RmsNorm(const float* x, const int32_t* row_map, int64_t rows, int64_t H, const float* w,
+             float eps, bf16* out_bf16, float* out_f32, cudaStream_t stream);
+
+// Per token t: adds the bias (if any) to its q, k, v (qkv row = [q: NH*D | k: NKV*D | v]),
+// rotates q and k at position pos[t] with the cos/sin table rope[pos][D/2] (interleaved
+// pairs (2i, 2i+1), else (i, i + D/2)), writes q as BF16 [T][NH][D] and k, v into the cache
+// rows slot[t] = block * block_size + offset (skipped when slot[t] < 0).
+void RopeStoreKv(const float* qkv, const float* bias, const int32_t* pos, const int32_t* slot,
+                 const float2* rope, bool interleaved, int64_t T, int64_t NH, int64_t NKV,
+                 int64_t D, bf16* q, bf16* k_cache, bf16* v_cache, cudaStream_t stream);
+
+// out[t][i] = silu(gu[t][i]) * gu[t][FF + i]   (gate rows then up rows of one fused GEMM).
+void SwiGlu(const bf16* gu, int64_t T, int64_t FF, bf16* out, cudaStream_t stream);
+
+// Device copy of an AttentionPlan (kernels/attention_plan.h) plus the partial buffers.
+struct AttentionArgs {
+  const bf16* q = nullptr;            // [T][NH][D]
+  const bf16* k_cache = nullptr;      // one layer
+  const bf16* v_cache = nullptr;
+  const AttentionWorkItem* items = nullptr;
+  const int32_t* num_items = nullptr;  // device scalar (graphs replay with new plans)
+  const int32_t* item_blocks = nullptr;
+  const AttentionQuery* queries = nullptr;
+  const int32_t* token_slot_begin = nullptr;  // [T+1]
+  const int32_t* token_slots = nullptr;
+  float* partial_o = nullptr;    // [slots][NH][D]
+  float* partial_lse = nullptr;  // [slots][NH]
+  bf16* out = nullptr;           // [T][NH][D]
+  int64_t T = 0, NH = 0, NKV = 0, D = 0;
+  int32_t block_size = 16;
+  int32_t grid_items = 1;        // CTAs along the items (each loops over items)
+};
+
+// Attention of every query of the plan (partials), then the merge into `out`. D must be 64
+// or 128; the plan's chunk_tokens must be kAttentionChunk.
+constexpr int32_t kAttentionChunk = 64;
+void TreeAttention(const AttentionArgs& a, cudaStream_t stream);
+// The two halves, for tests and benchmarks.
+void TreeAttentionPartials(const AttentionArgs& a, cudaStream_t stream);
+void MergeAttention(const AttentionArgs& a, cudaStream_t stream);
+
+// out[i] = BF16(in[i]).
+void F32ToBf16(const float* in, int64_t n, bf16* out, cudaStream_t stream);
+// Deterministic pseudo-random BF16 values uniform in [-scale, scale) from (seed, index):
+// random ("dummy") weights of real shapes, made on the device.
+void FillRandomBf16(bf16* out, int64_t n, uint64_t seed, float scale, cudaStream_t stream);
+
+}  // namespace canopy::CANOPY_CUDA_NS
