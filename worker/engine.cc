@@ -1,5 +1,7 @@
 #include "worker/engine.h"
 
+#include "worker/cuda_runner.h"
+
 #include <algorithm>
 #include <chrono>
 
@@ -56,6 +58,47 @@ StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options,
   if (options.block_size <= 0 || options.max_batch_tokens <= 0) {
     return InvalidArgumentError("block_size and max_batch_tokens must be positive");
   }
+  ComputeBackend backend = options.backend;
+  if (backend == ComputeBackend::kAuto) {
+    backend = ComputeBackend::kCpu;
+#if defined(CANOPY_HAVE_CUDA)
+    std::string why;
+    if (!options.batch_invariant && cuda::Available(&why)) backend = ComputeBackend::kCuda;
+#endif
+  }
+  if (backend != ComputeBackend::kCpu) {
+    if (options.batch_invariant) {
+      return InvalidArgumentError("batch_invariant is a CPU-backend mode; the " +
+                                  std::string(BackendName(backend)) + " backend does not offer it");
+    }
+    CudaRunnerOptions co;
+    co.block_size = options.block_size;
+    co.num_blocks = options.num_kv_blocks;
+    co.headroom_bytes = options.gpu_headroom_bytes;
+    co.max_batch_tokens = options.max_batch_tokens;
+    co.share_prefix = options.gpu_share_prefix;
+    co.use_graphs = options.gpu_graphs;
+    StatusOr<std::unique_ptr<CudaRunnerBase>> runner =
+        UnimplementedError(std::string("this build has no ") + BackendName(backend) + " backend");
+#if defined(CANOPY_HAVE_CUDA)
+    if (backend == ComputeBackend::kCuda) runner = cuda::MakeRunner(model.get(), co);
+#endif
+#if defined(CANOPY_HAVE_CUDA_EMU)
+    if (backend == ComputeBackend::kCudaEmu) {
+      // The emulator holds the pool in host memory: size it like the CPU pool.
+      if (co.num_blocks <= 0) {
+        const ModelConfig& c = model->config;
+        co.num_blocks = static_cast<int32_t>(std::max<int64_t>(
+            2, options.kv_cache_bytes / (4 * c.num_layers * options.block_size * c.num_kv_heads * c.head_dim)));
+      }
+      runner = cuda_emu::MakeRunner(model.get(), co);
+    }
+#endif
+    if (!runner.ok()) return runner.status();
+    std::unique_ptr<ForwardRunner> r = std::move(*runner);
+    return std::unique_ptr<Engine>(new Engine(options, std::move(model), std::move(tokenizer), std::move(r)));
+  }
+
   int64_t per_block = LlamaRunner::KvBytesPerBlock(model->config, options.block_size);
   int64_t blocks = options.num_kv_blocks > 0 ? options.num_kv_blocks
                                              : options.kv_cache_bytes / per_block;
@@ -69,20 +112,37 @@ StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options,
       for (Weight* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) PrepareF32(w);
     }
   }
+  auto runner = std::make_unique<LlamaRunner>(
+      model.get(), static_cast<int32_t>(blocks), options.block_size,
+      options.batch_invariant ? MatmulMode::kInvariant : MatmulMode::kFast);
   return std::unique_ptr<Engine>(
-      new Engine(options, std::move(model), std::move(tokenizer), static_cast<int32_t>(blocks)));
+      new Engine(options, std::move(model), std::move(tokenizer), std::move(runner)));
+}
+
+const char* BackendName(ComputeBackend b) {
+  switch (b) {
+    case ComputeBackend::kAuto: return "auto";
+    case ComputeBackend::kCpu: return "cpu";
+    case ComputeBackend::kCuda: return "cuda";
+    case ComputeBackend::kCudaEmu: return "cuda-emu";
+  }
+  return "?";
+}
+
+StatusOr<ComputeBackend> ParseBackend(const std::string& name) {
+  for (ComputeBackend b : {ComputeBackend::kAuto, ComputeBackend::kCpu, ComputeBackend::kCuda, ComputeBackend::kCudaEmu})
+    if (name == BackendName(b)) return b;
+  return InvalidArgumentError("unknown backend '" + name + "' (auto, cpu, cuda, cuda-emu)");
 }
 
 Engine::Engine(const EngineOptions& options, std::shared_ptr<ModelWeights> model,
-               std::shared_ptr<Tokenizer> tokenizer, int32_t num_blocks)
+               std::shared_ptr<Tokenizer> tokenizer, std::unique_ptr<ForwardRunner> runner)
     : options_(options),
       model_(std::move(model)),
       tokenizer_(std::move(tokenizer)),
       end_of_turn_(tokenizer_->EndOfTurnIds()),
-      kv_(num_blocks, options.block_size),
-      runner_(std::make_unique<LlamaRunner>(
-          model_.get(), num_blocks, options.block_size,
-          options.batch_invariant ? MatmulMode::kInvariant : MatmulMode::kFast)) {}
+      kv_(runner->num_blocks(), options.block_size),
+      runner_(std::move(runner)) {}
 
 Engine::~Engine() = default;
 
@@ -494,7 +554,7 @@ KvPageData Engine::ExportPages(std::span<const int32_t> tokens, int32_t max_bloc
   KvPageData out;
   const int32_t bs = kv_.block_size();
   out.block_tokens = bs;
-  out.bytes_per_block = LlamaRunner::KvBytesPerBlock(model_->config, bs);
+  out.bytes_per_block = runner_->kv_bytes_per_block();
   int64_t n = static_cast<int64_t>(tokens.size()) / bs;
   if (max_blocks >= 0) n = std::min<int64_t>(n, max_blocks);
   BlockHash h = kRootBlockHash;
@@ -514,7 +574,7 @@ KvPageData Engine::ExportPages(std::span<const int32_t> tokens, int32_t max_bloc
 
 StatusOr<int32_t> Engine::ImportPages(const KvPageData& pages) {
   const int32_t bs = kv_.block_size();
-  const int64_t bpb = LlamaRunner::KvBytesPerBlock(model_->config, bs);
+  const int64_t bpb = runner_->kv_bytes_per_block();
   if (pages.block_tokens != bs) {
     return InvalidArgumentError("kv pages: blocks of " + std::to_string(pages.block_tokens) +
                                 " tokens, this engine's hold " + std::to_string(bs));

@@ -42,8 +42,22 @@ namespace canopy {
 
 using NodeId = int64_t;
 
+// Where the forward pass runs. kAuto: CUDA when this build has it and a GPU is visible (and
+// batch_invariant is off), else the CPU. kCudaEmu runs the CUDA kernels on the CPU emulator
+// (kernels/cuda/emu/emu.h): slow, for tests.
+enum class ComputeBackend { kAuto, kCpu, kCuda, kCudaEmu };
+const char* BackendName(ComputeBackend b);
+// "auto", "cpu", "cuda", "cuda-emu".
+StatusOr<ComputeBackend> ParseBackend(const std::string& name);
+
 struct EngineOptions {
   std::string model_path;            // GGUF file or Hugging Face directory
+  ComputeBackend backend = ComputeBackend::kAuto;
+  // CUDA: the KV pool takes the device memory left after the weights and activations, less
+  // this headroom (num_kv_blocks overrides); kv_cache_bytes is the CPU pool's size.
+  int64_t gpu_headroom_bytes = int64_t{2} << 30;
+  bool gpu_share_prefix = true;      // tree attention over shared prefix blocks
+  bool gpu_graphs = true;            // CUDA graphs for decode steps
   int64_t kv_cache_bytes = 1ll << 30;
   int32_t num_kv_blocks = 0;         // overrides kv_cache_bytes when > 0
   int32_t block_size = 16;
@@ -94,7 +108,7 @@ struct ExpandResult {
 // on GPUs): the full blocks of a token prefix, each named by its chained hash.
 struct KvPageData {
   int32_t block_tokens = 16;
-  int64_t bytes_per_block = 0;        // LlamaRunner::KvBytesPerBlock
+  int64_t bytes_per_block = 0;        // Engine::kv_bytes_per_block
   std::vector<int32_t> tokens;        // blocks × block_tokens tokens
   std::vector<uint64_t> hashes;       // one per block (common/block_hash.h), root first
   std::vector<uint8_t> bytes;         // blocks × bytes_per_block, block after block
@@ -123,6 +137,10 @@ class Engine {
   ~Engine();
 
   const Tokenizer& tokenizer() const { return *tokenizer_; }
+  // "cpu", "cuda" or "cuda-emu".
+  const char* backend() const { return runner_->backend(); }
+  // Bytes of one KV block as ExportPages writes it (depends on the backend's element type).
+  int64_t kv_bytes_per_block() const { return runner_->kv_bytes_per_block(); }
   const ModelConfig& config() const { return model_->config; }
   // False when the model was loaded without an LM head (EngineOptions::needs_lm_head).
   bool has_lm_head() const { return model_->has_lm_head(); }
@@ -223,7 +241,7 @@ class Engine {
   };
 
   Engine(const EngineOptions& options, std::shared_ptr<ModelWeights> model,
-         std::shared_ptr<Tokenizer> tokenizer, int32_t num_blocks);
+         std::shared_ptr<Tokenizer> tokenizer, std::unique_ptr<ForwardRunner> runner);
 
   // Makes `id` resident (recreating its KV sequence from tokens if dropped). False if the
   // pool cannot hold it even after evicting idle nodes.
@@ -249,7 +267,7 @@ class Engine {
   std::string default_system_prompt_;
   std::vector<int32_t> end_of_turn_;
   KvCacheManager kv_;
-  std::unique_ptr<LlamaRunner> runner_;
+  std::unique_ptr<ForwardRunner> runner_;
   std::unordered_map<NodeId, Node> nodes_;
   std::deque<std::unique_ptr<Request>> active_;  // in submission order (older = higher priority)
   std::vector<ExpandResult> completed_;          // finished during Expand(), not yet returned

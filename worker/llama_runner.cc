@@ -180,7 +180,7 @@ void LlamaRunner::CopyBlock(int32_t src, int32_t dst, int32_t num_tokens) {
   }
 }
 
-void LlamaRunner::ReadBlock(int32_t block, uint8_t* out) const {
+void LlamaRunner::ReadBlock(int32_t block, uint8_t* out) {
   const ModelConfig& c = model_->config;
   const size_t bytes = static_cast<size_t>(block_size_ * c.num_kv_heads * c.head_dim) * sizeof(float);
   for (int64_t l = 0; l < c.num_layers; ++l) {

@@ -30,7 +30,25 @@ struct ForwardItem {
   bool want_hidden = false;              // final-normed hidden state of the last token
 };
 
-class LlamaRunner {
+// What the engine needs of a backend: the forward pass over a paged KV cache it owns, and
+// block copies. Implemented by LlamaRunner (CPU) and the CUDA runner (worker/cuda_runner.h).
+class ForwardRunner {
+ public:
+  virtual ~ForwardRunner() = default;
+  // See LlamaRunner::Forward.
+  virtual void Forward(std::span<const ForwardItem> items, std::vector<float>* logits,
+                       std::vector<float>* hidden) = 0;
+  virtual void CopyBlock(int32_t src, int32_t dst, int32_t num_tokens) = 0;
+  // One block's KV as kv_bytes_per_block() bytes: per layer, its K rows then its V rows, in
+  // the backend's element type (FP32 on the CPU, BF16 on CUDA).
+  virtual void ReadBlock(int32_t block, uint8_t* out) = 0;
+  virtual void WriteBlock(int32_t block, const uint8_t* in) = 0;
+  virtual int64_t kv_bytes_per_block() const = 0;
+  virtual int32_t num_blocks() const = 0;
+  virtual const char* backend() const = 0;  // "cpu", "cuda", "cuda-emu"
+};
+
+class LlamaRunner : public ForwardRunner {
  public:
   // `model` must outlive the runner.
   LlamaRunner(const ModelWeights* model, int32_t num_blocks, int32_t block_size, MatmulMode mode);
@@ -40,14 +58,17 @@ class LlamaRunner {
   // (the last token's hidden state after the output norm, i.e. what the LM head reads) per
   // item with want_hidden to `hidden` (which may be null when no item wants it).
   void Forward(std::span<const ForwardItem> items, std::vector<float>* logits,
-               std::vector<float>* hidden = nullptr);
+               std::vector<float>* hidden = nullptr) override;
 
   // Copies the KV of the first `num_tokens` slots of block `src` into block `dst` (all
   // layers): the copy-on-write of a forked partial block.
-  void CopyBlock(int32_t src, int32_t dst, int32_t num_tokens);
+  void CopyBlock(int32_t src, int32_t dst, int32_t num_tokens) override;
   // One block's KV as bytes (KvBytesPerBlock): per layer, its K rows then its V rows.
-  void ReadBlock(int32_t block, uint8_t* out) const;
-  void WriteBlock(int32_t block, const uint8_t* in);
+  void ReadBlock(int32_t block, uint8_t* out) override;
+  void WriteBlock(int32_t block, const uint8_t* in) override;
+  int64_t kv_bytes_per_block() const override { return KvBytesPerBlock(model_->config, block_size_); }
+  int32_t num_blocks() const override { return num_blocks_; }
+  const char* backend() const override { return "cpu"; }
 
   static int64_t KvBytesPerBlock(const ModelConfig& c, int32_t block_size);
   const ModelConfig& config() const { return model_->config; }

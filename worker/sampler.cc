@@ -75,9 +75,9 @@ SampledToken SampleToken(std::span<const float> logits, const SamplingParams& pa
   } else {
     std::sort(order.begin(), order.end(), better);
   }
-  double total = 0.0;
-  for (int64_t i = 0; i < n; ++i) total += w[order[i]];
   if (params.top_p < 1.0f) {
+    double total = 0.0;
+    for (int64_t i = 0; i < n; ++i) total += w[order[i]];
     double acc = 0.0;
     int64_t keep = 0;
     while (keep < n) {
@@ -85,9 +85,12 @@ SampledToken SampleToken(std::span<const float> logits, const SamplingParams& pa
       if (acc >= params.top_p) break;
     }
     n = keep;
-    total = 0.0;
-    for (int64_t i = 0; i < n; ++i) total += w[order[i]];
   }
+  // The draw walks the kept set in id order, like the unrestricted path: a GPU sampler
+  // (kernels/cuda/sampling.h) can then find the token by a prefix sum, without a sort.
+  std::sort(order.begin(), order.begin() + n);
+  double total = 0.0;
+  for (int64_t i = 0; i < n; ++i) total += w[order[i]];
   const double target = u * total;
   double acc = 0.0;
   for (int64_t i = 0; i < n; ++i) {

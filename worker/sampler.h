@@ -24,7 +24,14 @@ struct SampledToken {
 };
 
 // Picks a token from `logits` with `params`, using `u` in [0, 1) as the only randomness.
-// Greedy ties go to the lowest id; candidates are ordered by (logit desc, id asc).
+// Greedy (temperature <= 0 or top_k == 1) takes the argmax, ties to the lowest id. Otherwise
+// the weights are w_i = exp((logit_i - max) / temperature) and the kept set is decided in
+// the candidate order (logit desc, id asc): top-k keeps the first k, then top-p the
+// shortest prefix of those whose normalised weight reaches top_p. The token is then drawn
+// by inverse CDF over the kept set in ascending id order: the first kept id whose running
+// weight (summed in double) exceeds u * (total kept weight), else the last kept id. The
+// draw's id order (not the candidate order) lets a GPU sampler match this without sorting
+// (kernels/cuda/sampling.h).
 SampledToken SampleToken(std::span<const float> logits, const SamplingParams& params, double u);
 
 }  // namespace canopy

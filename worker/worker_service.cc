@@ -102,7 +102,7 @@ struct Fetch {
 
 Capabilities WorkerCapabilities(const Engine& engine, const std::string& model_name) {
   Capabilities c;
-  c.backend = Backend::kCpu;
+  c.backend = std::string(engine.backend()) == "cuda" ? Backend::kCuda : Backend::kCpu;
   c.device_name = CpuName();
   c.memory_bytes = PhysicalMemory();
   KvCacheStats kv = engine.kv_stats();
@@ -111,7 +111,7 @@ Capabilities WorkerCapabilities(const Engine& engine, const std::string& model_n
   c.models = {model_name};
   c.block_hash_version = kBlockHashVersion;
   c.host = HostName();
-  c.kv_bytes_per_token = static_cast<uint64_t>(LlamaRunner::KvBytesPerBlock(engine.config(), 1));
+  c.kv_bytes_per_token = static_cast<uint64_t>(engine.kv_bytes_per_block() / engine.kv().block_size());
   return c;
 }
 

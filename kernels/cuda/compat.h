@@ -4,8 +4,9 @@
 // launch through CANOPY_LAUNCH with a plain function pointer (no template brackets inside
 // the macro). Their code lives in namespace canopy::CANOPY_CUDA_NS: `cuda` on the GPU,
 // `cuda_emu` on the emulator, so both can be linked into one program.
-#pragma once
+// Re-included for each mode (CANOPY_CUDA_EMU defined or not): CANOPY_CUDA_NS follows it.
 
+#undef CANOPY_CUDA_NS
 #if defined(CANOPY_CUDA_EMU)
 #include "kernels/cuda/emu/emu.h"
 #define CANOPY_CUDA_NS cuda_emu
@@ -13,15 +14,18 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #define CANOPY_CUDA_NS cuda
-#if defined(__CUDACC__)
+#if defined(__CUDACC__) && !defined(CANOPY_CUDA_COMPAT_WMMA)
+#define CANOPY_CUDA_COMPAT_WMMA
 #include <mma.h>
 namespace canopy::cuda {
 namespace wmma = nvcuda::wmma;
 }
 #endif
+#if !defined(CANOPY_LAUNCH)
 #define CANOPY_LAUNCH(kernel, grid, block, smem, stream, ...) \
   kernel<<<grid, block, smem, stream>>>(__VA_ARGS__)
 #define CANOPY_DYNAMIC_SMEM(name) extern __shared__ __align__(16) unsigned char name[]
+#endif
 #endif
 
 namespace canopy::CANOPY_CUDA_NS {

@@ -4,7 +4,14 @@
 // Every launcher enqueues on `stream` and returns; row counts are the padded batch of a
 // captured graph where a graph is used, so rows beyond the real batch compute harmless
 // values and write no KV (their slot is -1).
-#pragma once
+// Included once per mode (GPU, emulator): a test may include it both ways, defining
+// CANOPY_CUDA_EMU for the second.
+#if defined(CANOPY_CUDA_EMU) ? !defined(CANOPY_CUDA_EMU_OPS_H) : !defined(CANOPY_CUDA_GPU_OPS_H)
+#if defined(CANOPY_CUDA_EMU)
+#define CANOPY_CUDA_EMU_OPS_H
+#else
+#define CANOPY_CUDA_GPU_OPS_H
+#endif
 
 #include <cstdint>
 
@@ -68,3 +75,5 @@ void F32ToBf16(const float* in, int64_t n, bf16* out, cudaStream_t stream);
 void FillRandomBf16(bf16* out, int64_t n, uint64_t seed, float scale, cudaStream_t stream);
 
 }  // namespace canopy::CANOPY_CUDA_NS
+
+#endif

@@ -40,6 +40,14 @@ DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& o) noexcept {
 }
 HostBuffer::HostBuffer(size_t bytes) : ptr_(std::malloc(bytes + 1)), bytes_(bytes) {}
 HostBuffer::~HostBuffer() { std::free(ptr_); }
+HostBuffer& HostBuffer::operator=(HostBuffer&& o) noexcept {
+  if (this != &o) {
+    std::free(ptr_);
+    ptr_ = o.ptr_, bytes_ = o.bytes_;
+    o.ptr_ = nullptr, o.bytes_ = 0;
+  }
+  return *this;
+}
 void CopyToDevice(void* dst, const void* src, size_t bytes, Stream&) { std::memcpy(dst, src, bytes); }
 void CopyToHost(void* dst, const void* src, size_t bytes, Stream&) { std::memcpy(dst, src, bytes); }
 void CopyOnDevice(void* dst, const void* src, size_t bytes, Stream&) { std::memmove(dst, src, bytes); }
@@ -115,6 +123,14 @@ HostBuffer::HostBuffer(size_t bytes) : bytes_(bytes) {
 }
 HostBuffer::~HostBuffer() {
   if (ptr_) cudaFreeHost(ptr_);
+}
+HostBuffer& HostBuffer::operator=(HostBuffer&& o) noexcept {
+  if (this != &o) {
+    if (ptr_) cudaFreeHost(ptr_);
+    ptr_ = o.ptr_, bytes_ = o.bytes_;
+    o.ptr_ = nullptr, o.bytes_ = 0;
+  }
+  return *this;
 }
 void CopyToDevice(void* dst, const void* src, size_t bytes, Stream& s) {
   if (bytes) CANOPY_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, s.get()));

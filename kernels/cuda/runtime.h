@@ -3,7 +3,14 @@
 // the GPU (namespace canopy::cuda) every call is checked (kernels/cuda/check.h names the
 // file, line, host and rank of a failure); on the emulator (canopy::cuda_emu) memory is host
 // memory, a stream runs work at once and the GEMM is a plain loop.
-#pragma once
+// Included once per mode (GPU, emulator): a test may include it both ways, defining
+// CANOPY_CUDA_EMU for the second.
+#if defined(CANOPY_CUDA_EMU) ? !defined(CANOPY_CUDA_EMU_RUNTIME_H) : !defined(CANOPY_CUDA_GPU_RUNTIME_H)
+#if defined(CANOPY_CUDA_EMU)
+#define CANOPY_CUDA_EMU_RUNTIME_H
+#else
+#define CANOPY_CUDA_GPU_RUNTIME_H
+#endif
 
 #include <cstddef>
 #include <cstdint>
@@ -60,6 +67,8 @@ class HostBuffer {
   HostBuffer() = default;
   explicit HostBuffer(size_t bytes);
   ~HostBuffer();
+  HostBuffer(HostBuffer&& o) noexcept : ptr_(o.ptr_), bytes_(o.bytes_) { o.ptr_ = nullptr, o.bytes_ = 0; }
+  HostBuffer& operator=(HostBuffer&& o) noexcept;
   HostBuffer(const HostBuffer&) = delete;
   HostBuffer& operator=(const HostBuffer&) = delete;
   template <class T>
@@ -129,3 +138,5 @@ class Timer {
 };
 
 }  // namespace canopy::CANOPY_CUDA_NS
+
+#endif

@@ -53,18 +53,24 @@ inline std::shared_ptr<Tokenizer> TinyTokenizer() {
   return std::make_shared<Tokenizer>(std::move(*t));
 }
 
-// Writes the random model as GGUF into a temp dir and loads it back.
-inline std::shared_ptr<ModelWeights> TinyModel(uint64_t seed = 7, const std::string& arch = "llama") {
+// Writes a random model of `config` as GGUF (F32) into a temp dir and loads it back.
+inline std::shared_ptr<ModelWeights> RandomModel(const ModelConfig& config, uint64_t seed) {
   std::string dir = std::filesystem::temp_directory_path() /
-                    ("canopy_tiny_" + std::to_string(::getpid()) + "_" + std::to_string(seed) + arch);
+                    ("canopy_tiny_" + std::to_string(::getpid()) + "_" + std::to_string(seed) +
+                     config.architecture + "_" + std::to_string(config.hidden_size) + "_" +
+                     std::to_string(config.head_dim));
   std::filesystem::create_directories(dir);
   std::string path = dir + "/tiny.gguf";
-  DenseModel dense = RandomDenseModel(TinyConfig(arch), seed);
+  DenseModel dense = RandomDenseModel(config, seed);
   Status s = WriteGgufModel(dense, path, TensorType::kF32);
   EXPECT_TRUE(s.ok()) << s.ToString();
   auto m = LoadGgufModel(path);
   EXPECT_TRUE(m.ok()) << m.status().ToString();
   return std::make_shared<ModelWeights>(std::move(*m));
+}
+
+inline std::shared_ptr<ModelWeights> TinyModel(uint64_t seed = 7, const std::string& arch = "llama") {
+  return RandomModel(TinyConfig(arch), seed);
 }
 
 inline std::unique_ptr<Engine> TinyEngine(EngineOptions opts = {}, uint64_t seed = 7) {

@@ -58,5 +58,24 @@ TEST(SamplerTest, TopKAndTopPRestrictTheCandidates) {
   }
 }
 
+TEST(SamplerTest, DrawsTheKeptSetInIdOrder) {
+  // Top-k 2, top-p 0.5 and both keep ids 2 and 1 (candidate order 2, 1); the inverse CDF
+  // walks them in id order, 1 then 2, so small u picks id 1 although id 2 is likelier.
+  std::vector<float> logits = {0.0f, 4.9f, 5.0f, 4.8f, -1.0f};
+  const float w1 = std::exp(logits[1] - logits[2]);  // the weights as the sampler makes them
+  const double split = w1 / (w1 + 1.0);              // the boundary between 1 and 2
+  for (SamplingParams p : {SamplingParams{1.0f, 1.0f, 2}, SamplingParams{1.0f, 0.5f, 0},
+                           SamplingParams{1.0f, 0.5f, 3}}) {
+    SCOPED_TRACE(testing::Message() << "top_p " << p.top_p << " top_k " << p.top_k);
+    EXPECT_EQ(SampleToken(logits, p, 0.0).token, 1);
+    EXPECT_EQ(SampleToken(logits, p, split * (1 - 1e-9)).token, 1);
+    EXPECT_EQ(SampleToken(logits, p, split * (1 + 1e-9)).token, 2);
+    EXPECT_EQ(SampleToken(logits, p, 0.999).token, 2);
+  }
+  // Top-k 3 keeps 1, 2, 3: still id order.
+  EXPECT_EQ(SampleToken(logits, {1.0f, 1.0f, 3}, 0.0).token, 1);
+  EXPECT_EQ(SampleToken(logits, {1.0f, 1.0f, 3}, 0.999).token, 3);
+}
+
 }  // namespace
 }  // namespace canopy

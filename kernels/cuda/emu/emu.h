@@ -179,6 +179,8 @@ namespace canopy::cuda_emu {
 namespace wmma = ::canopy_emu::wmma;
 }
 
+#undef CANOPY_LAUNCH
+#undef CANOPY_DYNAMIC_SMEM
 #define CANOPY_LAUNCH(kernel, grid, block, smem, stream, ...) \
   ::canopy_emu::Launch(kernel, dim3(grid), dim3(block), smem, __VA_ARGS__)
 #define CANOPY_DYNAMIC_SMEM(name) unsigned char* name = ::canopy_emu::DynamicSmem()

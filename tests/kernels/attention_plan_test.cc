@@ -1,0 +1,115 @@
+// The attention work list (kernels/attention_plan.h): every query sees exactly its own
+// visible KV positions once, and shared prefix blocks are read once per item.
+#include "kernels/attention_plan.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+#include <random>
+#include <set>
+
+namespace canopy {
+namespace {
+
+struct Seq {
+  std::vector<int32_t> table;
+  int32_t start = 0, n = 0;
+};
+
+// For every query, the multiset of (block, offset) it reads must be exactly the KV positions
+// 0..its position of its own sequence.
+void CheckCoverage(const std::vector<Seq>& seqs, const AttentionPlanOptions& o, AttentionPlan* plan) {
+  std::vector<AttentionSeq> as;
+  int32_t t = 0;
+  for (const Seq& s : seqs) {
+    as.push_back({s.table, t, s.n, s.start});
+    t += s.n;
+  }
+  BuildAttentionPlan(as, t + 3, o, plan);  // three padding rows
+  ASSERT_EQ(plan->token_slot_begin.size(), static_cast<size_t>(t + 4));
+  std::map<int32_t, std::multiset<std::pair<int32_t, int32_t>>> seen;  // token -> (block, off)
+  for (const AttentionWorkItem& it : plan->items) {
+    EXPECT_EQ(it.start_pos % o.block_size, 0);
+    EXPECT_LE(it.num_tokens, o.chunk_tokens);
+    EXPECT_LE(it.num_queries, o.max_queries_per_item);
+    for (int32_t q = it.query_begin; q < it.query_begin + it.num_queries; ++q) {
+      const AttentionQuery& qr = plan->queries[q];
+      for (int32_t j = 0; j < it.num_tokens && it.start_pos + j <= qr.limit; ++j)
+        seen[qr.token].insert({plan->item_blocks[it.block_begin + j / o.block_size], (it.start_pos + j) % o.block_size});
+    }
+  }
+  t = 0;
+  for (const Seq& s : seqs) {
+    for (int32_t j = 0; j < s.n; ++j, ++t) {
+      std::multiset<std::pair<int32_t, int32_t>> want;
+      for (int32_t p = 0; p <= s.start + j; ++p) want.insert({s.table[p / o.block_size], p % o.block_size});
+      EXPECT_EQ(seen[t], want) << "token " << t;
+      // Its slots are exactly the queries naming it.
+      for (int32_t k = plan->token_slot_begin[t]; k < plan->token_slot_begin[t + 1]; ++k)
+        EXPECT_EQ(plan->queries[plan->token_slots[k]].token, t);
+    }
+  }
+  for (int32_t pad = t; pad < t + 3; ++pad) EXPECT_EQ(plan->token_slot_begin[pad], plan->token_slot_begin[pad + 1]);
+}
+
+TEST(AttentionPlanTest, TreeOfBranchesSharesEachPrefixOnce) {
+  // A root of 9 blocks (144 tokens), two subtrees, four leaves decoding one token each.
+  std::vector<int32_t> root;
+  for (int i = 0; i < 9; ++i) root.push_back(100 + i);
+  std::vector<Seq> seqs;
+  for (int leaf = 0; leaf < 4; ++leaf) {
+    Seq s;
+    s.table = root;
+    s.table.push_back(leaf < 2 ? 200 : 201);   // subtree block, shared by two leaves
+    s.table.push_back(300 + leaf);             // the leaf's own partial block
+    s.start = 11 * 16 - 5;
+    s.n = 1;
+    seqs.push_back(s);
+  }
+  AttentionPlanOptions o;
+  AttentionPlan shared, apart;
+  CheckCoverage(seqs, o, &shared);
+  o.share_prefix = false;
+  CheckCoverage(seqs, o, &apart);
+  // Shared: root 144 rows once, each subtree block once (2 x 16), each leaf block once.
+  EXPECT_EQ(shared.kv_tokens_read, 144 + 2 * 16 + 4 * 12);  // positions 160..171 of each leaf
+  EXPECT_EQ(apart.kv_tokens_read, 4 * (144 + 16 + 12));
+  // The root's chunks hold all four leaves' queries.
+  EXPECT_EQ(shared.items[0].num_queries, 4);
+}
+
+TEST(AttentionPlanTest, RandomBatchesOfPrefillAndDecodeAreCoveredExactly) {
+  std::mt19937 rng(5);
+  for (int trial = 0; trial < 200; ++trial) {
+    AttentionPlanOptions o;
+    o.block_size = trial % 2 ? 16 : 8;
+    o.chunk_tokens = o.block_size * (1 + trial % 4);
+    o.max_queries_per_item = 1 + trial % 7;
+    o.share_prefix = trial % 3 != 0;
+    // A random tree: sequences fork from earlier ones at block boundaries.
+    std::vector<Seq> seqs;
+    int32_t next_block = 0;
+    const int n = 1 + static_cast<int>(rng() % 8);
+    for (int i = 0; i < n; ++i) {
+      Seq s;
+      int32_t shared_blocks = 0;
+      if (i > 0 && rng() % 2) {
+        const Seq& p = seqs[rng() % seqs.size()];
+        shared_blocks = static_cast<int32_t>(rng() % (p.table.size()));  // full blocks only
+        shared_blocks = std::min<int32_t>(shared_blocks, (p.start + p.n) / o.block_size);
+        s.table.assign(p.table.begin(), p.table.begin() + shared_blocks);
+      }
+      const int32_t len = shared_blocks * o.block_size + 1 + static_cast<int32_t>(rng() % 70);
+      while (static_cast<int32_t>(s.table.size()) * o.block_size < len) s.table.push_back(next_block++);
+      s.n = rng() % 3 == 0 ? len - shared_blocks * o.block_size : 1;  // prefill of the tail, or decode
+      s.start = len - s.n;
+      seqs.push_back(s);
+    }
+    AttentionPlan plan;
+    CheckCoverage(seqs, o, &plan);
+    if (HasFailure()) FAIL() << "trial " << trial;
+  }
+}
+
+}  // namespace
+}  // namespace canopy

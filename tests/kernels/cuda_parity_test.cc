@@ -1,0 +1,349 @@
+// Backend parity, in the spirit of llama.cpp's test-backend-ops: every CUDA op, and whole
+// forward passes of random-weight Llama and Qwen2 shapes, against the CPU backend on fresh
+// random inputs with explicit tolerances. Runs twice: on the CPU emulator of the kernels
+// (always: it checks the kernels' indexing, barriers and merge arithmetic) and on the GPU
+// (skipped, saying why, where this build has no CUDA or no GPU is visible).
+// ctest-labels: unit
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "kernels/attention_plan.h"
+#include "kernels/ops.h"
+#include "tests/testing/tiny_model.h"
+#include "worker/cuda_runner.h"
+#include "worker/llama_runner.h"
+
+#include "kernels/cuda/ops.h"
+#include "kernels/cuda/runtime.h"
+#define CANOPY_CUDA_EMU 1
+#include "kernels/cuda/ops.h"
+#include "kernels/cuda/runtime.h"
+#undef CANOPY_CUDA_EMU
+
+namespace canopy {
+namespace {
+
+// The same functions from one backend's namespace.
+#define CANOPY_BACKEND_API(Name, ns, label)                                                  \
+  struct Name {                                                                              \
+    static constexpr const char* kName = label;                                              \
+    using Stream = ns::Stream;                                                               \
+    using DeviceBuffer = ns::DeviceBuffer;                                                   \
+    using bf16 = ns::bf16;                                                                   \
+    static bool Available(std::string* why) { return ns::Available(why); }                   \
+    static void ToDevice(void* d, const void* h, size_t n, Stream& s) { ns::CopyToDevice(d, h, n, s); } \
+    static void ToHost(void* h, const void* d, size_t n, Stream& s) { ns::CopyToHost(h, d, n, s); s.Synchronize(); } \
+    static void RmsNorm(auto... a) { ns::RmsNorm(a...); }                                    \
+    static void RopeStoreKv(auto... a) { ns::RopeStoreKv(a...); }                            \
+    static void SwiGlu(auto... a) { ns::SwiGlu(a...); }                                      \
+    static void Embed(auto... a) { ns::Embed(a...); }                                        \
+    static void TreeAttention(const ns::AttentionArgs& a, cudaStream_t s) { ns::TreeAttention(a, s); } \
+    using AttentionArgs = ns::AttentionArgs;                                                 \
+    using Blas = ns::Blas;                                                                   \
+    using OutType = ns::OutType;                                                             \
+    static auto MakeRunner(const ModelWeights* m, const CudaRunnerOptions& o) { return ns::MakeRunner(m, o); } \
+  };
+
+#if defined(CANOPY_HAVE_CUDA_EMU)
+CANOPY_BACKEND_API(Emu, cuda_emu, "cuda-emu")
+#endif
+#if defined(CANOPY_HAVE_CUDA)
+CANOPY_BACKEND_API(Gpu, cuda, "cuda")
+#endif
+
+template <class B>
+class CudaParityTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string why;
+    if (!B::Available(&why)) GTEST_SKIP() << B::kName << ": " << why;
+  }
+  template <class T>
+  typename B::DeviceBuffer Put(const std::vector<T>& v) {
+    typename B::DeviceBuffer b(v.size() * sizeof(T) + 16);
+    B::ToDevice(b.get(), v.data(), v.size() * sizeof(T), stream);
+    return b;
+  }
+  template <class T>
+  std::vector<T> Get(const typename B::DeviceBuffer& b, size_t n) {
+    std::vector<T> v(n);
+    B::ToHost(v.data(), b.get(), n * sizeof(T), stream);
+    return v;
+  }
+  std::vector<float> Random(size_t n, float scale = 1.0f) {
+    std::uniform_real_distribution<float> u(-scale, scale);
+    std::vector<float> v(n);
+    for (float& x : v) x = u(rng);
+    return v;
+  }
+  static std::vector<typename B::bf16> ToBf16(const std::vector<float>& v) {
+    std::vector<typename B::bf16> o(v.size());
+    for (size_t i = 0; i < v.size(); ++i) o[i] = __float2bfloat16(v[i]);
+    return o;
+  }
+  static std::vector<float> FromBf16(const std::vector<typename B::bf16>& v) {
+    std::vector<float> o(v.size());
+    for (size_t i = 0; i < v.size(); ++i) o[i] = __bfloat162float(v[i]);
+    return o;
+  }
+  static std::vector<float> RoundBf16(std::vector<float> v) {
+    for (float& x : v) x = __bfloat162float(__float2bfloat16(x));
+    return v;
+  }
+  typename B::Stream stream;
+  std::mt19937 rng{11};
+};
+
+using Backends = ::testing::Types<
+#if defined(CANOPY_HAVE_CUDA_EMU)
+    Emu
+#endif
+#if defined(CANOPY_HAVE_CUDA_EMU) && defined(CANOPY_HAVE_CUDA)
+    ,
+#endif
+#if defined(CANOPY_HAVE_CUDA)
+    Gpu
+#endif
+    >;
+TYPED_TEST_SUITE(CudaParityTest, Backends);
+
+// |a - b| <= atol + rtol |b| everywhere; reports the worst element.
+void ExpectClose(const std::vector<float>& got, const std::vector<float>& want, float atol, float rtol,
+                 const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  size_t worst = 0;
+  float worst_excess = -1;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const float excess = std::fabs(got[i] - want[i]) - (atol + rtol * std::fabs(want[i]));
+    if (!(excess <= worst_excess) || std::isnan(got[i])) worst_excess = std::isnan(got[i]) ? 1e30f : excess, worst = i;
+  }
+  EXPECT_LE(worst_excess, 0.0f) << what << ": element " << worst << " got " << got[worst] << " want " << want[worst];
+}
+
+TYPED_TEST(CudaParityTest, RmsNormMatchesCpu) {
+  const int64_t rows = 5, H = 576;
+  std::vector<float> x = this->Random(rows * H, 3.0f), w = this->Random(H);
+  std::vector<float> want(rows * H);
+  RmsNorm(x.data(), w.data(), want.data(), rows, H, 1e-5f);
+  auto dx = this->Put(x), dw = this->Put(w);
+  typename TypeParam::DeviceBuffer ob(rows * H * 2), of(rows * H * 4);
+  TypeParam::RmsNorm(dx.template as<float>(), static_cast<const int32_t*>(nullptr), rows, H,
+                     dw.template as<float>(), 1e-5f, ob.template as<typename TypeParam::bf16>(),
+                     of.template as<float>(), this->stream.get());
+  ExpectClose(this->template Get<float>(of, rows * H), want, 1e-5f, 1e-5f, "f32 out");
+  ExpectClose(this->FromBf16(this->template Get<typename TypeParam::bf16>(ob, rows * H)), want, 1e-6f, 8e-3f, "bf16 out");
+  // With a row map: rows 4 and 1, in that order.
+  std::vector<int32_t> map = {4, 1};
+  auto dm = this->Put(map);
+  TypeParam::RmsNorm(dx.template as<float>(), dm.template as<int32_t>(), int64_t{2}, H, dw.template as<float>(), 1e-5f,
+                     static_cast<typename TypeParam::bf16*>(nullptr), of.template as<float>(), this->stream.get());
+  std::vector<float> got = this->template Get<float>(of, 2 * H);
+  ExpectClose({got.begin(), got.begin() + H}, {want.begin() + 4 * H, want.begin() + 5 * H}, 1e-5f, 1e-5f, "mapped row 0");
+  ExpectClose({got.begin() + H, got.end()}, {want.begin() + H, want.begin() + 2 * H}, 1e-5f, 1e-5f, "mapped row 1");
+}
+
+TYPED_TEST(CudaParityTest, RopeBiasAndKvStoreMatchCpu) {
+  for (bool interleaved : {false, true}) {
+    const int64_t T = 3, NH = 4, NKV = 2, D = 64, QD = NH * D, KVD = NKV * D, bs = 16;
+    std::vector<float> factors = Llama3RopeFactors(D, 500000.0, 32.0, 1.0, 4.0, 8192);
+    RopeTable rt = MakeRopeTable(D, 4096, 500000.0, interleaved, factors);
+    std::vector<float2> cs(rt.cos.size());
+    for (size_t i = 0; i < cs.size(); ++i) cs[i] = float2{rt.cos[i], rt.sin[i]};
+    std::vector<float> qkv = this->Random(T * (QD + 2 * KVD)), bias = this->Random(QD + 2 * KVD, 0.5f);
+    std::vector<int32_t> pos = {0, 17, 4000}, slot = {5, 33, -1};
+    auto dqkv = this->Put(qkv), dbias = this->Put(bias), dpos = this->Put(pos), dslot = this->Put(slot), dcs = this->Put(cs);
+    typename TypeParam::DeviceBuffer q(T * QD * 2), kc(4 * bs * KVD * 2), vc(4 * bs * KVD * 2);
+    using bf16 = typename TypeParam::bf16;
+    TypeParam::RopeStoreKv(dqkv.template as<float>(), dbias.template as<float>(), dpos.template as<int32_t>(),
+                           dslot.template as<int32_t>(), dcs.template as<float2>(), interleaved, T, NH, NKV, D,
+                           q.template as<bf16>(), kc.template as<bf16>(), vc.template as<bf16>(), this->stream.get());
+    std::vector<float> gq = this->FromBf16(this->template Get<bf16>(q, T * QD));
+    std::vector<float> gk = this->FromBf16(this->template Get<bf16>(kc, 4 * bs * KVD));
+    std::vector<float> gv = this->FromBf16(this->template Get<bf16>(vc, 4 * bs * KVD));
+    for (int64_t t = 0; t < T; ++t) {
+      std::vector<float> row(qkv.begin() + t * (QD + 2 * KVD), qkv.begin() + (t + 1) * (QD + 2 * KVD));
+      for (size_t i = 0; i < row.size(); ++i) row[i] += bias[i];
+      ApplyRope(rt, row.data(), NH, pos[t]);
+      ApplyRope(rt, row.data() + QD, NKV, pos[t]);
+      ExpectClose({gq.begin() + t * QD, gq.begin() + (t + 1) * QD}, {row.begin(), row.begin() + QD}, 1e-6f, 8e-3f, "q");
+      if (slot[t] < 0) continue;
+      ExpectClose({gk.begin() + slot[t] * KVD, gk.begin() + (slot[t] + 1) * KVD}, {row.begin() + QD, row.begin() + QD + KVD}, 1e-6f, 8e-3f, "k");
+      ExpectClose({gv.begin() + slot[t] * KVD, gv.begin() + (slot[t] + 1) * KVD}, {row.begin() + QD + KVD, row.end()}, 1e-6f, 8e-3f, "v");
+    }
+  }
+}
+
+TYPED_TEST(CudaParityTest, SwiGluAndEmbedMatchCpu) {
+  using bf16 = typename TypeParam::bf16;
+  const int64_t T = 3, FF = 300;
+  std::vector<float> gu = this->RoundBf16(this->Random(T * 2 * FF, 4.0f));
+  auto dgu = this->Put(this->ToBf16(gu));
+  typename TypeParam::DeviceBuffer out(T * FF * 2);
+  TypeParam::SwiGlu(dgu.template as<bf16>(), T, FF, out.template as<bf16>(), this->stream.get());
+  std::vector<float> want(T * FF);
+  for (int64_t t = 0; t < T; ++t) SwiGlu(gu.data() + t * 2 * FF, gu.data() + t * 2 * FF + FF, want.data() + t * FF, FF);
+  ExpectClose(this->FromBf16(this->template Get<bf16>(out, T * FF)), want, 1e-6f, 8e-3f, "swiglu");
+
+  const int64_t V = 50, H = 40;
+  std::vector<float> table = this->RoundBf16(this->Random(V * H));
+  std::vector<int32_t> toks = {7, 0, 49, 7};
+  auto dt = this->Put(this->ToBf16(table)), dtok = this->Put(toks);
+  typename TypeParam::DeviceBuffer x(toks.size() * H * 4);
+  TypeParam::Embed(dt.template as<bf16>(), dtok.template as<int32_t>(), static_cast<int64_t>(toks.size()), H, x.template as<float>(), this->stream.get());
+  std::vector<float> gx = this->template Get<float>(x, toks.size() * H);
+  for (size_t t = 0; t < toks.size(); ++t)
+    ExpectClose({gx.begin() + t * H, gx.begin() + (t + 1) * H}, {table.begin() + toks[t] * H, table.begin() + (toks[t] + 1) * H}, 0, 0, "embed");
+}
+
+TYPED_TEST(CudaParityTest, GemmMatchesFp32Reference) {
+  using bf16 = typename TypeParam::bf16;
+  const int64_t M = 5, K = 96, N = 70;
+  std::vector<float> x = this->RoundBf16(this->Random(M * K)), w = this->RoundBf16(this->Random(N * K));
+  std::vector<float> y0 = this->Random(M * N);
+  auto dx = this->Put(this->ToBf16(x)), dw = this->Put(this->ToBf16(w)), dy = this->Put(y0);
+  typename TypeParam::Blas blas(this->stream);
+  blas.Gemm(dx.template as<bf16>(), M, K, dw.template as<bf16>(), N, dy.get(), TypeParam::OutType::kF32, 1.0f);
+  std::vector<float> want(M * N);
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t n = 0; n < N; ++n) {
+      double acc = y0[m * N + n];
+      for (int64_t k = 0; k < K; ++k) acc += static_cast<double>(x[m * K + k]) * w[n * K + k];
+      want[m * N + n] = static_cast<float>(acc);
+    }
+  ExpectClose(this->template Get<float>(dy, M * N), want, 1e-4f, 1e-4f, "gemm, beta 1");
+}
+
+// Attention over a random tree of sequences (shared prefix blocks, prefill chunks and
+// decode tokens in one batch), shared and unshared plans, against PagedAttentionToken.
+TYPED_TEST(CudaParityTest, TreeAttentionMatchesCpuPagedAttention) {
+  using bf16 = typename TypeParam::bf16;
+  for (int64_t D : {64, 128}) {
+    for (bool share : {true, false}) {
+      const int64_t NH = 8, NKV = 2, bs = 16, blocks = 40;
+      // Sequences: a 100-token root decoded by 5 branches (each its own 2 blocks after the
+      // 6 full root blocks), plus one sequence prefilling 37 tokens at positions 20..56.
+      std::vector<std::vector<int32_t>> tables;
+      std::vector<int32_t> starts, counts;
+      for (int b = 0; b < 5; ++b) {
+        std::vector<int32_t> t = {3, 9, 4, 12, 5, 7};
+        t.push_back(13 + 2 * b);
+        t.push_back(14 + 2 * b);
+        tables.push_back(t);
+        starts.push_back(96 + 10 + 3 * b);  // decode position
+        counts.push_back(1);
+      }
+      tables.push_back({30, 31, 32, 33});
+      starts.push_back(20);
+      counts.push_back(37);
+      // KV content: random rows for every slot (positions beyond a query are masked).
+      std::vector<float> kc = this->RoundBf16(this->Random(blocks * bs * NKV * D)), vc = this->RoundBf16(this->Random(blocks * bs * NKV * D));
+      int64_t T = 0;
+      for (int32_t c : counts) T += c;
+      std::vector<float> q = this->RoundBf16(this->Random(T * NH * D, 2.0f));
+      std::vector<AttentionSeq> seqs;
+      int32_t t0 = 0;
+      for (size_t i = 0; i < tables.size(); ++i) {
+        seqs.push_back({tables[i], t0, counts[i], starts[i]});
+        t0 += counts[i];
+      }
+      AttentionPlanOptions po;
+      po.share_prefix = share;
+      po.max_queries_per_item = 3;  // several items per shared chunk
+      AttentionPlan plan;
+      BuildAttentionPlan(seqs, static_cast<int32_t>(T), po, &plan);
+      auto dq = this->Put(this->ToBf16(q)), dk = this->Put(this->ToBf16(kc)), dv = this->Put(this->ToBf16(vc));
+      auto di = this->Put(plan.items), dib = this->Put(plan.item_blocks), dqr = this->Put(plan.queries);
+      auto dsb = this->Put(plan.token_slot_begin), dsl = this->Put(plan.token_slots);
+      auto dn = this->Put(std::vector<int32_t>{static_cast<int32_t>(plan.items.size())});
+      typename TypeParam::DeviceBuffer po_(plan.queries.size() * NH * D * 4 + 4), pl(plan.queries.size() * NH * 4 + 4), out(T * NH * D * 2);
+      typename TypeParam::AttentionArgs a;
+      a.q = dq.template as<bf16>();
+      a.k_cache = dk.template as<bf16>();
+      a.v_cache = dv.template as<bf16>();
+      a.items = di.template as<AttentionWorkItem>();
+      a.num_items = dn.template as<int32_t>();
+      a.item_blocks = dib.template as<int32_t>();
+      a.queries = dqr.template as<AttentionQuery>();
+      a.token_slot_begin = dsb.template as<int32_t>();
+      a.token_slots = dsl.template as<int32_t>();
+      a.partial_o = po_.template as<float>();
+      a.partial_lse = pl.template as<float>();
+      a.out = out.template as<bf16>();
+      a.T = T, a.NH = NH, a.NKV = NKV, a.D = D;
+      a.block_size = bs;
+      a.grid_items = 3;  // fewer CTAs than items: each loops
+      TypeParam::TreeAttention(a, this->stream.get());
+      std::vector<float> got = this->FromBf16(this->template Get<bf16>(out, T * NH * D));
+      PagedKv kv{kc.data(), vc.data(), bs, NKV, D};
+      std::vector<float> want(NH * D), scratch(4096);
+      int64_t t = 0;
+      for (size_t i = 0; i < tables.size(); ++i)
+        for (int32_t j = 0; j < counts[i]; ++j, ++t) {
+          PagedAttentionToken(kv, tables[i], starts[i] + j, q.data() + t * NH * D, NH, want.data(), scratch.data());
+          ExpectClose({got.begin() + t * NH * D, got.begin() + (t + 1) * NH * D}, want, 2e-3f, 2e-2f,
+                      "D " + std::to_string(D) + (share ? " shared" : " apart") + " token " + std::to_string(t));
+        }
+    }
+  }
+}
+
+// Whole forward passes of random-weight models: prefill of two prompts sharing a prefix, then
+// decode steps (graph-replayed), against LlamaRunner's logits.
+TYPED_TEST(CudaParityTest, ForwardOfRandomLlamaAndQwen2MatchesCpu) {
+  for (std::string arch : {"llama", "qwen2"}) {
+    ModelConfig c = testing::TinyConfig(arch);
+    c.head_dim = 64;  // a head size the tensor-core attention takes
+    c.num_heads = 4;
+    c.num_kv_heads = 2;
+    c.hidden_size = 128;
+    std::shared_ptr<ModelWeights> wp = testing::RandomModel(c, 3);
+    const ModelWeights& w = *wp;
+    const int32_t bs = 16, blocks = 32;
+    LlamaRunner cpu(&w, blocks, bs, MatmulMode::kInvariant);
+    CudaRunnerOptions o;
+    o.block_size = bs;
+    o.num_blocks = blocks;
+    o.max_batch_tokens = 8;  // grows on the first prefill
+    auto gpu = TypeParam::MakeRunner(&w, o);
+    ASSERT_TRUE(gpu.ok()) << gpu.status().ToString();
+    std::vector<int32_t> p1, p2;
+    for (int i = 0; i < 40; ++i) p1.push_back((i * 37 + 11) % c.vocab_size);
+    p2.assign(p1.begin(), p1.begin() + 32);  // shares two full blocks
+    for (int i = 0; i < 5; ++i) p2.push_back((i * 91 + 3) % c.vocab_size);
+    std::vector<int32_t> t1 = {0, 1, 2, 3}, t2 = {0, 1, 4, 5};
+    auto run = [&](ForwardRunner& r, std::vector<int32_t>& s1, std::vector<int32_t>& s2, int steps) {
+      std::vector<float> all, logits;
+      std::vector<ForwardItem> items = {{s1, 0, t1, true, false}, {std::span<const int32_t>(s2).subspan(32), 32, t2, true, false}};
+      r.Forward(items, &logits, nullptr);
+      all = logits;
+      for (int k = 0; k < steps; ++k) {
+        s1.push_back((k * 13 + 5) % c.vocab_size);
+        s2.push_back((k * 29 + 7) % c.vocab_size);
+        logits.clear();
+        std::vector<ForwardItem> d = {{std::span<const int32_t>(s1).last(1), static_cast<int64_t>(s1.size()) - 1, t1, true, false},
+                                      {std::span<const int32_t>(s2).last(1), static_cast<int64_t>(s2.size()) - 1, t2, true, false}};
+        r.Forward(d, &logits, nullptr);
+        all.insert(all.end(), logits.begin(), logits.end());
+      }
+      return all;
+    };
+    // The CPU computes p2's shared blocks itself first (the GPU run reuses them as the engine would).
+    {
+      std::vector<float> l;
+      std::vector<ForwardItem> warm = {{std::span<const int32_t>(p2).first(32), 0, t2, false, false}};
+      cpu.Forward(warm, &l, nullptr);
+      (*gpu)->Forward(warm, &l, nullptr);
+    }
+    std::vector<int32_t> a1 = p1, a2 = p2, b1 = p1, b2 = p2;
+    std::vector<float> want = run(cpu, a1, a2, 3), got = run(**gpu, b1, b2, 3);
+    float scale = 0;
+    for (float v : want) scale = std::max(scale, std::fabs(v));
+    ExpectClose(got, want, 0.03f * scale, 0.0f, arch + " logits");
+    EXPECT_GT((*gpu)->graph_launches(), 0);
+  }
+}
+
+}  // namespace
+}  // namespace canopy
