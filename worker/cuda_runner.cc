@@ -224,6 +224,7 @@ class Runner final : public CudaRunnerBase {
   int64_t graph_launches() const override { return graph_launches_; }
   int64_t eager_launches() const override { return eager_launches_; }
   int64_t last_kv_rows_read() const override { return last_kv_rows_; }
+  void set_copy_logits(bool copy) override { copy_logits_ = copy; }
 
  private:
   bf16* LayerKv(int64_t layer, int kv) const {
@@ -353,6 +354,7 @@ class Runner final : public CudaRunnerBase {
   AttentionPlan plan_;
   std::map<int64_t, std::unique_ptr<Graph>> graphs_;  // by padded batch size
   int64_t graph_launches_ = 0, eager_launches_ = 0, last_kv_rows_ = 0;
+  bool copy_logits_ = true;
 };
 
 void Runner::Forward(std::span<const ForwardItem> items, std::vector<float>* logits,
@@ -451,7 +453,7 @@ void Runner::Forward(std::span<const ForwardItem> items, std::vector<float>* log
     ++eager_launches_;
   }
 
-  const size_t nl = logit_rows.size();
+  const size_t nl = copy_logits_ ? logit_rows.size() : 0;
   if (nl > 0) CopyToHost(logits_host_.as<void>(), logits_.get(), nl * V * sizeof(float), stream_);
   if (!hidden_rows.empty()) {
     CANOPY_CHECK(hidden != nullptr) << "an item wants its hidden state but no output was given";

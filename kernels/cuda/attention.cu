@@ -10,8 +10,12 @@
 // log-sum-exp; MergeKernel combines a token's partials:
 //   o = sum_i exp(lse_i - M) o_i / sum_i exp(lse_i - M),   M = max_i lse_i.
 #include <cmath>
+#include <cstdlib>
 
 #include "kernels/cuda/compat.h"
+#if !defined(CANOPY_CUDA_EMU)
+#include "kernels/cuda/check.h"
+#endif
 #include "kernels/cuda/ops.h"
 #include "kernels/cuda/runtime.h"
 

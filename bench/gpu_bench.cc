@@ -1,0 +1,254 @@
+// The CUDA backend's benchmarks (docs/gpu.md):
+//   1. copy bandwidth (device to device), the roofline's denominator;
+//   2. decode tokens/s at batch 1, 16, 64, 256 with 1K-token contexts for random-weight
+//      Llama-3.2-1B, Qwen2.5-1.5B and Llama-3.1-8B shapes, each next to its memory-bandwidth
+//      roofline: (weights + KV bytes the step reads) / copy bandwidth;
+//   3. shared-prefix attention: 256 sequences sharing a P-token prefix plus 256 unique tokens
+//      each, tree attention against the same kernel reading the prefix per sequence.
+// Prints a table and writes JSON (--json). On a build without CUDA it says so and exits 0;
+// --backend cuda-emu --quick runs tiny shapes on the CPU emulator (a smoke test of the
+// bench itself, not a measurement).
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "kernels/attention_plan.h"
+#include "worker/cuda_runner.h"
+
+#if defined(CANOPY_HAVE_CUDA)
+#include "kernels/cuda/ops.h"
+#include "kernels/cuda/runtime.h"
+#endif
+#if defined(CANOPY_HAVE_CUDA_EMU)
+#define CANOPY_CUDA_EMU 1
+#include "kernels/cuda/ops.h"
+#include "kernels/cuda/runtime.h"
+#undef CANOPY_CUDA_EMU
+#endif
+
+namespace canopy {
+namespace {
+
+ModelConfig Shape(const std::string& name) {
+  ModelConfig c;
+  c.name = name;
+  c.architecture = "llama";
+  c.rope_style = RopeStyle::kHalf;
+  if (name == "llama-3.2-1b") {
+    c.vocab_size = 128256, c.hidden_size = 2048, c.intermediate_size = 8192, c.num_layers = 16;
+    c.num_heads = 32, c.num_kv_heads = 8, c.head_dim = 64, c.max_position = 131072;
+    c.rope_theta = 500000, c.tied_embeddings = true;
+    c.rope_scaling = {RopeScaling::Kind::kLlama3, 32.0, 1.0, 4.0, 8192};
+  } else if (name == "qwen2.5-1.5b") {
+    c.architecture = "qwen2";
+    c.vocab_size = 151936, c.hidden_size = 1536, c.intermediate_size = 8960, c.num_layers = 28;
+    c.num_heads = 12, c.num_kv_heads = 2, c.head_dim = 128, c.max_position = 32768;
+    c.rope_theta = 1000000, c.tied_embeddings = true, c.attention_bias = true, c.rms_eps = 1e-6;
+  } else if (name == "llama-3.1-8b") {
+    c.vocab_size = 128256, c.hidden_size = 4096, c.intermediate_size = 14336, c.num_layers = 32;
+    c.num_heads = 32, c.num_kv_heads = 8, c.head_dim = 128, c.max_position = 131072;
+    c.rope_theta = 500000;
+    c.rope_scaling = {RopeScaling::Kind::kLlama3, 8.0, 1.0, 4.0, 8192};
+  } else {  // "tiny": for the emulator smoke run
+    c.vocab_size = 300, c.hidden_size = 128, c.intermediate_size = 256, c.num_layers = 2;
+    c.num_heads = 4, c.num_kv_heads = 2, c.head_dim = 64, c.max_position = 4096;
+  }
+  return c;
+}
+
+double Now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+template <class NS>
+struct Bench;
+
+#define CANOPY_BENCH_NS(Tag, ns)                                                               \
+  struct Tag {                                                                                 \
+    using Stream = ns::Stream;                                                                 \
+    using DeviceBuffer = ns::DeviceBuffer;                                                     \
+    using Timer = ns::Timer;                                                                   \
+    using AttentionArgs = ns::AttentionArgs;                                                   \
+    using bf16 = ns::bf16;                                                                     \
+    static bool Available(std::string* why) { return ns::Available(why); }                     \
+    static void CopyOnDevice(void* d, const void* s, size_t n, Stream& st) { ns::CopyOnDevice(d, s, n, st); } \
+    static void CopyToDevice(void* d, const void* s, size_t n, Stream& st) { ns::CopyToDevice(d, s, n, st); } \
+    static void FillRandomBf16(bf16* p, int64_t n, uint64_t seed, float sc, cudaStream_t s) { ns::FillRandomBf16(p, n, seed, sc, s); } \
+    static void TreeAttention(const AttentionArgs& a, cudaStream_t s) { ns::TreeAttention(a, s); } \
+    static auto MakeDummyRunner(const DummyWeights& w, const CudaRunnerOptions& o) { return ns::MakeDummyRunner(w, o); } \
+  };
+#if defined(CANOPY_HAVE_CUDA)
+CANOPY_BENCH_NS(Gpu, cuda)
+#endif
+#if defined(CANOPY_HAVE_CUDA_EMU)
+CANOPY_BENCH_NS(Emu, cuda_emu)
+#endif
+
+template <class B>
+int Run(bool quick, const std::string& json_path) {
+  std::string why;
+  if (!B::Available(&why)) {
+    std::printf("no device: %s\n", why.c_str());
+    return 0;
+  }
+  nlohmann::json out;
+  typename B::Stream stream;
+
+  // 1. Copy bandwidth.
+  const size_t copy_bytes = quick ? (size_t{16} << 20) : (size_t{2} << 30);
+  double bw = 0;
+  {
+    typename B::DeviceBuffer a(copy_bytes), b(copy_bytes);
+    typename B::Timer timer(stream);
+    B::CopyOnDevice(b.get(), a.get(), copy_bytes, stream);
+    const int reps = quick ? 2 : 20;
+    timer.Start();
+    for (int i = 0; i < reps; ++i) B::CopyOnDevice(b.get(), a.get(), copy_bytes, stream);
+    const double ms = timer.StopMs();
+    bw = 2.0 * copy_bytes * reps / (ms / 1e3);  // bytes read plus written per second
+    std::printf("copy bandwidth: %.1f GB/s (read + written)\n\n", bw / 1e9);
+    out["copy_bandwidth_bytes_per_s"] = bw;
+  }
+
+  // 2. Decode at 1K contexts.
+  const std::vector<std::string> shapes = quick ? std::vector<std::string>{"tiny"}
+                                                : std::vector<std::string>{"llama-3.2-1b", "qwen2.5-1.5b", "llama-3.1-8b"};
+  const std::vector<int> batches = quick ? std::vector<int>{1, 4} : std::vector<int>{1, 16, 64, 256};
+  const int ctx = quick ? 40 : 1024, steps = quick ? 2 : 30, warm = quick ? 1 : 3;
+  std::printf("%-14s %6s %12s %12s %10s %12s\n", "shape", "batch", "tokens/s", "roofline", "of roof", "step ms");
+  for (const std::string& name : shapes) {
+    DummyWeights dw;
+    dw.config = Shape(name);
+    const ModelConfig& c = dw.config;
+    const int bs = 16, per_seq = (ctx + steps + warm + bs) / bs + 1;
+    CudaRunnerOptions o;
+    o.block_size = bs;
+    o.num_blocks = batches.back() * per_seq + 4;
+    o.max_batch_tokens = batches.back();
+    auto r = B::MakeDummyRunner(dw, o);
+    if (!r.ok()) {
+      std::printf("%s: %s\n", name.c_str(), r.status().ToString().c_str());
+      continue;
+    }
+    CudaRunnerBase& runner = **r;
+    runner.set_copy_logits(false);  // sampling happens on the device; see docs/gpu.md
+    const int64_t kv_row_bytes = 2 * c.num_layers * c.num_kv_heads * c.head_dim * 2;  // K+V, all layers, BF16
+    int64_t weight_read = runner.weight_bytes();
+    if (!c.tied_embeddings) weight_read -= c.vocab_size * c.hidden_size * 2;  // embedding: B rows only
+    for (int batch : batches) {
+      std::vector<std::vector<int32_t>> tables(batch);
+      for (int i = 0; i < batch; ++i)
+        for (int k = 0; k < per_seq; ++k) tables[i].push_back(i * per_seq + k);
+      std::vector<int32_t> tok(batch, 1);
+      std::vector<float> logits;
+      double t0 = 0, kv_rows = 0;
+      for (int s = 0; s < warm + steps; ++s) {
+        if (s == warm) t0 = Now();
+        std::vector<ForwardItem> items;
+        for (int i = 0; i < batch; ++i) items.push_back({std::span<const int32_t>(&tok[i], 1), ctx + s, tables[i], true, false});
+        runner.Forward(items, &logits, nullptr);
+        if (s >= warm) kv_rows += runner.last_kv_rows_read();
+      }
+      const double sec = (Now() - t0) / steps;
+      const double bytes = weight_read + kv_rows / steps * kv_row_bytes;
+      const double roof_sec = bytes / bw;
+      const double tps = batch / sec, roof = batch / roof_sec;
+      std::printf("%-14s %6d %12.0f %12.0f %9.1f%% %12.3f\n", name.c_str(), batch, tps, roof, 100 * tps / roof, sec * 1e3);
+      out["decode"].push_back({{"shape", name}, {"batch", batch}, {"context", ctx}, {"tokens_per_s", tps},
+                               {"roofline_tokens_per_s", roof}, {"fraction_of_roofline", tps / roof},
+                               {"step_ms", sec * 1e3}, {"bytes_read_per_step", bytes},
+                               {"graph_launches", runner.graph_launches()}});
+    }
+  }
+
+  // 3. Shared-prefix attention (one layer of Llama-3.2-1B's attention shape).
+  std::printf("\n%-10s %8s %14s %14s %8s\n", "prefix", "seqs", "shared (ms)", "apart (ms)", "speedup");
+  const int NH = 32, NKV = 8, D = 64, bs = 16, S = quick ? 4 : 256, unique = quick ? 20 : 256;
+  for (int P : quick ? std::vector<int>{32} : std::vector<int>{16, 64, 128, 512, 2048}) {
+    const int prefix_blocks = P / bs, own_blocks = (unique + bs - 1) / bs + 1;
+    const int64_t blocks = prefix_blocks + S * own_blocks;
+    typename B::DeviceBuffer k(blocks * bs * NKV * D * 2), v(blocks * bs * NKV * D * 2), q(S * NH * D * 2);
+    B::FillRandomBf16(k.template as<typename B::bf16>(), blocks * bs * NKV * D, 1, 1.0f, stream.get());
+    B::FillRandomBf16(v.template as<typename B::bf16>(), blocks * bs * NKV * D, 2, 1.0f, stream.get());
+    B::FillRandomBf16(q.template as<typename B::bf16>(), S * NH * D, 3, 1.0f, stream.get());
+    std::vector<std::vector<int32_t>> tables(S);
+    std::vector<AttentionSeq> seqs;
+    for (int i = 0; i < S; ++i) {
+      for (int b = 0; b < prefix_blocks; ++b) tables[i].push_back(b);
+      for (int b = 0; b < own_blocks; ++b) tables[i].push_back(prefix_blocks + i * own_blocks + b);
+      seqs.push_back({tables[i], i, 1, P + unique - 1});
+    }
+    double ms[2] = {0, 0};
+    for (int share = 0; share < 2; ++share) {
+      AttentionPlanOptions po;
+      po.share_prefix = share == 1;
+      AttentionPlan plan;
+      BuildAttentionPlan(seqs, S, po, &plan);
+      auto put = [&](const auto& vec) {
+        typename B::DeviceBuffer d(vec.size() * sizeof(vec[0]) + 16);
+        B::CopyToDevice(d.get(), vec.data(), vec.size() * sizeof(vec[0]), stream);
+        return d;
+      };
+      auto di = put(plan.items), dib = put(plan.item_blocks), dq = put(plan.queries);
+      auto dsb = put(plan.token_slot_begin), dsl = put(plan.token_slots);
+      auto dn = put(std::vector<int32_t>{static_cast<int32_t>(plan.items.size())});
+      typename B::DeviceBuffer po_(plan.queries.size() * NH * D * 4 + 4), pl(plan.queries.size() * NH * 4 + 4), o(S * NH * D * 2);
+      typename B::AttentionArgs a;
+      a.q = q.template as<typename B::bf16>();
+      a.k_cache = k.template as<typename B::bf16>();
+      a.v_cache = v.template as<typename B::bf16>();
+      a.items = di.template as<AttentionWorkItem>();
+      a.num_items = dn.template as<int32_t>();
+      a.item_blocks = dib.template as<int32_t>();
+      a.queries = dq.template as<AttentionQuery>();
+      a.token_slot_begin = dsb.template as<int32_t>();
+      a.token_slots = dsl.template as<int32_t>();
+      a.partial_o = po_.template as<float>();
+      a.partial_lse = pl.template as<float>();
+      a.out = o.template as<typename B::bf16>();
+      a.T = S, a.NH = NH, a.NKV = NKV, a.D = D, a.block_size = bs;
+      a.grid_items = static_cast<int32_t>(std::min<size_t>(plan.items.size(), 132 * 4));
+      B::TreeAttention(a, stream.get());
+      typename B::Timer timer(stream);
+      const int reps = quick ? 1 : 50;
+      timer.Start();
+      for (int i = 0; i < reps; ++i) B::TreeAttention(a, stream.get());
+      ms[share] = timer.StopMs() / reps;
+    }
+    std::printf("%-10d %8d %14.4f %14.4f %7.2fx\n", P, S, ms[1], ms[0], ms[0] / ms[1]);
+    out["shared_prefix"].push_back({{"prefix_tokens", P}, {"unique_tokens", unique}, {"sequences", S},
+                                    {"shared_ms", ms[1]}, {"per_sequence_ms", ms[0]}, {"speedup", ms[0] / ms[1]}});
+  }
+  if (!json_path.empty()) std::ofstream(json_path) << out.dump(2) << "\n";
+  return 0;
+}
+
+}  // namespace
+}  // namespace canopy
+
+int main(int argc, char** argv) {
+  std::string backend = "cuda", json;
+  bool quick = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--quick") quick = true;
+    else if (a == "--backend" && i + 1 < argc) backend = argv[++i];
+    else if (a == "--json" && i + 1 < argc) json = argv[++i];
+    else {
+      std::fprintf(stderr, "usage: gpu_bench [--backend cuda|cuda-emu] [--quick] [--json FILE]\n");
+      return 2;
+    }
+  }
+#if defined(CANOPY_HAVE_CUDA)
+  if (backend == "cuda") return canopy::Run<canopy::Gpu>(quick, json);
+#endif
+#if defined(CANOPY_HAVE_CUDA_EMU)
+  if (backend == "cuda-emu") return canopy::Run<canopy::Emu>(quick, json);
+#endif
+  std::printf("this build has no %s backend\n", backend.c_str());
+  return 0;
+}
