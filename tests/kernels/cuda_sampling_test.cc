@@ -181,12 +181,13 @@ struct Tally {
   int rows = 0, sampled = 0, boundary = 0;
 };
 
-// Samples every row with every parameter set (draws `draws` u per pair) on `run` and
-// checks each pick against SampleToken.
-void CheckAgainstCpu(RunFn run, int64_t vocab, int plain_rows, int draws, uint32_t seed,
-                     Tally* tally) {
-  const std::vector<std::vector<float>> base = MakeRows(vocab, plain_rows, seed);
-  const std::vector<SamplingParams> grid = ParamGrid();
+// Samples every row of `base` with every parameter set of `grid` (`draws` values of u per
+// pair, the first sometimes 0 or just below 1; with `on_boundaries`, u puts the target
+// exactly on the CPU's boundary between two kept ids) on `run` and checks each pick
+// against SampleToken.
+void CheckAgainstCpu(RunFn run, int64_t vocab, const std::vector<std::vector<float>>& base,
+                     const std::vector<SamplingParams>& grid, int draws, uint32_t seed,
+                     Tally* tally, bool on_boundaries = false) {
   std::vector<float> logits;
   std::vector<RowSpec> specs;
   std::vector<int> base_of;
@@ -196,6 +197,14 @@ void CheckAgainstCpu(RunFn run, int64_t vocab, int plain_rows, int draws, uint32
         double u = UniformDraw(seed, b * 1000 + g, d);
         if (d == 0 && g % 3 == 1) u = 0.0;
         if (d == 0 && g % 3 == 2) u = 0.9999999;
+        if (on_boundaries) {
+          const Kept kept = CpuKeptSet(base[b], grid[g]);
+          std::vector<double> cum;
+          double total = 0.0;
+          for (float w : kept.w) cum.push_back(total += w);
+          if (cum.size() > 1)  // a boundary between two kept ids, not the end (u = 1)
+            u = cum[static_cast<size_t>(u * static_cast<double>(cum.size() - 1))] / total;
+        }
         specs.push_back(RowSpec{grid[g], u});
         base_of.push_back(static_cast<int>(b));
         logits.insert(logits.end(), base[b].begin(), base[b].end());
@@ -270,6 +279,30 @@ void CheckRowsWithOneFiniteLogit(RunFn run, int64_t vocab) {
   }
 }
 
+// Tiny vocabularies, logits with ties and -inf, and parameters at their edges: top-k of
+// vocab - 1, vocab and more, negative top-k, top-p 0 and tiny, a temperature so low that
+// most weights underflow to zero.
+void CheckEdgeCases(RunFn run, uint32_t seed, Tally* tally) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 2.0f);
+  for (int64_t vocab : {1, 2, 5, 33, 300}) {
+    std::vector<std::vector<float>> rows;
+    for (int k = 0; k < 2; ++k) {
+      std::vector<float> l(vocab);
+      for (float& x : l) x = k ? std::round(normal(rng)) : normal(rng);
+      if (vocab > 2) l[vocab / 2] = -std::numeric_limits<float>::infinity();
+      rows.push_back(l);
+    }
+    const int32_t V = static_cast<int32_t>(vocab);
+    std::vector<SamplingParams> grid = {
+        {1.0f, 1.0f, V - 1}, {1.0f, 1.0f, V},    {0.7f, 1.0f, V + 5}, {1.0f, 1.0f, -3},
+        {1.0f, 0.0f, 0},     {1.0f, 1e-7f, 0},   {0.01f, 1.0f, 0},    {0.01f, 0.9f, 3},
+        {2.0f, 0.3f, 2},     {1.0f, 0.999f, 0},
+    };
+    CheckAgainstCpu(run, vocab, rows, grid, 1, seed + static_cast<uint32_t>(vocab), tally);
+  }
+}
+
 void Report(const char* backend, const Tally& t) {
   std::printf("%s: %d rows, %d sampled, %d on a boundary\n", backend, t.rows, t.sampled,
               t.boundary);
@@ -278,10 +311,18 @@ void Report(const char* backend, const Tally& t) {
 // The emulator runs every thread as a fiber: few rows of the large vocabulary.
 TEST(CudaSamplingTest, EmulatorMatchesTheCpuSampler) {
   Tally tally;
-  CheckAgainstCpu(&RunEmu, 1000, 4, 3, 11, &tally);
-  CheckAgainstCpu(&RunEmu, 49152, 1, 1, 12, &tally);
+  CheckAgainstCpu(&RunEmu, 1000, MakeRows(1000, 2, 11), ParamGrid(), 2, 11, &tally);
+  CheckAgainstCpu(&RunEmu, 49152, MakeRows(49152, 1, 12), ParamGrid(), 1, 12, &tally);
+  CheckEdgeCases(&RunEmu, 13, &tally);
   Report("emu", tally);
   EXPECT_LE(tally.boundary, 2);
+}
+
+// Targets exactly on a boundary between kept ids: the device may take either neighbour.
+TEST(CudaSamplingTest, EmulatorTargetsOnBoundaries) {
+  Tally tally;
+  CheckAgainstCpu(&RunEmu, 1000, MakeRows(1000, 1, 14), ParamGrid(), 1, 14, &tally, true);
+  Report("emu, targets on boundaries", tally);
 }
 
 TEST(CudaSamplingTest, EmulatorPicksTheOnlyFiniteLogit) {
@@ -293,10 +334,23 @@ TEST(CudaSamplingTest, GpuMatchesTheCpuSampler) {
   std::string why;
   if (!cuda::Available(&why)) GTEST_SKIP() << why;
   Tally tally;
-  CheckAgainstCpu(&RunGpu, 1000, 16, 8, 21, &tally);
-  CheckAgainstCpu(&RunGpu, 151936, 8, 4, 22, &tally);
+  CheckAgainstCpu(&RunGpu, 1000, MakeRows(1000, 16, 21), ParamGrid(), 8, 21, &tally);
+  CheckAgainstCpu(&RunGpu, 151936, MakeRows(151936, 8, 22), ParamGrid(), 2, 22, &tally);
+  CheckEdgeCases(&RunGpu, 23, &tally);
   Report("gpu", tally);
   EXPECT_LE(tally.boundary, tally.sampled / 200 + 2);
+#else
+  GTEST_SKIP() << "built without the CUDA backend (CANOPY_CUDA=OFF)";
+#endif
+}
+
+TEST(CudaSamplingTest, GpuTargetsOnBoundaries) {
+#if defined(CANOPY_HAVE_CUDA)
+  std::string why;
+  if (!cuda::Available(&why)) GTEST_SKIP() << why;
+  Tally tally;
+  CheckAgainstCpu(&RunGpu, 151936, MakeRows(151936, 2, 24), ParamGrid(), 2, 24, &tally, true);
+  Report("gpu, targets on boundaries", tally);
 #else
   GTEST_SKIP() << "built without the CUDA backend (CANOPY_CUDA=OFF)";
 #endif
