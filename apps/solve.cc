@@ -62,6 +62,7 @@ namespace {
 namespace fs = std::filesystem;
 
 struct SolveFlags {
+  std::string backend = "auto";
   std::string dataset, output, model, scorer = "auto", prm_model, verifier, aggregation = "last";
   std::string selection = "auto", system_prompt, task, question_field, answer_field, id_field;
   std::vector<std::string> strategies = {"beam"};
@@ -200,6 +201,7 @@ WorkerSetupOptions SetupOptions(const SolveFlags& f) {
   so.model = f.model;
   so.kv_cache_mb = f.kv_mb;
   so.batch_invariant = f.batch_invariant;
+  so.backend = f.backend;
   so.prm_model = f.prm_model;
   so.verifier = f.verifier;
   return so;
@@ -269,6 +271,7 @@ int SolveMain(int argc, char** argv, bool coordinator_command) {
   app.add_option("--id-field", f.id_field);
   app.add_option("--kv-cache-mb", f.kv_mb, "KV cache size");
   app.add_flag("--batch-invariant", f.batch_invariant, "logits independent of batch composition");
+  app.add_option("--backend", f.backend, "auto (CUDA when a GPU is visible), cpu, cuda, cuda-emu");
   app.add_flag("--dump-trees", f.dump_trees, "write each problem's search tree to OUTPUT/trees/<id>.json");
   app.add_flag("!--no-stop-at-boxed", f.stop_at_boxed, "keep growing a path after a step with a \\boxed{} answer");
   try {

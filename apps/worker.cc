@@ -45,6 +45,7 @@ int WorkerMain(int argc, char** argv) {
   app.add_option("--model", so.model, "policy: GGUF file or Hugging Face directory (default: the default model)");
   app.add_option("--kv-cache-mb", so.kv_cache_mb, "KV cache size");
   app.add_flag("--batch-invariant", so.batch_invariant, "logits independent of batch composition");
+  app.add_option("--backend", so.backend, "auto (CUDA when a GPU is visible), cpu, cuda, cuda-emu");
   app.add_option("--prm-model", so.prm_model, "the PRM for prm-token / prm-head");
   app.add_option("--verifier", so.verifier, "the verifier command (JSON lines on stdin/stdout)");
   app.add_option("--name", service.name, "this worker's name in the coordinator's logs");

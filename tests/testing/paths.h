@@ -1,6 +1,7 @@
 // Where tests find their data and the default model.
 #pragma once
 
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 
@@ -13,8 +14,11 @@ inline std::string TestDataPath(const std::string& name) {
 inline const char kDefaultModelFile[] = "SmolLM2-135M-Instruct.Q4_1.gguf";
 
 // The default model's path, or "" when it has not been fetched (scripts/fetch_model.sh).
+// CANOPY_MODELS_DIR in the environment overrides the build's folder (binaries carried to
+// another machine, scripts/gpu_check.sh).
 inline std::string DefaultModelPath() {
-  std::string p = std::string(CANOPY_MODELS_DIR) + "/" + kDefaultModelFile;
+  const char* env = std::getenv("CANOPY_MODELS_DIR");
+  std::string p = std::string(env && *env ? env : CANOPY_MODELS_DIR) + "/" + kDefaultModelFile;
   return std::filesystem::exists(p) ? p : "";
 }
 

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Builds the GPU pieces here (CUDA toolkit, no GPU needed) and packs what a bare GPU machine
+# needs to run them (docs/gpu.md):
+#   .gpu/bin      the GPU tests and benchmarks
+#   .gpu/lib      the shared libraries they need that such a machine lacks (Cap'n Proto, ...):
+#                 not glibc, the driver, cuBLAS (the CUDA toolkit is there) or OpenBLAS
+#   .gpu-model-a/, .gpu-model-b/   the default model in two halves (each call carries at
+#                 most 64 MiB; the first call stores half a, the second brings half b)
+# All three are ignored by git (.git/info/exclude).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${CANOPY_GPU_BUILD:-build-cuda}
+jobs=${CANOPY_BUILD_JOBS:-2}
+targets="cuda_parity_test cuda_model_parity_test cuda_sampling_test attention_plan_test gpu_bench"
+cmake -S . -B "$build" -DCANOPY_CUDA=ON -DCANOPY_BENCH=ON -DCANOPY_TESTS=ON >/dev/null
+cmake --build "$build" -j"$jobs" --target $targets
+for d in .gpu .gpu-model-a .gpu-model-b; do
+  grep -qx "/$d/" .git/info/exclude 2>/dev/null || echo "/$d/" >> .git/info/exclude
+done
+rm -rf .gpu .gpu-model-a .gpu-model-b
+mkdir -p .gpu/bin .gpu/lib .gpu-model-a .gpu-model-b
+for t in $targets; do cp "$(find "$build" -name "$t" -type f -perm -u+x | head -1)" .gpu/bin/; done
+cp scripts/gpu_check.sh .gpu/
+skip='^(libc|libm|libdl|libpthread|librt|ld-linux|libcuda|libnvidia|libcublas|libcublasLt|libopenblas|libblas|liblapack|libgfortran|libquadmath)\.'
+for b in .gpu/bin/*; do
+  ldd "$b" | awk '/=> \//{print $3}'
+done | sort -u | while read -r lib; do
+  name=$(basename "$lib")
+  [[ "$name" =~ $skip ]] && continue
+  cp -L "$lib" .gpu/lib/
+done
+model=models/SmolLM2-135M-Instruct.Q4_1.gguf
+if [[ -f $model ]]; then
+  split -n 2 -d "$model" .gpu-model-x
+  mv .gpu-model-x00 .gpu-model-a/part && mv .gpu-model-x01 .gpu-model-b/part
+fi
+du -sh .gpu .gpu-model-a .gpu-model-b

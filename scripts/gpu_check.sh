@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine from the repository root, with .gpu carried (scripts/gpu_bundle.sh):
+# the parity tests (and the default-model test once both model halves have arrived), the
+# compute-sanitizer memcheck and racecheck of the parity test, and the benchmarks. Writes
+# logs and JSON to $OUT (or ./gpu-out).
+#   stage a: .gpu + .gpu-model-a carried: stores half a under /tmp, runs everything else
+#   stage b: .gpu + .gpu-model-b carried (same warm machine): joins the model, runs its test
+set -uo pipefail
+out=${OUT:-gpu-out}
+mkdir -p "$out"
+export LD_LIBRARY_PATH="$PWD/.gpu/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+bin=.gpu/bin
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$out/device.txt" 2>&1
+[[ -f .gpu-model-a/part ]] && cp .gpu-model-a/part /tmp/canopy-model-a
+if [[ -f .gpu-model-b/part && -f /tmp/canopy-model-a ]]; then
+  mkdir -p /tmp/canopy-models
+  cat /tmp/canopy-model-a .gpu-model-b/part > /tmp/canopy-models/SmolLM2-135M-Instruct.Q4_1.gguf
+  export CANOPY_MODELS_DIR=/tmp/canopy-models
+  "$bin/cuda_model_parity_test" --gtest_filter='*Gpu*' 2>&1 | tee "$out/model_parity.log"
+  exit 0
+fi
+for t in attention_plan_test cuda_parity_test cuda_sampling_test; do
+  "$bin/$t" 2>&1 | tee "$out/$t.log" | tail -3
+done
+sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+for tool in memcheck racecheck; do
+  "$sanitizer" --tool "$tool" --error-exitcode 1 "$bin/cuda_parity_test" --gtest_filter='*/1.*:*Gpu*' \
+    > "$out/sanitizer_$tool.log" 2>&1
+  echo "compute-sanitizer $tool: exit $?" | tee -a "$out/summary.txt"
+done
+"$bin/gpu_bench" --json "$out/gpu_bench.json" 2>&1 | tee "$out/gpu_bench.log"
