@@ -4,11 +4,16 @@
 //      Llama-3.2-1B, Qwen2.5-1.5B and Llama-3.1-8B shapes, each next to its memory-bandwidth
 //      roofline: (weights + KV bytes the step reads) / copy bandwidth;
 //   3. shared-prefix attention: 256 sequences sharing a P-token prefix plus 256 unique tokens
-//      each, tree attention against the same kernel reading the prefix per sequence.
+//      each, tree attention against the same kernel reading the prefix per sequence;
+//   4. a search-shaped run: step-level beam search (N = 64 beams, width M = 4) over a
+//      1K-token prompt, tokens drawn on the device, with the branches sharing their prefix
+//      blocks against every branch holding its own copy: tokens/s and peak KV blocks.
 // Prints a table and writes JSON (--json). On a build without CUDA it says so and exits 0;
 // --backend cuda-emu --quick runs tiny shapes on the CPU emulator (a smoke test of the
 // bench itself, not a measurement).
+#include <algorithm>
 #include <chrono>
+#include <random>
 #include <cstdio>
 #include <fstream>
 #include <string>
@@ -16,6 +21,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/check.h"
 #include "kernels/attention_plan.h"
 #include "worker/cuda_runner.h"
 
@@ -64,8 +70,131 @@ double Now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-template <class NS>
-struct Bench;
+// Block ids with reference counts, as the engine's pool hands them out (worker/block_pool.h),
+// counting the peak in use.
+struct CountingPool {
+  explicit CountingPool(int32_t n) : ref(static_cast<size_t>(n), 0) {
+    for (int32_t b = n - 1; b >= 0; --b) free.push_back(b);
+  }
+  int32_t Get() {
+    CANOPY_CHECK(!free.empty()) << "the benchmark's KV pool is too small";
+    const int32_t b = free.back();
+    free.pop_back();
+    ref[b] = 1;
+    peak = std::max(peak, ++in_use);
+    return b;
+  }
+  void Put(int32_t b) {
+    if (--ref[b] == 0) free.push_back(b), --in_use;
+  }
+  std::vector<int32_t> free, ref;
+  int32_t in_use = 0, peak = 0;
+};
+
+struct BeamRunResult {
+  double seconds = 0;
+  int64_t tokens = 0, block_copies = 0;
+  int32_t peak_blocks = 0;
+};
+
+// Step-level beam search over `prompt_len` random prompt tokens: `n` beams decode
+// `step_len` tokens each (one batch per token, drawn on the device at temperature 0.8),
+// then the n/m best by summed logprob are kept and each is expanded m times; `depth`
+// steps. With `share`, children share their parent's blocks (the one holding the next
+// write is copied on write, as in worker/kv_cache_manager.h); without, every child copies
+// all of its parent's blocks, as an engine without prefix sharing holds them. Timed from
+// after the prompt's prefill.
+BeamRunResult RunBeam(ForwardRunner& runner, int32_t vocab, int32_t bs, int prompt_len, int n, int m, int depth,
+                      int step_len, bool share) {
+  struct Beam {
+    std::vector<int32_t> tokens, blocks;  // KV computed for all tokens but the last
+    double score = 0;
+  };
+  CountingPool pool(runner.num_blocks());
+  BeamRunResult res;
+  auto push = [&](Beam& b, int32_t token) {
+    if (b.tokens.size() % bs == 0) b.blocks.push_back(pool.Get());
+    b.tokens.push_back(token);
+  };
+  auto own_last = [&](Beam& b) {  // the block the pending token's KV goes to: this beam's own
+    const size_t p = b.tokens.size() - 1;
+    int32_t& blk = b.blocks[p / bs];
+    if (pool.ref[blk] > 1) {
+      const int32_t nb = pool.Get();
+      runner.CopyBlock(blk, nb, static_cast<int32_t>(p % bs));
+      ++res.block_copies;
+      pool.Put(blk);
+      blk = nb;
+    }
+  };
+  auto fork = [&](const Beam& parent) {
+    Beam c = parent;
+    for (int32_t& b : c.blocks) {
+      if (share) {
+        ++pool.ref[b];
+      } else {
+        const int32_t nb = pool.Get();
+        runner.CopyBlock(b, nb, bs);
+        ++res.block_copies;
+        b = nb;
+      }
+    }
+    return c;
+  };
+  auto release = [&](Beam& b) {
+    for (int32_t blk : b.blocks) pool.Put(blk);
+    b.blocks.clear();
+  };
+  std::mt19937_64 rng(7);
+  Beam root;
+  for (int i = 0; i < prompt_len; ++i) push(root, static_cast<int32_t>(rng() % vocab));
+  {
+    std::vector<float> none;
+    std::vector<ForwardItem> items = {{std::span<const int32_t>(root.tokens).first(prompt_len - 1), 0, root.blocks, false, false}};
+    runner.Forward(items, &none);
+  }
+  const double t0 = Now();
+  std::vector<Beam> beams;
+  for (int i = 0; i < n; ++i) beams.push_back(fork(root));
+  release(root);
+  const SamplingParams params{0.8f, 1.0f, 0};
+  std::vector<float> logits;
+  std::vector<SampledToken> drawn;
+  for (int d = 0; d < depth; ++d) {
+    for (int t = 0; t < step_len; ++t) {
+      std::vector<ForwardItem> items;
+      for (Beam& b : beams) {
+        own_last(b);
+        const int64_t p = static_cast<int64_t>(b.tokens.size()) - 1;
+        ForwardItem it{std::span<const int32_t>(b.tokens).last(1), p, b.blocks, true, false};
+        it.sample = &params;
+        it.u = std::uniform_real_distribution<double>(0.0, 1.0)(rng);
+        items.push_back(it);
+      }
+      drawn.clear();
+      runner.Forward(items, &logits, nullptr, &drawn);
+      for (size_t i = 0; i < beams.size(); ++i) {
+        push(beams[i], drawn[i].token);
+        beams[i].score += drawn[i].logprob;
+      }
+      res.tokens += static_cast<int64_t>(beams.size());
+    }
+    if (d + 1 == depth) break;
+    std::stable_sort(beams.begin(), beams.end(), [](const Beam& a, const Beam& b) { return a.score > b.score; });
+    for (size_t i = n / m; i < beams.size(); ++i) release(beams[i]);
+    beams.resize(n / m);
+    std::vector<Beam> next;
+    for (Beam& b : beams) {
+      for (int k = 1; k < m; ++k) next.push_back(fork(b));
+      next.push_back(std::move(b));
+    }
+    beams = std::move(next);
+  }
+  res.seconds = Now() - t0;
+  for (Beam& b : beams) release(b);
+  res.peak_blocks = pool.peak;
+  return res;
+}
 
 #define CANOPY_BENCH_NS(Tag, ns)                                                               \
   struct Tag {                                                                                 \
@@ -222,6 +351,42 @@ int Run(bool quick, const std::string& json_path) {
     std::printf("%-10d %8d %14.4f %14.4f %7.2fx\n", P, S, ms[1], ms[0], ms[0] / ms[1]);
     out["shared_prefix"].push_back({{"prefix_tokens", P}, {"unique_tokens", unique}, {"sequences", S},
                                     {"shared_ms", ms[1]}, {"per_sequence_ms", ms[0]}, {"speedup", ms[0] / ms[1]}});
+  }
+  // 4. A search-shaped run: beam search over a 1K-token prompt.
+  {
+    const std::string name = quick ? "tiny" : "llama-3.2-1b";
+    const int prompt_len = quick ? 40 : 1024, n = quick ? 8 : 64, m = quick ? 2 : 4;
+    const int depth = quick ? 2 : 4, step_len = quick ? 4 : 32, bs = 16;
+    DummyWeights dw;
+    dw.config = Shape(name);
+    CudaRunnerOptions o;
+    o.block_size = bs;
+    o.num_blocks = (n + 1) * ((prompt_len + depth * step_len) / bs + 2);
+    o.max_batch_tokens = prompt_len;
+    auto r = B::MakeDummyRunner(dw, o);
+    if (!r.ok()) {
+      std::printf("%s: %s\n", name.c_str(), r.status().ToString().c_str());
+    } else {
+      std::printf("\nbeam search on %s: N = %d, M = %d, %d steps of %d tokens over a %d-token prompt\n", name.c_str(),
+                  n, m, depth, step_len, prompt_len);
+      std::printf("%-16s %12s %12s %12s %14s\n", "prefix blocks", "tokens/s", "peak blocks", "peak KV MiB", "block copies");
+      BeamRunResult res[2];
+      for (int share = 1; share >= 0; --share) {
+        res[share] = RunBeam(**r, dw.config.vocab_size, bs, prompt_len, n, m, depth, step_len, share == 1);
+        const BeamRunResult& x = res[share];
+        const double mib = static_cast<double>(x.peak_blocks) * (*r)->kv_bytes_per_block() / (1 << 20);
+        std::printf("%-16s %12.0f %12d %12.1f %14lld\n", share ? "shared" : "copied per beam", x.tokens / x.seconds,
+                    x.peak_blocks, mib, static_cast<long long>(x.block_copies));
+        out["beam_search"].push_back({{"shape", name}, {"beams", n}, {"width", m}, {"steps", depth},
+                                      {"step_tokens", step_len}, {"prompt_tokens", prompt_len},
+                                      {"share_prefix", share == 1}, {"tokens_per_s", x.tokens / x.seconds},
+                                      {"peak_blocks", x.peak_blocks}, {"peak_kv_bytes", mib * (1 << 20)},
+                                      {"block_copies", x.block_copies}});
+      }
+      std::printf("sharing: %.2fx tokens/s, %.2fx fewer peak blocks\n",
+                  (res[1].tokens / res[1].seconds) / (res[0].tokens / res[0].seconds),
+                  static_cast<double>(res[0].peak_blocks) / res[1].peak_blocks);
+    }
   }
   if (!json_path.empty()) std::ofstream(json_path) << out.dump(2) << "\n";
   return 0;

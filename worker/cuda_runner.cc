@@ -14,6 +14,7 @@
 #include "kernels/attention_plan.h"
 #include "kernels/cuda/ops.h"
 #include "kernels/cuda/runtime.h"
+#include "kernels/cuda/sampling.h"
 #include "kernels/ops.h"
 
 namespace canopy::CANOPY_CUDA_NS {
@@ -76,7 +77,7 @@ DeviceBuffer RandomBf16(int64_t n, uint64_t seed, float scale, Stream& s) {
 struct MetaLayout {
   int64_t tokens = 0, items = 0, blocks = 0, queries = 0;
   // Byte offsets in the packed buffer.
-  size_t tok, pos, slot, row_map, num_items, item, item_block, query, slot_begin, slot_list, total;
+  size_t tok, pos, slot, row_map, sample, num_items, item, item_block, query, slot_begin, slot_list, total;
   void Lay() {
     size_t o = 0;
     auto take = [&](size_t bytes) { size_t at = o; o += (bytes + 255) / 256 * 256; return at; };
@@ -84,6 +85,7 @@ struct MetaLayout {
     pos = take(tokens * 4);
     slot = take(tokens * 4);
     row_map = take(tokens * 4);
+    sample = take(tokens * sizeof(SampleRowParams));
     num_items = take(4);
     item = take(items * sizeof(AttentionWorkItem));
     item_block = take(blocks * 4);
@@ -193,7 +195,7 @@ class Runner final : public CudaRunnerBase {
   }
 
   void Forward(std::span<const ForwardItem> items, std::vector<float>* logits,
-               std::vector<float>* hidden) override;
+               std::vector<float>* hidden, std::vector<SampledToken>* drawn) override;
 
   void CopyBlock(int32_t src, int32_t dst, int32_t num_tokens) override {
     const size_t bytes = static_cast<size_t>(num_tokens) * kv_row_ * sizeof(bf16);
@@ -270,6 +272,8 @@ class Runner final : public CudaRunnerBase {
       hidden_ = DeviceBuffer(T * H * sizeof(float));
       logits_ = DeviceBuffer(T * c_.vocab_size * sizeof(float));
       logits_host_ = HostBuffer(T * c_.vocab_size * sizeof(float));
+      drawn_ = DeviceBuffer(T * sizeof(SampleRowResult));
+      drawn_host_ = HostBuffer(T * sizeof(SampleRowResult));
       hidden_host_ = HostBuffer(T * H * sizeof(float));
     }
   }
@@ -349,8 +353,8 @@ class Runner final : public CudaRunnerBase {
   DeviceBuffer meta_dev_;
   HostBuffer meta_host_;
   DeviceBuffer partial_o_, partial_lse_;
-  DeviceBuffer x_, xn_, qkv_, q_, attn_, gu_, h_, hidden_, logits_;
-  HostBuffer logits_host_, hidden_host_;
+  DeviceBuffer x_, xn_, qkv_, q_, attn_, gu_, h_, hidden_, logits_, drawn_;
+  HostBuffer logits_host_, hidden_host_, drawn_host_;
   AttentionPlan plan_;
   std::map<int64_t, std::unique_ptr<Graph>> graphs_;  // by padded batch size
   int64_t graph_launches_ = 0, eager_launches_ = 0, last_kv_rows_ = 0;
@@ -358,7 +362,7 @@ class Runner final : public CudaRunnerBase {
 };
 
 void Runner::Forward(std::span<const ForwardItem> items, std::vector<float>* logits,
-                     std::vector<float>* hidden) {
+                     std::vector<float>* hidden, std::vector<SampledToken>* drawn) {
   const int64_t H = c_.hidden_size, V = c_.vocab_size;
   const int32_t bs = options_.block_size;
   int64_t T = 0;
@@ -401,7 +405,10 @@ void Runner::Forward(std::span<const ForwardItem> items, std::vector<float>* log
   int32_t* pos = MetaHost<int32_t>(meta_.pos);
   int32_t* slot = MetaHost<int32_t>(meta_.slot);
   int32_t* row_map = MetaHost<int32_t>(meta_.row_map);
-  std::vector<int32_t> logit_rows, hidden_rows;
+  // Logits rows: the rows drawn on the device (their params in the metadata), then the rows
+  // copied to the host.
+  std::vector<int32_t> sample_rows, logit_rows, hidden_rows;
+  SampleRowParams* sample_params = MetaHost<SampleRowParams>(meta_.sample);
   {
     int64_t t = 0;
     for (const ForwardItem& it : items) {
@@ -416,14 +423,24 @@ void Runner::Forward(std::span<const ForwardItem> items, std::vector<float>* log
         slot[t] = block * bs + static_cast<int32_t>(p % bs);
       }
       if (!it.tokens.empty()) {
-        if (it.want_logits) logit_rows.push_back(static_cast<int32_t>(t - 1));
+        if (it.want_logits && it.sample) {
+          const SamplingParams& sp = *it.sample;
+          sample_params[sample_rows.size()] = SampleRowParams{sp.temperature, sp.top_p, sp.top_k, it.u};
+          sample_rows.push_back(static_cast<int32_t>(t - 1));
+        } else if (it.want_logits) {
+          logit_rows.push_back(static_cast<int32_t>(t - 1));
+        }
         if (it.want_hidden) hidden_rows.push_back(static_cast<int32_t>(t - 1));
       }
     }
     for (; t < Tb; ++t) tok[t] = 0, pos[t] = 0, slot[t] = -1;
   }
-  if (!logit_rows.empty()) CANOPY_CHECK(has_lm_head_) << "logits wanted from a model without an LM head";
-  // Output rows: the logits rows, then the hidden rows. A graph computes all Tb rows.
+  const size_t ns = sample_rows.size();
+  if (ns + logit_rows.size() > 0) CANOPY_CHECK(has_lm_head_) << "logits wanted from a model without an LM head";
+  if (ns > 0) CANOPY_CHECK(drawn != nullptr) << "an item asks for a draw but no output was given";
+  // Output rows: the drawn rows, the copied logits rows, then the hidden rows. A graph
+  // computes all Tb rows.
+  logit_rows.insert(logit_rows.begin(), sample_rows.begin(), sample_rows.end());
   int64_t rows_out = static_cast<int64_t>(logit_rows.size() + hidden_rows.size());
   int64_t rows_logits = static_cast<int64_t>(logit_rows.size());
   for (size_t i = 0; i < logit_rows.size(); ++i) row_map[i] = logit_rows[i];
@@ -453,13 +470,23 @@ void Runner::Forward(std::span<const ForwardItem> items, std::vector<float>* log
     ++eager_launches_;
   }
 
-  const size_t nl = copy_logits_ ? logit_rows.size() : 0;
-  if (nl > 0) CopyToHost(logits_host_.as<void>(), logits_.get(), nl * V * sizeof(float), stream_);
+  if (ns > 0) {
+    SampleRows(logits_.as<float>(), static_cast<int64_t>(ns), V, MetaDev<SampleRowParams>(meta_.sample),
+               drawn_.as<SampleRowResult>(), stream_.get());
+    CopyToHost(drawn_host_.as<void>(), drawn_.get(), ns * sizeof(SampleRowResult), stream_);
+  }
+  const size_t nl = copy_logits_ ? logit_rows.size() - ns : 0;
+  if (nl > 0) CopyToHost(logits_host_.as<void>(), logits_.as<float>() + ns * V, nl * V * sizeof(float), stream_);
   if (!hidden_rows.empty()) {
     CANOPY_CHECK(hidden != nullptr) << "an item wants its hidden state but no output was given";
-    CopyToHost(hidden_host_.as<void>(), hidden_.as<float>() + nl * H, hidden_rows.size() * H * sizeof(float), stream_);
+    CopyToHost(hidden_host_.as<void>(), hidden_.as<float>() + logit_rows.size() * H,
+               hidden_rows.size() * H * sizeof(float), stream_);
   }
   stream_.Synchronize();
+  for (size_t i = 0; i < ns; ++i) {
+    const SampleRowResult& r = drawn_host_.as<SampleRowResult>()[i];
+    drawn->push_back({r.token, r.logprob});
+  }
   if (nl > 0) {
     const float* src = logits_host_.as<float>();
     logits->insert(logits->end(), src, src + nl * V);

@@ -397,38 +397,38 @@ std::vector<ExpandResult> Engine::Step() {
       std::span<const int32_t> toks = kv_.Tokens(w.seq);
       bool want = w.end == kv_.NumTokens(w.seq);
       bool hidden = want && w.request->want_hidden;
-      items.push_back({toks.subspan(w.begin, w.end - w.begin), w.begin, kv_.BlockTable(w.seq),
-                       want && !hidden, hidden});
+      ForwardItem item{toks.subspan(w.begin, w.end - w.begin), w.begin, kv_.BlockTable(w.seq),
+                       want && !hidden, hidden};
+      if (item.want_logits && w.child >= 0 && !w.request->scoring) {
+        // A child's next token: the runner draws it (on the device for a GPU backend), a
+        // pure function of the logits and this draw.
+        const Child& c = w.request->children[w.child];
+        item.sample = &w.request->req.sampling;
+        item.u = UniformDraw(w.request->req.seed, static_cast<uint64_t>(w.request->req.first_sample + w.child),
+                             c.out.tokens.size());
+      }
+      items.push_back(item);
       (w.end - w.begin == 1 && w.child >= 0 ? decode : prefill) += w.end - w.begin;
     }
     std::vector<float> logits, hidden;
+    std::vector<SampledToken> drawn;
     auto t0 = std::chrono::steady_clock::now();
-    runner_->Forward(items, &logits, &hidden);
+    runner_->Forward(items, &logits, &hidden, &drawn);
     double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (prefill + decode > 0) stats_.prefill_seconds += seconds * prefill / static_cast<double>(prefill + decode);
     stats_.forward_passes++;
     stats_.prefill_tokens += prefill;
     stats_.decode_tokens += decode;
     const int64_t V = config().vocab_size;
-    // Row of each item in `logits`, or in `hidden` for a scoring request that wants it.
+    // Row of each item in `logits`, in `hidden` for a scoring request that wants it, or in
+    // `drawn` for a child whose token the runner drew.
     std::vector<int64_t> row_of(work.size(), -1);
-    int64_t rows = 0, hidden_rows = 0;
+    int64_t rows = 0, hidden_rows = 0, drawn_rows = 0;
     for (size_t k = 0; k < work.size(); ++k) {
-      if (items[k].want_logits) row_of[k] = rows++;
+      if (items[k].want_logits) row_of[k] = items[k].sample ? drawn_rows++ : rows++;
       if (items[k].want_hidden) row_of[k] = hidden_rows++;
     }
-    // Draw the children's next tokens in parallel (pure functions of logits and seeds),
-    // then apply them in order (that mutates the pool).
-    std::vector<SampledToken> drawn(work.size());
-#pragma omp parallel for schedule(dynamic) if (work.size() >= 2)
-    for (size_t k = 0; k < work.size(); ++k) {
-      const Work& w = work[k];
-      if (row_of[k] < 0 || w.child < 0) continue;
-      const Child& c = w.request->children[w.child];
-      double u = UniformDraw(w.request->req.seed, static_cast<uint64_t>(w.request->req.first_sample + w.child), c.out.tokens.size());
-      drawn[k] = SampleToken({logits.data() + row_of[k] * V, static_cast<size_t>(V)},
-                             w.request->req.sampling, u);
-    }
+    CANOPY_CHECK_EQ(drawn_rows, static_cast<int64_t>(drawn.size()));
     for (size_t k = 0; k < work.size(); ++k) {
       const Work& w = work[k];
       // Accepting an earlier item's token may have preempted this one: its KV is gone and
@@ -447,7 +447,7 @@ std::vector<ExpandResult> Engine::Step() {
         nodes_.at(w.seq).last_logits.assign(lg.begin(), lg.end());
         ForkChildren(w.request);
       } else {
-        AcceptToken(w.request, w.child, drawn[k]);
+        AcceptToken(w.request, w.child, drawn[row_of[k]]);
       }
     }
   }

@@ -46,7 +46,7 @@ LlamaRunner::LlamaRunner(const ModelWeights* model, int32_t num_blocks, int32_t 
 }
 
 void LlamaRunner::Forward(std::span<const ForwardItem> items, std::vector<float>* logits,
-                          std::vector<float>* hidden) {
+                          std::vector<float>* hidden, std::vector<SampledToken>* drawn) {
   const ModelConfig& c = model_->config;
   const int64_t H = c.hidden_size, D = c.head_dim, NH = c.num_heads, NKV = c.num_kv_heads;
   const int64_t QD = NH * D, KVD = NKV * D, FF = c.intermediate_size;
@@ -133,6 +133,7 @@ void LlamaRunner::Forward(std::span<const ForwardItem> items, std::vector<float>
   // Final norm only for the last token of the items that want logits or a hidden state.
   std::vector<int64_t> rows;
   std::vector<bool> to_logits, to_hidden;
+  std::vector<const ForwardItem*> sampled;  // per logits row: the item when it samples here
   {
     int64_t t = 0;
     for (const ForwardItem& it : items) {
@@ -141,6 +142,7 @@ void LlamaRunner::Forward(std::span<const ForwardItem> items, std::vector<float>
         rows.push_back(t - 1);
         to_logits.push_back(it.want_logits);
         to_hidden.push_back(it.want_hidden);
+        if (it.want_logits) sampled.push_back(it.sample ? &it : nullptr);
       }
     }
   }
@@ -165,9 +167,31 @@ void LlamaRunner::Forward(std::span<const ForwardItem> items, std::vector<float>
   const int64_t RL = static_cast<int64_t>(lg_in.size()) / H;
   if (RL == 0) return;
   CANOPY_CHECK(model_->has_lm_head()) << "logits wanted from a model without an LM head";
-  const size_t base = logits->size();
-  logits->resize(base + RL * c.vocab_size);
-  Matmul(lg_in.data(), RL, model_->output, logits->data() + base, mode_);
+  const int64_t V = c.vocab_size;
+  const int64_t RS = std::count_if(sampled.begin(), sampled.end(), [](auto* p) { return p != nullptr; });
+  if (RS == 0) {
+    const size_t base = logits->size();
+    logits->resize(base + RL * V);
+    Matmul(lg_in.data(), RL, model_->output, logits->data() + base, mode_);
+    return;
+  }
+  // Some rows are drawn here: compute all rows, draw those (in parallel: pure functions of
+  // logits and draws), hand back the others.
+  CANOPY_CHECK(drawn != nullptr) << "an item asks for a draw but no output was given";
+  std::vector<float> all(static_cast<size_t>(RL * V));
+  Matmul(lg_in.data(), RL, model_->output, all.data(), mode_);
+  std::vector<SampledToken> tokens(static_cast<size_t>(RL));
+#pragma omp parallel for schedule(dynamic) if (RS >= 2)
+  for (int64_t r = 0; r < RL; ++r) {
+    if (sampled[r]) tokens[r] = SampleToken({all.data() + r * V, static_cast<size_t>(V)}, *sampled[r]->sample, sampled[r]->u);
+  }
+  for (int64_t r = 0; r < RL; ++r) {
+    if (sampled[r]) {
+      drawn->push_back(tokens[r]);
+    } else {
+      logits->insert(logits->end(), all.begin() + r * V, all.begin() + (r + 1) * V);
+    }
+  }
 }
 
 void LlamaRunner::CopyBlock(int32_t src, int32_t dst, int32_t num_tokens) {

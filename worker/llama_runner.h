@@ -19,6 +19,7 @@
 
 #include "kernels/ops.h"
 #include "worker/model.h"
+#include "worker/sampler.h"
 
 namespace canopy {
 
@@ -28,6 +29,11 @@ struct ForwardItem {
   std::span<const int32_t> block_table;  // the sequence's blocks, covering start_pos+len
   bool want_logits = false;              // logits of the last token
   bool want_hidden = false;              // final-normed hidden state of the last token
+  // With want_logits: the runner draws the last token's successor itself (SampleToken with
+  // these params and uniform draw `u`) and returns it in `drawn` instead of a logits row, so
+  // a GPU backend need not copy the row to the host.
+  const SamplingParams* sample = nullptr;
+  double u = 0.0;
 };
 
 // What the engine needs of a backend: the forward pass over a paged KV cache it owns, and
@@ -37,7 +43,8 @@ class ForwardRunner {
   virtual ~ForwardRunner() = default;
   // See LlamaRunner::Forward.
   virtual void Forward(std::span<const ForwardItem> items, std::vector<float>* logits,
-                       std::vector<float>* hidden) = 0;
+                       std::vector<float>* hidden = nullptr,
+                       std::vector<SampledToken>* drawn = nullptr) = 0;
   virtual void CopyBlock(int32_t src, int32_t dst, int32_t num_tokens) = 0;
   // One block's KV as kv_bytes_per_block() bytes: per layer, its K rows then its V rows, in
   // the backend's element type (FP32 on the CPU, BF16 on CUDA).
@@ -56,9 +63,12 @@ class LlamaRunner : public ForwardRunner {
   // Computes and stores the KV of every item's tokens; appends one row of vocab_size logits
   // per item with want_logits (in item order) to `logits`, and one row of hidden_size floats
   // (the last token's hidden state after the output norm, i.e. what the LM head reads) per
-  // item with want_hidden to `hidden` (which may be null when no item wants it).
+  // item with want_hidden to `hidden` (which may be null when no item wants it). An item with
+  // want_logits and `sample` gets no logits row: its drawn token is appended to `drawn`
+  // instead (in item order).
   void Forward(std::span<const ForwardItem> items, std::vector<float>* logits,
-               std::vector<float>* hidden = nullptr) override;
+               std::vector<float>* hidden = nullptr,
+               std::vector<SampledToken>* drawn = nullptr) override;
 
   // Copies the KV of the first `num_tokens` slots of block `src` into block `dst` (all
   // layers): the copy-on-write of a forked partial block.

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <memory>
 #include <random>
 
 #include "kernels/attention_plan.h"
@@ -59,17 +60,20 @@ class CudaParityTest : public ::testing::Test {
   void SetUp() override {
     std::string why;
     if (!B::Available(&why)) GTEST_SKIP() << B::kName << ": " << why;
+    // Created only once a device is known to work: on a machine whose driver is missing or too
+    // old, creating a stream aborts, and the test has to skip instead.
+    stream = std::make_unique<typename B::Stream>();
   }
   template <class T>
   typename B::DeviceBuffer Put(const std::vector<T>& v) {
     typename B::DeviceBuffer b(v.size() * sizeof(T) + 16);
-    B::ToDevice(b.get(), v.data(), v.size() * sizeof(T), stream);
+    B::ToDevice(b.get(), v.data(), v.size() * sizeof(T), *stream);
     return b;
   }
   template <class T>
   std::vector<T> Get(const typename B::DeviceBuffer& b, size_t n) {
     std::vector<T> v(n);
-    B::ToHost(v.data(), b.get(), n * sizeof(T), stream);
+    B::ToHost(v.data(), b.get(), n * sizeof(T), *stream);
     return v;
   }
   std::vector<float> Random(size_t n, float scale = 1.0f) {
@@ -92,7 +96,7 @@ class CudaParityTest : public ::testing::Test {
     for (float& x : v) x = __bfloat162float(__float2bfloat16(x));
     return v;
   }
-  typename B::Stream stream;
+  std::unique_ptr<typename B::Stream> stream;
   std::mt19937 rng{11};
 };
 
@@ -131,14 +135,14 @@ TYPED_TEST(CudaParityTest, RmsNormMatchesCpu) {
   typename TypeParam::DeviceBuffer ob(rows * H * 2), of(rows * H * 4);
   TypeParam::RmsNorm(dx.template as<float>(), static_cast<const int32_t*>(nullptr), rows, H,
                      dw.template as<float>(), 1e-5f, ob.template as<typename TypeParam::bf16>(),
-                     of.template as<float>(), this->stream.get());
+                     of.template as<float>(), this->stream->get());
   ExpectClose(this->template Get<float>(of, rows * H), want, 1e-5f, 1e-5f, "f32 out");
   ExpectClose(this->FromBf16(this->template Get<typename TypeParam::bf16>(ob, rows * H)), want, 1e-6f, 8e-3f, "bf16 out");
   // With a row map: rows 4 and 1, in that order.
   std::vector<int32_t> map = {4, 1};
   auto dm = this->Put(map);
   TypeParam::RmsNorm(dx.template as<float>(), dm.template as<int32_t>(), int64_t{2}, H, dw.template as<float>(), 1e-5f,
-                     static_cast<typename TypeParam::bf16*>(nullptr), of.template as<float>(), this->stream.get());
+                     static_cast<typename TypeParam::bf16*>(nullptr), of.template as<float>(), this->stream->get());
   std::vector<float> got = this->template Get<float>(of, 2 * H);
   ExpectClose({got.begin(), got.begin() + H}, {want.begin() + 4 * H, want.begin() + 5 * H}, 1e-5f, 1e-5f, "mapped row 0");
   ExpectClose({got.begin() + H, got.end()}, {want.begin() + H, want.begin() + 2 * H}, 1e-5f, 1e-5f, "mapped row 1");
@@ -158,7 +162,7 @@ TYPED_TEST(CudaParityTest, RopeBiasAndKvStoreMatchCpu) {
     using bf16 = typename TypeParam::bf16;
     TypeParam::RopeStoreKv(dqkv.template as<float>(), dbias.template as<float>(), dpos.template as<int32_t>(),
                            dslot.template as<int32_t>(), dcs.template as<float2>(), interleaved, T, NH, NKV, D,
-                           q.template as<bf16>(), kc.template as<bf16>(), vc.template as<bf16>(), this->stream.get());
+                           q.template as<bf16>(), kc.template as<bf16>(), vc.template as<bf16>(), this->stream->get());
     std::vector<float> gq = this->FromBf16(this->template Get<bf16>(q, T * QD));
     std::vector<float> gk = this->FromBf16(this->template Get<bf16>(kc, 4 * bs * KVD));
     std::vector<float> gv = this->FromBf16(this->template Get<bf16>(vc, 4 * bs * KVD));
@@ -181,7 +185,7 @@ TYPED_TEST(CudaParityTest, SwiGluAndEmbedMatchCpu) {
   std::vector<float> gu = this->RoundBf16(this->Random(T * 2 * FF, 4.0f));
   auto dgu = this->Put(this->ToBf16(gu));
   typename TypeParam::DeviceBuffer out(T * FF * 2);
-  TypeParam::SwiGlu(dgu.template as<bf16>(), T, FF, out.template as<bf16>(), this->stream.get());
+  TypeParam::SwiGlu(dgu.template as<bf16>(), T, FF, out.template as<bf16>(), this->stream->get());
   std::vector<float> want(T * FF);
   for (int64_t t = 0; t < T; ++t) SwiGlu(gu.data() + t * 2 * FF, gu.data() + t * 2 * FF + FF, want.data() + t * FF, FF);
   ExpectClose(this->FromBf16(this->template Get<bf16>(out, T * FF)), want, 1e-6f, 8e-3f, "swiglu");
@@ -191,7 +195,7 @@ TYPED_TEST(CudaParityTest, SwiGluAndEmbedMatchCpu) {
   std::vector<int32_t> toks = {7, 0, 49, 7};
   auto dt = this->Put(this->ToBf16(table)), dtok = this->Put(toks);
   typename TypeParam::DeviceBuffer x(toks.size() * H * 4);
-  TypeParam::Embed(dt.template as<bf16>(), dtok.template as<int32_t>(), static_cast<int64_t>(toks.size()), H, x.template as<float>(), this->stream.get());
+  TypeParam::Embed(dt.template as<bf16>(), dtok.template as<int32_t>(), static_cast<int64_t>(toks.size()), H, x.template as<float>(), this->stream->get());
   std::vector<float> gx = this->template Get<float>(x, toks.size() * H);
   for (size_t t = 0; t < toks.size(); ++t)
     ExpectClose({gx.begin() + t * H, gx.begin() + (t + 1) * H}, {table.begin() + toks[t] * H, table.begin() + (toks[t] + 1) * H}, 0, 0, "embed");
@@ -203,7 +207,7 @@ TYPED_TEST(CudaParityTest, GemmMatchesFp32Reference) {
   std::vector<float> x = this->RoundBf16(this->Random(M * K)), w = this->RoundBf16(this->Random(N * K));
   std::vector<float> y0 = this->Random(M * N);
   auto dx = this->Put(this->ToBf16(x)), dw = this->Put(this->ToBf16(w)), dy = this->Put(y0);
-  typename TypeParam::Blas blas(this->stream);
+  typename TypeParam::Blas blas(*this->stream);
   blas.Gemm(dx.template as<bf16>(), M, K, dw.template as<bf16>(), N, dy.get(), TypeParam::OutType::kF32, 1.0f);
   std::vector<float> want(M * N);
   for (int64_t m = 0; m < M; ++m)
@@ -274,7 +278,7 @@ TYPED_TEST(CudaParityTest, TreeAttentionMatchesCpuPagedAttention) {
       a.T = T, a.NH = NH, a.NKV = NKV, a.D = D;
       a.block_size = bs;
       a.grid_items = 3;  // fewer CTAs than items: each loops
-      TypeParam::TreeAttention(a, this->stream.get());
+      TypeParam::TreeAttention(a, this->stream->get());
       std::vector<float> got = this->FromBf16(this->template Get<bf16>(out, T * NH * D));
       PagedKv kv{kc.data(), vc.data(), bs, NKV, D};
       std::vector<float> want(NH * D), scratch(4096);
@@ -343,6 +347,78 @@ TYPED_TEST(CudaParityTest, ForwardOfRandomLlamaAndQwen2MatchesCpu) {
     ExpectClose(got, want, 0.03f * scale, 0.0f, arch + " logits");
     EXPECT_GT((*gpu)->graph_launches(), 0);
   }
+}
+
+// The runner draws tokens itself for items that ask (ForwardItem::sample): the same tokens and
+// logprobs as the host sampler on the logits the same batch yields without the draws, in
+// prefill (eager) and decode (graph) batches that mix drawn and copied rows.
+TYPED_TEST(CudaParityTest, DrawsInTheRunnerMatchTheHostSampler) {
+  ModelConfig c = testing::TinyConfig("llama");
+  c.head_dim = 64;
+  c.num_heads = 4;
+  c.num_kv_heads = 2;
+  c.hidden_size = 128;
+  std::shared_ptr<ModelWeights> wp = testing::RandomModel(c, 5);
+  const int32_t bs = 16, n = 6;
+  CudaRunnerOptions o;
+  o.block_size = bs;
+  o.num_blocks = 64;
+  auto gpu = TypeParam::MakeRunner(wp.get(), o);
+  ASSERT_TRUE(gpu.ok()) << gpu.status().ToString();
+  const std::vector<SamplingParams> params = {{0.0f, 1.0f, 0}, {0.8f, 1.0f, 0}, {1.0f, 0.9f, 0},
+                                              {0.7f, 0.95f, 40}, {1.5f, 1.0f, 5}, {1.0f, 1.0f, 1}};
+  std::vector<std::vector<int32_t>> seqs(n), tables(n);
+  for (int32_t i = 0; i < n; ++i) {
+    for (int32_t j = 0; j < 20 + 3 * i; ++j) seqs[i].push_back((i * 131 + j * 17 + 1) % c.vocab_size);
+    for (int32_t b = 0; b < 4; ++b) tables[i].push_back(i * 4 + b);
+  }
+  std::mt19937_64 rng(11);
+  int64_t compared = 0, differ = 0;
+  for (int step = 0; step < 5; ++step) {
+    // Step 0 is a prefill of every sequence; later steps decode one token each.
+    std::vector<double> u(n);
+    for (double& x : u) x = std::uniform_real_distribution<double>(0.0, 1.0)(rng);
+    auto items = [&](bool draw) {
+      std::vector<ForwardItem> v;
+      for (int32_t i = 0; i < n; ++i) {
+        const int64_t from = step == 0 ? 0 : static_cast<int64_t>(seqs[i].size()) - 1;
+        ForwardItem it{std::span<const int32_t>(seqs[i]).subspan(from), from, tables[i], true, false};
+        if (draw && i % 3 != 2) it.sample = &params[i], it.u = u[i];  // every third row copied
+        v.push_back(it);
+      }
+      return v;
+    };
+    std::vector<float> mixed, plain;
+    std::vector<SampledToken> drawn, none;
+    (*gpu)->Forward(items(true), &mixed, nullptr, &drawn);
+    (*gpu)->Forward(items(false), &plain, nullptr, &none);
+    const int64_t V = c.vocab_size;
+    ASSERT_EQ(drawn.size(), 4u);
+    ASSERT_TRUE(none.empty());
+    ASSERT_EQ(mixed.size(), static_cast<size_t>(2 * V));
+    ASSERT_EQ(plain.size(), static_cast<size_t>(n * V));
+    size_t d = 0, m = 0;
+    for (int32_t i = 0; i < n; ++i) {
+      std::span<const float> row(plain.data() + i * V, static_cast<size_t>(V));
+      if (i % 3 == 2) {
+        ExpectClose(std::vector<float>(mixed.begin() + m * V, mixed.begin() + (m + 1) * V),
+                    std::vector<float>(row.begin(), row.end()), 1e-5f, 0.0f, "copied row");
+        ++m;
+        seqs[i].push_back(static_cast<int32_t>((step * 7 + i) % V));
+        continue;
+      }
+      SampledToken want = SampleToken(row, params[i], u[i]);
+      const SampledToken& got = drawn[d++];
+      ++compared;
+      if (got.token != want.token) ++differ;
+      EXPECT_EQ(got.token, want.token) << "step " << step << " row " << i;
+      EXPECT_NEAR(got.logprob, want.logprob, 1e-4f) << "step " << step << " row " << i;
+      seqs[i].push_back(got.token);
+    }
+  }
+  EXPECT_EQ(compared, 20);
+  EXPECT_EQ(differ, 0);
+  EXPECT_GT((*gpu)->graph_launches(), 0);
 }
 
 }  // namespace

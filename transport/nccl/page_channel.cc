@@ -5,17 +5,29 @@
 
 #include <cstring>
 
+#include "kernels/cuda/check.h"
+
 namespace canopy {
 namespace {
 
-Status NcclError(ncclResult_t r, const std::string& what) {
-  return UnavailableError("nccl: " + what + ": " + ncclGetErrorString(r));
-}
-Status CudaError(cudaError_t e, const std::string& what) {
-  return UnavailableError("cuda: " + what + ": " + cudaGetErrorString(e));
+// A failed NCCL or CUDA call as a Status naming the call, file, line, host, pid and rank
+// (kernels/cuda/check.h): a page transfer that fails costs a recompute, not the worker.
+Status CallFailed(const char* what, const char* call, const std::string& where, const char* message) {
+  return UnavailableError(std::string(what) + " call failed at " + where + ": " + call + ": " + message);
 }
 
 }  // namespace
+
+#define CANOPY_NCCL_TRY(call)                                                                \
+  do {                                                                                       \
+    if (ncclResult_t canopy_r_ = (call); canopy_r_ != ncclSuccess)                           \
+      return CallFailed("NCCL", #call, CANOPY_NCCL_WHERE(), ncclGetErrorString(canopy_r_));  \
+  } while (0)
+#define CANOPY_CUDA_TRY(call)                                                                \
+  do {                                                                                       \
+    if (cudaError_t canopy_e_ = (call); canopy_e_ != cudaSuccess)                            \
+      return CallFailed("CUDA", #call, CANOPY_NCCL_WHERE(), cudaGetErrorString(canopy_e_));  \
+  } while (0)
 
 struct NcclPageChannel::Impl {
   ncclComm_t comm = nullptr;
@@ -25,7 +37,7 @@ struct NcclPageChannel::Impl {
 
 StatusOr<std::string> NcclPageChannel::NewUniqueId() {
   ncclUniqueId id;
-  if (ncclResult_t r = ncclGetUniqueId(&id); r != ncclSuccess) return NcclError(r, "unique id");
+  CANOPY_NCCL_TRY(ncclGetUniqueId(&id));
   return std::string(id.internal, sizeof(id.internal));
 }
 
@@ -40,13 +52,13 @@ StatusOr<std::unique_ptr<NcclPageChannel>> NcclPageChannel::Join(const std::stri
   std::memcpy(id.internal, unique_id.data(), sizeof(id.internal));
   auto impl = std::make_unique<Impl>();
   impl->device = device;
-  if (cudaError_t e = cudaSetDevice(device); e != cudaSuccess) return CudaError(e, "set device");
-  if (cudaError_t e = cudaStreamCreateWithFlags(&impl->stream, cudaStreamNonBlocking); e != cudaSuccess) {
-    return CudaError(e, "stream");
-  }
+  CANOPY_CUDA_TRY(cudaSetDevice(device));
+  CANOPY_CUDA_TRY(cudaStreamCreateWithFlags(&impl->stream, cudaStreamNonBlocking));
   if (ncclResult_t r = ncclCommInitRank(&impl->comm, nranks, id, rank); r != ncclSuccess) {
     cudaStreamDestroy(impl->stream);
-    return NcclError(r, "init rank " + std::to_string(rank) + " of " + std::to_string(nranks));
+    return CallFailed("NCCL", "ncclCommInitRank(&impl->comm, nranks, id, rank)", CANOPY_NCCL_WHERE(),
+                      (std::string(ncclGetErrorString(r)) + " (rank " + std::to_string(rank) + " of " +
+                       std::to_string(nranks) + ")").c_str());
   }
   return std::unique_ptr<NcclPageChannel>(new NcclPageChannel(std::move(impl), rank, nranks));
 }
@@ -61,17 +73,17 @@ NcclPageChannel::~NcclPageChannel() {
 
 Status NcclPageChannel::Transfer(std::span<void* const> buffers, size_t bytes_each, int peer, bool send) {
   if (peer < 0 || peer >= nranks_ || peer == rank_) return InvalidArgumentError("nccl: bad peer rank");
-  if (cudaError_t e = cudaSetDevice(impl_->device); e != cudaSuccess) return CudaError(e, "set device");
-  if (ncclResult_t r = ncclGroupStart(); r != ncclSuccess) return NcclError(r, "group start");
+  CANOPY_CUDA_TRY(cudaSetDevice(impl_->device));
+  CANOPY_NCCL_TRY(ncclGroupStart());
   for (void* b : buffers) {
     ncclResult_t r = send ? ncclSend(b, bytes_each, ncclUint8, peer, impl_->comm, impl_->stream)
                           : ncclRecv(b, bytes_each, ncclUint8, peer, impl_->comm, impl_->stream);
     if (r != ncclSuccess) {
       ncclGroupEnd();
-      return NcclError(r, send ? "send" : "recv");
+      return CallFailed("NCCL", send ? "ncclSend" : "ncclRecv", CANOPY_NCCL_WHERE(), ncclGetErrorString(r));
     }
   }
-  if (ncclResult_t r = ncclGroupEnd(); r != ncclSuccess) return NcclError(r, "group end");
+  CANOPY_NCCL_TRY(ncclGroupEnd());
   return Status::Ok();
 }
 
@@ -84,7 +96,7 @@ Status NcclPageChannel::Recv(std::span<void* const> buffers, size_t bytes_each, 
 }
 
 Status NcclPageChannel::Wait() {
-  if (cudaError_t e = cudaStreamSynchronize(impl_->stream); e != cudaSuccess) return CudaError(e, "sync");
+  CANOPY_CUDA_TRY(cudaStreamSynchronize(impl_->stream));
   return Status::Ok();
 }
 
