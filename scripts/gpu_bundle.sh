@@ -3,7 +3,7 @@
 # needs to run them (docs/gpu.md):
 #   .gpu/bin      the GPU tests and benchmarks
 #   .gpu/lib      the shared libraries they need that such a machine lacks (Cap'n Proto, ...):
-#                 not glibc, the driver, cuBLAS (the CUDA toolkit is there) or OpenBLAS
+#                 not glibc, the driver, cuBLAS (the CUDA toolkit is there), NCCL or OpenBLAS
 #   .gpu-model-a/, .gpu-model-b/   the default model in two halves (each call carries at
 #                 most 64 MiB; the first call stores half a, the second brings half b)
 # All three are ignored by git (.git/info/exclude).
@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${CANOPY_GPU_BUILD:-build-cuda}
 jobs=${CANOPY_BUILD_JOBS:-2}
-targets="cuda_parity_test cuda_model_parity_test cuda_sampling_test attention_plan_test gpu_bench"
+targets="cuda_parity_test cuda_model_parity_test cuda_sampling_test attention_plan_test nccl_page_channel_test gpu_bench"
 cmake -S . -B "$build" -DCANOPY_CUDA=ON -DCANOPY_BENCH=ON -DCANOPY_TESTS=ON >/dev/null
 cmake --build "$build" -j"$jobs" --target $targets
 for d in .gpu .gpu-model-a .gpu-model-b; do
@@ -21,7 +21,7 @@ rm -rf .gpu .gpu-model-a .gpu-model-b
 mkdir -p .gpu/bin .gpu/lib .gpu-model-a .gpu-model-b
 for t in $targets; do cp "$(find "$build" -name "$t" -type f -perm -u+x | head -1)" .gpu/bin/; done
 cp scripts/gpu_check.sh .gpu/
-skip='^(libc|libm|libdl|libpthread|librt|ld-linux|libcuda|libnvidia|libcublas|libcublasLt|libopenblas|libblas|liblapack|libgfortran|libquadmath)\.'
+skip='^(libc|libm|libdl|libpthread|librt|ld-linux|libcuda|libnvidia|libcublas|libcublasLt|libopenblas|libblas|liblapack|libgfortran|libquadmath|libnccl)\.'
 for b in .gpu/bin/*; do
   ldd "$b" | awk '/=> \//{print $3}'
 done | sort -u | while read -r lib; do

@@ -19,7 +19,7 @@ if [[ -f .gpu-model-b/part && -f /tmp/canopy-model-a ]]; then
   "$bin/cuda_model_parity_test" --gtest_filter='*Gpu*' 2>&1 | tee "$out/model_parity.log"
   exit 0
 fi
-for t in attention_plan_test cuda_parity_test cuda_sampling_test; do
+for t in attention_plan_test cuda_parity_test cuda_sampling_test nccl_page_channel_test; do
   "$bin/$t" 2>&1 | tee "$out/$t.log" | tail -3
 done
 sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)

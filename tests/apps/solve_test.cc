@@ -129,7 +129,9 @@ TEST_F(SolveTest, ResultsResumeAndDeterminism) {
   size_t before = Results(c).size();
   ASSERT_GE(before, 2u);
   ASSERT_EQ(Run(Args(c.string(), 1), &log), 0) << log;
-  if (before < 6) EXPECT_THAT(log, ::testing::HasSubstr(std::to_string(before) + " already done"));
+  if (before < 6) {
+    EXPECT_THAT(log, ::testing::HasSubstr(std::to_string(before) + " already done"));
+  }
   EXPECT_EQ(ById(Results(c)), ById(ra));
 
   // SIGUSR1 (a scheduler's time-limit warning) drains: in-flight problems finish, nothing new
