@@ -10,6 +10,7 @@
 // log-sum-exp; MergeKernel combines a token's partials:
 //   o = sum_i exp(lse_i - M) o_i / sum_i exp(lse_i - M),   M = max_i lse_i.
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 
 #include "kernels/cuda/compat.h"
@@ -222,27 +223,35 @@ void LaunchMerge(const AttentionArgs& a, cudaStream_t stream) {
   CANOPY_CHECK_LAUNCH("MergeAttention");
 }
 
+// Head sizes with a kernel: multiples of the 16-wide WMMA tile up to 128 that real models use.
+// The runner refuses the others at load (worker/cuda_runner.cc).
+template <template <int> class F>
+void ByHeadSize(const AttentionArgs& a, cudaStream_t stream) {
+  switch (a.D) {
+    case 16: return F<16>::Run(a, stream);
+    case 32: return F<32>::Run(a, stream);
+    case 64: return F<64>::Run(a, stream);
+    case 128: return F<128>::Run(a, stream);
+  }
+  std::fprintf(stderr, "tree attention: no kernel for head size %d\n", static_cast<int>(a.D));
+  std::abort();
+}
+template <int D>
+struct PartialsFor {
+  static void Run(const AttentionArgs& a, cudaStream_t s) { LaunchPartials<D>(a, s); }
+};
+template <int D>
+struct MergeFor {
+  static void Run(const AttentionArgs& a, cudaStream_t s) { LaunchMerge<D>(a, s); }
+};
+
 }  // namespace
 
-void TreeAttentionPartials(const AttentionArgs& a, cudaStream_t stream) {
-  if (a.D == 64) {
-    LaunchPartials<64>(a, stream);
-  } else if (a.D == 128) {
-    LaunchPartials<128>(a, stream);
-  } else {
-    std::abort();  // the runner refuses other head sizes at load
-  }
-}
+void TreeAttentionPartials(const AttentionArgs& a, cudaStream_t stream) { ByHeadSize<PartialsFor>(a, stream); }
 
 void MergeAttention(const AttentionArgs& a, cudaStream_t stream) {
   if (a.T == 0) return;
-  if (a.D == 64) {
-    LaunchMerge<64>(a, stream);
-  } else if (a.D == 128) {
-    LaunchMerge<128>(a, stream);
-  } else {
-    std::abort();
-  }
+  ByHeadSize<MergeFor>(a, stream);
 }
 
 void TreeAttention(const AttentionArgs& a, cudaStream_t stream) {

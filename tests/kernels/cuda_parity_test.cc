@@ -223,7 +223,7 @@ TYPED_TEST(CudaParityTest, GemmMatchesFp32Reference) {
 // decode tokens in one batch), shared and unshared plans, against PagedAttentionToken.
 TYPED_TEST(CudaParityTest, TreeAttentionMatchesCpuPagedAttention) {
   using bf16 = typename TypeParam::bf16;
-  for (int64_t D : {64, 128}) {
+  for (int64_t D : {16, 32, 64, 128}) {
     for (bool share : {true, false}) {
       const int64_t NH = 8, NKV = 2, bs = 16, blocks = 40;
       // Sequences: a 100-token root decoded by 5 branches (each its own 2 blocks after the
@@ -347,6 +347,40 @@ TYPED_TEST(CudaParityTest, ForwardOfRandomLlamaAndQwen2MatchesCpu) {
     ExpectClose(got, want, 0.03f * scale, 0.0f, arch + " logits");
     EXPECT_GT((*gpu)->graph_launches(), 0);
   }
+}
+
+// Hidden-state rows (what prm-head scorers read) beside logits rows in one prefill batch, and
+// an item wanting both, against LlamaRunner.
+TYPED_TEST(CudaParityTest, HiddenAndLogitsRowsInOneBatchMatchCpu) {
+  ModelConfig c = testing::TinyConfig("qwen2");
+  c.head_dim = 32;
+  c.num_heads = 4;
+  c.num_kv_heads = 2;
+  c.hidden_size = 128;
+  std::shared_ptr<ModelWeights> wp = testing::RandomModel(c, 9);
+  const int32_t bs = 16;
+  LlamaRunner cpu(wp.get(), 16, bs, MatmulMode::kInvariant);
+  CudaRunnerOptions o;
+  o.block_size = bs;
+  o.num_blocks = 16;
+  auto gpu = TypeParam::MakeRunner(wp.get(), o);
+  ASSERT_TRUE(gpu.ok()) << gpu.status().ToString();
+  std::vector<int32_t> a, b, d, ta = {0, 1}, tb = {2, 3}, td = {4, 5};
+  for (int i = 0; i < 19; ++i) a.push_back((i * 7 + 1) % c.vocab_size);
+  for (int i = 0; i < 23; ++i) b.push_back((i * 11 + 2) % c.vocab_size);
+  for (int i = 0; i < 17; ++i) d.push_back((i * 5 + 3) % c.vocab_size);
+  // a: logits; b: hidden; d: both.
+  std::vector<ForwardItem> items = {{a, 0, ta, true, false}, {b, 0, tb, false, true}, {d, 0, td, true, true}};
+  std::vector<float> wl, wh, gl, gh;
+  cpu.Forward(items, &wl, &wh);
+  (*gpu)->Forward(items, &gl, &gh);
+  ASSERT_EQ(wl.size(), static_cast<size_t>(2 * c.vocab_size));
+  ASSERT_EQ(wh.size(), static_cast<size_t>(2 * c.hidden_size));
+  float ls = 0, hs = 0;
+  for (float v : wl) ls = std::max(ls, std::fabs(v));
+  for (float v : wh) hs = std::max(hs, std::fabs(v));
+  ExpectClose(gl, wl, 0.03f * ls, 0.0f, "logits rows");
+  ExpectClose(gh, wh, 0.03f * hs, 0.0f, "hidden rows");
 }
 
 // The runner draws tokens itself for items that ask (ForwardItem::sample): the same tokens and
