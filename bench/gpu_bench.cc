@@ -2,7 +2,8 @@
 //   1. copy bandwidth (device to device), the roofline's denominator;
 //   2. decode tokens/s at batch 1, 16, 64, 256 with 1K-token contexts for random-weight
 //      Llama-3.2-1B, Qwen2.5-1.5B and Llama-3.1-8B shapes, each next to its memory-bandwidth
-//      roofline: (weights + KV bytes the step reads) / copy bandwidth;
+//      roofline: (weights + KV bytes the step reads) / copy bandwidth; a step includes
+//      drawing each row's token on the device and bringing the tokens back;
 //   3. shared-prefix attention: 256 sequences sharing a P-token prefix plus 256 unique tokens
 //      each, tree attention against the same kernel reading the prefix per sequence;
 //   4. a search-shaped run: step-level beam search (N = 64 beams, width M = 4) over a
@@ -264,7 +265,8 @@ int Run(bool quick, const std::string& json_path) {
       continue;
     }
     CudaRunnerBase& runner = **r;
-    runner.set_copy_logits(false);  // sampling happens on the device; see docs/gpu.md
+    // Each step draws every row's token on the device (T = 0.8, top-p 0.95), as the engine does.
+    const SamplingParams draw{0.8f, 0.95f, 0};
     const int64_t kv_row_bytes = 2 * c.num_layers * c.num_kv_heads * c.head_dim * 2;  // K+V, all layers, BF16
     int64_t weight_read = runner.weight_bytes();
     if (!c.tied_embeddings) weight_read -= c.vocab_size * c.hidden_size * 2;  // embedding: B rows only
@@ -274,12 +276,20 @@ int Run(bool quick, const std::string& json_path) {
         for (int k = 0; k < per_seq; ++k) tables[i].push_back(i * per_seq + k);
       std::vector<int32_t> tok(batch, 1);
       std::vector<float> logits;
+      std::vector<SampledToken> drawn;
       double t0 = 0, kv_rows = 0;
       for (int s = 0; s < warm + steps; ++s) {
         if (s == warm) t0 = Now();
         std::vector<ForwardItem> items;
-        for (int i = 0; i < batch; ++i) items.push_back({std::span<const int32_t>(&tok[i], 1), ctx + s, tables[i], true, false});
-        runner.Forward(items, &logits, nullptr);
+        for (int i = 0; i < batch; ++i) {
+          ForwardItem it{std::span<const int32_t>(&tok[i], 1), ctx + s, tables[i], true, false};
+          it.sample = &draw;
+          it.u = (i * 0.618034 + s * 0.414214) - static_cast<int64_t>(i * 0.618034 + s * 0.414214);
+          items.push_back(it);
+        }
+        drawn.clear();
+        runner.Forward(items, &logits, nullptr, &drawn);
+        for (int i = 0; i < batch; ++i) tok[i] = drawn[i].token;
         if (s >= warm) kv_rows += runner.last_kv_rows_read();
       }
       const double sec = (Now() - t0) / steps;

@@ -226,7 +226,6 @@ class Runner final : public CudaRunnerBase {
   int64_t graph_launches() const override { return graph_launches_; }
   int64_t eager_launches() const override { return eager_launches_; }
   int64_t last_kv_rows_read() const override { return last_kv_rows_; }
-  void set_copy_logits(bool copy) override { copy_logits_ = copy; }
 
  private:
   bf16* LayerKv(int64_t layer, int kv) const {
@@ -358,7 +357,6 @@ class Runner final : public CudaRunnerBase {
   AttentionPlan plan_;
   std::map<int64_t, std::unique_ptr<Graph>> graphs_;  // by padded batch size
   int64_t graph_launches_ = 0, eager_launches_ = 0, last_kv_rows_ = 0;
-  bool copy_logits_ = true;
 };
 
 void Runner::Forward(std::span<const ForwardItem> items, std::vector<float>* logits,
@@ -475,7 +473,7 @@ void Runner::Forward(std::span<const ForwardItem> items, std::vector<float>* log
                drawn_.as<SampleRowResult>(), stream_.get());
     CopyToHost(drawn_host_.as<void>(), drawn_.get(), ns * sizeof(SampleRowResult), stream_);
   }
-  const size_t nl = copy_logits_ ? logit_rows.size() - ns : 0;
+  const size_t nl = logit_rows.size() - ns;
   if (nl > 0) CopyToHost(logits_host_.as<void>(), logits_.as<float>() + ns * V, nl * V * sizeof(float), stream_);
   if (!hidden_rows.empty()) {
     CANOPY_CHECK(hidden != nullptr) << "an item wants its hidden state but no output was given";

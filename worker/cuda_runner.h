@@ -45,8 +45,6 @@ class CudaRunnerBase : public ForwardRunner {
   virtual int64_t eager_launches() const = 0;
   // KV rows (per KV head and layer) the last forward pass's attention read.
   virtual int64_t last_kv_rows_read() const = 0;
-  // False: Forward leaves the logits on the device (benchmarks of the forward pass alone).
-  virtual void set_copy_logits(bool copy) = 0;
 };
 
 namespace cuda {
