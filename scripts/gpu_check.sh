@@ -8,8 +8,15 @@
 set -uo pipefail
 out=${OUT:-gpu-out}
 mkdir -p "$out"
-export LD_LIBRARY_PATH="$PWD/.gpu/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
-bin=.gpu/bin
+# The binaries and libraries, unpacked once per machine (the second stage finds them).
+unpacked=/tmp/canopy-gpu
+if [[ ! -x $unpacked/bin/gpu_bench ]]; then
+  mkdir -p "$unpacked"
+  tar -C "$unpacked" -xJf .gpu/bundle.tar.xz 2>/dev/null ||
+    python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' .gpu/bundle.tar.xz "$unpacked"
+fi
+export LD_LIBRARY_PATH="$unpacked/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+bin=$unpacked/bin
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$out/device.txt" 2>&1
 [[ -f .gpu-model-a/part ]] && cp .gpu-model-a/part /tmp/canopy-model-a
 if [[ -f .gpu-model-b/part && -f /tmp/canopy-model-a ]]; then
