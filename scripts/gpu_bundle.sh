@@ -4,8 +4,10 @@
 #   .gpu/bundle.tar.xz   bin/: the GPU tests and benchmarks, stripped of debug info;
 #                 lib/: the shared libraries they need that such a machine lacks (Cap'n Proto,
 #                 ...): not glibc, the driver, cuBLAS (the CUDA toolkit is there), NCCL or
-#                 OpenBLAS. About 5 MB compressed (30 MB unpacked), so that with a model half
-#                 beside it a call stays under the 64 MiB carry limit.
+#                 OpenBLAS, nor the C++ runtime (the machine's is newer, and tools that run
+#                 under the same LD_LIBRARY_PATH, such as compute-sanitizer, need it). About
+#                 4 MB compressed, so that with a model half beside it a call stays under the
+#                 64 MiB carry limit.
 #   .gpu/gpu_check.sh    what runs there (it unpacks the bundle once per machine)
 #   .gpu-model-a/, .gpu-model-b/   the default model in two halves (each call carries at
 #                 most 64 MiB; the first call stores half a, the second brings half b)
@@ -29,7 +31,7 @@ for t in $targets; do
   strip --strip-debug "$stage/bin/$t"
 done
 cp scripts/gpu_check.sh .gpu/
-skip='^(libc|libm|libdl|libpthread|librt|ld-linux|libcuda|libnvidia|libcublas|libcublasLt|libopenblas|libblas|liblapack|libgfortran|libquadmath|libnccl)\.'
+skip='^(libc|libm|libdl|libpthread|librt|ld-linux|libcuda|libnvidia|libcublas|libcublasLt|libopenblas|libblas|liblapack|libgfortran|libquadmath|libnccl|libstdc\+\+|libgcc_s|libgomp)\.'
 for b in "$stage"/bin/*; do
   ldd "$b" | awk '/=> \//{print $3}'
 done | sort -u | while read -r lib; do
