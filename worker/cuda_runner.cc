@@ -197,13 +197,25 @@ class Runner final : public CudaRunnerBase {
   void Forward(std::span<const ForwardItem> items, std::vector<float>* logits,
                std::vector<float>* hidden, std::vector<SampledToken>* drawn) override;
 
+  // Copies are batched: one kernel moves every pending copy in all layers (a fork round of a
+  // beam search makes dozens), launched before anything else touches the cache.
   void CopyBlock(int32_t src, int32_t dst, int32_t num_tokens) override {
-    const size_t bytes = static_cast<size_t>(num_tokens) * kv_row_ * sizeof(bf16);
-    for (int64_t l = 0; l < c_.num_layers; ++l)
-      for (int kv = 0; kv < 2; ++kv)
-        CopyOnDevice(BlockPtr(l, kv, dst), BlockPtr(l, kv, src), bytes, stream_);
+    CANOPY_CHECK(src >= 0 && src < num_blocks_ && dst >= 0 && dst < num_blocks_) << "block copy " << src << " -> " << dst;
+    CANOPY_CHECK(num_tokens >= 0 && num_tokens <= options_.block_size) << "block copy of " << num_tokens << " rows";
+    if (num_tokens == 0 || src == dst) return;
+    auto pending = [&](const int32_t* v, int32_t b) { return std::find(v, v + copies_.n, b) != v + copies_.n; };
+    // A copy that reads what a pending one writes, or writes what one reads or writes, waits.
+    if (copies_.n == KvBlockCopies::kMax || pending(copies_.dst, src) || pending(copies_.dst, dst) ||
+        pending(copies_.src, dst)) {
+      FlushCopies();
+    }
+    copies_.src[copies_.n] = src;
+    copies_.dst[copies_.n] = dst;
+    copies_.rows[copies_.n] = num_tokens;
+    ++copies_.n;
   }
   void ReadBlock(int32_t block, uint8_t* out) override {
+    FlushCopies();
     for (int64_t l = 0; l < c_.num_layers; ++l)
       for (int kv = 0; kv < 2; ++kv) {
         CopyToHost(out, BlockPtr(l, kv, block), block_bytes_per_layer_, stream_);
@@ -212,6 +224,7 @@ class Runner final : public CudaRunnerBase {
     stream_.Synchronize();
   }
   void WriteBlock(int32_t block, const uint8_t* in) override {
+    FlushCopies();
     for (int64_t l = 0; l < c_.num_layers; ++l)
       for (int kv = 0; kv < 2; ++kv) {
         CopyToDevice(BlockPtr(l, kv, block), in, block_bytes_per_layer_, stream_);
@@ -226,6 +239,7 @@ class Runner final : public CudaRunnerBase {
   int64_t graph_launches() const override { return graph_launches_; }
   int64_t eager_launches() const override { return eager_launches_; }
   int64_t last_kv_rows_read() const override { return last_kv_rows_; }
+  int64_t copy_launches() const override { return copy_launches_; }
 
  private:
   bf16* LayerKv(int64_t layer, int kv) const {
@@ -235,6 +249,15 @@ class Runner final : public CudaRunnerBase {
   void* BlockPtr(int64_t layer, int kv, int32_t block) const {
     CANOPY_CHECK(block >= 0 && block < num_blocks_) << "block " << block;
     return reinterpret_cast<unsigned char*>(LayerKv(layer, kv)) + static_cast<size_t>(block) * block_bytes_per_layer_;
+  }
+
+  void FlushCopies() {
+    if (copies_.n == 0) return;
+    const int64_t region = static_cast<int64_t>(num_blocks_) * block_bytes_per_layer_;
+    CopyKvBlocks(copies_, kv_.as<unsigned char>(), 2 * c_.num_layers, region, block_bytes_per_layer_,
+                 kv_row_ * static_cast<int64_t>(sizeof(bf16)), stream_.get());
+    copies_.n = 0;
+    ++copy_launches_;
   }
 
   // Sizes every buffer for at least these counts; drops graphs when anything moves.
@@ -356,11 +379,13 @@ class Runner final : public CudaRunnerBase {
   HostBuffer logits_host_, hidden_host_, drawn_host_;
   AttentionPlan plan_;
   std::map<int64_t, std::unique_ptr<Graph>> graphs_;  // by padded batch size
-  int64_t graph_launches_ = 0, eager_launches_ = 0, last_kv_rows_ = 0;
+  int64_t graph_launches_ = 0, eager_launches_ = 0, last_kv_rows_ = 0, copy_launches_ = 0;
+  KvBlockCopies copies_;  // pending block copies
 };
 
 void Runner::Forward(std::span<const ForwardItem> items, std::vector<float>* logits,
                      std::vector<float>* hidden, std::vector<SampledToken>* drawn) {
+  FlushCopies();
   const int64_t H = c_.hidden_size, V = c_.vocab_size;
   const int32_t bs = options_.block_size;
   int64_t T = 0;

@@ -45,6 +45,8 @@ class CudaRunnerBase : public ForwardRunner {
   virtual int64_t eager_launches() const = 0;
   // KV rows (per KV head and layer) the last forward pass's attention read.
   virtual int64_t last_kv_rows_read() const = 0;
+  // Kernel launches that carried out block copies (CopyBlock batches them).
+  virtual int64_t copy_launches() const = 0;
 };
 
 namespace cuda {

@@ -174,4 +174,22 @@ void FillRandomBf16(bf16* out, int64_t n, uint64_t seed, float scale, cudaStream
   CANOPY_CHECK_LAUNCH("FillRandomBf16");
 }
 
+__global__ void CopyKvBlocksKernel(KvBlockCopies copies, unsigned char* kv, int64_t region_bytes,
+                                   int64_t block_bytes, int64_t row_bytes) {
+  const int c = blockIdx.x;
+  unsigned char* base = kv + static_cast<int64_t>(blockIdx.y) * region_bytes;  // one layer's K or V
+  const uint4* from = reinterpret_cast<const uint4*>(base + copies.src[c] * block_bytes);
+  uint4* to = reinterpret_cast<uint4*>(base + copies.dst[c] * block_bytes);
+  const int64_t n = copies.rows[c] * row_bytes / 16;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) to[i] = from[i];
+}
+void CopyKvBlocks(const KvBlockCopies& copies, unsigned char* kv, int64_t regions, int64_t region_bytes,
+                  int64_t block_bytes, int64_t row_bytes, cudaStream_t stream) {
+  if (copies.n == 0) return;
+  auto* k = &CopyKvBlocksKernel;
+  CANOPY_LAUNCH(k, dim3(static_cast<unsigned>(copies.n), static_cast<unsigned>(regions)), dim3(kThreads), 0,
+                stream, copies, kv, region_bytes, block_bytes, row_bytes);
+  CANOPY_CHECK_LAUNCH("CopyKvBlocks");
+}
+
 }  // namespace canopy::CANOPY_CUDA_NS

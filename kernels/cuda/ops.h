@@ -41,6 +41,19 @@ void RopeStoreKv(const float* qkv, const float* bias, const int32_t* pos, const 
 // out[t][i] = silu(gu[t][i]) * gu[t][FF + i]   (gate rows then up rows of one fused GEMM).
 void SwiGlu(const bf16* gu, int64_t T, int64_t FF, bf16* out, cudaStream_t stream);
 
+// Block copies in the paged KV cache, many per launch (the copy-on-write of forked partial
+// blocks). The cache is `regions` regions (per layer: K, then V) `region_bytes` apart, each
+// holding every block, `block_bytes` per block; copy i moves the first rows[i] rows
+// (`row_bytes` each, a multiple of 16) of block src[i] into block dst[i] in every region. No
+// copy may read a block another copy of the same batch writes.
+struct KvBlockCopies {
+  static constexpr int kMax = 128;
+  int32_t n = 0;
+  int32_t src[kMax], dst[kMax], rows[kMax];
+};
+void CopyKvBlocks(const KvBlockCopies& copies, unsigned char* kv, int64_t regions, int64_t region_bytes,
+                  int64_t block_bytes, int64_t row_bytes, cudaStream_t stream);
+
 // Device copy of an AttentionPlan (kernels/attention_plan.h) plus the partial buffers.
 struct AttentionArgs {
   const bf16* q = nullptr;            // [T][NH][D]

@@ -383,6 +383,55 @@ TYPED_TEST(CudaParityTest, HiddenAndLogitsRowsInOneBatchMatchCpu) {
   ExpectClose(gh, wh, 0.03f * hs, 0.0f, "hidden rows");
 }
 
+// CopyBlock batches copies into one kernel launch and keeps their order where it matters:
+// chains (a copy's source written by an earlier copy), overwrites and partial rows, against
+// the same copies applied to a host image of the pool (ReadBlock/WriteBlock).
+TYPED_TEST(CudaParityTest, BatchedBlockCopiesMatchAHostImage) {
+  ModelConfig c = testing::TinyConfig("llama");
+  c.head_dim = 32;
+  c.num_heads = 4;
+  c.num_kv_heads = 2;
+  c.hidden_size = 128;
+  std::shared_ptr<ModelWeights> wp = testing::RandomModel(c, 4);
+  const int32_t bs = 16, blocks = 24;
+  CudaRunnerOptions o;
+  o.block_size = bs;
+  o.num_blocks = blocks;
+  auto gpu = TypeParam::MakeRunner(wp.get(), o);
+  ASSERT_TRUE(gpu.ok()) << gpu.status().ToString();
+  CudaRunnerBase& r = **gpu;
+  const size_t per_block = static_cast<size_t>(r.kv_bytes_per_block());
+  const size_t row = static_cast<size_t>(c.num_kv_heads * c.head_dim) * 2, segment = row * bs;
+  ASSERT_EQ(per_block, segment * 2 * c.num_layers);
+  std::vector<std::vector<uint8_t>> image(blocks, std::vector<uint8_t>(per_block));
+  std::mt19937 rng(21);
+  for (int32_t b = 0; b < blocks; ++b) {
+    for (uint8_t& x : image[b]) x = static_cast<uint8_t>(rng());
+    r.WriteBlock(b, image[b].data());
+  }
+  auto copy = [&](int32_t src, int32_t dst, int32_t n) {
+    r.CopyBlock(src, dst, n);
+    for (size_t seg = 0; seg < per_block; seg += segment)
+      std::copy_n(image[src].begin() + seg, n * row, image[dst].begin() + seg);
+  };
+  int copies = 0;
+  for (int round = 0; round < 3; ++round) {
+    for (int i = 0; i < 40; ++i, ++copies) {
+      const int32_t src = static_cast<int32_t>(rng() % blocks), dst = static_cast<int32_t>(rng() % blocks);
+      copy(src, dst, static_cast<int32_t>(rng() % (bs + 1)));
+    }
+    copy(1, 2, bs), copy(2, 3, 5), copy(3, 1, 9), copy(4, 4, bs);  // a chain, a cycle and a no-op
+    copies += 4;
+    for (int32_t b = 0; b < blocks; ++b) {
+      std::vector<uint8_t> got(per_block);
+      r.ReadBlock(b, got.data());
+      ASSERT_EQ(got, image[b]) << "block " << b << " after round " << round;
+    }
+  }
+  EXPECT_GT(r.copy_launches(), 0);
+  EXPECT_LT(r.copy_launches(), copies / 2);
+}
+
 // The runner draws tokens itself for items that ask (ForwardItem::sample): the same tokens and
 // logprobs as the host sampler on the logits the same batch yields without the draws, in
 // prefill (eager) and decode (graph) batches that mix drawn and copied rows.

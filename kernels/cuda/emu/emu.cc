@@ -4,10 +4,12 @@
 
 #include <ucontext.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <mutex>
+#include <random>
 #include <vector>
 
 namespace canopy_emu {
@@ -98,10 +100,17 @@ void LaunchBody(dim3 grid, dim3 block, size_t dynamic_smem, const std::function<
   g_launch = &L;
   g_grid_dim = grid;
   g_block_dim = block;
+  // A GPU runs a grid's blocks in no particular order: run them shuffled (differently per
+  // launch, the same from run to run), so a kernel that depends on block order fails here.
+  std::vector<uint3> order;
+  order.reserve(static_cast<size_t>(grid.x) * grid.y * grid.z);
   for (unsigned bz = 0; bz < grid.z; ++bz)
     for (unsigned by = 0; by < grid.y; ++by)
-      for (unsigned bx = 0; bx < grid.x; ++bx) {
-        g_block_idx = uint3{bx, by, bz};
+      for (unsigned bx = 0; bx < grid.x; ++bx) order.push_back(uint3{bx, by, bz});
+  static uint64_t launches = 0;
+  std::shuffle(order.begin(), order.end(), std::mt19937_64(++launches));
+  for (const uint3& block_idx : order) {
+        g_block_idx = block_idx;
         for (size_t i = 0; i < L.smem.size(); ++i) L.smem[i] = static_cast<unsigned char>(0xA5 ^ i);
         for (int i = 0; i < n; ++i) {
           Fiber& f = L.fibers[i];
