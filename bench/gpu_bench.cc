@@ -94,7 +94,7 @@ struct CountingPool {
 
 struct BeamRunResult {
   double seconds = 0;
-  int64_t tokens = 0, block_copies = 0;
+  int64_t tokens = 0, block_copies = 0, copy_launches = 0;
   int32_t peak_blocks = 0;
 };
 
@@ -105,7 +105,7 @@ struct BeamRunResult {
 // write is copied on write, as in worker/kv_cache_manager.h); without, every child copies
 // all of its parent's blocks, as an engine without prefix sharing holds them. Timed from
 // after the prompt's prefill.
-BeamRunResult RunBeam(ForwardRunner& runner, int32_t vocab, int32_t bs, int prompt_len, int n, int m, int depth,
+BeamRunResult RunBeam(CudaRunnerBase& runner, int32_t vocab, int32_t bs, int prompt_len, int n, int m, int depth,
                       int step_len, bool share) {
   struct Beam {
     std::vector<int32_t> tokens, blocks;  // KV computed for all tokens but the last
@@ -113,6 +113,7 @@ BeamRunResult RunBeam(ForwardRunner& runner, int32_t vocab, int32_t bs, int prom
   };
   CountingPool pool(runner.num_blocks());
   BeamRunResult res;
+  const int64_t launches_before = runner.copy_launches();
   auto push = [&](Beam& b, int32_t token) {
     if (b.tokens.size() % bs == 0) b.blocks.push_back(pool.Get());
     b.tokens.push_back(token);
@@ -192,6 +193,7 @@ BeamRunResult RunBeam(ForwardRunner& runner, int32_t vocab, int32_t bs, int prom
     beams = std::move(next);
   }
   res.seconds = Now() - t0;
+  res.copy_launches = runner.copy_launches() - launches_before;
   for (Beam& b : beams) release(b);
   res.peak_blocks = pool.peak;
   return res;
@@ -379,19 +381,21 @@ int Run(bool quick, const std::string& json_path) {
     } else {
       std::printf("\nbeam search on %s: N = %d, M = %d, %d steps of %d tokens over a %d-token prompt\n", name.c_str(),
                   n, m, depth, step_len, prompt_len);
-      std::printf("%-16s %12s %12s %12s %14s\n", "prefix blocks", "tokens/s", "peak blocks", "peak KV MiB", "block copies");
+      std::printf("%-16s %12s %12s %12s %14s %14s\n", "prefix blocks", "tokens/s", "peak blocks", "peak KV MiB",
+                  "block copies", "copy launches");
       BeamRunResult res[2];
       for (int share = 1; share >= 0; --share) {
         res[share] = RunBeam(**r, dw.config.vocab_size, bs, prompt_len, n, m, depth, step_len, share == 1);
         const BeamRunResult& x = res[share];
         const double mib = static_cast<double>(x.peak_blocks) * (*r)->kv_bytes_per_block() / (1 << 20);
-        std::printf("%-16s %12.0f %12d %12.1f %14lld\n", share ? "shared" : "copied per beam", x.tokens / x.seconds,
-                    x.peak_blocks, mib, static_cast<long long>(x.block_copies));
+        std::printf("%-16s %12.0f %12d %12.1f %14lld %14lld\n", share ? "shared" : "copied per beam",
+                    x.tokens / x.seconds, x.peak_blocks, mib, static_cast<long long>(x.block_copies),
+                    static_cast<long long>(x.copy_launches));
         out["beam_search"].push_back({{"shape", name}, {"beams", n}, {"width", m}, {"steps", depth},
                                       {"step_tokens", step_len}, {"prompt_tokens", prompt_len},
                                       {"share_prefix", share == 1}, {"tokens_per_s", x.tokens / x.seconds},
                                       {"peak_blocks", x.peak_blocks}, {"peak_kv_bytes", mib * (1 << 20)},
-                                      {"block_copies", x.block_copies}});
+                                      {"block_copies", x.block_copies}, {"copy_launches", x.copy_launches}});
       }
       std::printf("sharing: %.2fx tokens/s, %.2fx fewer peak blocks\n",
                   (res[1].tokens / res[1].seconds) / (res[0].tokens / res[0].seconds),
