@@ -169,6 +169,7 @@ class Runner final : public CudaRunnerBase {
     rope_ = Upload(cs.data(), cs.size() * sizeof(float2), stream_);
 
     Reserve(options_.max_batch_tokens, 1024, 4096, 8192);
+    ReserveRows(options_.max_batch_tokens);  // a decode batch of that many sequences
 
     // The KV pool.
     kv_row_ = KVD;
@@ -251,6 +252,22 @@ class Runner final : public CudaRunnerBase {
     return reinterpret_cast<unsigned char*>(LayerKv(layer, kv)) + static_cast<size_t>(block) * block_bytes_per_layer_;
   }
 
+  // Output rows (logits, hidden states, draws): one per item wanting one, or a graph's bucket,
+  // so a long prefill does not get a logits row (512 KB at a 128K vocabulary) per token.
+  // Grow-only; drops graphs when it grows.
+  void ReserveRows(int64_t rows) {
+    if (rows <= out_rows_) return;
+    graphs_.clear();
+    out_rows_ = std::max(rows, 2 * out_rows_);
+    const int64_t R = out_rows_, H = c_.hidden_size, V = c_.vocab_size;
+    hidden_ = DeviceBuffer(R * H * sizeof(float));
+    logits_ = DeviceBuffer(R * V * sizeof(float));
+    drawn_ = DeviceBuffer(R * sizeof(SampleRowResult));
+    logits_host_ = HostBuffer(R * V * sizeof(float));
+    hidden_host_ = HostBuffer(R * H * sizeof(float));
+    drawn_host_ = HostBuffer(R * sizeof(SampleRowResult));
+  }
+
   void FlushCopies() {
     if (copies_.n == 0) return;
     const int64_t region = static_cast<int64_t>(num_blocks_) * block_bytes_per_layer_;
@@ -291,12 +308,6 @@ class Runner final : public CudaRunnerBase {
       attn_ = DeviceBuffer(T * QD * sizeof(bf16));
       gu_ = DeviceBuffer(T * 2 * FF * sizeof(bf16));
       h_ = DeviceBuffer(T * FF * sizeof(bf16));
-      hidden_ = DeviceBuffer(T * H * sizeof(float));
-      logits_ = DeviceBuffer(T * c_.vocab_size * sizeof(float));
-      logits_host_ = HostBuffer(T * c_.vocab_size * sizeof(float));
-      drawn_ = DeviceBuffer(T * sizeof(SampleRowResult));
-      drawn_host_ = HostBuffer(T * sizeof(SampleRowResult));
-      hidden_host_ = HostBuffer(T * H * sizeof(float));
     }
   }
 
@@ -380,6 +391,7 @@ class Runner final : public CudaRunnerBase {
   AttentionPlan plan_;
   std::map<int64_t, std::unique_ptr<Graph>> graphs_;  // by padded batch size
   int64_t graph_launches_ = 0, eager_launches_ = 0, last_kv_rows_ = 0, copy_launches_ = 0;
+  int64_t out_rows_ = 0;
   KvBlockCopies copies_;  // pending block copies
 };
 
@@ -472,6 +484,7 @@ void Runner::Forward(std::span<const ForwardItem> items, std::vector<float>* log
     for (int64_t r = rows_out; r < Tb; ++r) row_map[r] = static_cast<int32_t>(r);
     rows_out = rows_logits = Tb;
   }
+  ReserveRows(rows_out);
   *MetaHost<int32_t>(meta_.num_items) = static_cast<int32_t>(plan_.items.size());
   std::memcpy(MetaHost<void>(meta_.item), plan_.items.data(), plan_.items.size() * sizeof(AttentionWorkItem));
   std::memcpy(MetaHost<void>(meta_.item_block), plan_.item_blocks.data(), plan_.item_blocks.size() * 4);
