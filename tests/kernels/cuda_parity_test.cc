@@ -7,6 +7,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <random>
 
@@ -63,6 +65,13 @@ class CudaParityTest : public ::testing::Test {
     // Created only once a device is known to work: on a machine whose driver is missing or too
     // old, creating a stream aborts, and the test has to skip instead.
     stream = std::make_unique<typename B::Stream>();
+    // Fresh random inputs each run, as llama.cpp's test-backend-ops does; the seed is printed
+    // and CANOPY_TEST_SEED replays it.
+    const char* fixed = std::getenv("CANOPY_TEST_SEED");
+    seed = fixed ? static_cast<uint32_t>(std::strtoul(fixed, nullptr, 10)) : std::random_device{}();
+    rng.seed(seed);
+    std::printf("[   SEED   ] %u (CANOPY_TEST_SEED=%u replays it)\n", seed, seed);
+    this->RecordProperty("seed", std::to_string(seed));
   }
   template <class T>
   typename B::DeviceBuffer Put(const std::vector<T>& v) {
@@ -97,7 +106,8 @@ class CudaParityTest : public ::testing::Test {
     return v;
   }
   std::unique_ptr<typename B::Stream> stream;
-  std::mt19937 rng{11};
+  uint32_t seed = 0;
+  std::mt19937 rng;
 };
 
 using Backends = ::testing::Types<
@@ -302,7 +312,7 @@ TYPED_TEST(CudaParityTest, ForwardOfRandomLlamaAndQwen2MatchesCpu) {
     c.num_heads = 4;
     c.num_kv_heads = 2;
     c.hidden_size = 128;
-    std::shared_ptr<ModelWeights> wp = testing::RandomModel(c, 3);
+    std::shared_ptr<ModelWeights> wp = testing::RandomModel(c, this->seed);
     const ModelWeights& w = *wp;
     const int32_t bs = 16, blocks = 32;
     LlamaRunner cpu(&w, blocks, bs, MatmulMode::kInvariant);
@@ -357,7 +367,7 @@ TYPED_TEST(CudaParityTest, HiddenAndLogitsRowsInOneBatchMatchCpu) {
   c.num_heads = 4;
   c.num_kv_heads = 2;
   c.hidden_size = 128;
-  std::shared_ptr<ModelWeights> wp = testing::RandomModel(c, 9);
+  std::shared_ptr<ModelWeights> wp = testing::RandomModel(c, this->seed + 1);
   const int32_t bs = 16;
   LlamaRunner cpu(wp.get(), 16, bs, MatmulMode::kInvariant);
   CudaRunnerOptions o;
@@ -392,7 +402,7 @@ TYPED_TEST(CudaParityTest, BatchedBlockCopiesMatchAHostImage) {
   c.num_heads = 4;
   c.num_kv_heads = 2;
   c.hidden_size = 128;
-  std::shared_ptr<ModelWeights> wp = testing::RandomModel(c, 4);
+  std::shared_ptr<ModelWeights> wp = testing::RandomModel(c, this->seed + 2);
   const int32_t bs = 16, blocks = 24;
   CudaRunnerOptions o;
   o.block_size = bs;
@@ -404,7 +414,7 @@ TYPED_TEST(CudaParityTest, BatchedBlockCopiesMatchAHostImage) {
   const size_t row = static_cast<size_t>(c.num_kv_heads * c.head_dim) * 2, segment = row * bs;
   ASSERT_EQ(per_block, segment * 2 * c.num_layers);
   std::vector<std::vector<uint8_t>> image(blocks, std::vector<uint8_t>(per_block));
-  std::mt19937 rng(21);
+  std::mt19937& rng = this->rng;
   for (int32_t b = 0; b < blocks; ++b) {
     for (uint8_t& x : image[b]) x = static_cast<uint8_t>(rng());
     r.WriteBlock(b, image[b].data());
@@ -441,7 +451,7 @@ TYPED_TEST(CudaParityTest, DrawsInTheRunnerMatchTheHostSampler) {
   c.num_heads = 4;
   c.num_kv_heads = 2;
   c.hidden_size = 128;
-  std::shared_ptr<ModelWeights> wp = testing::RandomModel(c, 5);
+  std::shared_ptr<ModelWeights> wp = testing::RandomModel(c, this->seed + 3);
   const int32_t bs = 16, n = 6;
   CudaRunnerOptions o;
   o.block_size = bs;
@@ -455,7 +465,7 @@ TYPED_TEST(CudaParityTest, DrawsInTheRunnerMatchTheHostSampler) {
     for (int32_t j = 0; j < 20 + 3 * i; ++j) seqs[i].push_back((i * 131 + j * 17 + 1) % c.vocab_size);
     for (int32_t b = 0; b < 4; ++b) tables[i].push_back(i * 4 + b);
   }
-  std::mt19937_64 rng(11);
+  std::mt19937_64 rng(this->seed);
   int64_t compared = 0, differ = 0;
   for (int step = 0; step < 5; ++step) {
     // Step 0 is a prefill of every sequence; later steps decode one token each.
