@@ -14,6 +14,7 @@
 // bench itself, not a measurement).
 #include <algorithm>
 #include <chrono>
+#include <optional>
 #include <random>
 #include <cstdio>
 #include <fstream>
@@ -24,6 +25,7 @@
 
 #include "common/check.h"
 #include "kernels/attention_plan.h"
+#include "worker/block_pool.h"
 #include "worker/cuda_runner.h"
 
 #if defined(CANOPY_HAVE_CUDA)
@@ -71,27 +73,6 @@ double Now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-// Block ids with reference counts, as the engine's pool hands them out (worker/block_pool.h),
-// counting the peak in use.
-struct CountingPool {
-  explicit CountingPool(int32_t n) : ref(static_cast<size_t>(n), 0) {
-    for (int32_t b = n - 1; b >= 0; --b) free.push_back(b);
-  }
-  int32_t Get() {
-    CANOPY_CHECK(!free.empty()) << "the benchmark's KV pool is too small";
-    const int32_t b = free.back();
-    free.pop_back();
-    ref[b] = 1;
-    peak = std::max(peak, ++in_use);
-    return b;
-  }
-  void Put(int32_t b) {
-    if (--ref[b] == 0) free.push_back(b), --in_use;
-  }
-  std::vector<int32_t> free, ref;
-  int32_t in_use = 0, peak = 0;
-};
-
 struct BeamRunResult {
   double seconds = 0;
   int64_t tokens = 0, block_copies = 0, copy_launches = 0;
@@ -111,21 +92,28 @@ BeamRunResult RunBeam(CudaRunnerBase& runner, int32_t vocab, int32_t bs, int pro
     std::vector<int32_t> tokens, blocks;  // KV computed for all tokens but the last
     double score = 0;
   };
-  CountingPool pool(runner.num_blocks());
+  BlockPool pool(runner.num_blocks());  // the engine's reference counts (worker/block_pool.h)
   BeamRunResult res;
+  auto get = [&] {
+    std::optional<std::vector<int32_t>> b = pool.Allocate(1);
+    CANOPY_CHECK(b.has_value()) << "the benchmark's KV pool is too small";
+    res.peak_blocks = std::max(res.peak_blocks, pool.num_blocks() - pool.NumFreeBlocks());
+    return (*b)[0];
+  };
+  auto put = [&](int32_t b) { pool.Release({&b, 1}); };
   const int64_t launches_before = runner.copy_launches();
   auto push = [&](Beam& b, int32_t token) {
-    if (b.tokens.size() % bs == 0) b.blocks.push_back(pool.Get());
+    if (b.tokens.size() % bs == 0) b.blocks.push_back(get());
     b.tokens.push_back(token);
   };
   auto own_last = [&](Beam& b) {  // the block the pending token's KV goes to: this beam's own
     const size_t p = b.tokens.size() - 1;
     int32_t& blk = b.blocks[p / bs];
-    if (pool.ref[blk] > 1) {
-      const int32_t nb = pool.Get();
+    if (pool.RefCount(blk) > 1) {
+      const int32_t nb = get();
       runner.CopyBlock(blk, nb, static_cast<int32_t>(p % bs));
       ++res.block_copies;
-      pool.Put(blk);
+      put(blk);
       blk = nb;
     }
   };
@@ -133,9 +121,9 @@ BeamRunResult RunBeam(CudaRunnerBase& runner, int32_t vocab, int32_t bs, int pro
     Beam c = parent;
     for (int32_t& b : c.blocks) {
       if (share) {
-        ++pool.ref[b];
+        pool.Touch({&b, 1});
       } else {
-        const int32_t nb = pool.Get();
+        const int32_t nb = get();
         runner.CopyBlock(b, nb, bs);
         ++res.block_copies;
         b = nb;
@@ -144,7 +132,7 @@ BeamRunResult RunBeam(CudaRunnerBase& runner, int32_t vocab, int32_t bs, int pro
     return c;
   };
   auto release = [&](Beam& b) {
-    for (int32_t blk : b.blocks) pool.Put(blk);
+    for (int32_t blk : b.blocks) put(blk);
     b.blocks.clear();
   };
   std::mt19937_64 rng(7);
@@ -195,7 +183,6 @@ BeamRunResult RunBeam(CudaRunnerBase& runner, int32_t vocab, int32_t bs, int pro
   res.seconds = Now() - t0;
   res.copy_launches = runner.copy_launches() - launches_before;
   for (Beam& b : beams) release(b);
-  res.peak_blocks = pool.peak;
   return res;
 }
 

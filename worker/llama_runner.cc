@@ -168,30 +168,30 @@ void LlamaRunner::Forward(std::span<const ForwardItem> items, std::vector<float>
   if (RL == 0) return;
   CANOPY_CHECK(model_->has_lm_head()) << "logits wanted from a model without an LM head";
   const int64_t V = c.vocab_size;
+  const size_t base = logits->size();
+  logits->resize(base + RL * V);
+  float* out = logits->data() + base;
+  Matmul(lg_in.data(), RL, model_->output, out, mode_);
   const int64_t RS = std::count_if(sampled.begin(), sampled.end(), [](auto* p) { return p != nullptr; });
-  if (RS == 0) {
-    const size_t base = logits->size();
-    logits->resize(base + RL * V);
-    Matmul(lg_in.data(), RL, model_->output, logits->data() + base, mode_);
-    return;
-  }
-  // Some rows are drawn here: compute all rows, draw those (in parallel: pure functions of
-  // logits and draws), hand back the others.
+  if (RS == 0) return;
+  // Some rows are drawn here (in parallel: pure functions of logits and draws); the others
+  // close up behind them.
   CANOPY_CHECK(drawn != nullptr) << "an item asks for a draw but no output was given";
-  std::vector<float> all(static_cast<size_t>(RL * V));
-  Matmul(lg_in.data(), RL, model_->output, all.data(), mode_);
   std::vector<SampledToken> tokens(static_cast<size_t>(RL));
 #pragma omp parallel for schedule(dynamic) if (RS >= 2)
   for (int64_t r = 0; r < RL; ++r) {
-    if (sampled[r]) tokens[r] = SampleToken({all.data() + r * V, static_cast<size_t>(V)}, *sampled[r]->sample, sampled[r]->u);
+    if (sampled[r]) tokens[r] = SampleToken({out + r * V, static_cast<size_t>(V)}, *sampled[r]->sample, sampled[r]->u);
   }
+  int64_t kept = 0;
   for (int64_t r = 0; r < RL; ++r) {
     if (sampled[r]) {
       drawn->push_back(tokens[r]);
     } else {
-      logits->insert(logits->end(), all.begin() + r * V, all.begin() + (r + 1) * V);
+      if (kept != r) std::memmove(out + kept * V, out + r * V, V * sizeof(float));
+      ++kept;
     }
   }
+  logits->resize(base + kept * V);
 }
 
 void LlamaRunner::CopyBlock(int32_t src, int32_t dst, int32_t num_tokens) {

@@ -91,6 +91,22 @@ class CudaParityTest : public ::testing::Test {
     for (float& x : v) x = u(rng);
     return v;
   }
+  // A random-weight model of `arch` small enough for the emulator: 4 heads over 2 KV heads of
+  // `head_dim`, hidden size 128; its weights from this run's seed plus `salt`.
+  std::shared_ptr<ModelWeights> SmallModel(const std::string& arch, int64_t head_dim, uint64_t salt) const {
+    ModelConfig c = testing::TinyConfig(arch);
+    c.head_dim = head_dim;
+    c.num_heads = 4;
+    c.num_kv_heads = 2;
+    c.hidden_size = 128;
+    return testing::RandomModel(c, seed + salt);
+  }
+  static CudaRunnerOptions RunnerOptions(int32_t block_size, int32_t num_blocks) {
+    CudaRunnerOptions o;
+    o.block_size = block_size;
+    o.num_blocks = num_blocks;
+    return o;
+  }
   static std::vector<typename B::bf16> ToBf16(const std::vector<float>& v) {
     std::vector<typename B::bf16> o(v.size());
     for (size_t i = 0; i < v.size(); ++i) o[i] = __float2bfloat16(v[i]);
@@ -307,18 +323,12 @@ TYPED_TEST(CudaParityTest, TreeAttentionMatchesCpuPagedAttention) {
 // decode steps (graph-replayed), against LlamaRunner's logits.
 TYPED_TEST(CudaParityTest, ForwardOfRandomLlamaAndQwen2MatchesCpu) {
   for (std::string arch : {"llama", "qwen2"}) {
-    ModelConfig c = testing::TinyConfig(arch);
-    c.head_dim = 64;  // a head size the tensor-core attention takes
-    c.num_heads = 4;
-    c.num_kv_heads = 2;
-    c.hidden_size = 128;
-    std::shared_ptr<ModelWeights> wp = testing::RandomModel(c, this->seed);
+    std::shared_ptr<ModelWeights> wp = this->SmallModel(arch, 64, 0);
     const ModelWeights& w = *wp;
+    const ModelConfig& c = w.config;
     const int32_t bs = 16, blocks = 32;
     LlamaRunner cpu(&w, blocks, bs, MatmulMode::kInvariant);
-    CudaRunnerOptions o;
-    o.block_size = bs;
-    o.num_blocks = blocks;
+    CudaRunnerOptions o = this->RunnerOptions(bs, blocks);
     o.max_batch_tokens = 8;  // grows on the first prefill
     auto gpu = TypeParam::MakeRunner(&w, o);
     ASSERT_TRUE(gpu.ok()) << gpu.status().ToString();
@@ -362,18 +372,10 @@ TYPED_TEST(CudaParityTest, ForwardOfRandomLlamaAndQwen2MatchesCpu) {
 // Hidden-state rows (what prm-head scorers read) beside logits rows in one prefill batch, and
 // an item wanting both, against LlamaRunner.
 TYPED_TEST(CudaParityTest, HiddenAndLogitsRowsInOneBatchMatchCpu) {
-  ModelConfig c = testing::TinyConfig("qwen2");
-  c.head_dim = 32;
-  c.num_heads = 4;
-  c.num_kv_heads = 2;
-  c.hidden_size = 128;
-  std::shared_ptr<ModelWeights> wp = testing::RandomModel(c, this->seed + 1);
-  const int32_t bs = 16;
-  LlamaRunner cpu(wp.get(), 16, bs, MatmulMode::kInvariant);
-  CudaRunnerOptions o;
-  o.block_size = bs;
-  o.num_blocks = 16;
-  auto gpu = TypeParam::MakeRunner(wp.get(), o);
+  std::shared_ptr<ModelWeights> wp = this->SmallModel("qwen2", 32, 1);
+  const ModelConfig& c = wp->config;
+  LlamaRunner cpu(wp.get(), 16, 16, MatmulMode::kInvariant);
+  auto gpu = TypeParam::MakeRunner(wp.get(), this->RunnerOptions(16, 16));
   ASSERT_TRUE(gpu.ok()) << gpu.status().ToString();
   std::vector<int32_t> a, b, d, ta = {0, 1}, tb = {2, 3}, td = {4, 5};
   for (int i = 0; i < 19; ++i) a.push_back((i * 7 + 1) % c.vocab_size);
@@ -397,17 +399,10 @@ TYPED_TEST(CudaParityTest, HiddenAndLogitsRowsInOneBatchMatchCpu) {
 // chains (a copy's source written by an earlier copy), overwrites and partial rows, against
 // the same copies applied to a host image of the pool (ReadBlock/WriteBlock).
 TYPED_TEST(CudaParityTest, BatchedBlockCopiesMatchAHostImage) {
-  ModelConfig c = testing::TinyConfig("llama");
-  c.head_dim = 32;
-  c.num_heads = 4;
-  c.num_kv_heads = 2;
-  c.hidden_size = 128;
-  std::shared_ptr<ModelWeights> wp = testing::RandomModel(c, this->seed + 2);
+  std::shared_ptr<ModelWeights> wp = this->SmallModel("llama", 32, 2);
+  const ModelConfig& c = wp->config;
   const int32_t bs = 16, blocks = 24;
-  CudaRunnerOptions o;
-  o.block_size = bs;
-  o.num_blocks = blocks;
-  auto gpu = TypeParam::MakeRunner(wp.get(), o);
+  auto gpu = TypeParam::MakeRunner(wp.get(), this->RunnerOptions(bs, blocks));
   ASSERT_TRUE(gpu.ok()) << gpu.status().ToString();
   CudaRunnerBase& r = **gpu;
   const size_t per_block = static_cast<size_t>(r.kv_bytes_per_block());
@@ -446,17 +441,10 @@ TYPED_TEST(CudaParityTest, BatchedBlockCopiesMatchAHostImage) {
 // logprobs as the host sampler on the logits the same batch yields without the draws, in
 // prefill (eager) and decode (graph) batches that mix drawn and copied rows.
 TYPED_TEST(CudaParityTest, DrawsInTheRunnerMatchTheHostSampler) {
-  ModelConfig c = testing::TinyConfig("llama");
-  c.head_dim = 64;
-  c.num_heads = 4;
-  c.num_kv_heads = 2;
-  c.hidden_size = 128;
-  std::shared_ptr<ModelWeights> wp = testing::RandomModel(c, this->seed + 3);
-  const int32_t bs = 16, n = 6;
-  CudaRunnerOptions o;
-  o.block_size = bs;
-  o.num_blocks = 64;
-  auto gpu = TypeParam::MakeRunner(wp.get(), o);
+  std::shared_ptr<ModelWeights> wp = this->SmallModel("llama", 64, 3);
+  const ModelConfig& c = wp->config;
+  const int32_t n = 6;
+  auto gpu = TypeParam::MakeRunner(wp.get(), this->RunnerOptions(16, 64));
   ASSERT_TRUE(gpu.ok()) << gpu.status().ToString();
   const std::vector<SamplingParams> params = {{0.0f, 1.0f, 0}, {0.8f, 1.0f, 0}, {1.0f, 0.9f, 0},
                                               {0.7f, 0.95f, 40}, {1.5f, 1.0f, 5}, {1.0f, 1.0f, 1}};

@@ -110,68 +110,68 @@ void LaunchBody(dim3 grid, dim3 block, size_t dynamic_smem, const std::function<
   static uint64_t launches = 0;
   std::shuffle(order.begin(), order.end(), std::mt19937_64(++launches));
   for (const uint3& block_idx : order) {
-        g_block_idx = block_idx;
-        for (size_t i = 0; i < L.smem.size(); ++i) L.smem[i] = static_cast<unsigned char>(0xA5 ^ i);
-        for (int i = 0; i < n; ++i) {
-          Fiber& f = L.fibers[i];
-          f.index = uint3{static_cast<unsigned>(i % block.x),
-                          static_cast<unsigned>((i / block.x) % block.y),
-                          static_cast<unsigned>(i / (block.x * block.y))};
-          getcontext(&f.context);
-          f.context.uc_stack.ss_sp = f.stack;
-          f.context.uc_stack.ss_size = kStackBytes;
-          f.context.uc_link = nullptr;
-          makecontext(&f.context, FiberMain, 0);
-          f.state = State::kRunnable;
+    g_block_idx = block_idx;
+    for (size_t i = 0; i < L.smem.size(); ++i) L.smem[i] = static_cast<unsigned char>(0xA5 ^ i);
+    for (int i = 0; i < n; ++i) {
+      Fiber& f = L.fibers[i];
+      f.index = uint3{static_cast<unsigned>(i % block.x),
+                      static_cast<unsigned>((i / block.x) % block.y),
+                      static_cast<unsigned>(i / (block.x * block.y))};
+      getcontext(&f.context);
+      f.context.uc_stack.ss_sp = f.stack;
+      f.context.uc_stack.ss_size = kStackBytes;
+      f.context.uc_link = nullptr;
+      makecontext(&f.context, FiberMain, 0);
+      f.state = State::kRunnable;
+    }
+    for (;;) {
+      bool ran = false;
+      for (int i = 0; i < n; ++i) {
+        Fiber& f = L.fibers[i];
+        if (f.state != State::kRunnable) continue;
+        ran = true;
+        L.current = i;
+        g_thread_idx = f.index;
+        swapcontext(&L.scheduler, &f.context);
+      }
+      // Open the barriers every live thread has reached.
+      bool live = false, all_at_block = true;
+      for (const Fiber& f : L.fibers) {
+        if (f.state == State::kDone) continue;
+        live = true;
+        if (f.state != State::kAtBlockBarrier) all_at_block = false;
+      }
+      if (!live) break;
+      bool opened = false;
+      if (all_at_block) {
+        for (Fiber& f : L.fibers)
+          if (f.state == State::kAtBlockBarrier) f.state = State::kRunnable;
+        opened = true;
+      }
+      for (int w = 0; w * 32 < n; ++w) {
+        bool any = false, all = true;
+        for (int i = w * 32; i < n && i < (w + 1) * 32; ++i) {
+          const State s = L.fibers[i].state;
+          if (s == State::kDone) continue;
+          any = true;
+          if (s != State::kAtWarpBarrier) all = false;
         }
-        for (;;) {
-          bool ran = false;
-          for (int i = 0; i < n; ++i) {
-            Fiber& f = L.fibers[i];
-            if (f.state != State::kRunnable) continue;
-            ran = true;
-            L.current = i;
-            g_thread_idx = f.index;
-            swapcontext(&L.scheduler, &f.context);
-          }
-          // Open the barriers every live thread has reached.
-          bool live = false, all_at_block = true;
-          for (const Fiber& f : L.fibers) {
-            if (f.state == State::kDone) continue;
-            live = true;
-            if (f.state != State::kAtBlockBarrier) all_at_block = false;
-          }
-          if (!live) break;
-          bool opened = false;
-          if (all_at_block) {
-            for (Fiber& f : L.fibers)
-              if (f.state == State::kAtBlockBarrier) f.state = State::kRunnable;
-            opened = true;
-          }
-          for (int w = 0; w * 32 < n; ++w) {
-            bool any = false, all = true;
-            for (int i = w * 32; i < n && i < (w + 1) * 32; ++i) {
-              const State s = L.fibers[i].state;
-              if (s == State::kDone) continue;
-              any = true;
-              if (s != State::kAtWarpBarrier) all = false;
-            }
-            if (any && all) {
-              for (int i = w * 32; i < n && i < (w + 1) * 32; ++i)
-                if (L.fibers[i].state == State::kAtWarpBarrier) L.fibers[i].state = State::kRunnable;
-              opened = true;
-            }
-          }
-          if (!ran && !opened) {
-            for (int i = 0; i < n; ++i)
-              if (L.fibers[i].state != State::kDone) {
-                g_thread_idx = L.fibers[i].index;
-                break;
-              }
-            Fail("deadlock: threads wait at barriers that can never open");
-          }
+        if (any && all) {
+          for (int i = w * 32; i < n && i < (w + 1) * 32; ++i)
+            if (L.fibers[i].state == State::kAtWarpBarrier) L.fibers[i].state = State::kRunnable;
+          opened = true;
         }
       }
+      if (!ran && !opened) {
+        for (int i = 0; i < n; ++i)
+          if (L.fibers[i].state != State::kDone) {
+            g_thread_idx = L.fibers[i].index;
+            break;
+          }
+        Fail("deadlock: threads wait at barriers that can never open");
+      }
+    }
+  }
   g_launch = nullptr;
 }
 
