@@ -198,6 +198,8 @@ BeamRunResult RunBeam(CudaRunnerBase& runner, int32_t vocab, int32_t bs, int pro
     static void CopyToDevice(void* d, const void* s, size_t n, Stream& st) { ns::CopyToDevice(d, s, n, st); } \
     static void FillRandomBf16(bf16* p, int64_t n, uint64_t seed, float sc, cudaStream_t s) { ns::FillRandomBf16(p, n, seed, sc, s); } \
     static void TreeAttention(const AttentionArgs& a, cudaStream_t s) { ns::TreeAttention(a, s); } \
+    static int Multiprocessors() { return ns::Multiprocessors(); }                             \
+    static int AttentionCtasPerSm(int64_t d) { return ns::TreeAttentionCtasPerMultiprocessor(d); } \
     static auto MakeDummyRunner(const DummyWeights& w, const CudaRunnerOptions& o) { return ns::MakeDummyRunner(w, o); } \
   };
 #if defined(CANOPY_HAVE_CUDA)
@@ -296,6 +298,7 @@ int Run(bool quick, const std::string& json_path) {
   // 3. Shared-prefix attention (one layer of Llama-3.2-1B's attention shape).
   std::printf("\n%-10s %8s %14s %14s %8s\n", "prefix", "seqs", "shared (ms)", "apart (ms)", "speedup");
   const int NH = 32, NKV = 8, D = 64, bs = 16, S = quick ? 4 : 256, unique = quick ? 20 : 256;
+  const int sms = B::Multiprocessors();
   for (int P : quick ? std::vector<int>{32} : std::vector<int>{16, 64, 128, 512, 2048}) {
     const int prefix_blocks = P / bs, own_blocks = (unique + bs - 1) / bs + 1;
     const int64_t blocks = prefix_blocks + S * own_blocks;
@@ -312,8 +315,7 @@ int Run(bool quick, const std::string& json_path) {
     }
     double ms[2] = {0, 0};
     for (int share = 0; share < 2; ++share) {
-      AttentionPlanOptions po;
-      po.share_prefix = share == 1;
+      const AttentionPlanOptions po = TreeAttentionPlanOptions(NH, NKV, D, bs, sms * B::AttentionCtasPerSm(D), share == 1);
       AttentionPlan plan;
       BuildAttentionPlan(seqs, S, po, &plan);
       auto put = [&](const auto& vec) {
@@ -339,7 +341,8 @@ int Run(bool quick, const std::string& json_path) {
       a.partial_lse = pl.template as<float>();
       a.out = o.template as<typename B::bf16>();
       a.T = S, a.NH = NH, a.NKV = NKV, a.D = D, a.block_size = bs;
-      a.grid_items = static_cast<int32_t>(std::min<size_t>(plan.items.size(), 132 * 4));
+      // As the runner: up to 12 CTAs per multiprocessor over the KV heads, each looping over items.
+      a.grid_items = static_cast<int32_t>(std::clamp<int64_t>(static_cast<int64_t>(plan.items.size()), 1, 12 * sms / NKV));
       B::TreeAttention(a, stream.get());
       typename B::Timer timer(stream);
       const int reps = quick ? 1 : 50;

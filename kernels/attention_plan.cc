@@ -1,6 +1,7 @@
 #include "kernels/attention_plan.h"
 
 #include <algorithm>
+#include <cstring>
 #include <numeric>
 
 #include "common/check.h"
@@ -16,65 +17,49 @@ void AttentionPlan::Clear() {
   kv_tokens_read = 0;
 }
 
+AttentionPlanOptions TreeAttentionPlanOptions(int64_t num_heads, int64_t num_kv_heads, int64_t head_dim,
+                                              int32_t block_size, int64_t resident_ctas, bool share_prefix) {
+  CANOPY_CHECK(num_kv_heads > 0 && num_heads % num_kv_heads == 0);
+  const int64_t G = num_heads / num_kv_heads;
+  CANOPY_CHECK_LE(G, kAttentionRowsPerItem);
+  AttentionPlanOptions o;
+  o.block_size = block_size;
+  o.chunk_tokens = kAttentionChunk;
+  o.max_queries_per_item = static_cast<int32_t>(kAttentionRowsPerItem / G);
+  o.max_item_chunks = 16;
+  o.concurrent_items = static_cast<int32_t>(std::max<int64_t>(1, resident_ctas / num_kv_heads));
+  // Bytes per KV head: a chunk's K and V are kAttentionChunk x D x 2 x 2; a query's partials
+  // are G x (D + 1) floats, written and read.
+  o.query_cost = static_cast<double>(G * (head_dim + 1) * 4 * 2) / static_cast<double>(kAttentionChunk * head_dim * 4);
+  o.share_prefix = share_prefix;
+  return o;
+}
+
 void BuildAttentionPlan(std::span<const AttentionSeq> seqs, int32_t num_tokens,
                         const AttentionPlanOptions& o, AttentionPlan* plan) {
   CANOPY_CHECK(o.block_size > 0 && o.chunk_tokens % o.block_size == 0 && o.chunk_tokens > 0);
   CANOPY_CHECK_GT(o.max_queries_per_item, 0);
+  CANOPY_CHECK_GT(o.max_item_chunks, 0);
   plan->Clear();
   const int32_t bs = o.block_size, chunk_blocks = o.chunk_tokens / o.block_size;
   const int32_t S = static_cast<int32_t>(seqs.size());
-  std::vector<int32_t> end(S), nblocks(S);  // KV positions needed, blocks needed
+  std::vector<int32_t> nblocks(S);  // blocks needed
   for (int32_t i = 0; i < S; ++i) {
     const AttentionSeq& s = seqs[i];
     CANOPY_CHECK(s.num_tokens > 0 && s.start_pos >= 0);
     CANOPY_CHECK(s.first_token >= 0 && s.first_token + s.num_tokens <= num_tokens);
-    end[i] = s.start_pos + s.num_tokens;
-    nblocks[i] = (end[i] + bs - 1) / bs;
+    nblocks[i] = (s.start_pos + s.num_tokens + bs - 1) / bs;
     CANOPY_CHECK_LE(nblocks[i], static_cast<int32_t>(s.block_table.size()));
   }
 
-  // One item per group of queries on blocks [b0, b1) of the sequences order[lo..hi).
+  // Runs: the sequences order[lo..hi) all hold blocks [b0, b1) at the same place of their
+  // block tables (with share_prefix, the edges of the trie of block tables).
+  struct Run { int32_t lo, hi, b0, b1; };
+  std::vector<Run> runs;
   std::vector<int32_t> order(S);
   std::iota(order.begin(), order.end(), 0);
-  auto emit = [&](int32_t lo, int32_t hi, int32_t b0, int32_t b1) {
-    const AttentionSeq& first = seqs[order[lo]];
-    const int32_t start = b0 * bs;
-    int32_t max_end = 0;
-    for (int32_t r = lo; r < hi; ++r) max_end = std::max(max_end, end[order[r]]);
-    const int32_t ntok = std::min(b1 * bs, max_end) - start;
-    if (ntok <= 0) return;
-    const int32_t block_begin = static_cast<int32_t>(plan->item_blocks.size());
-    for (int32_t b = b0; b < b1; ++b) plan->item_blocks.push_back(first.block_table[b]);
-    AttentionWorkItem item;
-    item.block_begin = block_begin;
-    item.num_tokens = ntok;
-    item.start_pos = start;
-    item.query_begin = static_cast<int32_t>(plan->queries.size());
-    for (int32_t r = lo; r < hi; ++r) {
-      const AttentionSeq& s = seqs[order[r]];
-      for (int32_t j = 0; j < s.num_tokens; ++j) {
-        const int32_t pos = s.start_pos + j;
-        if (pos < start) continue;  // causal: this chunk lies wholly after the query
-        if (item.num_queries == o.max_queries_per_item) {
-          plan->items.push_back(item);
-          plan->kv_tokens_read += ntok;
-          item.query_begin = static_cast<int32_t>(plan->queries.size());
-          item.num_queries = 0;
-        }
-        plan->queries.push_back({s.first_token + j, pos});
-        ++item.num_queries;
-      }
-    }
-    if (item.num_queries > 0) {
-      plan->items.push_back(item);
-      plan->kv_tokens_read += ntok;
-    }
-  };
-
   if (!o.share_prefix) {
-    for (int32_t i = 0; i < S; ++i)
-      for (int32_t b = 0; b < nblocks[i]; b += chunk_blocks)
-        emit(i, i + 1, b, std::min(nblocks[i], b + chunk_blocks));
+    for (int32_t i = 0; i < S; ++i) runs.push_back({i, i + 1, 0, nblocks[i]});
   } else {
     // Lexicographic order of the needed block prefixes: sequences sharing a prefix are
     // contiguous, and one whose prefix ends comes before those that extend it.
@@ -83,46 +68,121 @@ void BuildAttentionPlan(std::span<const AttentionSeq> seqs, int32_t num_tokens,
     };
     std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
       auto ta = table(a), tb = table(b);
-      return std::lexicographical_compare(ta.begin(), ta.end(), tb.begin(), tb.end()) ||
-             (std::equal(ta.begin(), ta.end(), tb.begin(), tb.end()) && a < b);
+      const size_t n = std::min(ta.size(), tb.size());
+      // Skip the common prefix 64 blocks at a time (memcmp is vectorised): branches of a
+      // tree share hundreds of blocks.
+      if (n > 0 && ta[0] != tb[0]) return ta[0] < tb[0];
+      size_t i = 0;
+      while (i + 64 <= n && std::memcmp(ta.data() + i, tb.data() + i, 64 * sizeof(int32_t)) == 0) i += 64;
+      while (i < n && ta[i] == tb[i]) ++i;
+      if (i < n) return ta[i] < tb[i];
+      return ta.size() != tb.size() ? ta.size() < tb.size() : a < b;
     });
-    struct Range { int32_t lo, hi, depth; };
-    std::vector<Range> stack;
-    // Pushes the runs of equal block at `depth` among order[lo..hi), which share blocks
-    // 0..depth-1, skipping the sequences that need no block at `depth`.
+    struct Group { int32_t lo, hi, depth; };  // share blocks 0..depth-1
+    std::vector<Group> stack, groups;
+    // Pushes the groups of equal block at `depth` among order[lo..hi), skipping the
+    // sequences that need no block at `depth`.
     auto split = [&](int32_t lo, int32_t hi, int32_t depth) {
-      std::vector<Range> runs;
+      groups.clear();
       int32_t r = lo;
       while (r < hi && nblocks[order[r]] <= depth) ++r;
       while (r < hi) {
         int32_t q = r + 1;
         const int32_t blk = seqs[order[r]].block_table[depth];
         while (q < hi && seqs[order[q]].block_table[depth] == blk) ++q;
-        runs.push_back({r, q, depth});
+        groups.push_back({r, q, depth});
         r = q;
       }
-      // Reverse so that items come out in sorted order.
-      stack.insert(stack.end(), runs.rbegin(), runs.rend());
+      // Reverse so that runs come out in sorted order.
+      stack.insert(stack.end(), groups.rbegin(), groups.rend());
     };
     split(0, S, 0);
     while (!stack.empty()) {
-      const Range g = stack.back();
+      const Group g = stack.back();
       stack.pop_back();
-      int32_t seg = g.depth, e = g.depth;
-      for (;;) {
-        ++e;  // blocks seg..e-1 are shared by all of g
-        if (e - seg == chunk_blocks) {
-          emit(g.lo, g.hi, seg, e);
-          seg = e;
-        }
-        const bool all_continue =
-            nblocks[order[g.lo]] > e &&
-            seqs[order[g.lo]].block_table[e] == seqs[order[g.hi - 1]].block_table[e];
-        if (!all_continue) break;
-      }
-      if (e > seg) emit(g.lo, g.hi, seg, e);
+      int32_t e = g.depth + 1;  // blocks depth..e-1 are held by all of g
+      if (g.hi - g.lo == 1) e = nblocks[order[g.lo]];  // one sequence: the rest of its table
+      while (nblocks[order[g.lo]] > e &&
+             seqs[order[g.lo]].block_table[e] == seqs[order[g.hi - 1]].block_table[e])
+        ++e;
+      runs.push_back({g.lo, g.hi, g.depth, e});
       split(g.lo, g.hi, e);
     }
+  }
+
+  // The queries of a run: the tokens of its sequences at positions from its first block on
+  // (an earlier query sees none of it).
+  auto queries_of = [&](const Run& r) {
+    int64_t n = 0;
+    for (int32_t k = r.lo; k < r.hi; ++k) {
+      const AttentionSeq& s = seqs[order[k]];
+      n += std::max(0, s.start_pos + s.num_tokens - std::max(s.start_pos, r.b0 * bs));
+    }
+    return n;
+  };
+  // Chunks per item: the cost model of AttentionPlanOptions::concurrent_items.
+  int32_t item_chunks = o.max_item_chunks;
+  if (o.concurrent_items > 0) {
+    struct RunWork { int64_t queries, chunks; };
+    std::vector<RunWork> work;
+    work.reserve(runs.size());
+    for (const Run& r : runs) work.push_back({queries_of(r), (r.b1 - r.b0 + chunk_blocks - 1) / chunk_blocks});
+    double best = 0;
+    for (int32_t L = 1; L <= o.max_item_chunks; ++L) {
+      double sum = 0, longest = 0;
+      for (const RunWork& w : work) {
+        if (w.queries == 0) continue;
+        const int64_t groups = (w.queries + o.max_queries_per_item - 1) / o.max_queries_per_item;
+        const int64_t pieces = (w.chunks + L - 1) / L, per = (w.chunks + pieces - 1) / pieces;
+        sum += static_cast<double>(groups * w.chunks) + static_cast<double>(pieces * w.queries) * o.query_cost;
+        longest = std::max(longest, static_cast<double>(per) +
+                                        static_cast<double>(std::min<int64_t>(w.queries, o.max_queries_per_item)) * o.query_cost);
+      }
+      const double t = std::max(sum / o.concurrent_items, longest) + longest / 2;
+      if (L == 1 || t <= best) best = t, item_chunks = L;
+    }
+  }
+  plan->item_chunks = item_chunks;
+
+  // The items of blocks [b0, b1) of a run: its queries, max_queries_per_item to an item,
+  // each item reading up to the last position one of its queries sees.
+  std::vector<AttentionQuery> qs;
+  auto emit = [&](const Run& r, int32_t b0, int32_t b1) {
+    const int32_t start = b0 * bs;
+    qs.clear();
+    for (int32_t k = r.lo; k < r.hi; ++k) {
+      const AttentionSeq& s = seqs[order[k]];
+      for (int32_t j = std::max(0, start - s.start_pos); j < s.num_tokens; ++j)
+        qs.push_back({s.first_token + j, s.start_pos + j});
+    }
+    if (qs.empty()) return;
+    const int32_t block_begin = static_cast<int32_t>(plan->item_blocks.size());
+    int32_t last = 0;  // the last position any query sees
+    for (const AttentionQuery& q : qs) last = std::max(last, q.limit);
+    const int32_t used_b1 = std::min(b1, last / bs + 1);
+    const auto table = seqs[order[r.lo]].block_table;
+    plan->item_blocks.insert(plan->item_blocks.end(), table.begin() + b0, table.begin() + used_b1);
+    for (size_t g = 0; g < qs.size(); g += o.max_queries_per_item) {
+      const size_t ge = std::min(qs.size(), g + o.max_queries_per_item);
+      int32_t item_last = 0;
+      for (size_t i = g; i < ge; ++i) item_last = std::max(item_last, qs[i].limit);
+      AttentionWorkItem item;
+      item.block_begin = block_begin;
+      item.start_pos = start;
+      item.num_tokens = std::min(b1 * bs, item_last + 1) - start;
+      item.query_begin = static_cast<int32_t>(plan->queries.size());
+      item.num_queries = static_cast<int32_t>(ge - g);
+      plan->queries.insert(plan->queries.end(), qs.begin() + static_cast<std::ptrdiff_t>(g),
+                           qs.begin() + static_cast<std::ptrdiff_t>(ge));
+      plan->items.push_back(item);
+      plan->kv_tokens_read += item.num_tokens;
+    }
+  };
+  for (const Run& r : runs) {
+    const int32_t chunks = (r.b1 - r.b0 + chunk_blocks - 1) / chunk_blocks;
+    const int32_t pieces = (chunks + item_chunks - 1) / item_chunks;
+    const int32_t per = (chunks + pieces - 1) / pieces;  // chunks per piece, evenly
+    for (int32_t b = r.b0; b < r.b1; b += per * chunk_blocks) emit(r, b, std::min(r.b1, b + per * chunk_blocks));
   }
 
   // Each token's slots.

@@ -107,10 +107,15 @@ class Runner final : public CudaRunnerBase {
       return InvalidArgumentError("the CUDA backend supports head sizes 16, 32, 64 and 128, not " + std::to_string(D));
     if (c_.num_kv_heads <= 0 || c_.num_heads % c_.num_kv_heads != 0)
       return InvalidArgumentError("heads must be a multiple of the KV heads");
+    if (c_.num_heads / c_.num_kv_heads > kAttentionRowsPerItem)
+      return InvalidArgumentError("the CUDA backend supports at most " + std::to_string(kAttentionRowsPerItem) +
+                                  " query heads per KV head");
     if (options_.block_size <= 0 || kAttentionChunk % options_.block_size != 0)
       return InvalidArgumentError("the CUDA backend needs a block size dividing " + std::to_string(kAttentionChunk));
     const int64_t H = c_.hidden_size, QD = c_.num_heads * D, KVD = c_.num_kv_heads * D;
     const int64_t FF = c_.intermediate_size, V = c_.vocab_size;
+    sm_count_ = Multiprocessors();
+    resident_ctas_ = static_cast<int64_t>(sm_count_) * TreeAttentionCtasPerMultiprocessor(D);
     layers_.resize(c_.num_layers);
     if (model) {
       has_lm_head_ = model->has_lm_head();
@@ -380,7 +385,8 @@ class Runner final : public CudaRunnerBase {
   int64_t kv_row_ = 0, block_bytes_per_layer_ = 0;
   int32_t num_blocks_ = 0;
   int64_t weight_bytes_ = 0;
-  int sm_count_ = 132;
+  int sm_count_ = 1;  // the device's multiprocessors
+  int64_t resident_ctas_ = 1;  // attention CTAs that run at once
 
   MetaLayout meta_;
   DeviceBuffer meta_dev_;
@@ -426,10 +432,8 @@ void Runner::Forward(std::span<const ForwardItem> items, std::vector<float>* log
       t += n;
     }
   }
-  AttentionPlanOptions po;
-  po.block_size = bs;
-  po.chunk_tokens = kAttentionChunk;
-  po.share_prefix = options_.share_prefix;
+  const AttentionPlanOptions po =
+      TreeAttentionPlanOptions(c_.num_heads, c_.num_kv_heads, c_.head_dim, bs, resident_ctas_, options_.share_prefix);
   BuildAttentionPlan(seqs, static_cast<int32_t>(Tb), po, &plan_);
   last_kv_rows_ = plan_.kv_tokens_read;
   Reserve(Tb, static_cast<int64_t>(plan_.items.size()), static_cast<int64_t>(plan_.item_blocks.size()),

@@ -1,13 +1,16 @@
 // Paged attention over a work list (kernels/attention_plan.h): prefill, decode and shared
 // prefixes are one kernel.
 //
-// A CTA takes one work item (a chunk of up to 64 KV positions of one KV head) at a time,
-// loads the chunk's K and V into shared memory once, and runs every query row of the item
-// against it: rows are (query, head of the KV head's group), 16 to a warp tile, with
-// S = Q K^T and O = P V on the tensor cores (WMMA, BF16 in, FP32 accumulate). A chunk
-// shared by many branches is thus read from memory once per item rather than once per
-// branch. Each (query, head) gets a partial output normalised by its own sum plus its
-// log-sum-exp; MergeKernel combines a token's partials:
+// A CTA takes one work item (a run of KV positions of one KV head and up to 64 query rows)
+// at a time. Rows are (query, head of the KV head's group), 16 to a warp tile, one tile per
+// warp. The CTA walks the item's chunks of 64 positions: it stores a chunk's K and V in
+// shared memory once for all its rows, and every warp updates its rows' online softmax with
+// S = Q K^T and O = O * alpha + P V on the tensor cores (WMMA, BF16 in, FP32 accumulate).
+// While a chunk is computed, each thread already has its share of the next chunk (of this
+// item or the next) in flight into registers. A chunk shared by many branches is read once
+// per item rather than once per branch. Each (query, head) of an item gets one partial
+// output, normalised by its own sum, plus its log-sum-exp; MergeKernel combines a token's
+// partials:
 //   o = sum_i exp(lse_i - M) o_i / sum_i exp(lse_i - M),   M = max_i lse_i.
 #include <cmath>
 #include <cstdio>
@@ -24,24 +27,66 @@ namespace canopy::CANOPY_CUDA_NS {
 namespace {
 
 constexpr int kChunk = kAttentionChunk;
-constexpr int kWarps = 4;
 constexpr int kTile = 16;  // query rows per warp tile
+constexpr int kWarps = kAttentionRowsPerItem / kTile;
+constexpr int kThreads = kWarps * 32;
 
 template <int D>
 struct Smem {
-  static constexpr int kKv = kChunk * D * 2;                      // bytes of K (and of V)
-  static constexpr int kQ = kTile * D * 2;                        // Q tile, BF16
-  static constexpr int kS = kTile * kChunk * 4;                   // scores, FP32
-  static constexpr int kO = kTile * D * 4;                        // output tile, FP32 (over Q, S)
-  static constexpr int kQsO = (kQ + kS > kO ? kQ + kS : kO);
-  static constexpr int kP = kTile * kChunk * 2;                   // probabilities, BF16
-  static constexpr int kStats = 2 * kTile * 4;                    // m, l per row
-  static constexpr int kWarp = (kQsO + kP + kStats + 127) / 128 * 128;
+  static constexpr int kKv = kChunk * D * 2;       // K (and V) of one chunk, BF16
+  static constexpr int kQ = kTile * D * 2;         // the warp's query rows, BF16
+  static constexpr int kS = kTile * kChunk * 4;    // scores, FP32
+  static constexpr int kP = kTile * kChunk * 2;    // probabilities, BF16
+  static constexpr int kO = kTile * D * 4;         // output accumulator, FP32
+  static constexpr int kStats = 3 * kTile * 4;     // running max, running sum, rescale per row
+  static constexpr int kWarp = (kQ + kS + kP + kO + kStats + 127) / 128 * 128;
   static constexpr int kTotal = 2 * kKv + kWarps * kWarp;
 };
 
+// One thread's share of a chunk's K and V (uint4 = 8 BF16 of a row).
 template <int D>
-__global__ void __launch_bounds__(kWarps * 32)
+struct ChunkRegs {
+  static constexpr int kVec = D / 8;
+  static constexpr int kPer = kChunk * kVec / kThreads;
+  static_assert(kChunk * kVec % kThreads == 0, "a chunk splits evenly over the threads");
+  uint4 k[kPer], v[kPer];
+};
+
+// Starts the loads of chunk c of an item (zeros past its end).
+template <int D>
+__device__ void LoadChunk(ChunkRegs<D>& r, const AttentionWorkItem& item, int c, const int32_t* item_blocks,
+                          const bf16* k_cache, const bf16* v_cache, int64_t kv_stride, int kvh,
+                          int32_t block_size) {
+  constexpr int kVec = ChunkRegs<D>::kVec;
+#pragma unroll
+  for (int i = 0; i < ChunkRegs<D>::kPer; ++i) {
+    const int e = static_cast<int>(threadIdx.x) + i * kThreads;
+    const int p = c * kChunk + e / kVec, col = (e % kVec) * 8;  // position in the item
+    r.k[i] = make_uint4(0, 0, 0, 0);
+    r.v[i] = make_uint4(0, 0, 0, 0);
+    if (p < item.num_tokens) {
+      const int64_t blk = item_blocks[item.block_begin + p / block_size];
+      const int64_t row = (blk * block_size + p % block_size) * kv_stride + kvh * D + col;
+      r.k[i] = *reinterpret_cast<const uint4*>(k_cache + row);
+      r.v[i] = *reinterpret_cast<const uint4*>(v_cache + row);
+    }
+  }
+}
+
+template <int D>
+__device__ void StoreChunk(const ChunkRegs<D>& r, bf16* Ks, bf16* Vs) {
+  constexpr int kVec = ChunkRegs<D>::kVec;
+#pragma unroll
+  for (int i = 0; i < ChunkRegs<D>::kPer; ++i) {
+    const int e = static_cast<int>(threadIdx.x) + i * kThreads;
+    const int off = (e / kVec) * D + (e % kVec) * 8;
+    *reinterpret_cast<uint4*>(Ks + off) = r.k[i];
+    *reinterpret_cast<uint4*>(Vs + off) = r.v[i];
+  }
+}
+
+template <int D>
+__global__ void __launch_bounds__(kThreads)
     PartialsKernel(const bf16* q, const bf16* k_cache, const bf16* v_cache,
                    const AttentionWorkItem* items, const int32_t* num_items,
                    const int32_t* item_blocks, const AttentionQuery* queries, float* partial_o,
@@ -54,51 +99,65 @@ __global__ void __launch_bounds__(kWarps * 32)
   unsigned char* wbase = smem + 2 * S::kKv + warp * S::kWarp;
   bf16* Qs = reinterpret_cast<bf16*>(wbase);
   float* Ss = reinterpret_cast<float*>(wbase + S::kQ);
-  float* Os = reinterpret_cast<float*>(wbase);
-  bf16* Ps = reinterpret_cast<bf16*>(wbase + S::kQsO);
-  float* row_m = reinterpret_cast<float*>(wbase + S::kQsO + S::kP);
+  bf16* Ps = reinterpret_cast<bf16*>(wbase + S::kQ + S::kS);
+  float* Os = reinterpret_cast<float*>(wbase + S::kQ + S::kS + S::kP);
+  float* row_m = reinterpret_cast<float*>(wbase + S::kQ + S::kS + S::kP + S::kO);
   float* row_l = row_m + kTile;
+  float* row_a = row_l + kTile;
 
   const int kvh = blockIdx.y;
   const int G = NH / NKV;
   const int64_t kv_stride = static_cast<int64_t>(NKV) * D;  // elements per cache row (slot)
   const float scale = rsqrtf(static_cast<float>(D));
   const int n_items = *num_items;
+  constexpr int kVec = D / 8;
+  const int rr = lane % 16, half = lane / 16;  // the softmax's row and half of the columns
 
-  for (int it = blockIdx.x; it < n_items; it += gridDim.x) {
-    const AttentionWorkItem item = items[it];
-    __syncthreads();  // the previous item is done with Ks/Vs
-    constexpr int kVec = D / 8;  // uint4 (8 BF16) per row
-    for (int e = threadIdx.x; e < kChunk * kVec; e += blockDim.x) {
-      const int j = e / kVec, c = (e % kVec) * 8;
-      uint4 kv4 = make_uint4(0, 0, 0, 0), vv4 = make_uint4(0, 0, 0, 0);
-      if (j < item.num_tokens) {
-        const int64_t blk = item_blocks[item.block_begin + j / block_size];
-        const int64_t row = (blk * block_size + j % block_size) * kv_stride + kvh * D + c;
-        kv4 = *reinterpret_cast<const uint4*>(k_cache + row);
-        vv4 = *reinterpret_cast<const uint4*>(v_cache + row);
-      }
-      *reinterpret_cast<uint4*>(Ks + j * D + c) = kv4;
-      *reinterpret_cast<uint4*>(Vs + j * D + c) = vv4;
-    }
-    __syncthreads();
-
-    const int rows = item.num_queries * G;
-    for (int tile = warp; tile * kTile < rows; tile += kWarps) {
-      const int r0 = tile * kTile;
-      // Stage the tile's query rows (zeros past the end).
+  int it = blockIdx.x;
+  if (it >= n_items) return;
+  AttentionWorkItem item = items[it];
+  ChunkRegs<D> regs;
+  LoadChunk<D>(regs, item, 0, item_blocks, k_cache, v_cache, kv_stride, kvh, block_size);
+  for (;;) {
+    const int rows = item.num_queries * G;  // at most kAttentionRowsPerItem (the plan's limit)
+    const int r0 = warp * kTile;
+    const bool active = r0 < rows;  // this warp has rows in the item
+    int limit = -1;                 // the last position row rr sees
+    if (active) {
+      // Stage the tile's query rows (zeros past the end); clear O and the statistics.
       for (int e = lane; e < kTile * kVec; e += 32) {
-        const int rr = e / kVec, c = (e % kVec) * 8;
-        const int r = r0 + rr;
+        const int r = r0 + e / kVec, c = (e % kVec) * 8;
         uint4 v = make_uint4(0, 0, 0, 0);
         if (r < rows) {
           const AttentionQuery qr = queries[item.query_begin + r / G];
           const int head = kvh * G + r % G;
           v = *reinterpret_cast<const uint4*>(q + (static_cast<int64_t>(qr.token) * NH + head) * D + c);
         }
-        *reinterpret_cast<uint4*>(Qs + rr * D + c) = v;
+        *reinterpret_cast<uint4*>(Qs + (e / kVec) * D + c) = v;
       }
+      for (int e = lane; e < kTile * D; e += 32) Os[e] = 0.0f;
+      if (lane < kTile) {
+        row_m[lane] = -INFINITY;
+        row_l[lane] = 0.0f;
+      }
+      if (r0 + rr < rows) limit = queries[item.query_begin + (r0 + rr) / G].limit;
       __syncwarp();
+    }
+
+    const int n_chunks = (item.num_tokens + kChunk - 1) / kChunk;
+    for (int c = 0; c < n_chunks; ++c) {
+      __syncthreads();  // every warp is done with the previous chunk
+      StoreChunk<D>(regs, Ks, Vs);
+      __syncthreads();
+      // The next chunk's loads fly while this one is computed.
+      if (c + 1 < n_chunks) {
+        LoadChunk<D>(regs, item, c + 1, item_blocks, k_cache, v_cache, kv_stride, kvh, block_size);
+      } else if (it + static_cast<int>(gridDim.x) < n_items) {
+        LoadChunk<D>(regs, items[it + gridDim.x], 0, item_blocks, k_cache, v_cache, kv_stride, kvh, block_size);
+      }
+      if (!active) continue;
+      const int pos0 = item.start_pos + c * kChunk;  // position of the chunk's first row
+      const int valid = item.num_tokens - c * kChunk < kChunk ? item.num_tokens - c * kChunk : kChunk;
 
       // S = Q K^T: [16][D] x [D][64].
       for (int n = 0; n < kChunk / 16; ++n) {
@@ -115,38 +174,39 @@ __global__ void __launch_bounds__(kWarps * 32)
       }
       __syncwarp();
 
-      // Softmax statistics: two lanes per row, 32 columns each.
+      // Online softmax: two lanes per row, 32 columns each. P is rounded to BF16 and the
+      // sum adds the rounded values, so that O and l agree.
       {
-        const int rr = lane % 16, half = lane / 16;
-        const int r = r0 + rr;
-        int limit = -1;
-        if (r < rows) limit = queries[item.query_begin + r / G].limit;
+        const float m_old = row_m[rr];
         float m = -INFINITY;
-        for (int j = half * 32; j < half * 32 + 32; ++j) {
-          if (j < item.num_tokens && item.start_pos + j <= limit) m = fmaxf(m, Ss[rr * kChunk + j] * scale);
-        }
-        m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 16));
+        for (int j = half * 32; j < half * 32 + 32; ++j)
+          if (j < valid && pos0 + j <= limit) m = fmaxf(m, Ss[rr * kChunk + j] * scale);
+        m = fmaxf(fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 16)), m_old);
         float l = 0.0f;
         for (int j = half * 32; j < half * 32 + 32; ++j) {
           float p = 0.0f;
-          if (m != -INFINITY && j < item.num_tokens && item.start_pos + j <= limit)
-            p = expf(Ss[rr * kChunk + j] * scale - m);
+          if (m != -INFINITY && j < valid && pos0 + j <= limit) p = expf(Ss[rr * kChunk + j] * scale - m);
           const bf16 pb = __float2bfloat16(p);
           Ps[rr * kChunk + j] = pb;
           l += __bfloat162float(pb);
         }
         l += __shfl_xor_sync(0xffffffffu, l, 16);
+        const float alpha = m == -INFINITY ? 1.0f : expf(m_old - m);
+        __syncwarp();  // every lane has read row_m
         if (half == 0) {
           row_m[rr] = m;
-          row_l[rr] = l;
+          row_l[rr] = row_l[rr] * alpha + l;
+          row_a[rr] = alpha;
         }
       }
       __syncwarp();
+      for (int e = lane; e < kTile * D; e += 32) Os[e] *= row_a[e / D];
+      __syncwarp();
 
-      // O = P V: [16][64] x [64][D], into the space of Q and S.
+      // O += P V: [16][64] x [64][D].
       for (int n = 0; n < D / 16; ++n) {
         wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-        wmma::fill_fragment(acc, 0.0f);
+        wmma::load_matrix_sync(acc, Os + n * 16, D, wmma::mem_row_major);
         for (int k = 0; k < kChunk / 16; ++k) {
           wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> a;
           wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> b;
@@ -154,24 +214,27 @@ __global__ void __launch_bounds__(kWarps * 32)
           wmma::load_matrix_sync(b, Vs + k * 16 * D + n * 16, D);
           wmma::mma_sync(acc, a, b, acc);
         }
-        // Every lane has loaded Q and S before any lane overwrites them: S is read above
-        // the previous __syncwarp, and Q only by the S = Q K^T loop.
         wmma::store_matrix_sync(Os + n * 16, acc, D, wmma::mem_row_major);
       }
       __syncwarp();
+    }
 
+    if (active) {
       for (int e = lane; e < kTile * D; e += 32) {
-        const int rr = e / D, d = e % D;
-        const int r = r0 + rr;
+        const int t = e / D, d = e % D;
+        const int r = r0 + t;
         if (r >= rows) continue;
         const int64_t slot = item.query_begin + r / G;
         const int head = kvh * G + r % G;
-        const float l = row_l[rr];
-        partial_o[(slot * NH + head) * D + d] = l > 0.0f ? Os[rr * D + d] / l : 0.0f;
-        if (d == 0) partial_lse[slot * NH + head] = l > 0.0f ? row_m[rr] + logf(l) : -INFINITY;
+        const float l = row_l[t];
+        partial_o[(slot * NH + head) * D + d] = l > 0.0f ? Os[e] / l : 0.0f;
+        if (d == 0) partial_lse[slot * NH + head] = l > 0.0f ? row_m[t] + logf(l) : -INFINITY;
       }
-      __syncwarp();  // the next tile reuses this warp's space
+      __syncwarp();  // the next item reuses this warp's space
     }
+    it += gridDim.x;
+    if (it >= n_items) break;
+    item = items[it];  // its first chunk is already loading
   }
 }
 
@@ -196,22 +259,40 @@ __global__ void MergeKernel(const int32_t* token_slot_begin, const int32_t* toke
   out[(t * NH + h) * D + d] = __float2bfloat16(wsum > 0.0f ? acc / wsum : 0.0f);
 }
 
+// Lets the kernel use its dynamic shared memory (over the 48 KB default); once per head size.
 template <int D>
-void LaunchPartials(const AttentionArgs& a, cudaStream_t stream) {
-  auto* k = &PartialsKernel<D>;
-  const int smem = Smem<D>::kTotal;
+void ConfigurePartials() {
 #if !defined(CANOPY_CUDA_EMU)
   static bool configured = false;  // per device program; one device per process
   if (!configured) {
-    CANOPY_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    CANOPY_CUDA_CHECK(cudaFuncSetAttribute(&PartialsKernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           Smem<D>::kTotal));
     configured = true;
   }
 #endif
+}
+
+template <int D>
+void LaunchPartials(const AttentionArgs& a, cudaStream_t stream) {
+  ConfigurePartials<D>();
+  auto* k = &PartialsKernel<D>;
   CANOPY_LAUNCH(k, dim3(static_cast<unsigned>(a.grid_items), static_cast<unsigned>(a.NKV)),
-                dim3(kWarps * 32), smem, stream, a.q, a.k_cache, a.v_cache, a.items, a.num_items,
+                dim3(kThreads), Smem<D>::kTotal, stream, a.q, a.k_cache, a.v_cache, a.items, a.num_items,
                 a.item_blocks, a.queries, a.partial_o, a.partial_lse,
                 static_cast<int32_t>(a.NH), static_cast<int32_t>(a.NKV), a.block_size);
   CANOPY_CHECK_LAUNCH("TreeAttentionPartials");
+}
+
+template <int D>
+int PartialsCtasPerMultiprocessor() {
+#if defined(CANOPY_CUDA_EMU)
+  return 1;
+#else
+  ConfigurePartials<D>();
+  int n = 0;
+  CANOPY_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, &PartialsKernel<D>, kThreads, Smem<D>::kTotal));
+  return n;
+#endif
 }
 
 template <int D>
@@ -246,6 +327,16 @@ struct MergeFor {
 };
 
 }  // namespace
+
+int TreeAttentionCtasPerMultiprocessor(int64_t D) {
+  switch (D) {
+    case 16: return PartialsCtasPerMultiprocessor<16>();
+    case 32: return PartialsCtasPerMultiprocessor<32>();
+    case 64: return PartialsCtasPerMultiprocessor<64>();
+    case 128: return PartialsCtasPerMultiprocessor<128>();
+  }
+  return 1;
+}
 
 void TreeAttentionPartials(const AttentionArgs& a, cudaStream_t stream) { ByHeadSize<PartialsFor>(a, stream); }
 

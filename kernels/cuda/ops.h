@@ -73,10 +73,15 @@ struct AttentionArgs {
   int32_t grid_items = 1;        // CTAs along the items (each loops over items)
 };
 
-// Attention of every query of the plan (partials), then the merge into `out`. D must be 64
-// or 128; the plan's chunk_tokens must be kAttentionChunk.
-constexpr int32_t kAttentionChunk = 64;
+// Attention of every query of the plan (partials), then the merge into `out`. D is 16, 32,
+// 64 or 128; the plan is one made with TreeAttentionPlanOptions (kernels/attention_plan.h):
+// chunks of kAttentionChunk positions, at most kAttentionRowsPerItem rows (queries x the
+// NH / NKV heads of a KV head) per item.
 void TreeAttention(const AttentionArgs& a, cudaStream_t stream);
+// CTAs of the attention kernel for head size D that fit on one multiprocessor at once (its
+// shared memory and registers; 1 on the emulator): the plan's resident_ctas is this times
+// the multiprocessors.
+int TreeAttentionCtasPerMultiprocessor(int64_t D);
 // The two halves, for tests and benchmarks.
 void TreeAttentionPartials(const AttentionArgs& a, cudaStream_t stream);
 void MergeAttention(const AttentionArgs& a, cudaStream_t stream);

@@ -23,6 +23,7 @@ void MemoryInfo(size_t* free_bytes, size_t* total_bytes) {
   *free_bytes = size_t{2} << 30;
   *total_bytes = size_t{2} << 30;
 }
+int Multiprocessors() { return 4; }
 Stream::Stream() = default;
 Stream::~Stream() = default;
 void Stream::Synchronize() {}
@@ -100,6 +101,12 @@ bool Available(std::string* why) {
 }
 void MemoryInfo(size_t* free_bytes, size_t* total_bytes) {
   CANOPY_CUDA_CHECK(cudaMemGetInfo(free_bytes, total_bytes));
+}
+int Multiprocessors() {
+  int device = 0, n = 0;
+  CANOPY_CUDA_CHECK(cudaGetDevice(&device));
+  CANOPY_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device));
+  return n;
 }
 Stream::Stream() { CANOPY_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking)); }
 Stream::~Stream() { cudaStreamDestroy(stream_); }

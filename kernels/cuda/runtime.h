@@ -26,6 +26,9 @@ namespace canopy::CANOPY_CUDA_NS {
 bool Available(std::string* why);
 // Free and total device memory in bytes.
 void MemoryInfo(size_t* free_bytes, size_t* total_bytes);
+// Multiprocessors of the current device (4 on the emulator, so that tests see plans split
+// as on a busy GPU).
+int Multiprocessors();
 
 class Stream {
  public:

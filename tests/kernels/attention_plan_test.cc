@@ -30,7 +30,8 @@ void CheckCoverage(const std::vector<Seq>& seqs, const AttentionPlanOptions& o, 
   std::map<int32_t, std::multiset<std::pair<int32_t, int32_t>>> seen;  // token -> (block, off)
   for (const AttentionWorkItem& it : plan->items) {
     EXPECT_EQ(it.start_pos % o.block_size, 0);
-    EXPECT_LE(it.num_tokens, o.chunk_tokens);
+    EXPECT_GT(it.num_tokens, 0);
+    EXPECT_LE(it.num_tokens, o.chunk_tokens * plan->item_chunks);
     EXPECT_LE(it.num_queries, o.max_queries_per_item);
     for (int32_t q = it.query_begin; q < it.query_begin + it.num_queries; ++q) {
       const AttentionQuery& qr = plan->queries[q];
@@ -49,6 +50,8 @@ void CheckCoverage(const std::vector<Seq>& seqs, const AttentionPlanOptions& o, 
         EXPECT_EQ(plan->queries[plan->token_slots[k]].token, t);
     }
   }
+  EXPECT_GE(plan->item_chunks, 1);
+  EXPECT_LE(plan->item_chunks, o.max_item_chunks);
   for (int32_t pad = t; pad < t + 3; ++pad) EXPECT_EQ(plan->token_slot_begin[pad], plan->token_slot_begin[pad + 1]);
 }
 
@@ -86,6 +89,9 @@ TEST(AttentionPlanTest, RandomBatchesOfPrefillAndDecodeAreCoveredExactly) {
     o.chunk_tokens = o.block_size * (1 + trial % 4);
     o.max_queries_per_item = 1 + trial % 7;
     o.share_prefix = trial % 3 != 0;
+    o.max_item_chunks = 1 + trial % 5;
+    o.concurrent_items = trial % 2 ? 0 : static_cast<int32_t>(rng() % 12);
+    o.query_cost = 0.125 * static_cast<double>(rng() % 4);
     // A random tree: sequences fork from earlier ones at block boundaries.
     std::vector<Seq> seqs;
     int32_t next_block = 0;
@@ -109,6 +115,54 @@ TEST(AttentionPlanTest, RandomBatchesOfPrefillAndDecodeAreCoveredExactly) {
     CheckCoverage(seqs, o, &plan);
     if (HasFailure()) FAIL() << "trial " << trial;
   }
+}
+
+// Item length follows the work: a big decode batch gets long items (few partial outputs),
+// one sequence gets one-chunk items to spread over the GPU, and a run's items are even.
+TEST(AttentionPlanTest, ItemLengthFollowsTheWork) {
+  // Llama-3.2-1B's attention on 132 multiprocessors with three CTAs each.
+  const AttentionPlanOptions o = TreeAttentionPlanOptions(32, 8, 64, 16, 3 * 132, true);
+  EXPECT_EQ(o.max_queries_per_item, 16);
+  EXPECT_EQ(o.concurrent_items, 49);
+  auto decode = [&](int batch, int ctx) {
+    std::vector<std::vector<int32_t>> tables(batch);
+    std::vector<AttentionSeq> seqs;
+    for (int i = 0; i < batch; ++i) {
+      const int blocks = (ctx + 15) / 16;
+      for (int b = 0; b < blocks; ++b) tables[i].push_back(i * blocks + b);
+      seqs.push_back({tables[i], i, 1, ctx - 1});
+    }
+    AttentionPlan plan;
+    BuildAttentionPlan(seqs, batch, o, &plan);
+    return plan;
+  };
+  AttentionPlan one = decode(1, 1024);
+  EXPECT_EQ(one.item_chunks, 1);
+  EXPECT_EQ(one.items.size(), 16u);
+  AttentionPlan big = decode(256, 1024);
+  EXPECT_GE(big.item_chunks, 4);
+  EXPECT_LE(big.queries.size(), 256u * 4);  // at most four partials per token, not 16
+  EXPECT_EQ(big.kv_tokens_read, 256 * 1024);
+  AttentionPlan odd = decode(64, 1000);  // 63 blocks: 16 chunks, the last one partial
+  for (const AttentionWorkItem& it : odd.items) {
+    const int32_t chunks = (it.num_tokens + 63) / 64;
+    EXPECT_GE(chunks, odd.item_chunks - 1);
+    EXPECT_LE(chunks, odd.item_chunks);
+  }
+}
+
+// A prefill's early queries do not read the KV only later queries see.
+TEST(AttentionPlanTest, AnItemReadsUpToItsLastQuery) {
+  std::vector<int32_t> table;
+  for (int b = 0; b < 8; ++b) table.push_back(b);
+  std::vector<AttentionSeq> seqs = {{table, 0, 128, 0}};
+  AttentionPlanOptions o;
+  o.max_item_chunks = 2;
+  o.max_queries_per_item = 16;
+  AttentionPlan plan;
+  BuildAttentionPlan(seqs, 128, o, &plan);
+  ASSERT_EQ(plan.items.size(), 8u);
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(plan.items[i].num_tokens, 16 * (i + 1)) << i;
 }
 
 }  // namespace

@@ -250,18 +250,20 @@ TYPED_TEST(CudaParityTest, GemmMatchesFp32Reference) {
 TYPED_TEST(CudaParityTest, TreeAttentionMatchesCpuPagedAttention) {
   using bf16 = typename TypeParam::bf16;
   for (int64_t D : {16, 32, 64, 128}) {
-    for (bool share : {true, false}) {
-      const int64_t NH = 8, NKV = 2, bs = 16, blocks = 40;
-      // Sequences: a 100-token root decoded by 5 branches (each its own 2 blocks after the
-      // 6 full root blocks), plus one sequence prefilling 37 tokens at positions 20..56.
+    for (int variant = 0; variant < 4; ++variant) {
+      const bool share = variant % 2 == 0;
+      const int32_t item_chunks = variant < 2 ? 1 : 3;  // one chunk per item, or runs of up to 3
+      const int64_t NH = 8, NKV = 2, bs = 16, blocks = 48;
+      // Sequences: a 218-token root decoded by 5 branches (each its own 2 blocks after the
+      // 13 full root blocks), plus one sequence prefilling 37 tokens at positions 20..56.
       std::vector<std::vector<int32_t>> tables;
       std::vector<int32_t> starts, counts;
       for (int b = 0; b < 5; ++b) {
-        std::vector<int32_t> t = {3, 9, 4, 12, 5, 7};
+        std::vector<int32_t> t = {3, 9, 4, 12, 5, 7, 40, 41, 42, 43, 44, 45, 46};
         t.push_back(13 + 2 * b);
         t.push_back(14 + 2 * b);
         tables.push_back(t);
-        starts.push_back(96 + 10 + 3 * b);  // decode position
+        starts.push_back(13 * 16 + 10 + 3 * b);  // decode position
         counts.push_back(1);
       }
       tables.push_back({30, 31, 32, 33});
@@ -280,9 +282,13 @@ TYPED_TEST(CudaParityTest, TreeAttentionMatchesCpuPagedAttention) {
       }
       AttentionPlanOptions po;
       po.share_prefix = share;
-      po.max_queries_per_item = 3;  // several items per shared chunk
+      po.max_queries_per_item = 3;  // several items per shared run
+      po.max_item_chunks = item_chunks;
       AttentionPlan plan;
       BuildAttentionPlan(seqs, static_cast<int32_t>(T), po, &plan);
+      int32_t longest = 0;
+      for (const AttentionWorkItem& it : plan.items) longest = std::max(longest, it.num_tokens);
+      EXPECT_EQ(longest > kAttentionChunk, item_chunks > 1) << longest;
       auto dq = this->Put(this->ToBf16(q)), dk = this->Put(this->ToBf16(kc)), dv = this->Put(this->ToBf16(vc));
       auto di = this->Put(plan.items), dib = this->Put(plan.item_blocks), dqr = this->Put(plan.queries);
       auto dsb = this->Put(plan.token_slot_begin), dsl = this->Put(plan.token_slots);
@@ -313,7 +319,8 @@ TYPED_TEST(CudaParityTest, TreeAttentionMatchesCpuPagedAttention) {
         for (int32_t j = 0; j < counts[i]; ++j, ++t) {
           PagedAttentionToken(kv, tables[i], starts[i] + j, q.data() + t * NH * D, NH, want.data(), scratch.data());
           ExpectClose({got.begin() + t * NH * D, got.begin() + (t + 1) * NH * D}, want, 2e-3f, 2e-2f,
-                      "D " + std::to_string(D) + (share ? " shared" : " apart") + " token " + std::to_string(t));
+                      "D " + std::to_string(D) + (share ? " shared" : " apart") + ", " + std::to_string(item_chunks) +
+                          " chunks per item, token " + std::to_string(t));
         }
     }
   }
@@ -333,13 +340,14 @@ TYPED_TEST(CudaParityTest, ForwardOfRandomLlamaAndQwen2MatchesCpu) {
     auto gpu = TypeParam::MakeRunner(&w, o);
     ASSERT_TRUE(gpu.ok()) << gpu.status().ToString();
     std::vector<int32_t> p1, p2;
-    for (int i = 0; i < 40; ++i) p1.push_back((i * 37 + 11) % c.vocab_size);
-    p2.assign(p1.begin(), p1.begin() + 32);  // shares two full blocks
+    // Longer than one attention chunk (64), so that items span several chunks.
+    for (int i = 0; i < 150; ++i) p1.push_back((i * 37 + 11) % c.vocab_size);
+    p2.assign(p1.begin(), p1.begin() + 128);  // shares eight full blocks
     for (int i = 0; i < 5; ++i) p2.push_back((i * 91 + 3) % c.vocab_size);
-    std::vector<int32_t> t1 = {0, 1, 2, 3}, t2 = {0, 1, 4, 5};
+    std::vector<int32_t> t1 = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, t2 = {0, 1, 2, 3, 4, 5, 6, 7, 10, 11};
     auto run = [&](ForwardRunner& r, std::vector<int32_t>& s1, std::vector<int32_t>& s2, int steps) {
       std::vector<float> all, logits;
-      std::vector<ForwardItem> items = {{s1, 0, t1, true, false}, {std::span<const int32_t>(s2).subspan(32), 32, t2, true, false}};
+      std::vector<ForwardItem> items = {{s1, 0, t1, true, false}, {std::span<const int32_t>(s2).subspan(128), 128, t2, true, false}};
       r.Forward(items, &logits, nullptr);
       all = logits;
       for (int k = 0; k < steps; ++k) {
@@ -356,7 +364,7 @@ TYPED_TEST(CudaParityTest, ForwardOfRandomLlamaAndQwen2MatchesCpu) {
     // The CPU computes p2's shared blocks itself first (the GPU run reuses them as the engine would).
     {
       std::vector<float> l;
-      std::vector<ForwardItem> warm = {{std::span<const int32_t>(p2).first(32), 0, t2, false, false}};
+      std::vector<ForwardItem> warm = {{std::span<const int32_t>(p2).first(128), 0, t2, false, false}};
       cpu.Forward(warm, &l, nullptr);
       (*gpu)->Forward(warm, &l, nullptr);
     }

@@ -12,7 +12,9 @@
 // missing thread, a warp shuffle naming an exited lane) aborts with the block and thread.
 //
 // WMMA fragments hold the whole tile in every lane, so load/mma/store give the tile-level
-// results of nvcuda::wmma; kernels must not index fragment elements except uniformly.
+// results of nvcuda::wmma; kernels must not index fragment elements except uniformly. As on
+// the GPU, load_matrix_sync, store_matrix_sync and mma_sync wait for every lane of the warp
+// (so a warp may load an accumulator tile from memory and store it back in place).
 //
 // What it cannot tell: timing, coalescing, bank conflicts, races between blocks, and the
 // numerics of cuBLAS (the GEMM is a plain FP32-accumulate loop). The GPU parity test
@@ -97,6 +99,7 @@ inline float ToFloat(__half v) { return __half2float(v); }
 
 template <class Use, int M, int N, int K, class T, class Layout>
 void load_matrix_sync(fragment<Use, M, N, K, T, Layout>& f, const T* p, unsigned ldm) {
+  SyncWarp();
   using F = fragment<Use, M, N, K, T, Layout>;
   for (int r = 0; r < F::rows; ++r)
     for (int c = 0; c < F::cols; ++c)
@@ -104,11 +107,13 @@ void load_matrix_sync(fragment<Use, M, N, K, T, Layout>& f, const T* p, unsigned
 }
 template <int M, int N, int K, class T>
 void load_matrix_sync(fragment<accumulator, M, N, K, T>& f, const T* p, unsigned ldm, layout_t l) {
+  SyncWarp();
   for (int r = 0; r < M; ++r)
     for (int c = 0; c < N; ++c) f.x[r * N + c] = l == mem_row_major ? p[r * ldm + c] : p[c * ldm + r];
 }
 template <int M, int N, int K, class T>
 void store_matrix_sync(T* p, const fragment<accumulator, M, N, K, T>& f, unsigned ldm, layout_t l) {
+  SyncWarp();
   for (int r = 0; r < M; ++r)
     for (int c = 0; c < N; ++c) (l == mem_row_major ? p[r * ldm + c] : p[c * ldm + r]) = f.x[r * N + c];
 }
@@ -120,6 +125,7 @@ template <int M, int N, int K, class TA, class LA, class TB, class LB, class TC>
 void mma_sync(fragment<accumulator, M, N, K, TC>& d, const fragment<matrix_a, M, N, K, TA, LA>& a,
               const fragment<matrix_b, M, N, K, TB, LB>& b,
               const fragment<accumulator, M, N, K, TC>& c) {
+  SyncWarp();
   fragment<accumulator, M, N, K, TC> out;
   for (int m = 0; m < M; ++m)
     for (int n = 0; n < N; ++n) {
