@@ -12,6 +12,8 @@
 // output, normalised by its own sum, plus its log-sum-exp; MergeKernel combines a token's
 // partials:
 //   o = sum_i exp(lse_i - M) o_i / sum_i exp(lse_i - M),   M = max_i lse_i.
+// A token with one item (most decode tokens once items span many chunks) needs no merge:
+// the item writes its output directly, and the merge skips it.
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -38,7 +40,7 @@ struct Smem {
   static constexpr int kS = kTile * kChunk * 4;    // scores, FP32
   static constexpr int kP = kTile * kChunk * 2;    // probabilities, BF16
   static constexpr int kO = kTile * D * 4;         // output accumulator, FP32
-  static constexpr int kStats = 3 * kTile * 4;     // running max, running sum, rescale per row
+  static constexpr int kStats = 4 * kTile * 4;     // running max, sum, rescale; output token
   static constexpr int kWarp = (kQ + kS + kP + kO + kStats + 127) / 128 * 128;
   static constexpr int kTotal = 2 * kKv + kWarps * kWarp;
 };
@@ -89,8 +91,9 @@ template <int D>
 __global__ void __launch_bounds__(kThreads)
     PartialsKernel(const bf16* q, const bf16* k_cache, const bf16* v_cache,
                    const AttentionWorkItem* items, const int32_t* num_items,
-                   const int32_t* item_blocks, const AttentionQuery* queries, float* partial_o,
-                   float* partial_lse, int32_t NH, int32_t NKV, int32_t block_size) {
+                   const int32_t* item_blocks, const AttentionQuery* queries,
+                   const int32_t* token_slot_begin, float* partial_o, float* partial_lse, bf16* out,
+                   int32_t NH, int32_t NKV, int32_t block_size) {
   using S = Smem<D>;
   CANOPY_DYNAMIC_SMEM(smem);
   bf16* Ks = reinterpret_cast<bf16*>(smem);
@@ -104,6 +107,7 @@ __global__ void __launch_bounds__(kThreads)
   float* row_m = reinterpret_cast<float*>(wbase + S::kQ + S::kS + S::kP + S::kO);
   float* row_l = row_m + kTile;
   float* row_a = row_l + kTile;
+  int* row_out = reinterpret_cast<int*>(row_a + kTile);  // the token a row writes directly, or -1
 
   const int kvh = blockIdx.y;
   const int G = NH / NKV;
@@ -141,6 +145,14 @@ __global__ void __launch_bounds__(kThreads)
         row_l[lane] = 0.0f;
       }
       if (r0 + rr < rows) limit = queries[item.query_begin + (r0 + rr) / G].limit;
+      if (lane < kTile) {
+        int direct = -1;
+        if (r0 + lane < rows) {
+          const int t = queries[item.query_begin + (r0 + lane) / G].token;
+          if (token_slot_begin[t + 1] - token_slot_begin[t] == 1) direct = t;
+        }
+        row_out[lane] = direct;
+      }
       __syncwarp();
     }
 
@@ -227,7 +239,12 @@ __global__ void __launch_bounds__(kThreads)
         const int64_t slot = item.query_begin + r / G;
         const int head = kvh * G + r % G;
         const float l = row_l[t];
-        partial_o[(slot * NH + head) * D + d] = l > 0.0f ? Os[e] / l : 0.0f;
+        const float o = l > 0.0f ? Os[e] / l : 0.0f;
+        if (row_out[t] >= 0) {
+          out[(static_cast<int64_t>(row_out[t]) * NH + head) * D + d] = __float2bfloat16(o);
+          continue;
+        }
+        partial_o[(slot * NH + head) * D + d] = o;
         if (d == 0) partial_lse[slot * NH + head] = l > 0.0f ? row_m[t] + logf(l) : -INFINITY;
       }
       __syncwarp();  // the next item reuses this warp's space
@@ -238,25 +255,31 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// One CTA per token, over all its heads. Tokens with one slot were written by their item;
+// tokens with none (padding rows) get zeros.
+constexpr int kMergeThreads = 128;
 template <int D>
-__global__ void MergeKernel(const int32_t* token_slot_begin, const int32_t* token_slots,
-                            const float* partial_o, const float* partial_lse, int32_t NH,
-                            bf16* out) {
+__global__ void __launch_bounds__(kMergeThreads)
+    MergeKernel(const int32_t* token_slot_begin, const int32_t* token_slots, const float* partial_o,
+                const float* partial_lse, int32_t NH, bf16* out) {
   const int64_t t = blockIdx.x;
-  const int h = blockIdx.y, d = threadIdx.x;
   const int b = token_slot_begin[t], e = token_slot_begin[t + 1];
-  float M = -INFINITY;
-  for (int i = b; i < e; ++i) M = fmaxf(M, partial_lse[static_cast<int64_t>(token_slots[i]) * NH + h]);
-  float acc = 0.0f, wsum = 0.0f;
-  if (M != -INFINITY) {
-    for (int i = b; i < e; ++i) {
-      const int64_t s = token_slots[i];
-      const float w = expf(partial_lse[s * NH + h] - M);
-      acc += w * partial_o[(s * NH + h) * D + d];
-      wsum += w;
+  if (e - b == 1) return;
+  for (int i = threadIdx.x; i < NH * D; i += blockDim.x) {
+    const int h = i / D, d = i % D;
+    float M = -INFINITY;
+    for (int k = b; k < e; ++k) M = fmaxf(M, partial_lse[static_cast<int64_t>(token_slots[k]) * NH + h]);
+    float acc = 0.0f, wsum = 0.0f;
+    if (M != -INFINITY) {
+      for (int k = b; k < e; ++k) {
+        const int64_t s = token_slots[k];
+        const float w = expf(partial_lse[s * NH + h] - M);
+        acc += w * partial_o[(s * NH + h) * D + d];
+        wsum += w;
+      }
     }
+    out[(t * NH + h) * D + d] = __float2bfloat16(wsum > 0.0f ? acc / wsum : 0.0f);
   }
-  out[(t * NH + h) * D + d] = __float2bfloat16(wsum > 0.0f ? acc / wsum : 0.0f);
 }
 
 // Lets the kernel use its dynamic shared memory (over the 48 KB default); once per head size.
@@ -278,7 +301,7 @@ void LaunchPartials(const AttentionArgs& a, cudaStream_t stream) {
   auto* k = &PartialsKernel<D>;
   CANOPY_LAUNCH(k, dim3(static_cast<unsigned>(a.grid_items), static_cast<unsigned>(a.NKV)),
                 dim3(kThreads), Smem<D>::kTotal, stream, a.q, a.k_cache, a.v_cache, a.items, a.num_items,
-                a.item_blocks, a.queries, a.partial_o, a.partial_lse,
+                a.item_blocks, a.queries, a.token_slot_begin, a.partial_o, a.partial_lse, a.out,
                 static_cast<int32_t>(a.NH), static_cast<int32_t>(a.NKV), a.block_size);
   CANOPY_CHECK_LAUNCH("TreeAttentionPartials");
 }
@@ -298,8 +321,7 @@ int PartialsCtasPerMultiprocessor() {
 template <int D>
 void LaunchMerge(const AttentionArgs& a, cudaStream_t stream) {
   auto* k = &MergeKernel<D>;
-  CANOPY_LAUNCH(k, dim3(static_cast<unsigned>(a.T), static_cast<unsigned>(a.NH)), dim3(D), 0,
-                stream, a.token_slot_begin, a.token_slots, a.partial_o, a.partial_lse,
+  CANOPY_LAUNCH(k, dim3(static_cast<unsigned>(a.T)), dim3(kMergeThreads), 0, stream, a.token_slot_begin, a.token_slots, a.partial_o, a.partial_lse,
                 static_cast<int32_t>(a.NH), a.out);
   CANOPY_CHECK_LAUNCH("MergeAttention");
 }
@@ -338,17 +360,10 @@ int TreeAttentionCtasPerMultiprocessor(int64_t D) {
   return 1;
 }
 
-void TreeAttentionPartials(const AttentionArgs& a, cudaStream_t stream) { ByHeadSize<PartialsFor>(a, stream); }
-
-void MergeAttention(const AttentionArgs& a, cudaStream_t stream) {
-  if (a.T == 0) return;
-  ByHeadSize<MergeFor>(a, stream);
-}
-
 void TreeAttention(const AttentionArgs& a, cudaStream_t stream) {
   if (a.T == 0) return;
-  TreeAttentionPartials(a, stream);
-  MergeAttention(a, stream);
+  ByHeadSize<PartialsFor>(a, stream);
+  ByHeadSize<MergeFor>(a, stream);
 }
 
 }  // namespace canopy::CANOPY_CUDA_NS

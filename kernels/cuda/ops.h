@@ -82,9 +82,6 @@ void TreeAttention(const AttentionArgs& a, cudaStream_t stream);
 // shared memory and registers; 1 on the emulator): the plan's resident_ctas is this times
 // the multiprocessors.
 int TreeAttentionCtasPerMultiprocessor(int64_t D);
-// The two halves, for tests and benchmarks.
-void TreeAttentionPartials(const AttentionArgs& a, cudaStream_t stream);
-void MergeAttention(const AttentionArgs& a, cudaStream_t stream);
 
 // out[i] = BF16(in[i]).
 void F32ToBf16(const float* in, int64_t n, bf16* out, cudaStream_t stream);
