@@ -7,9 +7,10 @@
 //   kernel      TreeAttentionPlanOptions for a 132-multiprocessor GPU (H100 / H200 SXM)
 //               with the CTAs that fit at once (3 per multiprocessor at head size 64, 2 at
 //               128: shared memory): items of up to 16 chunks, at most 64 rows each
-// and prints, per layer: the items (and CTAs' worth of work, items x KV heads), the KV bytes
-// the plan reads, the partial-output bytes it writes and the merge reads back (a cost the
-// roofline does not count), and the host time to build the plan (median of --reps builds).
+// and prints, per layer: the items (and CTAs' worth of work, items x KV heads), the chunks per
+// item it chose, the KV bytes the plan reads, the partial-output bytes it writes and the
+// merge reads back (tokens with several items; a cost the roofline does not count), and the
+// host time to build the plan (median of --reps builds).
 //
 //   build/bench/attention_plan_bench --json out/attention_plan.json
 #include <CLI/CLI.hpp>
@@ -91,8 +92,14 @@ int Main(int argc, char** argv) {
         }
         std::nth_element(us.begin(), us.begin() + reps / 2, us.end());
         const double kv_mb = static_cast<double>(plan.kv_tokens_read) * s.NKV * s.D * 2 * 2 / 1e6;
-        // Each (query slot, head): D floats and a log-sum-exp, written, then read by the merge.
-        const double part_mb = static_cast<double>(plan.queries.size()) * s.NH * (s.D + 1) * 4 * 2 / 1e6;
+        // Each (query slot, head) of a token with several slots: D floats and a log-sum-exp,
+        // written, then read by the merge. (A token with one slot is written by its item.)
+        int64_t merged_slots = 0;
+        for (int t = 0; t < b.seqs; ++t) {
+          const int32_t n = plan.token_slot_begin[t + 1] - plan.token_slot_begin[t];
+          if (n > 1) merged_slots += n;
+        }
+        const double part_mb = static_cast<double>(merged_slots) * s.NH * (s.D + 1) * 4 * 2 / 1e6;
         const int64_t ctas = static_cast<int64_t>(plan.items.size()) * s.NKV;
         const char* name = kernel ? "kernel" : "one-chunk";
         std::printf("%-14s %-22s %-10s %8zu %8lld %7d %10.2f %12.2f %8.1f%% %10.1f\n", s.name, b.name.c_str(), name,
