@@ -256,6 +256,8 @@ int Run(bool quick, const std::string& json_path) {
       continue;
     }
     CudaRunnerBase& runner = **r;
+    std::printf("%-14s small-batch GEMMs (up to 4 rows): %s\n", name.c_str(), runner.small_batch_path().c_str());
+    out["small_batch_path"][name] = runner.small_batch_path();
     // Each step draws every row's token on the device (T = 0.8, top-p 0.95), as the engine does.
     const SamplingParams draw{0.8f, 0.95f, 0};
     const int64_t kv_row_bytes = 2 * c.num_layers * c.num_kv_heads * c.head_dim * 2;  // K+V, all layers, BF16

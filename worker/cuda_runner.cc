@@ -5,6 +5,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <map>
 #include <string>
@@ -175,6 +176,7 @@ class Runner final : public CudaRunnerBase {
 
     Reserve(options_.max_batch_tokens, 1024, 4096, 8192);
     ReserveRows(options_.max_batch_tokens);  // a decode batch of that many sequences
+    ChooseSmallBatchPath();
 
     // The KV pool.
     kv_row_ = KVD;
@@ -246,6 +248,7 @@ class Runner final : public CudaRunnerBase {
   int64_t eager_launches() const override { return eager_launches_; }
   int64_t last_kv_rows_read() const override { return last_kv_rows_; }
   int64_t copy_launches() const override { return copy_launches_; }
+  std::string small_batch_path() const override { return small_batch_path_; }
 
  private:
   bf16* LayerKv(int64_t layer, int kv) const {
@@ -325,7 +328,6 @@ class Runner final : public CudaRunnerBase {
   // T rows (a bucket when replayed from a graph). Reads only device buffers.
   void Record(int64_t T, int64_t rows_out, int64_t rows_logits, int32_t grid_items) {
     const int64_t H = c_.hidden_size, D = c_.head_dim, NH = c_.num_heads, NKV = c_.num_kv_heads;
-    const int64_t QD = NH * D, KVD = NKV * D, FF = c_.intermediate_size;
     const float eps = static_cast<float>(c_.rms_eps);
     cudaStream_t s = stream_.get();
     Embed(embed_.as<bf16>(), MetaDev<int32_t>(meta_.tok), T, H, x_.as<float>(), s);
@@ -343,29 +345,132 @@ class Runner final : public CudaRunnerBase {
     a.T = T, a.NH = NH, a.NKV = NKV, a.D = D;
     a.block_size = options_.block_size;
     a.grid_items = grid_items;
+    const bool gemv = gemv_ && T <= kGemvMaxRows;
     for (int64_t l = 0; l < c_.num_layers; ++l) {
       const LayerDevice& w = layers_[l];
-      RmsNorm(x_.as<float>(), nullptr, T, H, w.attn_norm.as<float>(), eps, xn_.as<bf16>(), nullptr, s);
-      blas_.Gemm(xn_.as<bf16>(), T, H, w.wqkv.as<bf16>(), QD + 2 * KVD, qkv_.as<float>(), OutType::kF32, 0.0f);
+      QkvProjection(w, T, gemv);
       RopeStoreKv(qkv_.as<float>(), w.bqkv.get() ? w.bqkv.as<float>() : nullptr, MetaDev<int32_t>(meta_.pos),
                   MetaDev<int32_t>(meta_.slot), rope_.as<float2>(), c_.rope_style == RopeStyle::kInterleaved, T,
                   NH, NKV, D, q_.as<bf16>(), LayerKv(l, 0), LayerKv(l, 1), s);
       a.k_cache = LayerKv(l, 0);
       a.v_cache = LayerKv(l, 1);
       TreeAttention(a, s);
-      blas_.Gemm(attn_.as<bf16>(), T, QD, w.wo.as<bf16>(), H, x_.as<float>(), OutType::kF32, 1.0f);
-      RmsNorm(x_.as<float>(), nullptr, T, H, w.ffn_norm.as<float>(), eps, xn_.as<bf16>(), nullptr, s);
-      blas_.Gemm(xn_.as<bf16>(), T, H, w.wgu.as<bf16>(), 2 * FF, gu_.as<bf16>(), OutType::kBf16, 0.0f);
-      SwiGlu(gu_.as<bf16>(), T, FF, h_.as<bf16>(), s);
-      blas_.Gemm(h_.as<bf16>(), T, FF, w.wdown.as<bf16>(), H, x_.as<float>(), OutType::kF32, 1.0f);
+      OutProjectionAndMlp(w, T, gemv);
     }
     if (rows_out == 0) return;
     RmsNorm(x_.as<float>(), MetaDev<int32_t>(meta_.row_map), rows_out, H, output_norm_.as<float>(), eps,
             xn_.as<bf16>(), hidden_.as<float>(), s);
-    if (rows_logits > 0) {
-      const bf16* head = output_.get() ? output_.as<bf16>() : embed_.as<bf16>();
-      blas_.Gemm(xn_.as<bf16>(), rows_logits, H, head, c_.vocab_size, logits_.as<float>(), OutType::kF32, 0.0f);
+    LmHead(rows_logits, gemv_ && rows_logits <= kGemvMaxRows);
+  }
+
+  // The GEMMs of a layer, through cuBLAS (with the separate RMSNorm and SwiGLU kernels) or
+  // through Gemv (which makes its own input).
+  GemvArgs GemvFor(GemvInput in, int64_t T, int64_t K, const DeviceBuffer& w, int64_t N) const {
+    GemvArgs g;
+    g.input = in;
+    g.M = T, g.K = K, g.N = N;
+    g.w = w.as<bf16>();
+    g.eps = static_cast<float>(c_.rms_eps);
+    return g;
+  }
+  // x_ -> qkv_.
+  void QkvProjection(const LayerDevice& w, int64_t T, bool gemv) {
+    const int64_t H = c_.hidden_size, N = (c_.num_heads + 2 * c_.num_kv_heads) * c_.head_dim;
+    if (gemv) {
+      GemvArgs g = GemvFor(GemvInput::kRmsNorm, T, H, w.wqkv, N);
+      g.x_f32 = x_.as<float>();
+      g.norm_w = w.attn_norm.as<float>();
+      g.y_f32 = qkv_.as<float>();
+      return Gemv(g, sm_count_, stream_.get());
     }
+    RmsNorm(x_.as<float>(), nullptr, T, H, w.attn_norm.as<float>(), static_cast<float>(c_.rms_eps), xn_.as<bf16>(),
+            nullptr, stream_.get());
+    blas_.Gemm(xn_.as<bf16>(), T, H, w.wqkv.as<bf16>(), N, qkv_.as<float>(), OutType::kF32, 0.0f);
+  }
+  // attn_ -> x_ (+=), then the MLP: x_ -> x_ (+=).
+  void OutProjectionAndMlp(const LayerDevice& w, int64_t T, bool gemv) {
+    const int64_t H = c_.hidden_size, QD = c_.num_heads * c_.head_dim, FF = c_.intermediate_size;
+    cudaStream_t s = stream_.get();
+    if (gemv) {
+      GemvArgs o = GemvFor(GemvInput::kBf16, T, QD, w.wo, H);
+      o.x_bf16 = attn_.as<bf16>();
+      o.y_f32 = x_.as<float>();
+      o.beta = 1.0f;
+      Gemv(o, sm_count_, s);
+      GemvArgs gu = GemvFor(GemvInput::kRmsNorm, T, H, w.wgu, 2 * FF);
+      gu.x_f32 = x_.as<float>();
+      gu.norm_w = w.ffn_norm.as<float>();
+      gu.y_bf16 = gu_.as<bf16>();
+      Gemv(gu, sm_count_, s);
+      GemvArgs down = GemvFor(GemvInput::kSwiGlu, T, FF, w.wdown, H);
+      down.x_bf16 = gu_.as<bf16>();
+      down.y_f32 = x_.as<float>();
+      down.beta = 1.0f;
+      return Gemv(down, sm_count_, s);
+    }
+    blas_.Gemm(attn_.as<bf16>(), T, QD, w.wo.as<bf16>(), H, x_.as<float>(), OutType::kF32, 1.0f);
+    RmsNorm(x_.as<float>(), nullptr, T, H, w.ffn_norm.as<float>(), static_cast<float>(c_.rms_eps), xn_.as<bf16>(),
+            nullptr, s);
+    blas_.Gemm(xn_.as<bf16>(), T, H, w.wgu.as<bf16>(), 2 * FF, gu_.as<bf16>(), OutType::kBf16, 0.0f);
+    SwiGlu(gu_.as<bf16>(), T, FF, h_.as<bf16>(), s);
+    blas_.Gemm(h_.as<bf16>(), T, FF, w.wdown.as<bf16>(), H, x_.as<float>(), OutType::kF32, 1.0f);
+  }
+  // xn_ -> logits_.
+  void LmHead(int64_t rows, bool gemv) {
+    if (rows == 0) return;
+    const DeviceBuffer& head = output_.get() ? output_ : embed_;
+    if (gemv) {
+      GemvArgs g = GemvFor(GemvInput::kBf16, rows, c_.hidden_size, head, c_.vocab_size);
+      g.x_bf16 = xn_.as<bf16>();
+      g.y_f32 = logits_.as<float>();
+      return Gemv(g, sm_count_, stream_.get());
+    }
+    blas_.Gemm(xn_.as<bf16>(), rows, c_.hidden_size, head.as<bf16>(), c_.vocab_size, logits_.as<float>(),
+               OutType::kF32, 0.0f);
+  }
+
+  // Picks the small-batch path (CudaRunnerOptions::small_batch). Every Gemv instance runs once
+  // here, so that its shared-memory limit is set before any graph capture.
+  void ChooseSmallBatchPath() {
+    const int64_t H = c_.hidden_size, QD = c_.num_heads * c_.head_dim, FF = c_.intermediate_size;
+    bool fits = true;
+    for (int64_t K : {H, QD, FF}) fits = fits && GemvFits(kGemvMaxRows, K);
+    using SB = CudaRunnerOptions::SmallBatch;
+#if defined(CANOPY_CUDA_EMU)
+    const bool timed = false;
+    gemv_ = fits && options_.small_batch == SB::kGemv;
+#else
+    const bool timed = fits && options_.small_batch == SB::kAuto;
+    gemv_ = fits && options_.small_batch != SB::kBlas;
+#endif
+    const int64_t rows = std::min<int64_t>(kGemvMaxRows, options_.max_batch_tokens);
+    if (gemv_) {
+      for (int64_t T : {1, 2, 4})
+        if (T <= rows) RunGemms(T, true);
+    }
+    small_batch_path_ = gemv_ ? "gemv" : "cublas";
+    if (timed) {
+      auto time = [&](bool g) {
+        RunGemms(1, g);
+        Timer t(stream_);
+        t.Start();
+        for (int i = 0; i < 20; ++i) RunGemms(1, g);
+        return t.StopMs() / 20;
+      };
+      const double blas_ms = time(false), gemv_ms = time(true);
+      gemv_ = gemv_ms < blas_ms;
+      char buf[160];
+      std::snprintf(buf, sizeof(buf), "%s (one row, layer 0 + LM head: gemv %.1f us, cublas %.1f us)",
+                    gemv_ ? "gemv" : "cublas", gemv_ms * 1e3, blas_ms * 1e3);
+      small_batch_path_ = buf;
+    }
+    stream_.Synchronize();
+  }
+  // Layer 0's GEMMs and the LM head on T rows of whatever the buffers hold (timing only).
+  void RunGemms(int64_t T, bool gemv) {
+    QkvProjection(layers_[0], T, gemv);
+    OutProjectionAndMlp(layers_[0], T, gemv);
+    if (has_lm_head_) LmHead(T, gemv);
   }
 
   int32_t GridItems(int64_t n_items) const {
@@ -387,6 +492,8 @@ class Runner final : public CudaRunnerBase {
   int64_t weight_bytes_ = 0;
   int sm_count_ = 1;  // the device's multiprocessors
   int64_t resident_ctas_ = 1;  // attention CTAs that run at once
+  bool gemv_ = false;  // batches of up to kGemvMaxRows tokens use Gemv
+  std::string small_batch_path_;
 
   MetaLayout meta_;
   DeviceBuffer meta_dev_;

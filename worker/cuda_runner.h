@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 
 #include "common/status.h"
 #include "worker/llama_runner.h"
@@ -27,6 +28,12 @@ struct CudaRunnerOptions {
   int32_t max_batch_tokens = 512; // activation buffers (grown if a batch needs more)
   bool share_prefix = true;       // tree attention (false: every sequence reads its own blocks)
   bool use_graphs = true;         // decode-only batches replay captured graphs
+  // Batches of up to kGemvMaxRows (4) tokens: their GEMMs through cuBLAS (with the separate
+  // RMSNorm and SwiGLU kernels), or through the small-batch Gemv kernel that makes its own
+  // input (kernels/cuda/ops.h). kAuto: on a GPU, whichever of the two runs this model's
+  // layer-0 GEMMs and LM head faster at one row, timed at load; on the emulator, cuBLAS.
+  enum class SmallBatch { kAuto, kGemv, kBlas };
+  SmallBatch small_batch = SmallBatch::kAuto;
 };
 
 // A device model with random weights of `config`'s shapes ("dummy" weights, for benchmarks):
@@ -47,6 +54,9 @@ class CudaRunnerBase : public ForwardRunner {
   virtual int64_t last_kv_rows_read() const = 0;
   // Kernel launches that carried out block copies (CopyBlock batches them).
   virtual int64_t copy_launches() const = 0;
+  // The small-batch path chosen at load ("gemv" or "cublas") and, where it was timed, the
+  // two times.
+  virtual std::string small_batch_path() const = 0;
 };
 
 namespace cuda {

@@ -83,6 +83,32 @@ void TreeAttention(const AttentionArgs& a, cudaStream_t stream);
 // the multiprocessors.
 int TreeAttentionCtasPerMultiprocessor(int64_t D);
 
+// Small-batch products (decode steps of up to kGemvMaxRows rows): y[m][n] = beta * y[m][n] +
+// sum_k in(m)[k] * w[n][k] (FP32 y, beta 0 or 1), or y = BF16(that sum) (BF16 y, beta 0),
+// with w [N][K] BF16 and the input rows in(m) made in the kernel as the separate kernels
+// make them (rounded to BF16):
+//   kBf16     in(m) = x_bf16[m][:]                          ([M][K])
+//   kRmsNorm  in(m) = x_f32[m][:] / rms(x_f32[m]) * norm_w  ([M][K] FP32; RmsNorm)
+//   kSwiGlu   in(m) = silu(x_bf16[m][:K]) * x_bf16[m][K:]  ([M][2K], gate then up; SwiGlu)
+enum class GemvInput { kBf16, kRmsNorm, kSwiGlu };
+struct GemvArgs {
+  GemvInput input = GemvInput::kBf16;
+  const bf16* x_bf16 = nullptr;
+  const float* x_f32 = nullptr;
+  const float* norm_w = nullptr;
+  float eps = 0.0f;
+  int64_t M = 0, K = 0, N = 0;
+  const bf16* w = nullptr;
+  float* y_f32 = nullptr;  // one of y_f32, y_bf16
+  bf16* y_bf16 = nullptr;
+  float beta = 0.0f;
+};
+constexpr int64_t kGemvMaxRows = 4;
+constexpr int64_t kGemvMaxStagedBytes = 200 * 1024;  // the staged input rows, in shared memory
+// Whether Gemv takes M rows of K (K a multiple of 8, the rows fit in shared memory).
+bool GemvFits(int64_t M, int64_t K);
+void Gemv(const GemvArgs& a, int multiprocessors, cudaStream_t stream);
+
 // out[i] = BF16(in[i]).
 void F32ToBf16(const float* in, int64_t n, bf16* out, cudaStream_t stream);
 // Deterministic pseudo-random BF16 values uniform in [-scale, scale) from (seed, index):

@@ -44,6 +44,9 @@ namespace {
     static void Embed(auto... a) { ns::Embed(a...); }                                        \
     static void TreeAttention(const ns::AttentionArgs& a, cudaStream_t s) { ns::TreeAttention(a, s); } \
     using AttentionArgs = ns::AttentionArgs;                                                 \
+    using GemvArgs = ns::GemvArgs;                                                           \
+    using GemvInput = ns::GemvInput;                                                         \
+    static void Gemv(const ns::GemvArgs& a, cudaStream_t s) { ns::Gemv(a, 4, s); }           \
     using Blas = ns::Blas;                                                                   \
     using OutType = ns::OutType;                                                             \
     static auto MakeRunner(const ModelWeights* m, const CudaRunnerOptions& o) { return ns::MakeRunner(m, o); } \
@@ -245,6 +248,69 @@ TYPED_TEST(CudaParityTest, GemmMatchesFp32Reference) {
   ExpectClose(this->template Get<float>(dy, M * N), want, 1e-4f, 1e-4f, "gemm, beta 1");
 }
 
+// The small-batch product with each of its inputs (BF16 rows, RMSNorm of FP32 rows, SwiGLU
+// of gate|up rows) and outputs (FP32 with beta 0 and 1, BF16), 1 to 4 rows, against a double
+// reference on the input rounded to BF16 as the separate kernels round it.
+TYPED_TEST(CudaParityTest, GemvMatchesReferenceForEachInput) {
+  using bf16 = typename TypeParam::bf16;
+  using In = typename TypeParam::GemvInput;
+  const int64_t N = 70;
+  for (int64_t K : {96, 1032}) {
+    for (int64_t M = 1; M <= 4; ++M) {
+      for (In in : {In::kBf16, In::kRmsNorm, In::kSwiGlu}) {
+        std::vector<float> w = this->RoundBf16(this->Random(N * K)), norm = this->Random(K);
+        std::vector<float> xf = this->Random(M * K, 2.0f), xb = this->RoundBf16(this->Random(M * 2 * K, 3.0f));
+        // The input rows as the kernels make them.
+        std::vector<float> rows(M * K);
+        for (int64_t m = 0; m < M; ++m) {
+          double ss = 0;
+          for (int64_t k = 0; k < K; ++k) ss += static_cast<double>(xf[m * K + k]) * xf[m * K + k];
+          const float scale = 1.0f / std::sqrt(static_cast<float>(ss / K) + 1e-5f);
+          for (int64_t k = 0; k < K; ++k) {
+            float v = xb[m * K + k];
+            if (in == In::kRmsNorm) v = xf[m * K + k] * scale * norm[k];
+            if (in == In::kSwiGlu) {
+              const float g = xb[m * 2 * K + k], u = xb[m * 2 * K + K + k];
+              v = g / (1.0f + std::exp(-g)) * u;
+            }
+            rows[m * K + k] = __bfloat162float(__float2bfloat16(v));
+          }
+        }
+        for (int out = 0; out < 3; ++out) {  // FP32 beta 0, FP32 beta 1, BF16
+          std::vector<float> y0 = this->Random(M * N), want(M * N);
+          for (int64_t m = 0; m < M; ++m)
+            for (int64_t n = 0; n < N; ++n) {
+              double acc = out == 1 ? y0[m * N + n] : 0.0;
+              for (int64_t k = 0; k < K; ++k) acc += static_cast<double>(rows[m * K + k]) * w[n * K + k];
+              want[m * N + n] = static_cast<float>(acc);
+            }
+          auto dw = this->Put(this->ToBf16(w)), dnorm = this->Put(norm), dxf = this->Put(xf);
+          auto dxb = this->Put(this->ToBf16(in == In::kBf16 ? std::vector<float>(xb.begin(), xb.begin() + M * K) : xb));
+          auto dy = this->Put(y0);
+          typename TypeParam::DeviceBuffer dyb(M * N * 2);
+          typename TypeParam::GemvArgs g;
+          g.input = in;
+          g.x_bf16 = dxb.template as<bf16>();
+          g.x_f32 = dxf.template as<float>();
+          g.norm_w = dnorm.template as<float>();
+          g.eps = 1e-5f;
+          g.M = M, g.K = K, g.N = N;
+          g.w = dw.template as<bf16>();
+          if (out < 2) g.y_f32 = dy.template as<float>(), g.beta = static_cast<float>(out);
+          else g.y_bf16 = dyb.template as<bf16>();
+          TypeParam::Gemv(g, this->stream->get());
+          std::vector<float> got = out < 2 ? this->template Get<float>(dy, M * N) : this->FromBf16(this->template Get<bf16>(dyb, M * N));
+          // A BF16 rounding of the made input can differ by one step where the FP32 sums differ.
+          const float atol = in == In::kBf16 ? 1e-3f : 2e-2f, rtol = out == 2 ? 1e-2f : 1e-3f;
+          ExpectClose(got, want, atol, rtol,
+                      "K " + std::to_string(K) + " M " + std::to_string(M) + " input " + std::to_string(static_cast<int>(in)) +
+                          " out " + std::to_string(out));
+        }
+      }
+    }
+  }
+}
+
 // Attention over a random tree of sequences (shared prefix blocks, prefill chunks and
 // decode tokens in one batch), shared and unshared plans, against PagedAttentionToken.
 TYPED_TEST(CudaParityTest, TreeAttentionMatchesCpuPagedAttention) {
@@ -329,6 +395,8 @@ TYPED_TEST(CudaParityTest, TreeAttentionMatchesCpuPagedAttention) {
 // Whole forward passes of random-weight models: prefill of two prompts sharing a prefix, then
 // decode steps (graph-replayed), against LlamaRunner's logits.
 TYPED_TEST(CudaParityTest, ForwardOfRandomLlamaAndQwen2MatchesCpu) {
+  using SB = CudaRunnerOptions::SmallBatch;
+  for (SB small : {SB::kBlas, SB::kGemv})
   for (std::string arch : {"llama", "qwen2"}) {
     std::shared_ptr<ModelWeights> wp = this->SmallModel(arch, 64, 0);
     const ModelWeights& w = *wp;
@@ -337,8 +405,10 @@ TYPED_TEST(CudaParityTest, ForwardOfRandomLlamaAndQwen2MatchesCpu) {
     LlamaRunner cpu(&w, blocks, bs, MatmulMode::kInvariant);
     CudaRunnerOptions o = this->RunnerOptions(bs, blocks);
     o.max_batch_tokens = 8;  // grows on the first prefill
+    o.small_batch = small;   // the two-sequence decode steps: cuBLAS or Gemv
     auto gpu = TypeParam::MakeRunner(&w, o);
     ASSERT_TRUE(gpu.ok()) << gpu.status().ToString();
+    EXPECT_EQ((*gpu)->small_batch_path().rfind(small == SB::kGemv ? "gemv" : "cublas", 0), 0u) << (*gpu)->small_batch_path();
     std::vector<int32_t> p1, p2;
     // Longer than one attention chunk (64), so that items span several chunks.
     for (int i = 0; i < 150; ++i) p1.push_back((i * 37 + 11) % c.vocab_size);
@@ -372,7 +442,7 @@ TYPED_TEST(CudaParityTest, ForwardOfRandomLlamaAndQwen2MatchesCpu) {
     std::vector<float> want = run(cpu, a1, a2, 3), got = run(**gpu, b1, b2, 3);
     float scale = 0;
     for (float v : want) scale = std::max(scale, std::fabs(v));
-    ExpectClose(got, want, 0.03f * scale, 0.0f, arch + " logits");
+    ExpectClose(got, want, 0.03f * scale, 0.0f, arch + (small == SB::kGemv ? " gemv" : " cublas") + " logits");
     EXPECT_GT((*gpu)->graph_launches(), 0);
   }
 }

@@ -1,0 +1,137 @@
+// Small-batch products for decode steps (kernels/cuda/ops.h: Gemv). At a few rows a layer's
+// GEMM reads every weight once and does almost nothing else, so its time is the weight bytes
+// over the memory bandwidth plus the launch; the kernel makes its own input (RMSNorm of the
+// FP32 residual stream, or SwiGLU of the gate|up rows), so that the separate norm and SwiGLU
+// launches go away.
+//
+// Each CTA first writes the M input rows, rounded to BF16 as the separate kernels round
+// them, into shared memory. Then each warp takes output rows n (a grid-wide stride) and
+// streams w[n][:] in 16-byte loads, eight BF16 per lane per step, against the staged rows;
+// a warp sum gives y[:, n].
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include "kernels/cuda/compat.h"
+#include "kernels/cuda/block_sum.h"
+#if !defined(CANOPY_CUDA_EMU)
+#include "kernels/cuda/check.h"
+#endif
+#include "kernels/cuda/ops.h"
+#include "kernels/cuda/runtime.h"
+
+namespace canopy::CANOPY_CUDA_NS {
+namespace {
+
+constexpr int kGemvThreads = 512;
+constexpr int kGemvWarps = kGemvThreads / 32;
+
+// The eight BF16 of a 16-byte load as floats (through memcpy: reading the vector's bytes as
+// BF16 through a cast pointer breaks aliasing rules, and host compilers do miscompile it).
+__device__ inline void ToFloat8(const uint4 v, float* f) {
+  bf16 b[8];
+  memcpy(static_cast<void*>(b), &v, sizeof(b));
+  for (int j = 0; j < 8; ++j) f[j] = __bfloat162float(b[j]);
+}
+
+template <int M>
+__global__ void __launch_bounds__(kGemvThreads) GemvKernel(GemvArgs a) {
+  CANOPY_DYNAMIC_SMEM(smem);
+  bf16* xs = reinterpret_cast<bf16*>(smem);  // [M][K]
+  const int64_t K = a.K, N = a.N;
+  for (int m = 0; m < M; ++m) {
+    bf16* row = xs + m * K;
+    if (m >= a.M) {  // padding rows of the template: zeros, never stored
+      for (int64_t i = threadIdx.x; i < K; i += blockDim.x) row[i] = __float2bfloat16(0.0f);
+      continue;
+    }
+    if (a.input == GemvInput::kRmsNorm) {
+      const float* xr = a.x_f32 + m * K;
+      float ss = 0.0f;
+      for (int64_t i = threadIdx.x; i < K; i += blockDim.x) ss += xr[i] * xr[i];
+      ss = BlockSum(ss);
+      const float scale = rsqrtf(ss / static_cast<float>(K) + a.eps);
+      for (int64_t i = threadIdx.x; i < K; i += blockDim.x) row[i] = __float2bfloat16(xr[i] * scale * a.norm_w[i]);
+    } else if (a.input == GemvInput::kSwiGlu) {
+      const bf16* gu = a.x_bf16 + m * 2 * K;
+      for (int64_t i = threadIdx.x; i < K; i += blockDim.x) {
+        const float g = __bfloat162float(gu[i]), u = __bfloat162float(gu[K + i]);
+        row[i] = __float2bfloat16(g / (1.0f + expf(-g)) * u);
+      }
+    } else {
+      for (int64_t i = threadIdx.x; i < K; i += blockDim.x) row[i] = a.x_bf16[m * K + i];
+    }
+  }
+  __syncthreads();
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * kGemvWarps;
+  for (int64_t n = static_cast<int64_t>(blockIdx.x) * kGemvWarps + warp; n < N; n += stride) {
+    const bf16* wr = a.w + n * K;
+    float acc[M];
+    for (int m = 0; m < M; ++m) acc[m] = 0.0f;
+#pragma unroll 4
+    for (int64_t k = lane * 8; k < K; k += 256) {
+      float wf[8], xf[8];
+      ToFloat8(*reinterpret_cast<const uint4*>(wr + k), wf);
+      for (int m = 0; m < M; ++m) {
+        ToFloat8(*reinterpret_cast<const uint4*>(xs + m * K + k), xf);
+        for (int j = 0; j < 8; ++j) acc[m] += wf[j] * xf[j];
+      }
+    }
+    for (int m = 0; m < M; ++m)
+      for (int o = 16; o > 0; o >>= 1) acc[m] += __shfl_xor_sync(0xffffffffu, acc[m], o);
+    if (lane == 0) {
+      for (int m = 0; m < M && m < a.M; ++m) {
+        if (a.y_bf16) {
+          a.y_bf16[m * N + n] = __float2bfloat16(acc[m]);
+        } else {
+          float* y = a.y_f32 + m * N + n;
+          *y = a.beta == 0.0f ? acc[m] : a.beta * *y + acc[m];
+        }
+      }
+    }
+  }
+}
+
+template <int M>
+void LaunchGemv(const GemvArgs& a, int multiprocessors, cudaStream_t stream) {
+  auto* k = &GemvKernel<M>;
+  const size_t smem = static_cast<size_t>(M) * static_cast<size_t>(a.K) * sizeof(bf16);
+#if !defined(CANOPY_CUDA_EMU)
+  static int configured = 0;  // the shared-memory limit set so far (one device per process)
+  if (static_cast<int>(smem) > configured) {
+    CANOPY_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    configured = static_cast<int>(smem);
+  }
+#endif
+  // Two CTAs per multiprocessor (one when the staged rows are large), no more than the rows need.
+  const int64_t per_sm = smem > 100 * 1024 ? 1 : 2;
+  const int64_t want = (a.N + kGemvWarps - 1) / kGemvWarps;
+  const int64_t grid = std::max<int64_t>(1, std::min<int64_t>(want, per_sm * multiprocessors));
+  CANOPY_LAUNCH(k, dim3(static_cast<unsigned>(grid)), dim3(kGemvThreads), smem, stream, a);
+  CANOPY_CHECK_LAUNCH("Gemv");
+}
+
+}  // namespace
+
+bool GemvFits(int64_t M, int64_t K) {
+  return M >= 1 && M <= kGemvMaxRows && K % 8 == 0 && (M == 3 ? 4 : M) * K * 2 <= kGemvMaxStagedBytes;
+}
+
+void Gemv(const GemvArgs& a, int multiprocessors, cudaStream_t stream) {
+  if (a.M == 0 || a.N == 0) return;
+  if (!GemvFits(a.M, a.K)) {
+    std::fprintf(stderr, "Gemv: %lld rows of %lld do not fit the kernel\n", static_cast<long long>(a.M),
+                 static_cast<long long>(a.K));
+    std::abort();
+  }
+  switch (a.M) {
+    case 1: return LaunchGemv<1>(a, multiprocessors, stream);
+    case 2: return LaunchGemv<2>(a, multiprocessors, stream);
+    default: return LaunchGemv<4>(a, multiprocessors, stream);
+  }
+}
+
+}  // namespace canopy::CANOPY_CUDA_NS
