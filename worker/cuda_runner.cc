@@ -116,6 +116,7 @@ class Runner final : public CudaRunnerBase {
     const int64_t H = c_.hidden_size, QD = c_.num_heads * D, KVD = c_.num_kv_heads * D;
     const int64_t FF = c_.intermediate_size, V = c_.vocab_size;
     sm_count_ = Multiprocessors();
+    SetProgrammaticLaunch(options_.programmatic_launch && ComputeCapability() >= 90);
     resident_ctas_ = static_cast<int64_t>(sm_count_) * TreeAttentionCtasPerMultiprocessor(D);
     layers_.resize(c_.num_layers);
     if (model) {

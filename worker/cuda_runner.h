@@ -34,6 +34,10 @@ struct CudaRunnerOptions {
   // layer-0 GEMMs and LM head faster at one row, timed at load; on the emulator, cuBLAS.
   enum class SmallBatch { kAuto, kGemv, kBlas };
   SmallBatch small_batch = SmallBatch::kAuto;
+  // Programmatic dependent launch on sm_90 and newer: each kernel of a step may start (and
+  // prefetch weights) while the one before it finishes. Process-wide (the last runner made
+  // sets it).
+  bool programmatic_launch = true;
 };
 
 // A device model with random weights of `config`'s shapes ("dummy" weights, for benchmarks):

@@ -94,6 +94,8 @@ __global__ void __launch_bounds__(kThreads)
                    const int32_t* item_blocks, const AttentionQuery* queries,
                    const int32_t* token_slot_begin, float* partial_o, float* partial_lse, bf16* out,
                    int32_t NH, int32_t NKV, int32_t block_size) {
+  GridDependencyWait();
+  GridDependencyTrigger();
   using S = Smem<D>;
   CANOPY_DYNAMIC_SMEM(smem);
   bf16* Ks = reinterpret_cast<bf16*>(smem);
@@ -262,6 +264,8 @@ template <int D>
 __global__ void __launch_bounds__(kMergeThreads)
     MergeKernel(const int32_t* token_slot_begin, const int32_t* token_slots, const float* partial_o,
                 const float* partial_lse, int32_t NH, bf16* out) {
+  GridDependencyWait();
+  GridDependencyTrigger();
   const int64_t t = blockIdx.x;
   const int b = token_slot_begin[t], e = token_slot_begin[t + 1];
   if (e - b == 1) return;

@@ -10,6 +10,8 @@ namespace {
 constexpr int kThreads = 256;
 
 __global__ void EmbedKernel(const bf16* table, const int32_t* tokens, int64_t H, float* x) {
+  GridDependencyWait();
+  GridDependencyTrigger();
   const int64_t t = blockIdx.x;
   const bf16* row = table + static_cast<int64_t>(tokens[t]) * H;
   for (int64_t i = threadIdx.x; i < H; i += blockDim.x) x[t * H + i] = __bfloat162float(row[i]);
@@ -17,6 +19,8 @@ __global__ void EmbedKernel(const bf16* table, const int32_t* tokens, int64_t H,
 
 __global__ void RmsNormKernel(const float* x, const int32_t* row_map, int64_t H, const float* w,
                               float eps, bf16* out_bf16, float* out_f32) {
+  GridDependencyWait();
+  GridDependencyTrigger();
   const int64_t r = blockIdx.x;
   const int64_t row = row_map ? row_map[r] : r;
   const float* xr = x + row * H;
@@ -35,6 +39,8 @@ __global__ void RopeStoreKvKernel(const float* qkv, const float* bias, const int
                                   const int32_t* slot, const float2* rope, bool interleaved,
                                   int64_t NH, int64_t NKV, int64_t D, bf16* q, bf16* k_cache,
                                   bf16* v_cache) {
+  GridDependencyWait();
+  GridDependencyTrigger();
   const int64_t t = blockIdx.x;
   const int64_t QD = NH * D, KVD = NKV * D, half = D / 2;
   const float* row = qkv + t * (QD + 2 * KVD);
@@ -70,6 +76,8 @@ __global__ void RopeStoreKvKernel(const float* qkv, const float* bias, const int
 }
 
 __global__ void SwiGluKernel(const bf16* gu, int64_t FF, bf16* out) {
+  GridDependencyWait();
+  GridDependencyTrigger();
   const int64_t t = blockIdx.y;
   for (int64_t i = blockIdx.x * blockDim.x + threadIdx.x; i < FF; i += gridDim.x * blockDim.x) {
     const float g = __bfloat162float(gu[t * 2 * FF + i]);
@@ -79,6 +87,8 @@ __global__ void SwiGluKernel(const bf16* gu, int64_t FF, bf16* out) {
 }
 
 __global__ void F32ToBf16Kernel(const float* in, int64_t n, bf16* out) {
+  GridDependencyWait();
+  GridDependencyTrigger();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
     out[i] = __float2bfloat16(in[i]);
@@ -92,6 +102,8 @@ __device__ uint64_t Mix(uint64_t x) {
 }
 
 __global__ void FillRandomKernel(bf16* out, int64_t n, uint64_t seed, float scale) {
+  GridDependencyWait();
+  GridDependencyTrigger();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const uint64_t h = Mix(seed ^ Mix(static_cast<uint64_t>(i)));
@@ -159,6 +171,8 @@ void FillRandomBf16(bf16* out, int64_t n, uint64_t seed, float scale, cudaStream
 
 __global__ void CopyKvBlocksKernel(KvBlockCopies copies, unsigned char* kv, int64_t region_bytes,
                                    int64_t block_bytes, int64_t row_bytes) {
+  GridDependencyWait();
+  GridDependencyTrigger();
   const int c = blockIdx.x;
   unsigned char* base = kv + static_cast<int64_t>(blockIdx.y) * region_bytes;  // one layer's K or V
   const uint4* from = reinterpret_cast<const uint4*>(base + copies.src[c] * block_bytes);

@@ -4,7 +4,8 @@
 // FP32 residual stream, or SwiGLU of the gate|up rows), so that the separate norm and SwiGLU
 // launches go away.
 //
-// Each CTA first writes the M input rows, rounded to BF16 as the separate kernels round
+// With programmatic dependent launch, a CTA first starts pulling its first weight rows into L2,
+// then waits for the kernel before it. Each CTA then writes the M input rows, rounded to BF16 as the separate kernels round
 // them, into shared memory. Then each warp takes output rows n (a grid-wide stride) and
 // streams w[n][:] in 16-byte loads, eight BF16 per lane per step, against the staged rows;
 // a warp sum gives y[:, n].
@@ -40,6 +41,16 @@ __global__ void __launch_bounds__(kGemvThreads) GemvKernel(GemvArgs a) {
   CANOPY_DYNAMIC_SMEM(smem);
   bf16* xs = reinterpret_cast<bf16*>(smem);  // [M][K]
   const int64_t K = a.K, N = a.N;
+  // The weights do not depend on the kernel before: start moving this CTA's first rows into
+  // L2 (128-byte lines) while that kernel finishes, then wait for it (kernels/cuda/compat.h).
+  {
+    const int64_t n0 = static_cast<int64_t>(blockIdx.x) * kGemvWarps;
+    const int64_t rows = N - n0 < kGemvWarps ? N - n0 : kGemvWarps;
+    const int64_t lines = rows * K * 2 / 128;
+    for (int64_t i = threadIdx.x; i < lines; i += blockDim.x) PrefetchL2(a.w + n0 * K + i * 64);
+  }
+  GridDependencyWait();
+  GridDependencyTrigger();
   for (int m = 0; m < M; ++m) {
     bf16* row = xs + m * K;
     if (m >= a.M) {  // padding rows of the template: zeros, never stored

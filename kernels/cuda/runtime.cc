@@ -24,6 +24,9 @@ void MemoryInfo(size_t* free_bytes, size_t* total_bytes) {
   *total_bytes = size_t{2} << 30;
 }
 int Multiprocessors() { return 4; }
+int ComputeCapability() { return 0; }
+void SetProgrammaticLaunch(bool) {}
+bool ProgrammaticLaunch() { return false; }
 Stream::Stream() = default;
 Stream::~Stream() = default;
 void Stream::Synchronize() {}
@@ -102,11 +105,23 @@ bool Available(std::string* why) {
 void MemoryInfo(size_t* free_bytes, size_t* total_bytes) {
   CANOPY_CUDA_CHECK(cudaMemGetInfo(free_bytes, total_bytes));
 }
+namespace {
+bool g_programmatic_launch = false;
+}  // namespace
+void SetProgrammaticLaunch(bool on) { g_programmatic_launch = on; }
+bool ProgrammaticLaunch() { return g_programmatic_launch; }
 int Multiprocessors() {
   int device = 0, n = 0;
   CANOPY_CUDA_CHECK(cudaGetDevice(&device));
   CANOPY_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device));
   return n;
+}
+int ComputeCapability() {
+  int device = 0, major = 0, minor = 0;
+  CANOPY_CUDA_CHECK(cudaGetDevice(&device));
+  CANOPY_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  CANOPY_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+  return major * 10 + minor;
 }
 Stream::Stream() { CANOPY_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking)); }
 Stream::~Stream() { cudaStreamDestroy(stream_); }

@@ -26,9 +26,15 @@ namespace canopy::CANOPY_CUDA_NS {
 bool Available(std::string* why);
 // Free and total device memory in bytes.
 void MemoryInfo(size_t* free_bytes, size_t* total_bytes);
+// Kernels launch with programmatic dependent launch (sm_90; kernels/cuda/compat.h) while
+// this is on. Off by default; one setting per process. Nothing on the emulator.
+void SetProgrammaticLaunch(bool on);
+bool ProgrammaticLaunch();
 // Multiprocessors of the current device (4 on the emulator, so that tests see plans split
 // as on a busy GPU).
 int Multiprocessors();
+// major * 10 + minor of the current device (0 on the emulator).
+int ComputeCapability();
 
 class Stream {
  public:

@@ -332,6 +332,8 @@ __device__ int64_t Draw(const float* l, int64_t V, const Weights& wf, bool filte
 __global__ void __launch_bounds__(kThreads)
     SampleRowsKernel(const float* logits, int64_t V, const SampleRowParams* params,
                      SampleRowResult* out) {
+  GridDependencyWait();
+  GridDependencyTrigger();
   __shared__ uint32_t count[256];
   __shared__ u64 mass[256];
   __shared__ Selected sel;

@@ -167,6 +167,10 @@ T __shfl_down_sync(unsigned, T v, unsigned delta, int width = 32) {
   if (src / width != lane / width) src = lane;
   return ::canopy_emu::FromBits<T>(::canopy_emu::WarpExchange(::canopy_emu::ToBits(v), src));
 }
+// Programmatic dependent launch: blocks and kernels run one after another here.
+inline void GridDependencyWait() {}
+inline void GridDependencyTrigger() {}
+inline void PrefetchL2(const void*) {}
 inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 inline float __expf(float x) { return std::exp(x); }
 inline float __logf(float x) { return std::log(x); }
