@@ -199,6 +199,8 @@ BeamRunResult RunBeam(CudaRunnerBase& runner, int32_t vocab, int32_t bs, int pro
     static void FillRandomBf16(bf16* p, int64_t n, uint64_t seed, float sc, cudaStream_t s) { ns::FillRandomBf16(p, n, seed, sc, s); } \
     static void TreeAttention(const AttentionArgs& a, cudaStream_t s) { ns::TreeAttention(a, s); } \
     static int Multiprocessors() { return ns::Multiprocessors(); }                             \
+    static int ComputeCapability() { return ns::ComputeCapability(); }                         \
+    static void SetProgrammaticLaunch(bool on) { ns::SetProgrammaticLaunch(on); }              \
     static int AttentionCtasPerSm(int64_t d) { return ns::TreeAttentionCtasPerMultiprocessor(d); } \
     static auto MakeDummyRunner(const DummyWeights& w, const CudaRunnerOptions& o) { return ns::MakeDummyRunner(w, o); } \
   };
@@ -235,35 +237,25 @@ int Run(bool quick, const std::string& json_path) {
     out["copy_bandwidth_bytes_per_s"] = bw;
   }
 
-  // 2. Decode at 1K contexts.
+  // 2. Decode at 1K contexts. Batch 1 also runs on two variants of the runner, side by side:
+  // without programmatic dependent launch, and with the other small-batch GEMM path.
   const std::vector<std::string> shapes = quick ? std::vector<std::string>{"tiny"}
                                                 : std::vector<std::string>{"llama-3.2-1b", "qwen2.5-1.5b", "llama-3.1-8b"};
   const std::vector<int> batches = quick ? std::vector<int>{1, 4} : std::vector<int>{1, 16, 64, 256};
   const int ctx = quick ? 40 : 1024, steps = quick ? 2 : 30, warm = quick ? 1 : 3;
-  std::printf("%-14s %6s %12s %12s %10s %12s\n", "shape", "batch", "tokens/s", "roofline", "of roof", "step ms");
+  std::printf("%-14s %-14s %6s %12s %12s %10s %12s\n", "shape", "variant", "batch", "tokens/s", "roofline", "of roof",
+              "step ms");
   for (const std::string& name : shapes) {
     DummyWeights dw;
     dw.config = Shape(name);
     const ModelConfig& c = dw.config;
     const int bs = 16, per_seq = (ctx + steps + warm + bs) / bs + 1;
-    CudaRunnerOptions o;
-    o.block_size = bs;
-    o.num_blocks = batches.back() * per_seq + 4;
-    o.max_batch_tokens = batches.back();
-    auto r = B::MakeDummyRunner(dw, o);
-    if (!r.ok()) {
-      std::printf("%s: %s\n", name.c_str(), r.status().ToString().c_str());
-      continue;
-    }
-    CudaRunnerBase& runner = **r;
-    std::printf("%-14s small-batch GEMMs (up to 4 rows): %s\n", name.c_str(), runner.small_batch_path().c_str());
-    out["small_batch_path"][name] = runner.small_batch_path();
     // Each step draws every row's token on the device (T = 0.8, top-p 0.95), as the engine does.
     const SamplingParams draw{0.8f, 0.95f, 0};
     const int64_t kv_row_bytes = 2 * c.num_layers * c.num_kv_heads * c.head_dim * 2;  // K+V, all layers, BF16
-    int64_t weight_read = runner.weight_bytes();
-    if (!c.tied_embeddings) weight_read -= c.vocab_size * c.hidden_size * 2;  // embedding: B rows only
-    for (int batch : batches) {
+    auto decode = [&](CudaRunnerBase& runner, const std::string& variant, int batch) {
+      int64_t weight_read = runner.weight_bytes();
+      if (!c.tied_embeddings) weight_read -= c.vocab_size * c.hidden_size * 2;  // embedding: B rows only
       std::vector<std::vector<int32_t>> tables(batch);
       for (int i = 0; i < batch; ++i)
         for (int k = 0; k < per_seq; ++k) tables[i].push_back(i * per_seq + k);
@@ -289,13 +281,43 @@ int Run(bool quick, const std::string& json_path) {
       const double bytes = weight_read + kv_rows / steps * kv_row_bytes;
       const double roof_sec = bytes / bw;
       const double tps = batch / sec, roof = batch / roof_sec;
-      std::printf("%-14s %6d %12.0f %12.0f %9.1f%% %12.3f\n", name.c_str(), batch, tps, roof, 100 * tps / roof, sec * 1e3);
-      out["decode"].push_back({{"shape", name}, {"batch", batch}, {"context", ctx}, {"tokens_per_s", tps},
-                               {"roofline_tokens_per_s", roof}, {"fraction_of_roofline", tps / roof},
-                               {"step_ms", sec * 1e3}, {"bytes_read_per_step", bytes},
-                               {"graph_launches", runner.graph_launches()}});
+      std::printf("%-14s %-14s %6d %12.0f %12.0f %9.1f%% %12.3f\n", name.c_str(), variant.c_str(), batch, tps, roof,
+                  100 * tps / roof, sec * 1e3);
+      out["decode"].push_back({{"shape", name}, {"variant", variant}, {"batch", batch}, {"context", ctx},
+                               {"tokens_per_s", tps}, {"roofline_tokens_per_s", roof},
+                               {"fraction_of_roofline", tps / roof}, {"step_ms", sec * 1e3},
+                               {"bytes_read_per_step", bytes}, {"graph_launches", runner.graph_launches()},
+                               {"small_batch_path", runner.small_batch_path()}});
+    };
+    CudaRunnerOptions o;
+    o.block_size = bs;
+    o.num_blocks = batches.back() * per_seq + 4;
+    o.max_batch_tokens = batches.back();
+    {
+      auto r = B::MakeDummyRunner(dw, o);
+      if (!r.ok()) {
+        std::printf("%s: %s\n", name.c_str(), r.status().ToString().c_str());
+        continue;
+      }
+      std::printf("%-14s small-batch GEMMs (up to 4 rows): %s\n", name.c_str(), (*r)->small_batch_path().c_str());
+      out["small_batch_path"][name] = (*r)->small_batch_path();
+      for (int batch : batches) decode(**r, "default", batch);
+    }
+    // The variants, one at a time (the runner above is gone: the 8B shape's weights are 16 GB).
+    const bool chose_gemv = out["small_batch_path"][name].template get<std::string>().rfind("gemv", 0) == 0;
+    CudaRunnerOptions no_pdl = o, other = o;
+    no_pdl.programmatic_launch = false;
+    other.small_batch = chose_gemv ? CudaRunnerOptions::SmallBatch::kBlas : CudaRunnerOptions::SmallBatch::kGemv;
+    for (auto& [variant, opts] : std::vector<std::pair<std::string, CudaRunnerOptions>>{
+             {"no PDL", no_pdl}, {chose_gemv ? "cuBLAS" : "Gemv", other}}) {
+      opts.num_blocks = per_seq + 4;
+      opts.max_batch_tokens = 4;
+      auto r = B::MakeDummyRunner(dw, opts);
+      if (r.ok()) decode(**r, variant, 1);
     }
   }
+  // The last runner made sets the process-wide launch mode: back to the default for what follows.
+  B::SetProgrammaticLaunch(B::ComputeCapability() >= 90);
 
   // 3. Shared-prefix attention (one layer of Llama-3.2-1B's attention shape).
   std::printf("\n%-10s %8s %14s %14s %8s\n", "prefix", "seqs", "shared (ms)", "apart (ms)", "speedup");
