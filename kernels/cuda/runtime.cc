@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #if !defined(CANOPY_CUDA_EMU)
@@ -108,7 +109,11 @@ void MemoryInfo(size_t* free_bytes, size_t* total_bytes) {
 namespace {
 bool g_programmatic_launch = false;
 }  // namespace
-void SetProgrammaticLaunch(bool on) { g_programmatic_launch = on; }
+// CANOPY_CUDA_PDL=0 turns it off whatever the runner asks (to tell a launch-order bug apart).
+void SetProgrammaticLaunch(bool on) {
+  const char* env = std::getenv("CANOPY_CUDA_PDL");
+  g_programmatic_launch = on && !(env && std::string(env) == "0");
+}
 bool ProgrammaticLaunch() { return g_programmatic_launch; }
 int Multiprocessors() {
   int device = 0, n = 0;
