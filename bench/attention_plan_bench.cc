@@ -62,6 +62,8 @@ int Main(int argc, char** argv) {
   const std::vector<Shape> shapes = {{"llama-3.2-1b", 32, 8, 64}, {"qwen2.5-1.5b", 12, 2, 128}, {"llama-3.1-8b", 32, 8, 128}};
   std::vector<Batch> batches;
   for (int b : {1, 16, 64, 256}) batches.push_back({"decode b" + std::to_string(b) + " 1K", b, 1024, 0});
+  batches.push_back({"shared 16+256 x256", 256, 16 + 256, 16});
+  batches.push_back({"unshared 16+256 x256", 256, 16 + 256, 0});
   batches.push_back({"shared 128+256 x256", 256, 128 + 256, 128});
   batches.push_back({"shared 2048+256 x256", 256, 2048 + 256, 2048});
   batches.push_back({"beam 64 over 1024+64", 64, 1024 + 64, 1024});

@@ -58,6 +58,16 @@ void BuildAttentionPlan(std::span<const AttentionSeq> seqs, int32_t num_tokens,
   std::vector<Run> runs;
   std::vector<int32_t> order(S);
   std::iota(order.begin(), order.end(), 0);
+  // The queries of a run: the tokens of its sequences at positions from its first block on
+  // (an earlier query sees none of it).
+  auto queries_of = [&](const Run& r) {
+    int64_t n = 0;
+    for (int32_t k = r.lo; k < r.hi; ++k) {
+      const AttentionSeq& s = seqs[order[k]];
+      n += std::max(0, s.start_pos + s.num_tokens - std::max(s.start_pos, r.b0 * bs));
+    }
+    return n;
+  };
   if (!o.share_prefix) {
     for (int32_t i = 0; i < S; ++i) runs.push_back({i, i + 1, 0, nblocks[i]});
   } else {
@@ -78,11 +88,13 @@ void BuildAttentionPlan(std::span<const AttentionSeq> seqs, int32_t num_tokens,
       if (i < n) return ta[i] < tb[i];
       return ta.size() != tb.size() ? ta.size() < tb.size() : a < b;
     });
-    struct Group { int32_t lo, hi, depth; };  // share blocks 0..depth-1
+    // A group shares blocks 0..depth-1; its run starts at block `from` (before `depth` when
+    // an ancestor's blocks were not worth sharing and each member reads them itself).
+    struct Group { int32_t lo, hi, depth, from; };
     std::vector<Group> stack, groups;
     // Pushes the groups of equal block at `depth` among order[lo..hi), skipping the
     // sequences that need no block at `depth`.
-    auto split = [&](int32_t lo, int32_t hi, int32_t depth) {
+    auto split = [&](int32_t lo, int32_t hi, int32_t depth, int32_t from) {
       groups.clear();
       int32_t r = lo;
       while (r < hi && nblocks[order[r]] <= depth) ++r;
@@ -90,13 +102,28 @@ void BuildAttentionPlan(std::span<const AttentionSeq> seqs, int32_t num_tokens,
         int32_t q = r + 1;
         const int32_t blk = seqs[order[r]].block_table[depth];
         while (q < hi && seqs[order[q]].block_table[depth] == blk) ++q;
-        groups.push_back({r, q, depth});
+        groups.push_back({r, q, depth, from});
         r = q;
       }
       // Reverse so that runs come out in sorted order.
       stack.insert(stack.end(), groups.rbegin(), groups.rend());
     };
-    split(0, S, 0);
+    // Whether one read of blocks [b0, b1) per group of queries, instead of one per sequence,
+    // saves more than the partial outputs it adds: the run's queries get one more item each
+    // (two partials where there was one direct write). Always, without the cost model.
+    auto worth_sharing = [&](int32_t lo, int32_t hi, int32_t b0, int32_t b1) {
+      if (o.query_cost <= 0) return true;
+      int64_t alone = 0;  // query groups if each sequence read the blocks itself
+      for (int32_t k = lo; k < hi; ++k) {
+        const int64_t q = queries_of({k, k + 1, b0, b1});
+        alone += (q + o.max_queries_per_item - 1) / o.max_queries_per_item;
+      }
+      const int64_t q = queries_of({lo, hi, b0, b1});
+      const int64_t together = (q + o.max_queries_per_item - 1) / o.max_queries_per_item;
+      const double saved = static_cast<double>(alone - together) * (b1 - b0) / chunk_blocks;
+      return saved > 2.0 * static_cast<double>(q) * o.query_cost;
+    };
+    split(0, S, 0, 0);
     while (!stack.empty()) {
       const Group g = stack.back();
       stack.pop_back();
@@ -105,21 +132,18 @@ void BuildAttentionPlan(std::span<const AttentionSeq> seqs, int32_t num_tokens,
       while (nblocks[order[g.lo]] > e &&
              seqs[order[g.lo]].block_table[e] == seqs[order[g.hi - 1]].block_table[e])
         ++e;
-      runs.push_back({g.lo, g.hi, g.depth, e});
-      split(g.lo, g.hi, e);
+      if (g.hi - g.lo == 1 || worth_sharing(g.lo, g.hi, g.from, e)) {
+        runs.push_back({g.lo, g.hi, g.from, e});
+        split(g.lo, g.hi, e, e);
+      } else {
+        // Each member reads [from, e) itself, in the run of the group it goes on in; one that
+        // ends here gets it as a run of its own.
+        for (int32_t k = g.lo; k < g.hi && nblocks[order[k]] <= e; ++k) runs.push_back({k, k + 1, g.from, e});
+        split(g.lo, g.hi, e, g.from);
+      }
     }
   }
 
-  // The queries of a run: the tokens of its sequences at positions from its first block on
-  // (an earlier query sees none of it).
-  auto queries_of = [&](const Run& r) {
-    int64_t n = 0;
-    for (int32_t k = r.lo; k < r.hi; ++k) {
-      const AttentionSeq& s = seqs[order[k]];
-      n += std::max(0, s.start_pos + s.num_tokens - std::max(s.start_pos, r.b0 * bs));
-    }
-    return n;
-  };
   // Chunks per item: the cost model of AttentionPlanOptions::concurrent_items.
   int32_t item_chunks = o.max_item_chunks;
   if (o.concurrent_items > 0) {

@@ -151,6 +151,50 @@ TEST(AttentionPlanTest, ItemLengthFollowsTheWork) {
   }
 }
 
+// A short shared prefix is not worth a separate item per query group (every token would need
+// a merge); a longer one is.
+TEST(AttentionPlanTest, ShortSharedPrefixesAreReadPerSequence) {
+  auto plan_for = [&](int prefix_blocks, bool share) {
+    const AttentionPlanOptions o = TreeAttentionPlanOptions(32, 8, 64, 16, 3 * 132, share);
+    const int seqs = 256, own = 16;  // 256 unique tokens each
+    std::vector<std::vector<int32_t>> tables(seqs);
+    std::vector<AttentionSeq> as;
+    for (int i = 0; i < seqs; ++i) {
+      for (int b = 0; b < prefix_blocks; ++b) tables[i].push_back(b);
+      for (int b = 0; b < own; ++b) tables[i].push_back(prefix_blocks + i * own + b);
+      as.push_back({tables[i], i, 1, (prefix_blocks + own) * 16 - 1});
+    }
+    AttentionPlan plan;
+    BuildAttentionPlan(as, seqs, o, &plan);
+    return plan;
+  };
+  // 16 tokens shared by 256 sequences: the same plan as without sharing (a separate item per
+  // group of 16 queries would save 240 block reads but cost every token a merge).
+  AttentionPlan short_shared = plan_for(1, true), short_apart = plan_for(1, false);
+  EXPECT_EQ(short_shared.queries.size(), short_apart.queries.size());
+  EXPECT_EQ(short_shared.kv_tokens_read, short_apart.kv_tokens_read);
+  // 128 tokens shared: read once per group of 16 queries.
+  AttentionPlan long_shared = plan_for(8, true), long_apart = plan_for(8, false);
+  EXPECT_LT(long_shared.kv_tokens_read, long_apart.kv_tokens_read - 200 * 128);
+}
+
+// Unshared blocks reach every member: one whose table ends inside the group (a prefix of the
+// others') and the ones that go on.
+TEST(AttentionPlanTest, UnsharedBlocksReachASequenceThatEndsThere) {
+  std::vector<Seq> seqs(3);
+  seqs[0].table = {0, 1};  // prefills both blocks: a prefix of the others' tables
+  seqs[0].start = 0, seqs[0].n = 32;
+  seqs[1].table = {0, 1, 2};
+  seqs[1].start = 40, seqs[1].n = 1;
+  seqs[2].table = {0, 1, 3};
+  seqs[2].start = 35, seqs[2].n = 2;
+  AttentionPlanOptions o;
+  o.query_cost = 10;  // sharing never pays
+  AttentionPlan plan;
+  CheckCoverage(seqs, o, &plan);
+  EXPECT_EQ(plan.kv_tokens_read, 32 + 41 + 37);  // each sequence reads its own
+}
+
 // A prefill's early queries do not read the KV only later queries see.
 TEST(AttentionPlanTest, AnItemReadsUpToItsLastQuery) {
   std::vector<int32_t> table;
