@@ -430,8 +430,8 @@ class Runner final : public CudaRunnerBase {
                OutType::kF32, 0.0f);
   }
 
-  // Picks the small-batch path (CudaRunnerOptions::small_batch). Every Gemv instance runs once
-  // here, so that its shared-memory limit is set before any graph capture.
+  // Picks the small-batch path (CudaRunnerOptions::small_batch), and sets Gemv's shared-memory
+  // limits before any graph capture.
   void ChooseSmallBatchPath() {
     const int64_t H = c_.hidden_size, QD = c_.num_heads * c_.head_dim, FF = c_.intermediate_size;
     bool fits = true;
@@ -444,11 +444,7 @@ class Runner final : public CudaRunnerBase {
     const bool timed = fits && options_.small_batch == SB::kAuto;
     gemv_ = fits && options_.small_batch != SB::kBlas;
 #endif
-    const int64_t rows = std::min<int64_t>(kGemvMaxRows, options_.max_batch_tokens);
-    if (gemv_) {
-      for (int64_t T : {1, 2, 4})
-        if (T <= rows) RunGemms(T, true);
-    }
+    if (gemv_) ConfigureGemv(std::max({H, QD, FF}));
     small_batch_path_ = gemv_ ? "gemv" : "cublas";
     if (timed) {
       auto time = [&](bool g) {

@@ -106,17 +106,27 @@ __global__ void __launch_bounds__(kGemvThreads) GemvKernel(GemvArgs a) {
   }
 }
 
+// Raises the kernel's dynamic shared-memory limit to `bytes` when it is lower (one device per
+// process).
+template <int M>
+void Configure(size_t bytes) {
+#if !defined(CANOPY_CUDA_EMU)
+  static size_t configured = 0;
+  if (bytes > configured) {
+    CANOPY_CUDA_CHECK(cudaFuncSetAttribute(&GemvKernel<M>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           static_cast<int>(bytes)));
+    configured = bytes;
+  }
+#else
+  (void)bytes;
+#endif
+}
+
 template <int M>
 void LaunchGemv(const GemvArgs& a, int multiprocessors, cudaStream_t stream) {
   auto* k = &GemvKernel<M>;
   const size_t smem = static_cast<size_t>(M) * static_cast<size_t>(a.K) * sizeof(bf16);
-#if !defined(CANOPY_CUDA_EMU)
-  static int configured = 0;  // the shared-memory limit set so far (one device per process)
-  if (static_cast<int>(smem) > configured) {
-    CANOPY_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-    configured = static_cast<int>(smem);
-  }
-#endif
+  Configure<M>(smem);
   // Two CTAs per multiprocessor (one when the staged rows are large), no more than the rows need.
   const int64_t per_sm = smem > 100 * 1024 ? 1 : 2;
   const int64_t want = (a.N + kGemvWarps - 1) / kGemvWarps;
@@ -129,6 +139,12 @@ void LaunchGemv(const GemvArgs& a, int multiprocessors, cudaStream_t stream) {
 
 bool GemvFits(int64_t M, int64_t K) {
   return M >= 1 && M <= kGemvMaxRows && K % 8 == 0 && (M == 3 ? 4 : M) * K * 2 <= kGemvMaxStagedBytes;
+}
+
+void ConfigureGemv(int64_t max_k) {
+  Configure<1>(static_cast<size_t>(max_k) * sizeof(bf16));
+  Configure<2>(static_cast<size_t>(2 * max_k) * sizeof(bf16));
+  Configure<4>(static_cast<size_t>(4 * max_k) * sizeof(bf16));
 }
 
 void Gemv(const GemvArgs& a, int multiprocessors, cudaStream_t stream) {

@@ -108,6 +108,9 @@ constexpr int64_t kGemvMaxStagedBytes = 200 * 1024;  // the staged input rows, i
 // Whether Gemv takes M rows of K (K a multiple of 8, the rows fit in shared memory).
 bool GemvFits(int64_t M, int64_t K);
 void Gemv(const GemvArgs& a, int multiprocessors, cudaStream_t stream);
+// Sets the kernel's shared-memory limits for inputs of up to max_k columns at every row count,
+// so that no launch inside a graph capture has to (the runner calls it at load).
+void ConfigureGemv(int64_t max_k);
 
 // out[i] = BF16(in[i]).
 void F32ToBf16(const float* in, int64_t n, bf16* out, cudaStream_t stream);
