@@ -9,10 +9,11 @@
 // combines a token's partials. Long items mean few partials (each is D floats per head,
 // written and read again); short ones mean many items to spread over the GPU. With
 // `concurrent_items` the plan picks the item length by a cost model (BuildAttentionPlan).
-// With `share_prefix`, sequences whose block tables
-// begin with the same blocks (the branches of a search tree) get one item per shared chunk
-// for all of them: the chunk is read once per item, not once per sequence. Sequences are
-// grouped like a trie of their block tables, so a prefix shared by a subset is shared too.
+// With `share_prefix`, sequences whose block tables begin with the same blocks (the branches
+// of a search tree) get items over the shared run for groups of all their queries: the run is
+// read once per item, not once per sequence. Sequences are grouped like a trie of their block
+// tables, so a prefix shared by a subset is shared too. With the cost model, a run too short
+// to repay the partial outputs sharing adds is read by each sequence in its own run instead.
 //
 //   seq A: [b0 b1 b2 | b3 b4]       items: (b0 b1 b2; queries of A,B,C)
 //   seq B: [b0 b1 b2 | b5]                 (b3 b4; A)  (b5; B)  (b6 b7; C)

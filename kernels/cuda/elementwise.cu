@@ -1,6 +1,6 @@
 // Embedding, RMSNorm, RoPE with the KV store, SwiGLU, conversions (kernels/cuda/ops.h).
 #include "kernels/cuda/compat.h"
-#include "kernels/cuda/block_sum.h"
+#include "kernels/cuda/row_ops.h"
 #include "kernels/cuda/ops.h"
 #include "kernels/cuda/runtime.h"
 
@@ -24,10 +24,7 @@ __global__ void RmsNormKernel(const float* x, const int32_t* row_map, int64_t H,
   const int64_t r = blockIdx.x;
   const int64_t row = row_map ? row_map[r] : r;
   const float* xr = x + row * H;
-  float ss = 0.0f;
-  for (int64_t i = threadIdx.x; i < H; i += blockDim.x) ss += xr[i] * xr[i];
-  ss = BlockSum(ss);
-  const float scale = rsqrtf(ss / static_cast<float>(H) + eps);
+  const float scale = RmsScale(xr, H, eps);
   for (int64_t i = threadIdx.x; i < H; i += blockDim.x) {
     const float y = xr[i] * scale * w[i];
     if (out_bf16) out_bf16[r * H + i] = __float2bfloat16(y);
@@ -82,7 +79,7 @@ __global__ void SwiGluKernel(const bf16* gu, int64_t FF, bf16* out) {
   for (int64_t i = blockIdx.x * blockDim.x + threadIdx.x; i < FF; i += gridDim.x * blockDim.x) {
     const float g = __bfloat162float(gu[t * 2 * FF + i]);
     const float u = __bfloat162float(gu[t * 2 * FF + FF + i]);
-    out[t * FF + i] = __float2bfloat16(g / (1.0f + expf(-g)) * u);
+    out[t * FF + i] = __float2bfloat16(SiluMul(g, u));
   }
 }
 

@@ -4,18 +4,19 @@
 // FP32 residual stream, or SwiGLU of the gate|up rows), so that the separate norm and SwiGLU
 // launches go away.
 //
-// With programmatic dependent launch, a CTA first starts pulling its first weight rows into L2,
-// then waits for the kernel before it. Each CTA then writes the M input rows, rounded to BF16 as the separate kernels round
-// them, into shared memory. Then each warp takes output rows n (a grid-wide stride) and
-// streams w[n][:] in 16-byte loads, eight BF16 per lane per step, against the staged rows;
-// a warp sum gives y[:, n].
+// With programmatic dependent launch, a CTA first starts pulling its first weight rows into
+// L2, then waits for the kernel before it. Each CTA then writes the M input rows into shared
+// memory, made by the same row functions as the separate kernels (kernels/cuda/row_ops.h) and
+// rounded to BF16 as they round them. Then each warp takes output rows n (a grid-wide stride)
+// and streams w[n][:] in 16-byte loads, eight BF16 per lane per step, against the staged
+// rows; a warp sum gives y[:, n].
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
 #include "kernels/cuda/compat.h"
-#include "kernels/cuda/block_sum.h"
+#include "kernels/cuda/row_ops.h"
 #if !defined(CANOPY_CUDA_EMU)
 #include "kernels/cuda/check.h"
 #endif
@@ -59,16 +60,13 @@ __global__ void __launch_bounds__(kGemvThreads) GemvKernel(GemvArgs a) {
     }
     if (a.input == GemvInput::kRmsNorm) {
       const float* xr = a.x_f32 + m * K;
-      float ss = 0.0f;
-      for (int64_t i = threadIdx.x; i < K; i += blockDim.x) ss += xr[i] * xr[i];
-      ss = BlockSum(ss);
-      const float scale = rsqrtf(ss / static_cast<float>(K) + a.eps);
+      const float scale = RmsScale(xr, K, a.eps);
       for (int64_t i = threadIdx.x; i < K; i += blockDim.x) row[i] = __float2bfloat16(xr[i] * scale * a.norm_w[i]);
     } else if (a.input == GemvInput::kSwiGlu) {
       const bf16* gu = a.x_bf16 + m * 2 * K;
       for (int64_t i = threadIdx.x; i < K; i += blockDim.x) {
         const float g = __bfloat162float(gu[i]), u = __bfloat162float(gu[K + i]);
-        row[i] = __float2bfloat16(g / (1.0f + expf(-g)) * u);
+        row[i] = __float2bfloat16(SiluMul(g, u));
       }
     } else {
       for (int64_t i = threadIdx.x; i < K; i += blockDim.x) row[i] = a.x_bf16[m * K + i];

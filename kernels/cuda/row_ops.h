@@ -1,4 +1,5 @@
-// BlockSum for kernel sources (include after kernels/cuda/compat.h).
+// Row arithmetic that more than one kernel does, so that they round alike: the block sum, the
+// RMSNorm scale of a row, SwiGLU of a gate/up pair (include after kernels/cuda/compat.h).
 #pragma once
 
 namespace canopy::CANOPY_CUDA_NS {
@@ -21,6 +22,17 @@ __device__ inline float BlockSum(float v) {
   __syncthreads();
   return total;
 }
+
+// 1 / rms(x[0..H)) over the block (every thread gets it).
+__device__ inline float RmsScale(const float* x, int64_t H, float eps) {
+  float ss = 0.0f;
+  for (int64_t i = threadIdx.x; i < H; i += blockDim.x) ss += x[i] * x[i];
+  ss = BlockSum(ss);
+  return rsqrtf(ss / static_cast<float>(H) + eps);
+}
+
+// silu(g) * u, in FP32.
+__device__ inline float SiluMul(float g, float u) { return g / (1.0f + expf(-g)) * u; }
 
 }  // namespace
 }  // namespace canopy::CANOPY_CUDA_NS
