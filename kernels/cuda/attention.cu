@@ -19,6 +19,7 @@
 #include <cstdlib>
 
 #include "kernels/cuda/compat.h"
+#include "kernels/cuda/attention_layout.h"
 #if !defined(CANOPY_CUDA_EMU)
 #include "kernels/cuda/check.h"
 #endif
@@ -28,21 +29,44 @@
 namespace canopy::CANOPY_CUDA_NS {
 namespace {
 
+namespace L = ::canopy::attention_layout;
 constexpr int kChunk = kAttentionChunk;
-constexpr int kTile = 16;  // query rows per warp tile
-constexpr int kWarps = kAttentionRowsPerItem / kTile;
+static_assert(kChunk == L::kChunk && kAttentionRowsPerItem == L::kWarps * L::kTile);
+constexpr int kTile = L::kTile;
+constexpr int kWarps = L::kWarps;
 constexpr int kThreads = kWarps * 32;
 
+// Dynamic shared memory (kernels/cuda/attention_layout.h).
 template <int D>
 struct Smem {
-  static constexpr int kKv = kChunk * D * 2;       // K (and V) of one chunk, BF16
-  static constexpr int kQ = kTile * D * 2;         // the warp's query rows, BF16
-  static constexpr int kS = kTile * kChunk * 4;    // scores, FP32
-  static constexpr int kP = kTile * kChunk * 2;    // probabilities, BF16
-  static constexpr int kO = kTile * D * 4;         // output accumulator, FP32
-  static constexpr int kStats = 4 * kTile * 4;     // running max, sum, rescale; output token
-  static constexpr int kWarp = (kQ + kS + kP + kO + kStats + 127) / 128 * 128;
-  static constexpr int kTotal = 2 * kKv + kWarps * kWarp;
+  static constexpr int kKvLd = L::KvStride(D), kOLd = L::OStride(D);
+  static constexpr int kKv = L::KvBytes(D), kQ = L::QBytes(D), kS = L::kSBytes, kP = L::kPBytes, kO = L::OBytes(D);
+  static constexpr int kTileSpace = L::TileSpaceBytes(D);
+  static constexpr int kTotal = L::SmemBytes(D);
+};
+
+template <int D>
+struct TileSpace {
+  bf16* q;
+  float* s;
+  bf16* p;
+  float* o;
+  float *m, *l, *a;  // per row: running max, running sum, this chunk's rescale
+  int* limit;        // the last position the row sees (-1: a padding row)
+  int* out;          // the token the row writes directly, or -1 (partials)
+  __device__ TileSpace(unsigned char* smem, int tile) {
+    using S = Smem<D>;
+    unsigned char* b = smem + 2 * S::kKv + tile * S::kTileSpace;
+    q = reinterpret_cast<bf16*>(b);
+    s = reinterpret_cast<float*>(b + S::kQ);
+    p = reinterpret_cast<bf16*>(b + S::kQ + S::kS);
+    o = reinterpret_cast<float*>(b + S::kQ + S::kS + S::kP);
+    m = reinterpret_cast<float*>(b + S::kQ + S::kS + S::kP + S::kO);
+    l = m + kTile;
+    a = l + kTile;
+    limit = reinterpret_cast<int*>(a + kTile);
+    out = limit + kTile;
+  }
 };
 
 // One thread's share of a chunk's K and V (uint4 = 8 BF16 of a row).
@@ -81,12 +105,17 @@ __device__ void StoreChunk(const ChunkRegs<D>& r, bf16* Ks, bf16* Vs) {
 #pragma unroll
   for (int i = 0; i < ChunkRegs<D>::kPer; ++i) {
     const int e = static_cast<int>(threadIdx.x) + i * kThreads;
-    const int off = (e / kVec) * D + (e % kVec) * 8;
+    const int off = (e / kVec) * Smem<D>::kKvLd + (e % kVec) * 8;
     *reinterpret_cast<uint4*>(Ks + off) = r.k[i];
     *reinterpret_cast<uint4*>(Vs + off) = r.v[i];
   }
 }
 
+// Rows are (query, head of the KV head's group) of the item, 16 to a tile; an item has
+// `tiles` tiles and each tile WarpsPerTile(tiles) warps, which split S's column blocks, the
+// softmax's rows and O's column blocks between them (a decode item's one tile gets all four
+// warps). Between the phases of a chunk every warp meets at __syncthreads, so the split is
+// the same code for every shape.
 template <int D>
 __global__ void __launch_bounds__(kThreads)
     PartialsKernel(const bf16* q, const bf16* k_cache, const bf16* v_cache,
@@ -97,19 +126,11 @@ __global__ void __launch_bounds__(kThreads)
   GridDependencyWait();
   GridDependencyTrigger();
   using S = Smem<D>;
+  constexpr int kKvLd = S::kKvLd, kOLd = S::kOLd, kSLd = L::kSStride, kPLd = L::kPStride;
   CANOPY_DYNAMIC_SMEM(smem);
   bf16* Ks = reinterpret_cast<bf16*>(smem);
   bf16* Vs = reinterpret_cast<bf16*>(smem + S::kKv);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  unsigned char* wbase = smem + 2 * S::kKv + warp * S::kWarp;
-  bf16* Qs = reinterpret_cast<bf16*>(wbase);
-  float* Ss = reinterpret_cast<float*>(wbase + S::kQ);
-  bf16* Ps = reinterpret_cast<bf16*>(wbase + S::kQ + S::kS);
-  float* Os = reinterpret_cast<float*>(wbase + S::kQ + S::kS + S::kP);
-  float* row_m = reinterpret_cast<float*>(wbase + S::kQ + S::kS + S::kP + S::kO);
-  float* row_l = row_m + kTile;
-  float* row_a = row_l + kTile;
-  int* row_out = reinterpret_cast<int*>(row_a + kTile);  // the token a row writes directly, or -1
+  const int tid = static_cast<int>(threadIdx.x), warp = tid / 32, lane = tid % 32;
 
   const int kvh = blockIdx.y;
   const int G = NH / NKV;
@@ -117,7 +138,6 @@ __global__ void __launch_bounds__(kThreads)
   const float scale = rsqrtf(static_cast<float>(D));
   const int n_items = *num_items;
   constexpr int kVec = D / 8;
-  const int rr = lane % 16, half = lane / 16;  // the softmax's row and half of the columns
 
   int it = blockIdx.x;
   if (it >= n_items) return;
@@ -126,41 +146,45 @@ __global__ void __launch_bounds__(kThreads)
   LoadChunk<D>(regs, item, 0, item_blocks, k_cache, v_cache, kv_stride, kvh, block_size);
   for (;;) {
     const int rows = item.num_queries * G;  // at most kAttentionRowsPerItem (the plan's limit)
-    const int r0 = warp * kTile;
-    const bool active = r0 < rows;  // this warp has rows in the item
-    int limit = -1;                 // the last position row rr sees
-    if (active) {
-      // Stage the tile's query rows (zeros past the end); clear O and the statistics.
-      for (int e = lane; e < kTile * kVec; e += 32) {
-        const int r = r0 + e / kVec, c = (e % kVec) * 8;
-        uint4 v = make_uint4(0, 0, 0, 0);
-        if (r < rows) {
-          const AttentionQuery qr = queries[item.query_begin + r / G];
-          const int head = kvh * G + r % G;
-          v = *reinterpret_cast<const uint4*>(q + (static_cast<int64_t>(qr.token) * NH + head) * D + c);
-        }
-        *reinterpret_cast<uint4*>(Qs + (e / kVec) * D + c) = v;
+    const int tiles = (rows + kTile - 1) / kTile;
+    const int wpt = L::WarpsPerTile(tiles);
+    const int tile = warp / wpt, sub = warp % wpt;  // this warp's tile, and its share of it
+    const bool active = tile < tiles;
+    const TileSpace<D> ts(smem, active ? tile : 0);
+
+    // Stage the item's query rows (zeros past the end); clear O and the statistics.
+    for (int e = tid; e < tiles * kTile * kVec; e += kThreads) {
+      const int r = e / kVec, c = (e % kVec) * 8;
+      uint4 v = make_uint4(0, 0, 0, 0);
+      if (r < rows) {
+        const AttentionQuery qr = queries[item.query_begin + r / G];
+        const int head = kvh * G + r % G;
+        v = *reinterpret_cast<const uint4*>(q + (static_cast<int64_t>(qr.token) * NH + head) * D + c);
       }
-      for (int e = lane; e < kTile * D; e += 32) Os[e] = 0.0f;
-      if (lane < kTile) {
-        row_m[lane] = -INFINITY;
-        row_l[lane] = 0.0f;
+      *reinterpret_cast<uint4*>(TileSpace<D>(smem, r / kTile).q + (r % kTile) * kKvLd + c) = v;
+    }
+    for (int e = tid; e < tiles * kTile * D; e += kThreads) {
+      const int r = e / D;
+      TileSpace<D>(smem, r / kTile).o[(r % kTile) * kOLd + e % D] = 0.0f;
+    }
+    for (int r = tid; r < tiles * kTile; r += kThreads) {
+      const TileSpace<D> t(smem, r / kTile);
+      const int rt = r % kTile;
+      t.m[rt] = -INFINITY;
+      t.l[rt] = 0.0f;
+      int limit = -1, direct = -1;
+      if (r < rows) {
+        const AttentionQuery qr = queries[item.query_begin + r / G];
+        limit = qr.limit;
+        if (token_slot_begin[qr.token + 1] - token_slot_begin[qr.token] == 1) direct = qr.token;
       }
-      if (r0 + rr < rows) limit = queries[item.query_begin + (r0 + rr) / G].limit;
-      if (lane < kTile) {
-        int direct = -1;
-        if (r0 + lane < rows) {
-          const int t = queries[item.query_begin + (r0 + lane) / G].token;
-          if (token_slot_begin[t + 1] - token_slot_begin[t] == 1) direct = t;
-        }
-        row_out[lane] = direct;
-      }
-      __syncwarp();
+      t.limit[rt] = limit;
+      t.out[rt] = direct;
     }
 
     const int n_chunks = (item.num_tokens + kChunk - 1) / kChunk;
     for (int c = 0; c < n_chunks; ++c) {
-      __syncthreads();  // every warp is done with the previous chunk
+      __syncthreads();  // every warp is done with the previous chunk (and the staging)
       StoreChunk<D>(regs, Ks, Vs);
       __syncthreads();
       // The next chunk's loads fly while this one is computed.
@@ -169,88 +193,95 @@ __global__ void __launch_bounds__(kThreads)
       } else if (it + static_cast<int>(gridDim.x) < n_items) {
         LoadChunk<D>(regs, items[it + gridDim.x], 0, item_blocks, k_cache, v_cache, kv_stride, kvh, block_size);
       }
-      if (!active) continue;
       const int pos0 = item.start_pos + c * kChunk;  // position of the chunk's first row
       const int valid = item.num_tokens - c * kChunk < kChunk ? item.num_tokens - c * kChunk : kChunk;
 
-      // S = Q K^T: [16][D] x [D][64].
-      for (int n = 0; n < kChunk / 16; ++n) {
-        wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-        wmma::fill_fragment(acc, 0.0f);
-        for (int k = 0; k < D / 16; ++k) {
-          wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> a;
-          wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> b;
-          wmma::load_matrix_sync(a, Qs + k * 16, D);
-          wmma::load_matrix_sync(b, Ks + n * 16 * D + k * 16, D);
-          wmma::mma_sync(acc, a, b, acc);
+      // S = Q K^T: [16][D] x [D][64], the tile's warps taking column blocks in turn.
+      if (active) {
+        for (int n = sub; n < kChunk / 16; n += wpt) {
+          wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+          wmma::fill_fragment(acc, 0.0f);
+          for (int k = 0; k < D / 16; ++k) {
+            wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> a;
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> b;
+            wmma::load_matrix_sync(a, ts.q + k * 16, kKvLd);
+            wmma::load_matrix_sync(b, Ks + n * 16 * kKvLd + k * 16, kKvLd);
+            wmma::mma_sync(acc, a, b, acc);
+          }
+          wmma::store_matrix_sync(ts.s + n * 16, acc, kSLd, wmma::mem_row_major);
         }
-        wmma::store_matrix_sync(Ss + n * 16, acc, kChunk, wmma::mem_row_major);
       }
-      __syncwarp();
+      __syncthreads();
 
-      // Online softmax: two lanes per row, 32 columns each. P is rounded to BF16 and the
-      // sum adds the rounded values, so that O and l agree.
-      {
-        const float m_old = row_m[rr];
+      // Online softmax: 2 * wpt lanes per row (one warp's), interleaved columns. P is
+      // rounded to BF16 and the sum adds the rounded values, so that O and l agree.
+      if (active) {
+        const int tt = sub * 32 + lane, lanes = L::SoftmaxLanesPerRow(wpt);
+        const int rr = L::SoftmaxRow(tt, wpt);
+        const int limit = ts.limit[rr];
+        const float m_old = ts.m[rr];
         float m = -INFINITY;
-        for (int j = half * 32; j < half * 32 + 32; ++j)
-          if (j < valid && pos0 + j <= limit) m = fmaxf(m, Ss[rr * kChunk + j] * scale);
-        m = fmaxf(fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 16)), m_old);
+        for (int i = 0; i < kChunk / lanes; ++i) {
+          const int j = L::SoftmaxColumn(tt, i, wpt);
+          if (j < valid && pos0 + j <= limit) m = fmaxf(m, ts.s[rr * kSLd + j] * scale);
+        }
+        for (int o = 1; o < lanes; o <<= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+        m = fmaxf(m, m_old);
         float l = 0.0f;
-        for (int j = half * 32; j < half * 32 + 32; ++j) {
+        for (int i = 0; i < kChunk / lanes; ++i) {
+          const int j = L::SoftmaxColumn(tt, i, wpt);
           float p = 0.0f;
-          if (m != -INFINITY && j < valid && pos0 + j <= limit) p = expf(Ss[rr * kChunk + j] * scale - m);
+          if (m != -INFINITY && j < valid && pos0 + j <= limit) p = expf(ts.s[rr * kSLd + j] * scale - m);
           const bf16 pb = __float2bfloat16(p);
-          Ps[rr * kChunk + j] = pb;
+          ts.p[rr * kPLd + j] = pb;
           l += __bfloat162float(pb);
         }
-        l += __shfl_xor_sync(0xffffffffu, l, 16);
+        for (int o = 1; o < lanes; o <<= 1) l += __shfl_xor_sync(0xffffffffu, l, o);
         const float alpha = m == -INFINITY ? 1.0f : expf(m_old - m);
-        __syncwarp();  // every lane has read row_m
-        if (half == 0) {
-          row_m[rr] = m;
-          row_l[rr] = row_l[rr] * alpha + l;
-          row_a[rr] = alpha;
+        __syncwarp();  // every lane of the row has read m
+        if (tt % lanes == 0) {
+          ts.m[rr] = m;
+          ts.l[rr] = ts.l[rr] * alpha + l;
+          ts.a[rr] = alpha;
         }
       }
-      __syncwarp();
-      for (int e = lane; e < kTile * D; e += 32) Os[e] *= row_a[e / D];
-      __syncwarp();
+      __syncthreads();
 
-      // O += P V: [16][64] x [64][D].
-      for (int n = 0; n < D / 16; ++n) {
-        wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-        wmma::load_matrix_sync(acc, Os + n * 16, D, wmma::mem_row_major);
-        for (int k = 0; k < kChunk / 16; ++k) {
-          wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> a;
-          wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> b;
-          wmma::load_matrix_sync(a, Ps + k * 16, kChunk);
-          wmma::load_matrix_sync(b, Vs + k * 16 * D + n * 16, D);
-          wmma::mma_sync(acc, a, b, acc);
+      // O = O * alpha + P V: [16][64] x [64][D], the tile's warps taking column blocks in turn.
+      if (active) {
+        for (int n = sub; n < D / 16; n += wpt) {
+          for (int e = lane; e < kTile * 16; e += 32) ts.o[(e / 16) * kOLd + n * 16 + e % 16] *= ts.a[e / 16];
+          __syncwarp();  // the whole block is rescaled before the warp loads it
+          wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+          wmma::load_matrix_sync(acc, ts.o + n * 16, kOLd, wmma::mem_row_major);
+          for (int k = 0; k < kChunk / 16; ++k) {
+            wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> a;
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> b;
+            wmma::load_matrix_sync(a, ts.p + k * 16, kPLd);
+            wmma::load_matrix_sync(b, Vs + k * 16 * kKvLd + n * 16, kKvLd);
+            wmma::mma_sync(acc, a, b, acc);
+          }
+          wmma::store_matrix_sync(ts.o + n * 16, acc, kOLd, wmma::mem_row_major);
         }
-        wmma::store_matrix_sync(Os + n * 16, acc, D, wmma::mem_row_major);
       }
-      __syncwarp();
     }
 
-    if (active) {
-      for (int e = lane; e < kTile * D; e += 32) {
-        const int t = e / D, d = e % D;
-        const int r = r0 + t;
-        if (r >= rows) continue;
-        const int64_t slot = item.query_begin + r / G;
-        const int head = kvh * G + r % G;
-        const float l = row_l[t];
-        const float o = l > 0.0f ? Os[e] / l : 0.0f;
-        if (row_out[t] >= 0) {
-          out[(static_cast<int64_t>(row_out[t]) * NH + head) * D + d] = __float2bfloat16(o);
-          continue;
-        }
-        partial_o[(slot * NH + head) * D + d] = o;
-        if (d == 0) partial_lse[slot * NH + head] = l > 0.0f ? row_m[t] + logf(l) : -INFINITY;
+    __syncthreads();  // every warp's O is complete
+    for (int e = tid; e < rows * D; e += kThreads) {
+      const int r = e / D, d = e % D, rt = r % kTile;
+      const TileSpace<D> t(smem, r / kTile);
+      const int64_t slot = item.query_begin + r / G;
+      const int head = kvh * G + r % G;
+      const float l = t.l[rt];
+      const float o = l > 0.0f ? t.o[rt * kOLd + d] / l : 0.0f;
+      if (t.out[rt] >= 0) {
+        out[(static_cast<int64_t>(t.out[rt]) * NH + head) * D + d] = __float2bfloat16(o);
+        continue;
       }
-      __syncwarp();  // the next item reuses this warp's space
+      partial_o[(slot * NH + head) * D + d] = o;
+      if (d == 0) partial_lse[slot * NH + head] = l > 0.0f ? t.m[rt] + logf(l) : -INFINITY;
     }
+    __syncthreads();  // the next item's staging reuses the tile spaces
     it += gridDim.x;
     if (it >= n_items) break;
     item = items[it];  // its first chunk is already loading

@@ -316,10 +316,14 @@ TYPED_TEST(CudaParityTest, GemvMatchesReferenceForEachInput) {
 TYPED_TEST(CudaParityTest, TreeAttentionMatchesCpuPagedAttention) {
   using bf16 = typename TypeParam::bf16;
   for (int64_t D : {16, 32, 64, 128}) {
-    for (int variant = 0; variant < 4; ++variant) {
+    for (int variant = 0; variant < 7; ++variant) {
       const bool share = variant % 2 == 0;
-      const int32_t item_chunks = variant < 2 ? 1 : 3;  // one chunk per item, or runs of up to 3
-      const int64_t NH = 8, NKV = 2, bs = 16, blocks = 48;
+      const int32_t item_chunks = variant < 2 || variant == 6 ? 1 : 3;  // one chunk per item, or up to 3
+      // Queries per item: rows (queries x group) fill one tile of 16 (variants 0-3: 12 rows,
+      // so all four warps share the tile), two, three or four tiles. Variants 4 and 5 have a
+      // group of 6 heads, so a query's rows straddle two tiles.
+      const int64_t NH = variant == 4 || variant == 5 ? 12 : 8, NKV = 2, bs = 16, blocks = 48;
+      const int32_t queries_per_item = variant < 4 ? 3 : variant == 4 ? 5 : variant == 5 ? 8 : 16;
       // Sequences: a 218-token root decoded by 5 branches (each its own 2 blocks after the
       // 13 full root blocks), plus one sequence prefilling 37 tokens at positions 20..56.
       std::vector<std::vector<int32_t>> tables;
@@ -348,13 +352,16 @@ TYPED_TEST(CudaParityTest, TreeAttentionMatchesCpuPagedAttention) {
       }
       AttentionPlanOptions po;
       po.share_prefix = share;
-      po.max_queries_per_item = 3;  // several items per shared run
+      po.max_queries_per_item = queries_per_item;  // several items per shared run
       po.max_item_chunks = item_chunks;
       AttentionPlan plan;
       BuildAttentionPlan(seqs, static_cast<int32_t>(T), po, &plan);
       int32_t longest = 0;
       for (const AttentionWorkItem& it : plan.items) longest = std::max(longest, it.num_tokens);
       EXPECT_EQ(longest > kAttentionChunk, item_chunks > 1) << longest;
+      int32_t most_queries = 0;
+      for (const AttentionWorkItem& it : plan.items) most_queries = std::max(most_queries, it.num_queries);
+      EXPECT_EQ(most_queries, queries_per_item);  // the tile count the variant is for is reached
       auto dq = this->Put(this->ToBf16(q)), dk = this->Put(this->ToBf16(kc)), dv = this->Put(this->ToBf16(vc));
       auto di = this->Put(plan.items), dib = this->Put(plan.item_blocks), dqr = this->Put(plan.queries);
       auto dsb = this->Put(plan.token_slot_begin), dsl = this->Put(plan.token_slots);
@@ -385,8 +392,9 @@ TYPED_TEST(CudaParityTest, TreeAttentionMatchesCpuPagedAttention) {
         for (int32_t j = 0; j < counts[i]; ++j, ++t) {
           PagedAttentionToken(kv, tables[i], starts[i] + j, q.data() + t * NH * D, NH, want.data(), scratch.data());
           ExpectClose({got.begin() + t * NH * D, got.begin() + (t + 1) * NH * D}, want, 2e-3f, 2e-2f,
-                      "D " + std::to_string(D) + (share ? " shared" : " apart") + ", " + std::to_string(item_chunks) +
-                          " chunks per item, token " + std::to_string(t));
+                      "D " + std::to_string(D) + ", NH " + std::to_string(NH) + (share ? " shared" : " apart") + ", " +
+                          std::to_string(item_chunks) + " chunks and " + std::to_string(queries_per_item) +
+                          " queries per item, token " + std::to_string(t));
         }
     }
   }

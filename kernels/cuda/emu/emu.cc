@@ -83,7 +83,16 @@ uint64_t WarpExchange(uint64_t value, int source_lane) {
   return got;
 }
 
-unsigned char* DynamicSmem() { return g_launch->smem.data(); }
+// Dynamic shared memory starts 128-byte aligned, as on the GPU.
+unsigned char* DynamicSmem() {
+  const auto at = reinterpret_cast<uintptr_t>(g_launch->smem.data());
+  return g_launch->smem.data() + (128 - at % 128) % 128;
+}
+
+void CheckTile(const void* p, size_t stride_bytes) {
+  if (reinterpret_cast<uintptr_t>(p) % 32 != 0) Fail("WMMA tile pointer is not 32-byte aligned");
+  if (stride_bytes % 16 != 0) Fail("WMMA tile stride is not a multiple of 16 bytes");
+}
 
 void LaunchBody(dim3 grid, dim3 block, size_t dynamic_smem, const std::function<void()>& body) {
   std::lock_guard<std::mutex> lock(g_launch_mutex);
@@ -93,7 +102,7 @@ void LaunchBody(dim3 grid, dim3 block, size_t dynamic_smem, const std::function<
   if (n <= 0 || n > 1024) Fail("block size out of range");
   L.fibers.resize(n);
   L.exchange.resize(n);
-  L.smem.resize(dynamic_smem + 16);
+  L.smem.resize(dynamic_smem + 128 + 16);
   static std::vector<std::unique_ptr<char[]>> stacks;  // kept for later launches
   while (static_cast<int>(stacks.size()) < n) stacks.emplace_back(new char[kStackBytes]);
   for (int i = 0; i < n; ++i) L.fibers[i].stack = stacks[i].get();

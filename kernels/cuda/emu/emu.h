@@ -43,6 +43,9 @@ extern dim3 g_block_dim, g_grid_dim;
 
 void SyncThreads();
 void SyncWarp();
+// WMMA's rules for a tile in memory: a 256-bit aligned pointer and a row stride that is a
+// multiple of 16 bytes (aborts otherwise, as the GPU would fault or misread).
+void CheckTile(const void* p, size_t stride_bytes);
 // Exchanges 8 bytes between the lanes of a warp: lane L gets what lane source(L) put.
 uint64_t WarpExchange(uint64_t value, int source_lane);
 int LaneId();
@@ -99,6 +102,7 @@ inline float ToFloat(__half v) { return __half2float(v); }
 
 template <class Use, int M, int N, int K, class T, class Layout>
 void load_matrix_sync(fragment<Use, M, N, K, T, Layout>& f, const T* p, unsigned ldm) {
+  ::canopy_emu::CheckTile(p, ldm * sizeof(T));
   SyncWarp();
   using F = fragment<Use, M, N, K, T, Layout>;
   for (int r = 0; r < F::rows; ++r)
@@ -107,12 +111,14 @@ void load_matrix_sync(fragment<Use, M, N, K, T, Layout>& f, const T* p, unsigned
 }
 template <int M, int N, int K, class T>
 void load_matrix_sync(fragment<accumulator, M, N, K, T>& f, const T* p, unsigned ldm, layout_t l) {
+  ::canopy_emu::CheckTile(p, ldm * sizeof(T));
   SyncWarp();
   for (int r = 0; r < M; ++r)
     for (int c = 0; c < N; ++c) f.x[r * N + c] = l == mem_row_major ? p[r * ldm + c] : p[c * ldm + r];
 }
 template <int M, int N, int K, class T>
 void store_matrix_sync(T* p, const fragment<accumulator, M, N, K, T>& f, unsigned ldm, layout_t l) {
+  ::canopy_emu::CheckTile(p, ldm * sizeof(T));
   SyncWarp();
   for (int r = 0; r < M; ++r)
     for (int c = 0; c < N; ++c) (l == mem_row_major ? p[r * ldm + c] : p[c * ldm + r]) = f.x[r * N + c];
