@@ -288,9 +288,15 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// One CTA per token, over all its heads. Tokens with one slot were written by their item;
-// tokens with none (padding rows) get zeros.
-constexpr int kMergeThreads = 128;
+// A warp per (token, head), four heads to a CTA: grid (T, ceil(NH / 4)). Tokens with one slot
+// were written by their item; tokens with none (padding rows) get zeros. The lanes first take
+// the slots 32 at a time for the log-sum-exp maximum and the weights' sum; then each lane
+// accumulates D / 32 output elements over the slots, with the slot and its weight handed round
+// by shuffles, so the loads of one slot do not wait for the last (a decode token at batch 1
+// has 16 slots over a 1K context; one thread per element looping over them took 16 dependent
+// rounds of L2 latency per element).
+constexpr int kMergeWarps = 4;
+constexpr int kMergeThreads = kMergeWarps * 32;
 template <int D>
 __global__ void __launch_bounds__(kMergeThreads)
     MergeKernel(const int32_t* token_slot_begin, const int32_t* token_slots, const float* partial_o,
@@ -298,23 +304,41 @@ __global__ void __launch_bounds__(kMergeThreads)
   GridDependencyWait();
   GridDependencyTrigger();
   const int64_t t = blockIdx.x;
-  const int b = token_slot_begin[t], e = token_slot_begin[t + 1];
-  if (e - b == 1) return;
-  for (int i = threadIdx.x; i < NH * D; i += blockDim.x) {
-    const int h = i / D, d = i % D;
-    float M = -INFINITY;
-    for (int k = b; k < e; ++k) M = fmaxf(M, partial_lse[static_cast<int64_t>(token_slots[k]) * NH + h]);
-    float acc = 0.0f, wsum = 0.0f;
-    if (M != -INFINITY) {
-      for (int k = b; k < e; ++k) {
-        const int64_t s = token_slots[k];
-        const float w = expf(partial_lse[s * NH + h] - M);
-        acc += w * partial_o[(s * NH + h) * D + d];
-        wsum += w;
+  const int h = static_cast<int>(blockIdx.y) * kMergeWarps + static_cast<int>(threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32;
+  const int b = token_slot_begin[t], n = token_slot_begin[t + 1] - b;
+  if (n == 1 || h >= NH) return;
+  constexpr int kPer = (D + 31) / 32;  // output elements per lane
+  bf16* o = out + (t * NH + h) * D;
+  float M = -INFINITY;
+  for (int k = lane; k < n; k += 32) M = fmaxf(M, partial_lse[static_cast<int64_t>(token_slots[b + k]) * NH + h]);
+  for (int x = 16; x > 0; x >>= 1) M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, x));
+  float acc[kPer], wsum = 0.0f;
+  for (int j = 0; j < kPer; ++j) acc[j] = 0.0f;
+  if (M != -INFINITY) {
+    for (int k0 = 0; k0 < n; k0 += 32) {
+      // Lane k holds slot k0 + k and its weight.
+      int s = 0;
+      float w = 0.0f;
+      if (k0 + lane < n) {
+        s = token_slots[b + k0 + lane];
+        w = expf(partial_lse[static_cast<int64_t>(s) * NH + h] - M);
+      }
+      wsum += w;
+      const int m = n - k0 < 32 ? n - k0 : 32;
+#pragma unroll 8
+      for (int k = 0; k < m; ++k) {
+        const int64_t sk = __shfl_sync(0xffffffffu, s, k);  // int: slots are counted in int32
+        const float wk = __shfl_sync(0xffffffffu, w, k);
+        const float* po = partial_o + (sk * NH + h) * D;
+        for (int j = 0; j < kPer; ++j)
+          if (lane + 32 * j < D) acc[j] += wk * po[lane + 32 * j];
       }
     }
-    out[(t * NH + h) * D + d] = __float2bfloat16(wsum > 0.0f ? acc / wsum : 0.0f);
+    for (int x = 16; x > 0; x >>= 1) wsum += __shfl_xor_sync(0xffffffffu, wsum, x);
   }
+  for (int j = 0; j < kPer; ++j)
+    if (lane + 32 * j < D) o[lane + 32 * j] = __float2bfloat16(wsum > 0.0f ? acc[j] / wsum : 0.0f);
 }
 
 // Lets the kernel use its dynamic shared memory (over the 48 KB default); once per head size.
@@ -356,8 +380,9 @@ int PartialsCtasPerMultiprocessor() {
 template <int D>
 void LaunchMerge(const AttentionArgs& a, cudaStream_t stream) {
   auto* k = &MergeKernel<D>;
-  CANOPY_LAUNCH(k, dim3(static_cast<unsigned>(a.T)), dim3(kMergeThreads), 0, stream, a.token_slot_begin, a.token_slots, a.partial_o, a.partial_lse,
-                static_cast<int32_t>(a.NH), a.out);
+  const unsigned head_groups = static_cast<unsigned>((a.NH + kMergeWarps - 1) / kMergeWarps);
+  CANOPY_LAUNCH(k, dim3(static_cast<unsigned>(a.T), head_groups), dim3(kMergeThreads), 0, stream, a.token_slot_begin,
+                a.token_slots, a.partial_o, a.partial_lse, static_cast<int32_t>(a.NH), a.out);
   CANOPY_CHECK_LAUNCH("MergeAttention");
 }
 

@@ -339,6 +339,12 @@ TYPED_TEST(CudaParityTest, TreeAttentionMatchesCpuPagedAttention) {
       tables.push_back({30, 31, 32, 33});
       starts.push_back(20);
       counts.push_back(37);
+      // And one decode token at position 2230, its table cycling over the pool: with one-chunk
+      // items it has 35 partials to merge (the merge takes them 32 at a time).
+      tables.emplace_back();
+      for (int b = 0; b < 140; ++b) tables.back().push_back((b * 7) % blocks);
+      starts.push_back(2230);
+      counts.push_back(1);
       // KV content: random rows for every slot (positions beyond a query are masked).
       std::vector<float> kc = this->RoundBf16(this->Random(blocks * bs * NKV * D)), vc = this->RoundBf16(this->Random(blocks * bs * NKV * D));
       int64_t T = 0;
@@ -359,6 +365,12 @@ TYPED_TEST(CudaParityTest, TreeAttentionMatchesCpuPagedAttention) {
       int32_t longest = 0;
       for (const AttentionWorkItem& it : plan.items) longest = std::max(longest, it.num_tokens);
       EXPECT_EQ(longest > kAttentionChunk, item_chunks > 1) << longest;
+      size_t most_slots = 0;
+      for (size_t t = 0; t + 1 < plan.token_slot_begin.size(); ++t)
+        most_slots = std::max<size_t>(most_slots, plan.token_slot_begin[t + 1] - plan.token_slot_begin[t]);
+      if (item_chunks == 1) {
+        EXPECT_GT(most_slots, 32u);
+      }
       int32_t most_queries = 0;
       for (const AttentionWorkItem& it : plan.items) most_queries = std::max(most_queries, it.num_queries);
       EXPECT_EQ(most_queries, queries_per_item);  // the tile count the variant is for is reached
