@@ -349,10 +349,7 @@ class Runner final : public CudaRunnerBase {
     const bool gemv = gemv_ && T <= kGemvMaxRows;
     for (int64_t l = 0; l < c_.num_layers; ++l) {
       const LayerDevice& w = layers_[l];
-      QkvProjection(w, T, gemv);
-      RopeStoreKv(qkv_.as<float>(), w.bqkv.get() ? w.bqkv.as<float>() : nullptr, MetaDev<int32_t>(meta_.pos),
-                  MetaDev<int32_t>(meta_.slot), rope_.as<float2>(), c_.rope_style == RopeStyle::kInterleaved, T,
-                  NH, NKV, D, q_.as<bf16>(), LayerKv(l, 0), LayerKv(l, 1), s);
+      QkvProjectionAndRope(w, l, T, gemv, MetaDev<int32_t>(meta_.pos), MetaDev<int32_t>(meta_.slot));
       a.k_cache = LayerKv(l, 0);
       a.v_cache = LayerKv(l, 1);
       TreeAttention(a, s);
@@ -374,19 +371,36 @@ class Runner final : public CudaRunnerBase {
     g.eps = static_cast<float>(c_.rms_eps);
     return g;
   }
-  // x_ -> qkv_.
-  void QkvProjection(const LayerDevice& w, int64_t T, bool gemv) {
-    const int64_t H = c_.hidden_size, N = (c_.num_heads + 2 * c_.num_kv_heads) * c_.head_dim;
+  // x_ -> q_ and layer l's KV cache rows (at positions pos, into cache rows slot). Gemv finishes
+  // the rows itself (GemvRopeStore); the cuBLAS path writes qkv_ and RopeStoreKv finishes them.
+  void QkvProjectionAndRope(const LayerDevice& w, int64_t l, int64_t T, bool gemv, const int32_t* pos,
+                            const int32_t* slot) {
+    const int64_t H = c_.hidden_size, NH = c_.num_heads, NKV = c_.num_kv_heads, D = c_.head_dim;
+    const int64_t N = (NH + 2 * NKV) * D;
+    const float* bias = w.bqkv.get() ? w.bqkv.as<float>() : nullptr;
+    const bool interleaved = c_.rope_style == RopeStyle::kInterleaved;
     if (gemv) {
       GemvArgs g = GemvFor(GemvInput::kRmsNorm, T, H, w.wqkv, N);
       g.x_f32 = x_.as<float>();
       g.norm_w = w.attn_norm.as<float>();
-      g.y_f32 = qkv_.as<float>();
+      g.rope_store = true;
+      GemvRopeStore& r = g.rope;
+      r.bias = bias;
+      r.pos = pos;
+      r.slot = slot;
+      r.table = rope_.as<float2>();
+      r.interleaved = interleaved;
+      r.NH = NH, r.NKV = NKV, r.D = D;
+      r.q = q_.as<bf16>();
+      r.k_cache = LayerKv(l, 0);
+      r.v_cache = LayerKv(l, 1);
       return Gemv(g, sm_count_, stream_.get());
     }
     RmsNorm(x_.as<float>(), nullptr, T, H, w.attn_norm.as<float>(), static_cast<float>(c_.rms_eps), xn_.as<bf16>(),
             nullptr, stream_.get());
     blas_.Gemm(xn_.as<bf16>(), T, H, w.wqkv.as<bf16>(), N, qkv_.as<float>(), OutType::kF32, 0.0f);
+    RopeStoreKv(qkv_.as<float>(), bias, pos, slot, rope_.as<float2>(),
+                interleaved, T, NH, NKV, D, q_.as<bf16>(), LayerKv(l, 0), LayerKv(l, 1), stream_.get());
   }
   // attn_ -> x_ (+=), then the MLP: x_ -> x_ (+=).
   void OutProjectionAndMlp(const LayerDevice& w, int64_t T, bool gemv) {
@@ -447,11 +461,15 @@ class Runner final : public CudaRunnerBase {
     if (gemv_) ConfigureGemv(std::max({H, QD, FF}));
     small_batch_path_ = gemv_ ? "gemv" : "cublas";
     if (timed) {
+      // Position 0 and no cache rows (slot -1) for the timed QKV projections.
+      DeviceBuffer pos(kGemvMaxRows * sizeof(int32_t)), slot(kGemvMaxRows * sizeof(int32_t));
+      Memset(pos.get(), 0, pos.bytes(), stream_);
+      Memset(slot.get(), 0xFF, slot.bytes(), stream_);
       auto time = [&](bool g) {
-        RunGemms(1, g);
+        RunGemms(1, g, pos.as<int32_t>(), slot.as<int32_t>());
         Timer t(stream_);
         t.Start();
-        for (int i = 0; i < 20; ++i) RunGemms(1, g);
+        for (int i = 0; i < 20; ++i) RunGemms(1, g, pos.as<int32_t>(), slot.as<int32_t>());
         return t.StopMs() / 20;
       };
       const double blas_ms = time(false), gemv_ms = time(true);
@@ -463,9 +481,10 @@ class Runner final : public CudaRunnerBase {
     }
     stream_.Synchronize();
   }
-  // Layer 0's GEMMs and the LM head on T rows of whatever the buffers hold (timing only).
-  void RunGemms(int64_t T, bool gemv) {
-    QkvProjection(layers_[0], T, gemv);
+  // Layer 0's GEMMs (with the RoPE and KV store) and the LM head on T rows of whatever the
+  // buffers hold (timing only).
+  void RunGemms(int64_t T, bool gemv, const int32_t* pos, const int32_t* slot) {
+    QkvProjectionAndRope(layers_[0], 0, T, gemv, pos, slot);
     OutProjectionAndMlp(layers_[0], T, gemv);
     if (has_lm_head_) LmHead(T, gemv);
   }

@@ -37,16 +37,43 @@ __device__ inline void ToFloat8(const uint4 v, float* f) {
   for (int j = 0; j < 8; ++j) f[j] = __bfloat162float(b[j]);
 }
 
-template <int M>
-__global__ void __launch_bounds__(kGemvThreads) GemvKernel(GemvArgs a) {
+// acc[r][m] = w[n[r]][:] . x[m][:] for R weight rows against the M staged rows, summed over
+// the warp (every lane gets the sums). The R rows stream together, 16 bytes per lane per step,
+// four loads in flight per lane (two for two rows against four inputs, which would spill
+// under the 64 registers that two CTAs of 512 threads per multiprocessor leave).
+template <int M, int R>
+__device__ void DotRows(const bf16* w, const int64_t* n, const bf16* xs, int64_t K, int lane,
+                        float (&acc)[R][M]) {
+  for (int r = 0; r < R; ++r)
+    for (int m = 0; m < M; ++m) acc[r][m] = 0.0f;
+#pragma unroll(R* M > 4 ? 1 : 4 / R)
+  for (int64_t k = lane * 8; k < K; k += 256) {
+    float wf[R][8], xf[8];
+    for (int r = 0; r < R; ++r) ToFloat8(*reinterpret_cast<const uint4*>(w + n[r] * K + k), wf[r]);
+    for (int m = 0; m < M; ++m) {
+      ToFloat8(*reinterpret_cast<const uint4*>(xs + m * K + k), xf);
+      for (int r = 0; r < R; ++r)
+        for (int j = 0; j < 8; ++j) acc[r][m] += wf[r][j] * xf[j];
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int m = 0; m < M; ++m)
+      for (int o = 16; o > 0; o >>= 1) acc[r][m] += __shfl_xor_sync(0xffffffffu, acc[r][m], o);
+}
+
+template <int M, bool kRope>
+__global__ void __launch_bounds__(kGemvThreads, 2)
+    GemvKernel(GemvArgs a) {  // two CTAs per SM: <= 64 registers
   CANOPY_DYNAMIC_SMEM(smem);
   bf16* xs = reinterpret_cast<bf16*>(smem);  // [M][K]
   const int64_t K = a.K, N = a.N;
   // The weights do not depend on the kernel before: start moving this CTA's first rows into
   // L2 (128-byte lines) while that kernel finishes, then wait for it (kernels/cuda/compat.h).
   {
-    const int64_t n0 = static_cast<int64_t>(blockIdx.x) * kGemvWarps;
-    const int64_t rows = N - n0 < kGemvWarps ? N - n0 : kGemvWarps;
+    // A CTA's first units: rows n0.. (pairs of rows near 2 n0.. when finishing q|k|v).
+    const int64_t per_unit = kRope ? 2 : 1;
+    const int64_t n0 = static_cast<int64_t>(blockIdx.x) * kGemvWarps * per_unit;
+    const int64_t rows = N - n0 < kGemvWarps * per_unit ? N - n0 : kGemvWarps * per_unit;
     const int64_t lines = rows * K * 2 / 128;
     for (int64_t i = threadIdx.x; i < lines; i += blockDim.x) PrefetchL2(a.w + n0 * K + i * 64);
   }
@@ -61,7 +88,8 @@ __global__ void __launch_bounds__(kGemvThreads) GemvKernel(GemvArgs a) {
     if (a.input == GemvInput::kRmsNorm) {
       const float* xr = a.x_f32 + m * K;
       const float scale = RmsScale(xr, K, a.eps);
-      for (int64_t i = threadIdx.x; i < K; i += blockDim.x) row[i] = __float2bfloat16(xr[i] * scale * a.norm_w[i]);
+      for (int64_t i = threadIdx.x; i < K; i += blockDim.x)
+        row[i] = __float2bfloat16(xr[i] * scale * a.norm_w[i]);
     } else if (a.input == GemvInput::kSwiGlu) {
       const bf16* gu = a.x_bf16 + m * 2 * K;
       for (int64_t i = threadIdx.x; i < K; i += blockDim.x) {
@@ -76,28 +104,58 @@ __global__ void __launch_bounds__(kGemvThreads) GemvKernel(GemvArgs a) {
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * kGemvWarps;
-  for (int64_t n = static_cast<int64_t>(blockIdx.x) * kGemvWarps + warp; n < N; n += stride) {
-    const bf16* wr = a.w + n * K;
-    float acc[M];
-    for (int m = 0; m < M; ++m) acc[m] = 0.0f;
-#pragma unroll 4
-    for (int64_t k = lane * 8; k < K; k += 256) {
-      float wf[8], xf[8];
-      ToFloat8(*reinterpret_cast<const uint4*>(wr + k), wf);
-      for (int m = 0; m < M; ++m) {
-        ToFloat8(*reinterpret_cast<const uint4*>(xs + m * K + k), xf);
-        for (int j = 0; j < 8; ++j) acc[m] += wf[j] * xf[j];
+  if constexpr (kRope) {
+    // Units are pairs of output rows: a rotated pair of q or k, or two neighbouring v rows.
+    const GemvRopeStore& r = a.rope;
+    const int64_t half = r.D / 2, QD = r.NH * r.D, KVD = r.NKV * r.D,
+                  rotated = (r.NH + r.NKV) * half;
+    for (int64_t u = static_cast<int64_t>(blockIdx.x) * kGemvWarps + warp; u < N / 2; u += stride) {
+      int64_t n[2], i = 0;
+      if (u < rotated) {
+        const int64_t base = u / half * r.D;
+        i = u % half;
+        n[0] = base + (r.interleaved ? 2 * i : i);
+        n[1] = base + (r.interleaved ? 2 * i + 1 : i + half);
+      } else {
+        n[0] = QD + KVD + 2 * (u - rotated);
+        n[1] = n[0] + 1;
+      }
+      float acc[2][M];
+      DotRows<M, 2>(a.w, n, xs, K, lane, acc);
+      if (lane != 0) continue;
+      for (int m = 0; m < M && m < a.M; ++m) {
+        float x0 = acc[0][m], x1 = acc[1][m];
+        if (r.bias) x0 += r.bias[n[0]], x1 += r.bias[n[1]];
+        const int64_t s = r.slot[m];
+        if (u >= rotated) {
+          if (s < 0) continue;
+          r.v_cache[s * KVD + n[0] - QD - KVD] = __float2bfloat16(x0);
+          r.v_cache[s * KVD + n[1] - QD - KVD] = __float2bfloat16(x1);
+          continue;
+        }
+        const float2 cs = r.table[static_cast<int64_t>(r.pos[m]) * half + i];
+        const float y0 = x0 * cs.x - x1 * cs.y, y1 = x0 * cs.y + x1 * cs.x;
+        if (n[0] < QD) {
+          r.q[m * QD + n[0]] = __float2bfloat16(y0);
+          r.q[m * QD + n[1]] = __float2bfloat16(y1);
+        } else if (s >= 0) {
+          r.k_cache[s * KVD + n[0] - QD] = __float2bfloat16(y0);
+          r.k_cache[s * KVD + n[1] - QD] = __float2bfloat16(y1);
+        }
       }
     }
-    for (int m = 0; m < M; ++m)
-      for (int o = 16; o > 0; o >>= 1) acc[m] += __shfl_xor_sync(0xffffffffu, acc[m], o);
-    if (lane == 0) {
-      for (int m = 0; m < M && m < a.M; ++m) {
-        if (a.y_bf16) {
-          a.y_bf16[m * N + n] = __float2bfloat16(acc[m]);
-        } else {
-          float* y = a.y_f32 + m * N + n;
-          *y = a.beta == 0.0f ? acc[m] : a.beta * *y + acc[m];
+  } else {
+    for (int64_t n = static_cast<int64_t>(blockIdx.x) * kGemvWarps + warp; n < N; n += stride) {
+      float acc[1][M];
+      DotRows<M, 1>(a.w, &n, xs, K, lane, acc);
+      if (lane == 0) {
+        for (int m = 0; m < M && m < a.M; ++m) {
+          if (a.y_bf16) {
+            a.y_bf16[m * N + n] = __float2bfloat16(acc[0][m]);
+          } else {
+            float* y = a.y_f32 + m * N + n;
+            *y = a.beta == 0.0f ? acc[0][m] : a.beta * *y + acc[0][m];
+          }
         }
       }
     }
@@ -106,12 +164,13 @@ __global__ void __launch_bounds__(kGemvThreads) GemvKernel(GemvArgs a) {
 
 // Raises the kernel's dynamic shared-memory limit to `bytes` when it is lower (one device per
 // process).
-template <int M>
+template <int M, bool kRope>
 void Configure(size_t bytes) {
 #if !defined(CANOPY_CUDA_EMU)
   static size_t configured = 0;
   if (bytes > configured) {
-    CANOPY_CUDA_CHECK(cudaFuncSetAttribute(&GemvKernel<M>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+    CANOPY_CUDA_CHECK(cudaFuncSetAttribute(&GemvKernel<M, kRope>,
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize,
                                            static_cast<int>(bytes)));
     configured = bytes;
   }
@@ -119,43 +178,58 @@ void Configure(size_t bytes) {
   (void)bytes;
 #endif
 }
-
 template <int M>
+void ConfigureBoth(size_t bytes) {
+  Configure<M, false>(bytes);
+  Configure<M, true>(bytes);
+}
+
+template <int M, bool kRope>
 void LaunchGemv(const GemvArgs& a, int multiprocessors, cudaStream_t stream) {
-  auto* k = &GemvKernel<M>;
+  auto* k = &GemvKernel<M, kRope>;
   const size_t smem = static_cast<size_t>(M) * static_cast<size_t>(a.K) * sizeof(bf16);
-  Configure<M>(smem);
+  Configure<M, kRope>(smem);
   // Two CTAs per multiprocessor (one when the staged rows are large), no more than the rows need.
   const int64_t per_sm = smem > 100 * 1024 ? 1 : 2;
-  const int64_t want = (a.N + kGemvWarps - 1) / kGemvWarps;
+  const int64_t units = kRope ? a.N / 2 : a.N;
+  const int64_t want = (units + kGemvWarps - 1) / kGemvWarps;
   const int64_t grid = std::max<int64_t>(1, std::min<int64_t>(want, per_sm * multiprocessors));
   CANOPY_LAUNCH(k, dim3(static_cast<unsigned>(grid)), dim3(kGemvThreads), smem, stream, a);
   CANOPY_CHECK_LAUNCH("Gemv");
+}
+template <int M>
+void LaunchGemvFor(const GemvArgs& a, int multiprocessors, cudaStream_t stream) {
+  if (a.rope_store) return LaunchGemv<M, true>(a, multiprocessors, stream);
+  LaunchGemv<M, false>(a, multiprocessors, stream);
 }
 
 }  // namespace
 
 bool GemvFits(int64_t M, int64_t K) {
-  return M >= 1 && M <= kGemvMaxRows && K % 8 == 0 && (M == 3 ? 4 : M) * K * 2 <= kGemvMaxStagedBytes;
+  return M >= 1 && M <= kGemvMaxRows && K % 8 == 0 &&
+         (M == 3 ? 4 : M) * K * 2 <= kGemvMaxStagedBytes;
 }
 
 void ConfigureGemv(int64_t max_k) {
-  Configure<1>(static_cast<size_t>(max_k) * sizeof(bf16));
-  Configure<2>(static_cast<size_t>(2 * max_k) * sizeof(bf16));
-  Configure<4>(static_cast<size_t>(4 * max_k) * sizeof(bf16));
+  ConfigureBoth<1>(static_cast<size_t>(max_k) * sizeof(bf16));
+  ConfigureBoth<2>(static_cast<size_t>(2 * max_k) * sizeof(bf16));
+  ConfigureBoth<4>(static_cast<size_t>(4 * max_k) * sizeof(bf16));
 }
 
 void Gemv(const GemvArgs& a, int multiprocessors, cudaStream_t stream) {
   if (a.M == 0 || a.N == 0) return;
   if (!GemvFits(a.M, a.K)) {
-    std::fprintf(stderr, "Gemv: %lld rows of %lld do not fit the kernel\n", static_cast<long long>(a.M),
-                 static_cast<long long>(a.K));
+    std::fprintf(stderr, "Gemv: %lld rows of %lld do not fit the kernel\n",
+                 static_cast<long long>(a.M), static_cast<long long>(a.K));
     std::abort();
   }
   switch (a.M) {
-    case 1: return LaunchGemv<1>(a, multiprocessors, stream);
-    case 2: return LaunchGemv<2>(a, multiprocessors, stream);
-    default: return LaunchGemv<4>(a, multiprocessors, stream);
+    case 1:
+      return LaunchGemvFor<1>(a, multiprocessors, stream);
+    case 2:
+      return LaunchGemvFor<2>(a, multiprocessors, stream);
+    default:
+      return LaunchGemvFor<4>(a, multiprocessors, stream);
   }
 }
 

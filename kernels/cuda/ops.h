@@ -91,6 +91,21 @@ int TreeAttentionCtasPerMultiprocessor(int64_t D);
 //   kRmsNorm  in(m) = x_f32[m][:] / rms(x_f32[m]) * norm_w  ([M][K] FP32; RmsNorm)
 //   kSwiGlu   in(m) = silu(x_bf16[m][:K]) * x_bf16[m][K:]  ([M][2K], gate then up; SwiGlu)
 enum class GemvInput { kBf16, kRmsNorm, kSwiGlu };
+// Gemv's other output for the Q|K|V projection: instead of y, row m (token m) is finished as
+// RopeStoreKv finishes it (bias, rotation of q and k at pos[m], q to BF16, k and v into the
+// cache rows slot[m]), so a decode step needs no separate RopeStoreKv launch.
+struct GemvRopeStore {
+  const float* bias = nullptr;  // [N] or null
+  const int32_t* pos = nullptr;
+  const int32_t* slot = nullptr;
+  const float2* table = nullptr;  // cos/sin [pos][D/2]
+  bool interleaved = false;
+  int64_t NH = 0, NKV = 0, D = 0;  // N = (NH + 2 NKV) D
+  bf16* q = nullptr;
+  bf16* k_cache = nullptr;
+  bf16* v_cache = nullptr;
+};
+
 struct GemvArgs {
   GemvInput input = GemvInput::kBf16;
   const bf16* x_bf16 = nullptr;
@@ -102,6 +117,8 @@ struct GemvArgs {
   float* y_f32 = nullptr;  // one of y_f32, y_bf16
   bf16* y_bf16 = nullptr;
   float beta = 0.0f;
+  bool rope_store = false;  // write through `rope` instead of y
+  GemvRopeStore rope;
 };
 constexpr int64_t kGemvMaxRows = 4;
 constexpr int64_t kGemvMaxStagedBytes = 200 * 1024;  // the staged input rows, in shared memory

@@ -34,7 +34,9 @@ TEST(Hostlist, RejectsMalformedLists) {
   for (const char* bad : {"node[1-3", "node1-3]", "node[]", "node[3-1]", "node[a-b]", "node[1,,2]", "n[[1]]"}) {
     auto h = ExpandHostlist(bad);
     EXPECT_FALSE(h.ok()) << bad;
-    if (!h.ok()) EXPECT_THAT(h.status().message(), ::testing::HasSubstr("hostlist: position")) << bad;
+    if (!h.ok()) {
+      EXPECT_THAT(h.status().message(), ::testing::HasSubstr("hostlist: position")) << bad;
+    }
   }
   EXPECT_FALSE(ExpandHostlist("n[1-100]x[1-100]", 5000).ok());  // 10,000 > the cap
 }

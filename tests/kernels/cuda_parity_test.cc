@@ -46,6 +46,7 @@ namespace {
     using AttentionArgs = ns::AttentionArgs;                                                 \
     using GemvArgs = ns::GemvArgs;                                                           \
     using GemvInput = ns::GemvInput;                                                         \
+    using GemvRopeStore = ns::GemvRopeStore;                                                 \
     static void Gemv(const ns::GemvArgs& a, cudaStream_t s) { ns::Gemv(a, 4, s); }           \
     using Blas = ns::Blas;                                                                   \
     using OutType = ns::OutType;                                                             \
@@ -306,6 +307,70 @@ TYPED_TEST(CudaParityTest, GemvMatchesReferenceForEachInput) {
                       "K " + std::to_string(K) + " M " + std::to_string(M) + " input " + std::to_string(static_cast<int>(in)) +
                           " out " + std::to_string(out));
         }
+      }
+    }
+  }
+}
+
+// Gemv finishing the Q|K|V rows itself (bias, RoPE, q to BF16, k and v into the cache) against
+// Gemv's FP32 rows finished by RopeStoreKv: both pairings, with and without bias, 1 to 4 tokens
+// (one of them without a cache row).
+TYPED_TEST(CudaParityTest, GemvRopeStoreMatchesGemvThenRopeStoreKv) {
+  using bf16 = typename TypeParam::bf16;
+  using In = typename TypeParam::GemvInput;
+  const int64_t K = 264, NH = 6, NKV = 2, D = 32, QD = NH * D, KVD = NKV * D, N = QD + 2 * KVD, bs = 16;
+  const int64_t cache = 4 * bs * KVD;
+  for (bool interleaved : {false, true}) {
+    for (bool with_bias : {false, true}) {
+      for (int64_t M = 1; M <= 4; ++M) {
+        RopeTable rt = MakeRopeTable(D, 4096, 10000.0, interleaved, {});
+        std::vector<float2> cs(rt.cos.size());
+        for (size_t i = 0; i < cs.size(); ++i) cs[i] = float2{rt.cos[i], rt.sin[i]};
+        std::vector<float> w = this->RoundBf16(this->Random(N * K)), x = this->RoundBf16(this->Random(M * K, 2.0f));
+        std::vector<float> bias = this->Random(N, 0.5f);
+        const std::vector<int32_t> all_pos = {3, 4000, 17, 250}, all_slot = {5, -1, 33, 62};
+        std::vector<int32_t> pos(all_pos.begin(), all_pos.begin() + M), slot(all_slot.begin(), all_slot.begin() + M);
+        auto dw = this->Put(this->ToBf16(w)), dx = this->Put(this->ToBf16(x)), dbias = this->Put(bias);
+        auto dpos = this->Put(pos), dslot = this->Put(slot), dcs = this->Put(cs);
+        // Both paths start from the same cache contents, so rows they must not write compare too.
+        const std::vector<float> start = this->RoundBf16(this->Random(cache));
+        auto k1 = this->Put(this->ToBf16(start)), v1 = this->Put(this->ToBf16(start));
+        auto k2 = this->Put(this->ToBf16(start)), v2 = this->Put(this->ToBf16(start));
+        typename TypeParam::DeviceBuffer y(M * N * 4), q1(M * QD * 2), q2(M * QD * 2);
+        typename TypeParam::GemvArgs g;
+        g.input = In::kBf16;
+        g.x_bf16 = dx.template as<bf16>();
+        g.M = M, g.K = K, g.N = N;
+        g.w = dw.template as<bf16>();
+        g.y_f32 = y.template as<float>();
+        TypeParam::Gemv(g, this->stream->get());
+        const float* b = with_bias ? dbias.template as<float>() : nullptr;
+        TypeParam::RopeStoreKv(y.template as<float>(), b, dpos.template as<int32_t>(), dslot.template as<int32_t>(),
+                               dcs.template as<float2>(), interleaved, M, NH, NKV, D, q1.template as<bf16>(),
+                               k1.template as<bf16>(), v1.template as<bf16>(), this->stream->get());
+        g.y_f32 = nullptr;
+        g.rope_store = true;
+        typename TypeParam::GemvRopeStore& r = g.rope;
+        r.bias = b;
+        r.pos = dpos.template as<int32_t>();
+        r.slot = dslot.template as<int32_t>();
+        r.table = dcs.template as<float2>();
+        r.interleaved = interleaved;
+        r.NH = NH, r.NKV = NKV, r.D = D;
+        r.q = q2.template as<bf16>();
+        r.k_cache = k2.template as<bf16>();
+        r.v_cache = v2.template as<bf16>();
+        TypeParam::Gemv(g, this->stream->get());
+        const std::string what = std::string(interleaved ? "interleaved" : "halves") + (with_bias ? ", bias" : "") +
+                                 ", M " + std::to_string(M);
+        // The same FP32 sums rotated the same way; a contracted multiply-add may move a BF16
+        // rounding by one step.
+        ExpectClose(this->FromBf16(this->template Get<bf16>(q2, M * QD)), this->FromBf16(this->template Get<bf16>(q1, M * QD)),
+                    1e-6f, 8e-3f, "q, " + what);
+        ExpectClose(this->FromBf16(this->template Get<bf16>(k2, cache)), this->FromBf16(this->template Get<bf16>(k1, cache)),
+                    1e-6f, 8e-3f, "k cache, " + what);
+        ExpectClose(this->FromBf16(this->template Get<bf16>(v2, cache)), this->FromBf16(this->template Get<bf16>(v1, cache)),
+                    1e-6f, 8e-3f, "v cache, " + what);
       }
     }
   }
