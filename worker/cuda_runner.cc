@@ -372,35 +372,32 @@ class Runner final : public CudaRunnerBase {
     return g;
   }
   // x_ -> q_ and layer l's KV cache rows (at positions pos, into cache rows slot). Gemv finishes
-  // the rows itself (GemvRopeStore); the cuBLAS path writes qkv_ and RopeStoreKv finishes them.
+  // the rows itself; the cuBLAS path writes qkv_ and RopeStoreKv finishes them.
   void QkvProjectionAndRope(const LayerDevice& w, int64_t l, int64_t T, bool gemv, const int32_t* pos,
                             const int32_t* slot) {
-    const int64_t H = c_.hidden_size, NH = c_.num_heads, NKV = c_.num_kv_heads, D = c_.head_dim;
-    const int64_t N = (NH + 2 * NKV) * D;
-    const float* bias = w.bqkv.get() ? w.bqkv.as<float>() : nullptr;
-    const bool interleaved = c_.rope_style == RopeStyle::kInterleaved;
+    const int64_t H = c_.hidden_size, N = (c_.num_heads + 2 * c_.num_kv_heads) * c_.head_dim;
+    RopeStore r;
+    r.bias = w.bqkv.get() ? w.bqkv.as<float>() : nullptr;
+    r.pos = pos;
+    r.slot = slot;
+    r.table = rope_.as<float2>();
+    r.interleaved = c_.rope_style == RopeStyle::kInterleaved;
+    r.NH = c_.num_heads, r.NKV = c_.num_kv_heads, r.D = c_.head_dim;
+    r.q = q_.as<bf16>();
+    r.k_cache = LayerKv(l, 0);
+    r.v_cache = LayerKv(l, 1);
     if (gemv) {
       GemvArgs g = GemvFor(GemvInput::kRmsNorm, T, H, w.wqkv, N);
       g.x_f32 = x_.as<float>();
       g.norm_w = w.attn_norm.as<float>();
       g.rope_store = true;
-      GemvRopeStore& r = g.rope;
-      r.bias = bias;
-      r.pos = pos;
-      r.slot = slot;
-      r.table = rope_.as<float2>();
-      r.interleaved = interleaved;
-      r.NH = NH, r.NKV = NKV, r.D = D;
-      r.q = q_.as<bf16>();
-      r.k_cache = LayerKv(l, 0);
-      r.v_cache = LayerKv(l, 1);
+      g.rope = r;
       return Gemv(g, sm_count_, stream_.get());
     }
     RmsNorm(x_.as<float>(), nullptr, T, H, w.attn_norm.as<float>(), static_cast<float>(c_.rms_eps), xn_.as<bf16>(),
             nullptr, stream_.get());
     blas_.Gemm(xn_.as<bf16>(), T, H, w.wqkv.as<bf16>(), N, qkv_.as<float>(), OutType::kF32, 0.0f);
-    RopeStoreKv(qkv_.as<float>(), bias, pos, slot, rope_.as<float2>(),
-                interleaved, T, NH, NKV, D, q_.as<bf16>(), LayerKv(l, 0), LayerKv(l, 1), stream_.get());
+    RopeStoreKv(qkv_.as<float>(), T, r, stream_.get());
   }
   // attn_ -> x_ (+=), then the MLP: x_ -> x_ (+=).
   void OutProjectionAndMlp(const LayerDevice& w, int64_t T, bool gemv) {

@@ -111,6 +111,22 @@ __device__ void StoreChunk(const ChunkRegs<D>& r, bf16* Ks, bf16* Vs) {
   }
 }
 
+using Accumulator = wmma::fragment<wmma::accumulator, 16, 16, 16, float>;
+
+// acc += A B over `steps` 16-wide steps of the inner dimension: A is 16 rows, row-major at a
+// (stride lda), stepping 16 columns; B's step-k 16x16 block is at b + k * b_step (stride ldb,
+// layout BLayout).
+template <class BLayout>
+__device__ void MmaSteps(Accumulator& acc, const bf16* a, int lda, const bf16* b, int b_step, int ldb, int steps) {
+  for (int k = 0; k < steps; ++k) {
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> fa;
+    wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, BLayout> fb;
+    wmma::load_matrix_sync(fa, a + k * 16, lda);
+    wmma::load_matrix_sync(fb, b + k * b_step, ldb);
+    wmma::mma_sync(acc, fa, fb, acc);
+  }
+}
+
 // Rows are (query, head of the KV head's group) of the item, 16 to a tile; an item has
 // `tiles` tiles and each tile WarpsPerTile(tiles) warps, which split S's column blocks, the
 // softmax's rows and O's column blocks between them (a decode item's one tile gets all four
@@ -196,18 +212,13 @@ __global__ void __launch_bounds__(kThreads)
       const int pos0 = item.start_pos + c * kChunk;  // position of the chunk's first row
       const int valid = item.num_tokens - c * kChunk < kChunk ? item.num_tokens - c * kChunk : kChunk;
 
-      // S = Q K^T: [16][D] x [D][64], the tile's warps taking column blocks in turn.
+      // S = Q K^T: [16][D] x [D][64], the tile's warps taking column blocks in turn (K's rows
+      // are the columns of K^T: a column-major B).
       if (active) {
         for (int n = sub; n < kChunk / 16; n += wpt) {
-          wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+          Accumulator acc;
           wmma::fill_fragment(acc, 0.0f);
-          for (int k = 0; k < D / 16; ++k) {
-            wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> a;
-            wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> b;
-            wmma::load_matrix_sync(a, ts.q + k * 16, kKvLd);
-            wmma::load_matrix_sync(b, Ks + n * 16 * kKvLd + k * 16, kKvLd);
-            wmma::mma_sync(acc, a, b, acc);
-          }
+          MmaSteps<wmma::col_major>(acc, ts.q, kKvLd, Ks + n * 16 * kKvLd, 16, kKvLd, D / 16);
           wmma::store_matrix_sync(ts.s + n * 16, acc, kSLd, wmma::mem_row_major);
         }
       }
@@ -252,15 +263,9 @@ __global__ void __launch_bounds__(kThreads)
         for (int n = sub; n < D / 16; n += wpt) {
           for (int e = lane; e < kTile * 16; e += 32) ts.o[(e / 16) * kOLd + n * 16 + e % 16] *= ts.a[e / 16];
           __syncwarp();  // the whole block is rescaled before the warp loads it
-          wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+          Accumulator acc;
           wmma::load_matrix_sync(acc, ts.o + n * 16, kOLd, wmma::mem_row_major);
-          for (int k = 0; k < kChunk / 16; ++k) {
-            wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> a;
-            wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> b;
-            wmma::load_matrix_sync(a, ts.p + k * 16, kPLd);
-            wmma::load_matrix_sync(b, Vs + k * 16 * kKvLd + n * 16, kKvLd);
-            wmma::mma_sync(acc, a, b, acc);
-          }
+          MmaSteps<wmma::row_major>(acc, ts.p, kPLd, Vs + n * 16, 16 * kKvLd, kKvLd, kChunk / 16);
           wmma::store_matrix_sync(ts.o + n * 16, acc, kOLd, wmma::mem_row_major);
         }
       }

@@ -32,45 +32,18 @@ __global__ void RmsNormKernel(const float* x, const int32_t* row_map, int64_t H,
   }
 }
 
-// A thread per rotated pair of q (NH heads) and k (NKV heads), then per element of v; grid
-// (T, elements / blockDim), so that a decode token's row is spread over several CTAs rather than
-// looped over by one.
-__global__ void RopeStoreKvKernel(const float* qkv, const float* bias, const int32_t* pos,
-                                  const int32_t* slot, const float2* rope, bool interleaved,
-                                  int64_t NH, int64_t NKV, int64_t D, bf16* q, bf16* k_cache,
-                                  bf16* v_cache) {
+// A thread per unit (a rotated pair of q or k, or two v rows; kernels/cuda/row_ops.h) over a
+// (T, units / blockDim) grid, so that a decode token's row is spread over several CTAs.
+__global__ void RopeStoreKvKernel(const float* qkv, RopeStore r) {
   GridDependencyWait();
   GridDependencyTrigger();
   const int64_t t = blockIdx.x;
-  const int64_t QD = NH * D, KVD = NKV * D, half = D / 2;
-  const float* row = qkv + t * (QD + 2 * KVD);
-  const int64_t s = slot[t];
-  const int64_t pairs = (NH + NKV) * half;
-  const int64_t e = static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x;
-  if (e < pairs) {
-    const int64_t head = e / half, i = e % half;
-    const bool is_q = head < NH;
-    if (!is_q && s < 0) return;
-    const int64_t base = is_q ? head * D : QD + (head - NH) * D;
-    const int64_t a = base + (interleaved ? 2 * i : i);
-    const int64_t b = base + (interleaved ? 2 * i + 1 : i + half);
-    float x0 = row[a], x1 = row[b];
-    if (bias) x0 += bias[a], x1 += bias[b];
-    const float2 cs = rope[static_cast<int64_t>(pos[t]) * half + i];
-    const float y0 = x0 * cs.x - x1 * cs.y, y1 = x0 * cs.y + x1 * cs.x;
-    if (is_q) {
-      q[t * QD + a] = __float2bfloat16(y0);
-      q[t * QD + b] = __float2bfloat16(y1);
-    } else {
-      k_cache[s * KVD + (a - QD)] = __float2bfloat16(y0);
-      k_cache[s * KVD + (b - QD)] = __float2bfloat16(y1);
-    }
-  } else if (e < pairs + KVD && s >= 0) {
-    const int64_t i = e - pairs;
-    float v = row[QD + KVD + i];
-    if (bias) v += bias[QD + KVD + i];
-    v_cache[s * KVD + i] = __float2bfloat16(v);
-  }
+  const int64_t u = static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x;
+  if (u >= RopeUnits(r)) return;
+  const float* row = qkv + t * (r.NH + 2 * r.NKV) * r.D;
+  int64_t n[2];
+  const int64_t i = RopeUnitRows(r, u, n);
+  RopeStoreUnit(r, t, n, i, row[n[0]], row[n[1]]);
 }
 
 __global__ void SwiGluKernel(const bf16* gu, int64_t FF, bf16* out) {
@@ -134,16 +107,12 @@ void RmsNorm(const float* x, const int32_t* row_map, int64_t rows, int64_t H, co
   CANOPY_CHECK_LAUNCH("RmsNorm");
 }
 
-void RopeStoreKv(const float* qkv, const float* bias, const int32_t* pos, const int32_t* slot,
-                 const float2* rope, bool interleaved, int64_t T, int64_t NH, int64_t NKV,
-                 int64_t D, bf16* q, bf16* k_cache, bf16* v_cache, cudaStream_t stream) {
+void RopeStoreKv(const float* qkv, int64_t T, const RopeStore& r, cudaStream_t stream) {
   if (T == 0) return;
   auto* k = &RopeStoreKvKernel;
   constexpr int kRopeThreads = 128;
-  const int64_t elements = (NH + NKV) * (D / 2) + NKV * D;
-  const unsigned parts = static_cast<unsigned>((elements + kRopeThreads - 1) / kRopeThreads);
-  CANOPY_LAUNCH(k, dim3(static_cast<unsigned>(T), parts), dim3(kRopeThreads), 0, stream, qkv, bias, pos, slot,
-                rope, interleaved, NH, NKV, D, q, k_cache, v_cache);
+  const unsigned parts = static_cast<unsigned>((RopeUnits(r) + kRopeThreads - 1) / kRopeThreads);
+  CANOPY_LAUNCH(k, dim3(static_cast<unsigned>(T), parts), dim3(kRopeThreads), 0, stream, qkv, r);
   CANOPY_CHECK_LAUNCH("RopeStoreKv");
 }
 

@@ -105,44 +105,14 @@ __global__ void __launch_bounds__(kGemvThreads, 2)
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * kGemvWarps;
   if constexpr (kRope) {
-    // Units are pairs of output rows: a rotated pair of q or k, or two neighbouring v rows.
-    const GemvRopeStore& r = a.rope;
-    const int64_t half = r.D / 2, QD = r.NH * r.D, KVD = r.NKV * r.D,
-                  rotated = (r.NH + r.NKV) * half;
+    // Units of two output rows, finished as RopeStoreKv finishes them (kernels/cuda/row_ops.h).
     for (int64_t u = static_cast<int64_t>(blockIdx.x) * kGemvWarps + warp; u < N / 2; u += stride) {
-      int64_t n[2], i = 0;
-      if (u < rotated) {
-        const int64_t base = u / half * r.D;
-        i = u % half;
-        n[0] = base + (r.interleaved ? 2 * i : i);
-        n[1] = base + (r.interleaved ? 2 * i + 1 : i + half);
-      } else {
-        n[0] = QD + KVD + 2 * (u - rotated);
-        n[1] = n[0] + 1;
-      }
+      int64_t n[2];
+      const int64_t i = RopeUnitRows(a.rope, u, n);
       float acc[2][M];
       DotRows<M, 2>(a.w, n, xs, K, lane, acc);
       if (lane != 0) continue;
-      for (int m = 0; m < M && m < a.M; ++m) {
-        float x0 = acc[0][m], x1 = acc[1][m];
-        if (r.bias) x0 += r.bias[n[0]], x1 += r.bias[n[1]];
-        const int64_t s = r.slot[m];
-        if (u >= rotated) {
-          if (s < 0) continue;
-          r.v_cache[s * KVD + n[0] - QD - KVD] = __float2bfloat16(x0);
-          r.v_cache[s * KVD + n[1] - QD - KVD] = __float2bfloat16(x1);
-          continue;
-        }
-        const float2 cs = r.table[static_cast<int64_t>(r.pos[m]) * half + i];
-        const float y0 = x0 * cs.x - x1 * cs.y, y1 = x0 * cs.y + x1 * cs.x;
-        if (n[0] < QD) {
-          r.q[m * QD + n[0]] = __float2bfloat16(y0);
-          r.q[m * QD + n[1]] = __float2bfloat16(y1);
-        } else if (s >= 0) {
-          r.k_cache[s * KVD + n[0] - QD] = __float2bfloat16(y0);
-          r.k_cache[s * KVD + n[1] - QD] = __float2bfloat16(y1);
-        }
-      }
+      for (int m = 0; m < M && m < a.M; ++m) RopeStoreUnit(a.rope, m, n, i, acc[0][m], acc[1][m]);
     }
   } else {
     for (int64_t n = static_cast<int64_t>(blockIdx.x) * kGemvWarps + warp; n < N; n += stride) {

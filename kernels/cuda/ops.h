@@ -30,13 +30,23 @@ void Embed(const bf16* table, const int32_t* tokens, int64_t T, int64_t H, float
 void RmsNorm(const float* x, const int32_t* row_map, int64_t rows, int64_t H, const float* w,
              float eps, bf16* out_bf16, float* out_f32, cudaStream_t stream);
 
-// Per token t: adds the bias (if any) to its q, k, v (qkv row = [q: NH*D | k: NKV*D | v]),
-// rotates q and k at position pos[t] with the cos/sin table rope[pos][D/2] (interleaved
-// pairs (2i, 2i+1), else (i, i + D/2)), writes q as BF16 [T][NH][D] and k, v into the cache
-// rows slot[t] = block * block_size + offset (skipped when slot[t] < 0).
-void RopeStoreKv(const float* qkv, const float* bias, const int32_t* pos, const int32_t* slot,
-                 const float2* rope, bool interleaved, int64_t T, int64_t NH, int64_t NKV,
-                 int64_t D, bf16* q, bf16* k_cache, bf16* v_cache, cudaStream_t stream);
+// How the q|k|v rows of a token are finished (row = [q: NH*D | k: NKV*D | v: NKV*D]): the
+// bias (if any) is added, q and k are rotated at position pos[t] with the cos/sin table
+// [pos][D/2] (interleaved pairs (2i, 2i+1), else (i, i + D/2)), q is written as BF16
+// [T][NH][D] and k, v into the cache rows slot[t] = block * block_size + offset (skipped when
+// slot[t] < 0). RopeStoreKv does it to FP32 rows; Gemv to the rows it computes.
+struct RopeStore {
+  const float* bias = nullptr;  // [(NH + 2 NKV) D] or null
+  const int32_t* pos = nullptr;
+  const int32_t* slot = nullptr;
+  const float2* table = nullptr;
+  bool interleaved = false;
+  int64_t NH = 0, NKV = 0, D = 0;
+  bf16* q = nullptr;
+  bf16* k_cache = nullptr;
+  bf16* v_cache = nullptr;
+};
+void RopeStoreKv(const float* qkv, int64_t T, const RopeStore& r, cudaStream_t stream);
 
 // out[t][i] = silu(gu[t][i]) * gu[t][FF + i]   (gate rows then up rows of one fused GEMM).
 void SwiGlu(const bf16* gu, int64_t T, int64_t FF, bf16* out, cudaStream_t stream);
@@ -91,21 +101,6 @@ int TreeAttentionCtasPerMultiprocessor(int64_t D);
 //   kRmsNorm  in(m) = x_f32[m][:] / rms(x_f32[m]) * norm_w  ([M][K] FP32; RmsNorm)
 //   kSwiGlu   in(m) = silu(x_bf16[m][:K]) * x_bf16[m][K:]  ([M][2K], gate then up; SwiGlu)
 enum class GemvInput { kBf16, kRmsNorm, kSwiGlu };
-// Gemv's other output for the Q|K|V projection: instead of y, row m (token m) is finished as
-// RopeStoreKv finishes it (bias, rotation of q and k at pos[m], q to BF16, k and v into the
-// cache rows slot[m]), so a decode step needs no separate RopeStoreKv launch.
-struct GemvRopeStore {
-  const float* bias = nullptr;  // [N] or null
-  const int32_t* pos = nullptr;
-  const int32_t* slot = nullptr;
-  const float2* table = nullptr;  // cos/sin [pos][D/2]
-  bool interleaved = false;
-  int64_t NH = 0, NKV = 0, D = 0;  // N = (NH + 2 NKV) D
-  bf16* q = nullptr;
-  bf16* k_cache = nullptr;
-  bf16* v_cache = nullptr;
-};
-
 struct GemvArgs {
   GemvInput input = GemvInput::kBf16;
   const bf16* x_bf16 = nullptr;
@@ -117,8 +112,8 @@ struct GemvArgs {
   float* y_f32 = nullptr;  // one of y_f32, y_bf16
   bf16* y_bf16 = nullptr;
   float beta = 0.0f;
-  bool rope_store = false;  // write through `rope` instead of y
-  GemvRopeStore rope;
+  bool rope_store = false;  // finish the q|k|v rows through `rope` instead of writing y
+  RopeStore rope;
 };
 constexpr int64_t kGemvMaxRows = 4;
 constexpr int64_t kGemvMaxStagedBytes = 200 * 1024;  // the staged input rows, in shared memory

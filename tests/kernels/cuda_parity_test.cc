@@ -46,7 +46,7 @@ namespace {
     using AttentionArgs = ns::AttentionArgs;                                                 \
     using GemvArgs = ns::GemvArgs;                                                           \
     using GemvInput = ns::GemvInput;                                                         \
-    using GemvRopeStore = ns::GemvRopeStore;                                                 \
+    using RopeStore = ns::RopeStore;                                                         \
     static void Gemv(const ns::GemvArgs& a, cudaStream_t s) { ns::Gemv(a, 4, s); }           \
     using Blas = ns::Blas;                                                                   \
     using OutType = ns::OutType;                                                             \
@@ -190,9 +190,11 @@ TYPED_TEST(CudaParityTest, RopeBiasAndKvStoreMatchCpu) {
     auto dqkv = this->Put(qkv), dbias = this->Put(bias), dpos = this->Put(pos), dslot = this->Put(slot), dcs = this->Put(cs);
     typename TypeParam::DeviceBuffer q(T * QD * 2), kc(4 * bs * KVD * 2), vc(4 * bs * KVD * 2);
     using bf16 = typename TypeParam::bf16;
-    TypeParam::RopeStoreKv(dqkv.template as<float>(), dbias.template as<float>(), dpos.template as<int32_t>(),
-                           dslot.template as<int32_t>(), dcs.template as<float2>(), interleaved, T, NH, NKV, D,
-                           q.template as<bf16>(), kc.template as<bf16>(), vc.template as<bf16>(), this->stream->get());
+    const typename TypeParam::RopeStore r{dbias.template as<float>(), dpos.template as<int32_t>(),
+                                          dslot.template as<int32_t>(), dcs.template as<float2>(), interleaved,
+                                          NH, NKV, D, q.template as<bf16>(), kc.template as<bf16>(),
+                                          vc.template as<bf16>()};
+    TypeParam::RopeStoreKv(dqkv.template as<float>(), T, r, this->stream->get());
     std::vector<float> gq = this->FromBf16(this->template Get<bf16>(q, T * QD));
     std::vector<float> gk = this->FromBf16(this->template Get<bf16>(kc, 4 * bs * KVD));
     std::vector<float> gv = this->FromBf16(this->template Get<bf16>(vc, 4 * bs * KVD));
@@ -344,22 +346,17 @@ TYPED_TEST(CudaParityTest, GemvRopeStoreMatchesGemvThenRopeStoreKv) {
         g.w = dw.template as<bf16>();
         g.y_f32 = y.template as<float>();
         TypeParam::Gemv(g, this->stream->get());
-        const float* b = with_bias ? dbias.template as<float>() : nullptr;
-        TypeParam::RopeStoreKv(y.template as<float>(), b, dpos.template as<int32_t>(), dslot.template as<int32_t>(),
-                               dcs.template as<float2>(), interleaved, M, NH, NKV, D, q1.template as<bf16>(),
-                               k1.template as<bf16>(), v1.template as<bf16>(), this->stream->get());
-        g.y_f32 = nullptr;
-        g.rope_store = true;
-        typename TypeParam::GemvRopeStore& r = g.rope;
-        r.bias = b;
-        r.pos = dpos.template as<int32_t>();
-        r.slot = dslot.template as<int32_t>();
-        r.table = dcs.template as<float2>();
-        r.interleaved = interleaved;
-        r.NH = NH, r.NKV = NKV, r.D = D;
+        typename TypeParam::RopeStore r{with_bias ? dbias.template as<float>() : nullptr, dpos.template as<int32_t>(),
+                                        dslot.template as<int32_t>(), dcs.template as<float2>(), interleaved,
+                                        NH, NKV, D, q1.template as<bf16>(), k1.template as<bf16>(),
+                                        v1.template as<bf16>()};
+        TypeParam::RopeStoreKv(y.template as<float>(), M, r, this->stream->get());
         r.q = q2.template as<bf16>();
         r.k_cache = k2.template as<bf16>();
         r.v_cache = v2.template as<bf16>();
+        g.y_f32 = nullptr;
+        g.rope_store = true;
+        g.rope = r;
         TypeParam::Gemv(g, this->stream->get());
         const std::string what = std::string(interleaved ? "interleaved" : "halves") + (with_bias ? ", bias" : "") +
                                  ", M " + std::to_string(M);
