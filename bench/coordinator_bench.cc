@@ -266,7 +266,7 @@ ShipRow MeasureShip() {
   if (!holder.ok() || !importer.ok() || !recomputer.ok()) return row;
   // 513 tokens of real text: 32 full blocks (512 tokens) travel, 1 is computed.
   std::string text;
-  std::ifstream in(std::string(CANOPY_SHARED_DIR) + "/datasets/gsm8k.jsonl");
+  std::ifstream in(std::string(CANOPY_DATA_DIR) + "/gsm8k.jsonl");
   std::string line;
   while (std::getline(in, line) && text.size() < 8000) text += line + "\n";
   std::vector<int32_t> tokens = (*holder)->tokenizer().Encode(text, false);

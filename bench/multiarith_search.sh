@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-runs/multiarith100}
 bin=${CANOPY_BIN:-build/apps/canopy}
-dataset=${DATASET:-../shared/datasets/mawps_multiarith.jsonl}
+dataset=${DATASET:-data/mawps_multiarith.jsonl}
 common=(--dataset "$dataset" --limit 100 --beam-width 4 --solution-tokens 400 --step-tokens 160
         --max-depth 20 --seed 1)
 runs=${RUNS:-"greedy:1 self-consistency:1 self-consistency:4 self-consistency:16 beam:1 beam:4 beam:16"}

@@ -1,5 +1,5 @@
 // Reading a problem set: JSONL, one problem per line, with the field names of the common
-// math and proof benchmarks recognised (see /work/shared/datasets/README.md) and
+// math and proof benchmarks recognised (see data/README.md) and
 // overridable. A malformed line is reported and skipped, never fatal: a 1319-problem run
 // should not die on line 812.
 #pragma once

@@ -16,7 +16,7 @@ Control tokens are added as special AddedTokens, so "<|im_start|>" in the corpus
 as one id (canopy's Encode(text, parse_special=true)).
 
 Usage: scripts/gen_tokenizer_golden.py [--model models/SmolLM2-135M-Instruct.Q4_1.gguf]
-           [--gsm8k ../shared/datasets/gsm8k.jsonl] [--out tests/data] [--num-gsm8k 40]
+           [--gsm8k data/gsm8k.jsonl] [--out tests/data] [--num-gsm8k 40]
 """
 
 import argparse
@@ -166,8 +166,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=os.path.join(root, "models",
                                                         "SmolLM2-135M-Instruct.Q4_1.gguf"))
-    parser.add_argument("--gsm8k", default=os.path.join(root, "..", "shared", "datasets",
-                                                        "gsm8k.jsonl"))
+    parser.add_argument("--gsm8k", default=os.path.join(root, "data", "gsm8k.jsonl"))
     parser.add_argument("--num-gsm8k", type=int, default=40)
     parser.add_argument("--out", default=os.path.join(root, "tests", "data"))
     args = parser.parse_args()

@@ -92,7 +92,7 @@ class DistributedTest : public ::testing::Test {
 
   void SetUp() override {
     if (testing::DefaultModelPath().empty()) GTEST_SKIP() << "default model missing: run scripts/fetch_model.sh";
-    ASSERT_TRUE(have_slice_) << "the shared datasets are missing (../shared/datasets)";
+    ASSERT_TRUE(have_slice_) << "the repository's datasets are missing (data/)";
   }
 
   // The job: a short beam search over 6 MultiArith problems; or best-of-4 one problem at a

@@ -33,8 +33,8 @@ class SolveTest : public ::testing::Test {
     fs::remove_all(dir_);
     fs::create_directories(dir_);
     // Six MultiArith problems, a malformed line and a blank line.
-    std::ifstream in(std::string(CANOPY_SHARED_DIR) + "/datasets/mawps_multiarith.jsonl");
-    ASSERT_TRUE(in) << "shared datasets missing";
+    std::ifstream in(std::string(CANOPY_DATA_DIR) + "/mawps_multiarith.jsonl");
+    ASSERT_TRUE(in) << "data/mawps_multiarith.jsonl missing";
     std::ofstream out(dir_ / "slice.jsonl");
     std::string line;
     for (int i = 0; i < 6 && std::getline(in, line); ++i) {

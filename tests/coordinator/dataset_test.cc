@@ -10,8 +10,8 @@
 namespace canopy {
 namespace {
 
-std::string Shared(const std::string& name) {
-  return std::string(CANOPY_SHARED_DIR "/datasets/") + name;
+std::string DataFile(const std::string& name) {
+  return std::string(CANOPY_DATA_DIR "/") + name;
 }
 
 Dataset MustRead(const std::string& path, const DatasetOptions& opts = {}) {
@@ -43,7 +43,7 @@ size_t CountEmptyGold(const Dataset& ds) {
 }
 
 TEST(DatasetTest, Gsm8k) {
-  Dataset ds = MustRead(Shared("gsm8k.jsonl"));
+  Dataset ds = MustRead(DataFile("gsm8k.jsonl"));
   ASSERT_EQ(ds.problems.size(), 1319u);
   EXPECT_TRUE(ds.errors.empty());
   EXPECT_EQ(ds.family, TaskFamily::kArithmetic);
@@ -62,7 +62,7 @@ TEST(DatasetTest, Gsm8k) {
 }
 
 TEST(DatasetTest, Mawps) {
-  Dataset multi = MustRead(Shared("mawps_multiarith.jsonl"));
+  Dataset multi = MustRead(DataFile("mawps_multiarith.jsonl"));
   ASSERT_EQ(multi.problems.size(), 600u);
   EXPECT_TRUE(multi.errors.empty());
   EXPECT_EQ(multi.family, TaskFamily::kArithmetic);
@@ -76,19 +76,19 @@ TEST(DatasetTest, Mawps) {
   EXPECT_EQ(multi.problems[2].gold, "2");
   EXPECT_TRUE(multi.problems[0].gold_raw.is_number_integer());
 
-  Dataset addsub = MustRead(Shared("mawps_addsub.jsonl"));
+  Dataset addsub = MustRead(DataFile("mawps_addsub.jsonl"));
   ASSERT_EQ(addsub.problems.size(), 395u);  // the last line has no newline
   EXPECT_EQ(addsub.problems[0].gold, "43.0");
   EXPECT_EQ(addsub.problems[1].gold, "26.0");
   EXPECT_EQ(CountEmptyGold(addsub), 0u);
 
-  Dataset singleop = MustRead(Shared("mawps_singleop.jsonl"));
+  Dataset singleop = MustRead(DataFile("mawps_singleop.jsonl"));
   ASSERT_EQ(singleop.problems.size(), 562u);
   EXPECT_EQ(singleop.problems[0].gold, "14.0");
 }
 
 TEST(DatasetTest, MinervaBoxed) {
-  Dataset ds = MustRead(Shared("minerva_math.jsonl"));
+  Dataset ds = MustRead(DataFile("minerva_math.jsonl"));
   ASSERT_EQ(ds.problems.size(), 272u);
   EXPECT_TRUE(ds.errors.empty());
   EXPECT_EQ(ds.family, TaskFamily::kCompetitionMath);
@@ -103,7 +103,7 @@ TEST(DatasetTest, MinervaBoxed) {
 }
 
 TEST(DatasetTest, OlympiadBench) {
-  Dataset ds = MustRead(Shared("olympiadbench.jsonl"));
+  Dataset ds = MustRead(DataFile("olympiadbench.jsonl"));
   ASSERT_EQ(ds.problems.size(), 675u);
   EXPECT_TRUE(ds.errors.empty());
   EXPECT_EQ(ds.family, TaskFamily::kCompetitionMath);
@@ -119,7 +119,7 @@ TEST(DatasetTest, OlympiadBench) {
 }
 
 TEST(DatasetTest, Aime24PrefersAnswerOverSolution) {
-  Dataset ds = MustRead(Shared("aime24.jsonl"));
+  Dataset ds = MustRead(DataFile("aime24.jsonl"));
   ASSERT_EQ(ds.problems.size(), 30u);
   EXPECT_EQ(ds.family, TaskFamily::kCompetitionMath);
   EXPECT_EQ(ds.question_field, "question");
@@ -132,7 +132,7 @@ TEST(DatasetTest, Aime24PrefersAnswerOverSolution) {
 
 TEST(DatasetTest, MiniF2FHasNoGold) {
   for (const char* name : {"minif2f_metamath_test.jsonl", "minif2f_metamath_valid.jsonl"}) {
-    Dataset ds = MustRead(Shared(name));
+    Dataset ds = MustRead(DataFile(name));
     ASSERT_EQ(ds.problems.size(), 244u) << name;
     EXPECT_TRUE(ds.errors.empty());
     EXPECT_EQ(ds.family, TaskFamily::kProof);
@@ -143,7 +143,7 @@ TEST(DatasetTest, MiniF2FHasNoGold) {
     EXPECT_EQ(ds.problems[0].gold, "");
     EXPECT_TRUE(ds.problems[0].gold_raw.is_null());
   }
-  EXPECT_EQ(MustRead(Shared("minif2f_metamath_test.jsonl")).problems[0].id, "aime-1983-p1");
+  EXPECT_EQ(MustRead(DataFile("minif2f_metamath_test.jsonl")).problems[0].id, "aime-1983-p1");
 }
 
 TEST(DatasetTest, MissingFileIsAnError) {
@@ -243,7 +243,7 @@ TEST(DatasetTest, LimitAndOffset) {
   DatasetOptions opts;
   opts.offset = 2;
   opts.limit = 3;
-  Dataset ds = MustRead(Shared("gsm8k.jsonl"), opts);
+  Dataset ds = MustRead(DataFile("gsm8k.jsonl"), opts);
   ASSERT_EQ(ds.problems.size(), 3u);
   EXPECT_EQ(ds.problems[0].id, "2");
   EXPECT_EQ(ds.problems[0].gold, "70000");
@@ -251,16 +251,16 @@ TEST(DatasetTest, LimitAndOffset) {
 
   opts = {};
   opts.limit = 0;
-  EXPECT_TRUE(MustRead(Shared("gsm8k.jsonl"), opts).problems.empty());
+  EXPECT_TRUE(MustRead(DataFile("gsm8k.jsonl"), opts).problems.empty());
   opts = {};
   opts.offset = 1318;
-  ds = MustRead(Shared("gsm8k.jsonl"), opts);
+  ds = MustRead(DataFile("gsm8k.jsonl"), opts);
   ASSERT_EQ(ds.problems.size(), 1u);
   EXPECT_EQ(ds.problems[0].id, "1318");
   opts.offset = 5000;
-  EXPECT_TRUE(MustRead(Shared("gsm8k.jsonl"), opts).problems.empty());
+  EXPECT_TRUE(MustRead(DataFile("gsm8k.jsonl"), opts).problems.empty());
   opts.offset = -1;
-  EXPECT_FALSE(ReadDataset(Shared("gsm8k.jsonl"), opts).ok());
+  EXPECT_FALSE(ReadDataset(DataFile("gsm8k.jsonl"), opts).ok());
 
   // The offset counts good problems, not lines.
   TempFile f("offset.jsonl", "garbage\n{\"question\": \"a\"}\n\n{\"question\": \"b\"}\n");

@@ -239,7 +239,7 @@ TEST(SolveJob, TreeSinkSeesEveryTreeAndItsChosenLeaf) {
     EXPECT_EQ(path, results[id].path);
     EXPECT_EQ(nodes[chosen]["terminal"], true);
   }
-  EXPECT_EQ(SafeFileName("../a b/c"), "_._a_b_c");
+  EXPECT_EQ(SafeFileName("../a b/c"), "_._a_b_c");  // repo-paths: ok
   EXPECT_EQ(SafeFileName(""), "_");
 }
 

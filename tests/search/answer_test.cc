@@ -179,7 +179,7 @@ constexpr int kOlympiadTuples = 33;       // answer_type "Tuple"
 
 std::vector<nlohmann::json> ReadJsonl(const std::string& name) {
   std::vector<nlohmann::json> rows;
-  std::ifstream in(std::string(CANOPY_SHARED_DIR) + "/datasets/" + name);
+  std::ifstream in(std::string(CANOPY_DATA_DIR) + "/" + name);
   std::string line;
   while (std::getline(in, line)) {
     if (!line.empty()) rows.push_back(nlohmann::json::parse(line));
@@ -188,7 +188,7 @@ std::vector<nlohmann::json> ReadJsonl(const std::string& name) {
 }
 
 bool DatasetPresent(const std::string& name) {
-  return std::filesystem::exists(std::string(CANOPY_SHARED_DIR) + "/datasets/" + name);
+  return std::filesystem::exists(std::string(CANOPY_DATA_DIR) + "/" + name);
 }
 
 // "1234567" -> "1,234,567".
@@ -204,7 +204,7 @@ std::string WithCommas(const std::string& n) {
 }
 
 TEST(DatasetAnswersTest, Gsm8kGoldsAreNumbers) {
-  if (!DatasetPresent("gsm8k.jsonl")) GTEST_SKIP() << "gsm8k.jsonl not present";
+  ASSERT_TRUE(DatasetPresent("gsm8k.jsonl")) << "data/gsm8k.jsonl is missing";
   std::vector<nlohmann::json> rows = ReadJsonl("gsm8k.jsonl");
   ASSERT_EQ(rows.size(), 1319u);
   int with_thousands = 0;
@@ -234,7 +234,7 @@ TEST(DatasetAnswersTest, Gsm8kGoldsAreNumbers) {
 }
 
 TEST(DatasetAnswersTest, MinervaSolutionsHaveBoxedAnswers) {
-  if (!DatasetPresent("minerva_math.jsonl")) GTEST_SKIP() << "minerva_math.jsonl not present";
+  ASSERT_TRUE(DatasetPresent("minerva_math.jsonl")) << "data/minerva_math.jsonl is missing";
   std::vector<nlohmann::json> rows = ReadJsonl("minerva_math.jsonl");
   ASSERT_EQ(rows.size(), 272u);
   int boxed = 0, numeric = 0;
@@ -258,7 +258,7 @@ TEST(DatasetAnswersTest, MinervaSolutionsHaveBoxedAnswers) {
 }
 
 TEST(DatasetAnswersTest, MawpsTargetsMatchTheirForms) {
-  if (!DatasetPresent("mawps_multiarith.jsonl")) GTEST_SKIP() << "mawps not present";
+  ASSERT_TRUE(DatasetPresent("mawps_multiarith.jsonl")) << "data/mawps_multiarith.jsonl is missing";
   std::vector<nlohmann::json> rows = ReadJsonl("mawps_multiarith.jsonl");
   ASSERT_EQ(rows.size(), kMawpsRows);
   for (const nlohmann::json& row : rows) {
@@ -272,7 +272,7 @@ TEST(DatasetAnswersTest, MawpsTargetsMatchTheirForms) {
 }
 
 TEST(DatasetAnswersTest, OlympiadBenchFinalAnswers) {
-  if (!DatasetPresent("olympiadbench.jsonl")) GTEST_SKIP() << "olympiadbench not present";
+  ASSERT_TRUE(DatasetPresent("olympiadbench.jsonl")) << "data/olympiadbench.jsonl is missing";
   std::vector<nlohmann::json> rows = ReadJsonl("olympiadbench.jsonl");
   ASSERT_EQ(rows.size(), 675u);
   int numeric = 0, tuples = 0;

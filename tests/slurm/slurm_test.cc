@@ -58,7 +58,7 @@ class SlurmTest : public ::testing::Test {
 
   void SetUp() override {
     if (testing::DefaultModelPath().empty()) GTEST_SKIP() << "default model missing: run scripts/fetch_model.sh";
-    ASSERT_TRUE(have_slice_) << "the shared datasets are missing (../shared/datasets)";
+    ASSERT_TRUE(have_slice_) << "the repository's datasets are missing (data/)";
     int rc = 0;
     std::string out = Sh("sinfo -h -o %T", &rc);
     ASSERT_EQ(rc, 0) << "no Slurm here: start it with tests/slurm/slurm_cluster.sh start\n" << out;

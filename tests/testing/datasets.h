@@ -1,4 +1,4 @@
-// Problems for tests: synthetic ones for the fake workers, and slices of the shared real
+// Problems for tests: synthetic ones for the fake workers, and slices of the real
 // datasets for end-to-end runs.
 #pragma once
 
@@ -24,10 +24,10 @@ inline std::vector<Problem> SyntheticProblems(int n) {
   return ps;
 }
 
-// The first `n` problems of the shared MAWPS MultiArith set, written to `out`; false when the
-// shared datasets are missing.
+// The first `n` problems of MAWPS MultiArith (data/), written to `out`; false when the
+// dataset is missing.
 inline bool WriteMultiArithSlice(const std::filesystem::path& out, int n) {
-  std::ifstream in(std::string(CANOPY_SHARED_DIR) + "/datasets/mawps_multiarith.jsonl");
+  std::ifstream in(std::string(CANOPY_DATA_DIR) + "/mawps_multiarith.jsonl");
   if (!in) return false;
   std::ofstream o(out);
   std::string line;

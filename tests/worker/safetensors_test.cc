@@ -368,7 +368,7 @@ TEST(HfLoaderErrorsTest, IndexErrors) {
   const std::string dir = TempDir("index");
   ASSERT_TRUE(WriteSafetensorsModel(dense, dir, TensorType::kBF16, 2).ok());
   WriteString(dir + "/model.safetensors.index.json",
-              R"({"weight_map": {"model.embed_tokens.weight": "../evil.safetensors"}})");
+              R"({"weight_map": {"model.embed_tokens.weight": "../evil.safetensors"}})");  // repo-paths: ok
   auto m = LoadHfModel(dir);
   ASSERT_FALSE(m.ok());
   EXPECT_NE(m.status().message().find("not a file name"), std::string::npos);
