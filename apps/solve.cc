@@ -20,6 +20,7 @@
 #include <atomic>
 #include <boost/asio.hpp>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -97,6 +98,9 @@ void OnSignal(int sig) {
   }
 }
 
+// HUP (the terminal closed) stops the job as TERM does: results, journal and status end
+// cleanly. PIPE is ignored: a closed stdout (`canopy solve ... | head`) makes writes fail
+// with EPIPE instead of killing the job.
 void InstallSignalHandlers() {
   struct sigaction sa {};
   sa.sa_handler = OnSignal;
@@ -105,6 +109,11 @@ void InstallSignalHandlers() {
   sigaction(SIGUSR1, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
   sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGHUP, &sa, nullptr);
+  struct sigaction ignore {};
+  ignore.sa_handler = SIG_IGN;
+  sigemptyset(&ignore.sa_mask);
+  sigaction(SIGPIPE, &ignore, nullptr);
 }
 
 // Asks Slurm to requeue this job (or array task). False when not in Slurm or it failed.
@@ -123,6 +132,54 @@ bool RequeueSelf() {
 int Fail(const std::string& msg) {
   std::fprintf(stderr, "canopy solve: %s\n", msg.c_str());
   return 1;
+}
+
+// Every numeric option checked before anything starts: NaN, infinities and values outside
+// their range are refused by name instead of sampling garbage or meaning something else.
+Status ValidateFlags(const SolveFlags& f) {
+  auto bad = [](const std::string& flag, double v, const std::string& want) {
+    std::ostringstream os;
+    os << flag << " " << v << ": must be " << want;
+    return InvalidArgumentError(os.str());
+  };
+  if (!std::isfinite(f.temperature) || f.temperature < 0) {
+    return bad("--temperature", f.temperature, "a finite number >= 0 (0 is greedy)");
+  }
+  if (!std::isfinite(f.top_p) || f.top_p <= 0 || f.top_p > 1) return bad("--top-p", f.top_p, "in (0, 1]");
+  if (f.top_k < 0) return bad("--top-k", f.top_k, ">= 0 (0: no top-k)");
+  for (int n : f.ns) {
+    if (n < 1) return bad("--n", n, ">= 1");
+  }
+  const std::pair<const char*, int> at_least_one[] = {
+      {"--beam-width", f.beam_width},   {"--mcts-children", f.mcts_children},
+      {"--mcts-parallel", f.mcts_parallel}, {"--step-tokens", f.step_tokens},
+      {"--solution-tokens", f.solution_tokens}, {"--workers", f.workers}};
+  for (const auto& [flag, v] : at_least_one) {
+    if (v < 1) return bad(flag, v, ">= 1");
+  }
+  const std::pair<const char*, double> non_negative[] = {
+      {"--max-depth", static_cast<double>(f.max_depth)},
+      {"--max-expansions", static_cast<double>(f.max_expansions)},
+      {"--problems-in-flight", static_cast<double>(f.in_flight)},
+      {"--max-tokens", static_cast<double>(f.max_tokens)},
+      {"--job-max-tokens", static_cast<double>(f.job_max_tokens)},
+      {"--offset", static_cast<double>(f.offset)},
+      {"--max-seconds", f.max_seconds},
+      {"--job-max-seconds", f.job_max_seconds},
+      {"--drain-seconds", f.drain_seconds},
+      {"--max-restarts", static_cast<double>(f.max_restarts)},
+      {"--overload-margin", static_cast<double>(f.overload_margin)}};
+  for (const auto& [flag, v] : non_negative) {
+    if (!std::isfinite(v) || v < 0) return bad(flag, v, "a finite number >= 0");
+  }
+  const std::pair<const char*, double> positive[] = {{"--kv-cache-mb", static_cast<double>(f.kv_mb)},
+                                                      {"--worker-timeout", f.worker_timeout},
+                                                      {"--heartbeat-deadline", f.heartbeat_deadline},
+                                                      {"--wait-workers", f.wait_workers}};
+  for (const auto& [flag, v] : positive) {
+    if (!std::isfinite(v) || v <= 0) return bad(flag, v, "a finite number > 0");
+  }
+  return Status::Ok();
 }
 
 std::string DefaultScorer(const std::string& strategy) {
@@ -167,8 +224,10 @@ nlohmann::json RunSettings(const SolveFlags& f, const Run& run, const SolveOptio
   return j;
 }
 
-// A resumed run must be the same run: its settings file must match.
-Status CheckOrWriteSettings(const std::string& dir, const nlohmann::json& settings) {
+// A resumed run must be the same run: its settings file must match. Writes nothing; false
+// when there is no settings file yet (a new run: WriteFileAtomically it once the folder's
+// results file is known to be canopy's own).
+StatusOr<bool> CheckSettings(const std::string& dir, const nlohmann::json& settings) {
   std::string path = dir + "/run.json";
   std::ifstream in(path);
   if (in) {
@@ -182,9 +241,34 @@ Status CheckOrWriteSettings(const std::string& dir, const nlohmann::json& settin
       return FailedPreconditionError(dir + " holds results of a different run (settings differ:" +
                                      diff + "); use another --output or remove it");
     }
-    return Status::Ok();
+    return true;
   }
-  return WriteFileAtomically(path, settings.dump(2) + "\n");
+  return false;
+}
+
+// Who writes status.json: `canopy status` tells a dead job from a running one by them.
+nlohmann::json JobIdentity() {
+  char host[256] = {};
+  gethostname(host, sizeof(host) - 1);
+  return {{"pid", static_cast<int64_t>(getpid())}, {"host", std::string(host)}};
+}
+
+// The job secret: --secret-file, else $CANOPY_JOB_SECRET, else a new one written to
+// OUT/job.secret (0600) for workers and status readers. With `fresh`, a new one that is not
+// written anywhere (MPI hands it to the workers).
+StatusOr<std::string> JobSecret(const SolveFlags& f, const std::string& out, bool fresh) {
+  if (fresh) return GenerateJobSecret();
+  auto loaded = LoadJobSecret(f.secret_file);
+  if (loaded.ok() || loaded.status().code() != StatusCode::kNotFound) return loaded;
+  CANOPY_ASSIGN_OR_RETURN(std::string secret, GenerateJobSecret());
+  std::error_code ec;
+  fs::create_directories(out, ec);
+  const std::string path = out + "/job.secret";
+  fs::remove(path, ec);
+  CANOPY_RETURN_IF_ERROR(WriteSecretFile(path, secret));
+  CANOPY_LOG(Info) << "job secret written to " << path << " (workers: --secret-file " << path
+                   << "; HTTP status: Authorization: Bearer <its contents>)";
+  return secret;
 }
 
 }  // namespace
@@ -282,6 +366,7 @@ int SolveMain(int argc, char** argv, bool coordinator_command) {
   if (f.num_shards < 1 || f.shard < 0 || f.shard >= f.num_shards) {
     return Fail("--shard must be in [0, --num-shards)");
   }
+  if (Status s = ValidateFlags(f); !s.ok()) return Fail(s.message());
   if (f.launcher != "embedded" && f.launcher != "mpi" && f.launcher != "listen") {
     return Fail("unknown --launcher '" + f.launcher + "' (embedded, mpi)");
   }
@@ -351,7 +436,8 @@ int SolveMain(int argc, char** argv, bool coordinator_command) {
   }
   if (ds->problems.empty()) return fail_mpi(f.dataset + ": no usable problems");
   CANOPY_LOG(Info) << f.dataset << ": " << ds->problems.size() << " problems (" << TaskFamilyName(ds->family)
-                   << "; question '" << ds->question_field << "', answer '" << ds->answer_field << "')"
+                   << "; question '" << ds->question_field << "', "
+                   << (ds->graded ? "answer '" + ds->answer_field + "'" : "no gold answers: ungraded") << ")"
                    << (ds->errors.empty() ? "" : ", " + std::to_string(ds->errors.size()) + " lines skipped");
   StatusOr<std::string> system_prompt = ResolveSystemPrompt(f.system_prompt, ds->family);
   if (!system_prompt.ok()) return fail_mpi(system_prompt.status().ToString());
@@ -362,6 +448,7 @@ int SolveMain(int argc, char** argv, bool coordinator_command) {
   std::unique_ptr<LocalWorker> local;
   RemoteWorkers cluster;
   WorkerLink* link = nullptr;
+  int workers_wanted = 0;
   if (!remote) {
     auto made = WorkerSetup::Create(SetupOptions(f));
     if (!made.ok()) return fail_mpi(made.status().ToString());
@@ -388,7 +475,15 @@ int SolveMain(int argc, char** argv, bool coordinator_command) {
   std::string out = f.output.empty() ? "runs/" + DatasetStem(f.dataset) + "-" + runs[0].strategy : f.output;
   for (Run& r : runs) r.dir = runs.size() == 1 ? out : out + "/" + r.strategy + "-n" + std::to_string(r.n);
 
-  std::string cluster_secret;  // the job secret (remote modes): workers and /status need it
+  // The job secret: workers and the HTTP status need it (embedded: only with --http).
+  std::string cluster_secret;
+  std::string http = f.http.empty() && remote ? "127.0.0.1:0" : f.http;
+  if (remote || (!http.empty() && http != "none")) {
+    const bool fresh = mpi && f.secret_file.empty() && !std::getenv(kSecretEnvVar);
+    auto secret = JobSecret(f, out, fresh);
+    if (!secret.ok()) return fail_mpi(secret.status().ToString());
+    cluster_secret = *secret;
+  }
   if (remote) {
     std::error_code ec;
     fs::create_directories(out, ec);
@@ -400,28 +495,7 @@ int SolveMain(int argc, char** argv, bool coordinator_command) {
     dopt.kv_shipping = !f.no_kv_shipping;
     dopt.model = model_name;
     cluster.dispatcher = std::make_unique<Dispatcher>(dopt);
-    std::string secret;
-    if (mpi && f.secret_file.empty() && !std::getenv(kSecretEnvVar)) {
-      auto made = GenerateJobSecret();  // travels to the workers over MPI only
-      if (!made.ok()) return fail_mpi(made.status().ToString());
-      secret = *made;
-    } else {
-      auto loaded = LoadJobSecret(f.secret_file);
-      if (loaded.ok()) {
-        secret = *loaded;
-      } else if (loaded.status().code() == StatusCode::kNotFound) {
-        auto made = GenerateJobSecret();
-        if (!made.ok()) return fail_mpi(made.status().ToString());
-        secret = *made;
-        std::string path = out + "/job.secret";
-        fs::remove(path, ec);
-        if (Status s = WriteSecretFile(path, secret); !s.ok()) return fail_mpi(s.ToString());
-        CANOPY_LOG(Info) << "job secret written to " << path << " (workers: --secret-file " << path << ")";
-      } else {
-        return fail_mpi(loaded.status().ToString());
-      }
-    }
-    cluster_secret = secret;
+    const std::string& secret = cluster_secret;
     ListenerOptions lo;
     lo.connection.secret = secret;
     std::string listen = f.listen;
@@ -472,28 +546,38 @@ int SolveMain(int argc, char** argv, bool coordinator_command) {
       if (!sent.ok()) return Fail(sent.status().ToString());
       want = mpi->size - 1;
     }
-    if (!cluster.dispatcher->WaitForWorkers(want, f.wait_workers)) {
-      return Fail("only " + std::to_string(cluster.dispatcher->alive_workers()) + " of " + std::to_string(want) +
-                  " workers joined within " + std::to_string(static_cast<int>(f.wait_workers)) + " s");
-    }
-    CANOPY_LOG(Info) << cluster.dispatcher->alive_workers() << " workers joined";
+    workers_wanted = want;
     link = cluster.dispatcher.get();
   }
 
-  // Watching: a status board (served over HTTP, and OUTPUT/status.json for `canopy status`).
+  // Watching: a status board (served over HTTP, and OUTPUT/status.json for `canopy status`),
+  // up before the wait for workers so that a job stuck waiting is visible.
   InstallSignalHandlers();
   StatusBoard board;
   std::unique_ptr<StatusServer> status_server;
-  std::string http = f.http.empty() && remote ? "127.0.0.1:0" : f.http;
   if (!http.empty() && http != "none") {
     auto hp = ParseHostPort(http, "--http");
     if (!hp.ok()) return Fail(hp.status().ToString());
-    std::string secret;
-    if (remote) secret = cluster_secret;
-    auto started = StatusServer::Start(hp->first, hp->second, secret, &board);
+    auto started = StatusServer::Start(hp->first, hp->second, cluster_secret, &board);
     if (!started.ok()) return Fail(started.status().ToString());
     status_server = std::move(started).value();
     CANOPY_LOG(Info) << "status: http://" << hp->first << ":" << status_server->port() << "/status (/healthz, /metrics)";
+  }
+  if (cluster.dispatcher) {
+    nlohmann::json waiting = JobIdentity();
+    waiting["state"] = "waiting for workers";
+    waiting["workers_wanted"] = workers_wanted;
+    waiting["total"] = static_cast<int64_t>(ds->problems.size());
+    if (status_server) waiting["http_port"] = status_server->port();
+    board.Set(waiting);
+    (void)WriteFileAtomically(out + "/status.json", waiting.dump(2) + "\n");
+    if (!cluster.dispatcher->WaitForWorkers(workers_wanted, f.wait_workers, &g_stop)) {
+      return Fail(g_stop.load() > 0 ? "stopped by a signal while waiting for workers"
+                                    : "only " + std::to_string(cluster.dispatcher->alive_workers()) + " of " +
+                                          std::to_string(workers_wanted) + " workers joined within " +
+                                          std::to_string(static_cast<int>(f.wait_workers)) + " s");
+    }
+    CANOPY_LOG(Info) << cluster.dispatcher->alive_workers() << " workers joined";
   }
   const auto session_start = std::chrono::steady_clock::now();
   bool interrupted = false;
@@ -543,16 +627,36 @@ int SolveMain(int argc, char** argv, bool coordinator_command) {
     nlohmann::json settings = RunSettings(f, run, so, model_name);
     std::error_code ec;
     fs::create_directories(run.dir, ec);
-    if (Status s = CheckOrWriteSettings(run.dir, settings); !s.ok()) return fail_mpi(s.ToString());
+    StatusOr<bool> same_run = CheckSettings(run.dir, settings);
+    if (!same_run.ok()) return fail_mpi(same_run.status().ToString());
     LoadedResults loaded;
     auto writer = ResultsWriter::Open(run.dir, &loaded);
     if (!writer.ok()) return fail_mpi(writer.status().ToString());
+    if (!*same_run) {
+      if (Status s = WriteFileAtomically(run.dir + "/run.json", settings.dump(2) + "\n"); !s.ok()) {
+        return fail_mpi(s.ToString());
+      }
+    }
     for (const std::string& issue : loaded.issues) CANOPY_LOG(Warn) << run.dir << "/results.jsonl: " << issue;
+    // Only records of this run's problems count: a record of another selection (--limit,
+    // --offset, --shard) or of another dataset stays in the file and out of the summary.
+    std::set<std::string> wanted;
+    for (const Problem& p : ds->problems) wanted.insert(p.id);
     std::set<std::string> done_ids;
     std::vector<ResultRecord> records;
+    int64_t others = 0;
     for (const ResultRecord& r : loaded.records) {
+      if (!wanted.count(r.id)) {
+        ++others;
+        continue;
+      }
       done_ids.insert(r.id);
       records.push_back(r);
+    }
+    if (others > 0) {
+      CANOPY_LOG(Warn) << run.dir << "/results.jsonl: " << others << " records are not among this run's "
+                       << ds->problems.size() << " problems (another --limit, --offset, --shard or dataset); "
+                       << "kept in the file, left out of the counts";
     }
     std::vector<Problem> todo;
     for (const Problem& p : ds->problems) {
@@ -570,6 +674,7 @@ int SolveMain(int argc, char** argv, bool coordinator_command) {
     po.resumed_done = static_cast<int64_t>(records.size());
     po.resumed_correct = resumed_correct;
     po.resumed_tokens = resumed_tokens;
+    po.graded = ds->graded;
     Progress progress(static_cast<int64_t>(ds->problems.size()), po);
     int64_t done = po.resumed_done, correct = resumed_correct, tokens = resumed_tokens;
     auto journal = Journal::Open(run.dir, f.launcher, done_ids);
@@ -602,12 +707,13 @@ int SolveMain(int argc, char** argv, bool coordinator_command) {
                            {"total", static_cast<int64_t>(ds->problems.size())},
                            {"done", done},
                            {"correct", correct},
-                           {"accuracy", done > 0 ? static_cast<double>(correct) / static_cast<double>(done) : 0.0},
+                           {"accuracy", !ds->graded ? nlohmann::json(nullptr)
+                                        : nlohmann::json(done > 0 ? static_cast<double>(correct) / static_cast<double>(done) : 0.0)},
                            {"tokens", tokens},
                            {"elapsed_seconds", elapsed},
                            {"tokens_per_second", elapsed > 0 ? static_cast<double>(tokens - session_tokens_before) / elapsed : 0.0},
-                           {"session", (*journal)->session()},
-                           {"pid", static_cast<int64_t>(getpid())}};
+                           {"session", (*journal)->session()}};
+      st.update(JobIdentity());
       if (status_server) st["http_port"] = status_server->port();
       if (cluster.dispatcher) {
         nlohmann::json ws = nlohmann::json::array();
@@ -669,9 +775,10 @@ int SolveMain(int argc, char** argv, bool coordinator_command) {
       if (!j.is_discarded() && j.contains("summary")) earlier_wall = j["summary"].value("wall_seconds", 0.0);
     }
     bool wall_known = loaded.records.empty() || earlier_wall > 0;
-    run.summary = Summarize(records, wall_known ? earlier_wall + wall : 0.0);
+    run.summary = Summarize(records, wall_known ? earlier_wall + wall : 0.0, ds->graded);
     nlohmann::json full = settings;
     full["dataset_errors"] = ds->errors.size();
+    full["records_of_other_problems"] = others;
     full["launcher"] = f.launcher;
     full["session"] = (*journal)->session();
     if (setup) {
@@ -714,10 +821,16 @@ int SolveMain(int argc, char** argv, bool coordinator_command) {
       full["workers"] = workers;
     }
     if (Status s = WriteSummaryJson(run.dir + "/summary.json", run.summary, full); !s.ok()) return fail_mpi(s.ToString());
-    std::printf("%s n=%d: accuracy %.3f (%lld/%lld), %.1f tokens/problem, %s\n", so.label.c_str(), run.n,
-                run.summary.accuracy, static_cast<long long>(run.summary.num_correct),
-                static_cast<long long>(run.summary.num_problems), run.summary.mean_tokens,
-                (run.dir + "/results.jsonl").c_str());
+    if (ds->graded) {
+      std::printf("%s n=%d: accuracy %.3f (%lld/%lld), %.1f tokens/problem, %s\n", so.label.c_str(), run.n,
+                  run.summary.accuracy, static_cast<long long>(run.summary.num_correct),
+                  static_cast<long long>(run.summary.num_problems), run.summary.mean_tokens,
+                  (run.dir + "/results.jsonl").c_str());
+    } else {
+      std::printf("%s n=%d: ungraded (the dataset has no gold answers), %lld problems, %.1f tokens/problem, %s\n",
+                  so.label.c_str(), run.n, static_cast<long long>(run.summary.num_problems),
+                  run.summary.mean_tokens, (run.dir + "/results.jsonl").c_str());
+    }
   }
 
   if (runs.size() > 1) {
@@ -741,7 +854,8 @@ int SolveMain(int argc, char** argv, bool coordinator_command) {
       std::string scorer = st.value("scorer", "none");
       std::string label = st.value("strategy", "?") + (scorer == "none" ? "" : "/" + scorer);
       series[label].label = label;
-      series[label].points.push_back({j["summary"].value("mean_tokens", 0.0), j["summary"].value("accuracy", 0.0)});
+      const nlohmann::json& acc = j["summary"]["accuracy"];
+      if (acc.is_number()) series[label].points.push_back({j["summary"].value("mean_tokens", 0.0), acc.get<double>()});
       nlohmann::json row = j["summary"];
       row["strategy"] = st.value("strategy", "?");
       row["scorer"] = scorer;
@@ -763,7 +877,8 @@ int SolveMain(int argc, char** argv, bool coordinator_command) {
       std::string label = r["strategy"].get<std::string>() +
                           (r["scorer"] == "none" ? "" : "/" + r["scorer"].get<std::string>());
       std::printf("%-28s %5d %9.3f %14.1f %10.1f\n", label.c_str(), r["n"].get<int>(),
-                  r.value("accuracy", 0.0), r.value("mean_tokens", 0.0), r.value("tokens_per_second", 0.0));
+                  r["accuracy"].is_number() ? r["accuracy"].get<double>() : 0.0, r.value("mean_tokens", 0.0),
+                  r.value("tokens_per_second", 0.0));
     }
     std::printf("plot: %s/accuracy_vs_budget.svg\n", out.c_str());
   }

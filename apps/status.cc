@@ -2,7 +2,11 @@
 // coordinator's latest status.json, the results so far (recounted from results.jsonl), its
 // sessions and restarts (journal.jsonl); for a sweep or a job array, each run or shard and
 // the total.
+#include <signal.h>
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -24,6 +28,20 @@ struct RunStatus {
   int workers = -1;
 };
 
+// A job whose status.json says it runs but whose process is gone (killed by the kernel, a
+// closed terminal before HUP was handled, a crash) is dead, not running. Only a process on
+// this host can be checked; elsewhere the state stands and the file's age tells.
+std::string Liveness(const nlohmann::json& st, const std::string& state) {
+  char host[256] = {};
+  gethostname(host, sizeof(host) - 1);
+  const int64_t pid = st.value("pid", int64_t{0});
+  if (pid <= 0 || st.value("host", "") != std::string(host)) return state;
+  if (::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) {
+    return "dead (pid " + std::to_string(pid) + " is gone)";
+  }
+  return state;
+}
+
 RunStatus Read(const fs::path& dir) {
   RunStatus s;
   s.name = dir.filename().string();
@@ -39,6 +57,7 @@ RunStatus Read(const fs::path& dir) {
   nlohmann::json st = nlohmann::json::parse(in, nullptr, false);
   if (!st.is_discarded() && st.is_object()) {
     s.state = st.value("state", "?");
+    if (s.state == "running" || s.state == "waiting for workers") s.state = Liveness(st, s.state);
     s.total = st.value("total", int64_t{-1});
     s.tokens_per_second = st.value("tokens_per_second", 0.0);
     if (st.contains("workers")) s.workers = static_cast<int>(st["workers"].size());
@@ -97,6 +116,9 @@ int StatusMain(int argc, char** argv) {
       if (e.is_directory() && fs::exists(e.path() / "run.json")) runs.push_back(e.path());
     }
     std::sort(runs.begin(), runs.end());
+  }
+  if (runs.empty() && fs::exists(fs::path(dir) / "status.json")) {
+    runs.push_back(dir);  // a job that has not started a run yet (waiting for workers)
   }
   if (runs.empty()) {
     std::fprintf(stderr, "canopy status: no run in %s (no run.json)\n", dir.c_str());

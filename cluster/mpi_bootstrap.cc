@@ -47,6 +47,11 @@ StatusOr<MpiJob> MpiStart(int* argc, char*** argv) {
   if (!initialized) {
     if (int rc = MPI_Init(argc, argv); rc != MPI_SUCCESS) return MpiError(rc, "init");
   }
+  // MPI's default handler aborts every rank on an error, so no return code would ever be
+  // checked: errors come back as codes and become Status (MpiError) instead.
+  if (int rc = MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN); rc != MPI_SUCCESS) {
+    return MpiError(rc, "set error handler");
+  }
   MpiJob job;
   MPI_Comm_rank(MPI_COMM_WORLD, &job.rank);
   MPI_Comm_size(MPI_COMM_WORLD, &job.size);

@@ -80,7 +80,14 @@ class ByteReader {
   size_t pos_ = 0;
 };
 
-// Reads a whole (small) file into a string.
-StatusOr<std::string> ReadFileToString(const std::string& path);
+// The most ReadFileToString reads unless told otherwise: datasets, configs and tokenizer
+// files are far smaller, and a bound keeps /dev/zero or a runaway file from eating memory.
+inline constexpr uint64_t kMaxReadFileBytes = uint64_t{1} << 30;  // 1 GiB
+
+// Reads a whole file into a string: a regular file of at most `max_bytes`, or a pipe (as
+// from `<(...)`) that ends within `max_bytes`. A directory, a device (/dev/zero) or anything
+// longer is an InvalidArgument naming the path and the limit; nothing is read past it.
+StatusOr<std::string> ReadFileToString(const std::string& path,
+                                       uint64_t max_bytes = kMaxReadFileBytes);
 
 }  // namespace canopy

@@ -5,6 +5,7 @@
 #include <cctype>
 #include <unordered_map>
 
+#include "common/json_depth.h"
 #include "common/mapped_file.h"
 
 namespace canopy {
@@ -183,6 +184,11 @@ StatusOr<Dataset> ParseDataset(std::string_view contents, const std::string& pat
       ds.errors.push_back({line_number, "line " + std::to_string(line_number) + ": " + what});
     };
 
+    if (const int depth = JsonNestingDepth(line); depth > kMaxJsonDepth) {
+      error("nested " + std::to_string(depth) + " levels deep, more than the limit of " +
+            std::to_string(kMaxJsonDepth));
+      continue;
+    }
     nlohmann::json obj;
     try {
       obj = nlohmann::json::parse(line);
@@ -226,8 +232,14 @@ StatusOr<Dataset> ParseDataset(std::string_view contents, const std::string& pat
         continue;
       }
       p.gold = std::move(gold).value();
-    } else if (!opts.answer_field.empty()) {
-      error("no gold field '" + opts.answer_field + "'");
+    }
+    // A graded dataset (its first problem has a gold answer, or --answer-field names one)
+    // needs one on every line: a problem without it could only ever count as wrong.
+    const bool graded = good == 0 ? !p.gold.empty() || !opts.answer_field.empty() : ds.graded;
+    if (graded && p.gold.empty()) {
+      error(afield.empty() ? "no gold field (looked for " +
+                                 CandidateList(opts.answer_field, kAnswerFields) + ")"
+                           : "gold field '" + afield + "' holds no answer");
       continue;
     }
 
@@ -253,6 +265,7 @@ StatusOr<Dataset> ParseDataset(std::string_view contents, const std::string& pat
     }
 
     if (good == 0) {
+      ds.graded = graded;
       ds.question_field = qfield;
       ds.answer_field = afield;
       ds.id_field = idfield;

@@ -72,6 +72,10 @@ struct Dataset {
   // Malformed lines and duplicate ids, in file order, up to where reading stopped (the
   // limit). Blank lines are not errors.
   std::vector<DatasetError> errors;
+  // Whether problems carry gold answers, decided by the first good problem (or by an
+  // answer field named in the options): in a graded dataset a line without a gold answer is
+  // an error; an ungraded one is solved without accuracy.
+  bool graded = true;
   // The fields used for the first problem read (for logs and summary.json).
   std::string question_field;
   std::string answer_field;

@@ -389,11 +389,12 @@ std::vector<ExpandReply> Dispatcher::Poll() {
   }
 }
 
-bool Dispatcher::WaitForWorkers(int32_t n, double timeout_seconds) {
+bool Dispatcher::WaitForWorkers(int32_t n, double timeout_seconds,
+                                const std::atomic<int>* stop) {
   const double until = Now() + timeout_seconds;
   Process(inbox_.TakeAll());
   while (alive_workers() < n) {
-    if (Now() > until) return false;
+    if (Now() > until || (stop && stop->load() > 0)) return false;
     Process(inbox_.WaitAndTakeAll(std::chrono::steady_clock::now() + std::chrono::milliseconds(100)));
   }
   return true;

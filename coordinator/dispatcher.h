@@ -35,6 +35,7 @@
 // Threading: Post() from any thread; everything else from the coordinator's thread.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -129,8 +130,10 @@ class Dispatcher : public WorkerLink {
   int32_t outstanding() const override { return static_cast<int32_t>(pending_.size()); }
   Status health() const override { return health_; }
 
-  // Processes events until `n` workers are alive; false after `timeout_seconds`.
-  bool WaitForWorkers(int32_t n, double timeout_seconds);
+  // Processes events until `n` workers are alive; false after `timeout_seconds`, or as soon
+  // as `*stop` (a signal flag) is set.
+  bool WaitForWorkers(int32_t n, double timeout_seconds,
+                      const std::atomic<int>* stop = nullptr);
   // Asks every live worker for its Stats; waits up to `timeout_seconds` for the answers.
   std::map<int32_t, Stats> CollectStats(double timeout_seconds);
   // Sends Shutdown to every live worker (after flushing releases).

@@ -67,8 +67,9 @@ std::string Progress::Line() const {
   } else if (run_done > 0 && elapsed > 0) {
     eta = FormatDuration((total_ - done_) * elapsed / run_done);
   }
-  const std::string acc =
-      done_ > 0 ? Fixed(static_cast<double>(correct_) / done_, tty_ ? 2 : 3) : "--";
+  const std::string acc = !opts_.graded ? "ungraded"
+                          : done_ > 0   ? Fixed(static_cast<double>(correct_) / done_, tty_ ? 2 : 3)
+                                        : "--";
   const std::string rate = Fixed(tok_s, tok_s < 10 ? 1 : 0) + " tok/s";
   const std::string count = std::to_string(done_) + "/" + std::to_string(total_);
 

@@ -23,6 +23,7 @@ struct ProgressOptions {
   int64_t resumed_done = 0;
   int64_t resumed_correct = 0;
   int64_t resumed_tokens = 0;
+  bool graded = true;  // false: no gold answers, "acc" shows "ungraded"
 };
 
 // Not thread-safe: the coordinator's event loop owns it.

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <unordered_map>
 
+#include "common/json_depth.h"
 #include "common/mapped_file.h"
 
 namespace canopy {
@@ -67,6 +68,19 @@ Status GetOptional(const nlohmann::json& j, const char* key, std::optional<T>* o
   return Status::Ok();
 }
 
+// results.jsonl must be a regular file: canopy never follows a link to cut and rewrite
+// whatever it points at (a user's file, /dev/full).
+Status CheckOwnResultsFile(const std::string& path, std::filesystem::file_type type) {
+  if (type == std::filesystem::file_type::symlink) {
+    return FailedPreconditionError(path + ": is a symbolic link; canopy writes results only "
+                                   "into a regular file of its own: use another --output");
+  }
+  if (type != std::filesystem::file_type::regular) {
+    return FailedPreconditionError(path + ": is not a regular file; use another --output");
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 nlohmann::json ResultToJson(const ResultRecord& r) {
@@ -114,17 +128,31 @@ StatusOr<ResultRecord> ResultFromJson(const nlohmann::json& j) {
   return r;
 }
 
+namespace {
+
+// Why one non-blank line is not a result record; "" when it is one (then `*record` is set).
+std::string ParseResultLine(std::string_view line, ResultRecord* record) {
+  if (const int depth = JsonNestingDepth(line); depth > kMaxJsonDepth) {
+    return "nested " + std::to_string(depth) + " levels deep";
+  }
+  nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return "not valid JSON (" + std::to_string(line.size()) + " bytes)";
+  auto parsed = ResultFromJson(j);
+  if (!parsed.ok()) return parsed.status().message();
+  *record = std::move(parsed).value();
+  return "";
+}
+
+}  // namespace
+
 StatusOr<LoadedResults> LoadResults(const std::string& path) {
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) return NotFoundError(path + ": no such file");
   CANOPY_ASSIGN_OR_RETURN(std::string contents, ReadFileToString(path));
 
   LoadedResults out;
-  out.file_bytes = contents.size();
+  out.file_bytes = out.valid_bytes = contents.size();
   std::unordered_map<std::string, size_t> index;  // id -> position in out.records
-  // Garbled lines after the last good record form the torn tail; they are reported only
-  // once we know no good record follows them.
-  std::vector<std::string> pending_issues;
   size_t pos = 0;
   int64_t line_number = 0;
   while (pos < contents.size()) {
@@ -132,44 +160,34 @@ StatusOr<LoadedResults> LoadResults(const std::string& path) {
     const bool has_newline = end != std::string::npos;
     if (!has_newline) end = contents.size();
     const std::string_view line(contents.data() + pos, end - pos);
-    const size_t next = has_newline ? end + 1 : end;
-    pos = next;
+    const size_t start = pos;
+    pos = has_newline ? end + 1 : end;
     ++line_number;
     if (line.find_first_not_of(" \t\r") == std::string_view::npos) continue;
 
     const std::string where = "line " + std::to_string(line_number);
-    nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (j.is_discarded()) {
-      pending_issues.push_back(where + ": not valid JSON (" + std::to_string(line.size()) +
-                               " bytes" + (has_newline ? "" : ", no newline") + ")");
+    ResultRecord record;
+    const std::string why = ParseResultLine(line, &record);
+    if (!why.empty() && !has_newline) {
+      // Only an unterminated last line can be a write cut short by a crash.
+      out.valid_bytes = start;
+      out.issues.push_back(where + ": " + why + ", no newline (torn tail: " +
+                           std::to_string(out.file_bytes - start) +
+                           " bytes after the last complete line)");
       continue;
     }
-    auto record = ResultFromJson(j);
-    if (!record.ok()) {
-      pending_issues.push_back(where + ": " + record.status().message());
+    if (!why.empty()) {
+      if (out.foreign_lines++ == 0) out.first_foreign_line = line_number;
+      out.issues.push_back(where + ": " + why + " (not a canopy result record; skipped)");
       continue;
     }
-    // A good record: what was garbled before it is mid-file damage, not a torn tail.
-    for (auto& issue : pending_issues) out.issues.push_back(std::move(issue) + " (skipped)");
-    pending_issues.clear();
-    out.valid_bytes = next;
-    auto [it, inserted] = index.emplace(record->id, out.records.size());
+    auto [it, inserted] = index.emplace(record.id, out.records.size());
     if (inserted) {
-      out.records.push_back(std::move(record).value());
+      out.records.push_back(std::move(record));
     } else {
-      out.issues.push_back(where + ": duplicate id '" + record->id +
+      out.issues.push_back(where + ": duplicate id '" + record.id +
                            "' replaces an earlier record");
-      out.records[it->second] = std::move(record).value();
-    }
-  }
-  if (pending_issues.empty()) {
-    out.valid_bytes = out.file_bytes;  // at most trailing blank space after the last record
-  } else {
-    for (auto& issue : pending_issues) {
-      out.issues.push_back(std::move(issue) +
-                           " (torn tail: " + std::to_string(out.file_bytes - out.valid_bytes) +
-                           " bytes after the "
-                           "last good record)");
+      out.records[it->second] = std::move(record);
     }
   }
   return out;
@@ -183,11 +201,22 @@ StatusOr<std::unique_ptr<ResultsWriter>> ResultsWriter::Open(const std::string& 
   const std::string path = (std::filesystem::path(dir) / "results.jsonl").string();
 
   LoadedResults existing;
-  const bool existed = std::filesystem::exists(path, ec);
+  const auto type = std::filesystem::symlink_status(path, ec).type();
+  const bool existed = type != std::filesystem::file_type::not_found;
   if (existed) {
+    CANOPY_RETURN_IF_ERROR(CheckOwnResultsFile(path, type));
     CANOPY_ASSIGN_OR_RETURN(existing, LoadResults(path));
+    if (existing.foreign_lines > 0) {
+      return FailedPreconditionError(
+          path + ": line " + std::to_string(existing.first_foreign_line) +
+          " is a complete line but not a canopy result record (" +
+          std::to_string(existing.foreign_lines) +
+          " such lines); canopy does not change a file it did not write: use another "
+          "--output, or mend or move the file");
+    }
   }
-  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  // O_NOFOLLOW: a symbolic link put in place after the check is refused, not followed.
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0644);
   if (fd < 0) return Errno(path + ": open");
   std::unique_ptr<ResultsWriter> writer(new ResultsWriter(path, fd));
   if (!existed) {
@@ -231,8 +260,10 @@ Status ResultsWriter::Append(const ResultRecord& record) {
   return Status::Ok();
 }
 
-Summary Summarize(const std::vector<ResultRecord>& records, double wall_seconds) {
+Summary Summarize(const std::vector<ResultRecord>& records, double wall_seconds,
+                  bool graded) {
   Summary s;
+  s.graded = graded;
   s.num_problems = static_cast<int64_t>(records.size());
   for (const auto& r : records) {
     s.num_correct += r.correct ? 1 : 0;
@@ -243,7 +274,7 @@ Summary Summarize(const std::vector<ResultRecord>& records, double wall_seconds)
     s.total_seconds += r.seconds;
   }
   if (s.num_problems > 0) {
-    s.accuracy = static_cast<double>(s.num_correct) / s.num_problems;
+    if (graded) s.accuracy = static_cast<double>(s.num_correct) / s.num_problems;
     s.mean_tokens = static_cast<double>(s.total_tokens) / s.num_problems;
   }
   s.wall_seconds = wall_seconds > 0 ? wall_seconds : 0;
@@ -258,7 +289,8 @@ nlohmann::json SummaryToJson(const Summary& s) {
       {"num_correct", s.num_correct},
       {"num_errors", s.num_errors},
       {"num_budget_exhausted", s.num_budget_exhausted},
-      {"accuracy", s.accuracy},
+      {"graded", s.graded},
+      {"accuracy", s.graded ? nlohmann::json(s.accuracy) : nlohmann::json(nullptr)},
       {"total_tokens", s.total_tokens},
       {"mean_tokens", s.mean_tokens},
       {"total_expansions", s.total_expansions},

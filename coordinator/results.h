@@ -7,7 +7,10 @@
 //   can leave a partial last line:
 //       {"id":"1",...}\n{"id":"2",...}\n{"id":"3","questi        <- garbage tail
 //   LoadResults() reports it; ResultsWriter::Open() truncates the file back to the end of
-//   the last good record before appending, so the garbage never ends up mid-file.
+//   the last complete line before appending, so the garbage never ends up mid-file. Only an
+//   unterminated last line is such a tail: a complete line that is not a record means the
+//   file is not canopy's own, and Open() refuses it (as it refuses a symbolic link) rather
+//   than cut or rewrite it.
 #pragma once
 
 #include <cstdint>
@@ -55,16 +58,19 @@ struct LoadedResults {
   std::vector<ResultRecord> records;  // file order; a later duplicate id replaces the earlier
   // Lines that could not be read (a garbled line, a duplicate id), "line N: what".
   std::vector<std::string> issues;
-  // The file's length up to the end of the last good record (its newline included when it
-  // has one). Everything after it is a torn tail to cut before appending.
+  // Complete (newline-terminated) lines that are not result records, and the first of them.
+  int64_t foreign_lines = 0;
+  int64_t first_foreign_line = 0;
+  // The file's length up to the end of its last complete line or record. Everything after
+  // it is a torn tail (an unterminated line that is not a record) to cut before appending.
   uint64_t valid_bytes = 0;
   uint64_t file_bytes = 0;
   bool torn_tail() const { return valid_bytes < file_bytes; }
 };
 
-// Reads a results.jsonl. NotFound when it does not exist. A garbled or partial last line
-// is reported in `issues` and left out of `valid_bytes`; a garbled line in the middle is
-// reported and skipped.
+// Reads a results.jsonl. NotFound when it does not exist. A garbled unterminated last line
+// is reported in `issues` and left out of `valid_bytes`; a garbled complete line is
+// reported, counted in `foreign_lines` and skipped.
 StatusOr<LoadedResults> LoadResults(const std::string& path);
 
 // Appends records to DIR/results.jsonl. Not thread-safe: one owner (the coordinator's
@@ -73,7 +79,9 @@ class ResultsWriter {
  public:
   // Creates DIR (and parents) and the file if needed. An existing file is loaded first;
   // its records (for resume) and issues go to `*loaded` when given, and a torn tail is
-  // truncated away before anything is appended.
+  // truncated away before anything is appended. FailedPrecondition, with nothing changed,
+  // when the file is a symbolic link or not a regular file, or holds complete lines that
+  // are not result records (a file canopy did not write).
   static StatusOr<std::unique_ptr<ResultsWriter>> Open(const std::string& dir,
                                                        LoadedResults* loaded = nullptr);
   ~ResultsWriter();
@@ -97,7 +105,8 @@ struct Summary {
   int64_t num_correct = 0;
   int64_t num_errors = 0;  // records with `error` set
   int64_t num_budget_exhausted = 0;
-  double accuracy = 0;  // num_correct / num_problems; 0 when empty
+  bool graded = true;   // false: the dataset has no gold answers, accuracy means nothing
+  double accuracy = 0;  // num_correct / num_problems; 0 when empty or ungraded
   int64_t total_tokens = 0;
   double mean_tokens = 0;
   int64_t total_expansions = 0;
@@ -107,8 +116,10 @@ struct Summary {
 };
 
 // `wall_seconds` > 0 gives the job's wall time, the right denominator for tokens/s when
-// problems ran concurrently.
-Summary Summarize(const std::vector<ResultRecord>& records, double wall_seconds = 0);
+// problems ran concurrently. An ungraded summary (a dataset without gold answers) has no
+// accuracy: SummaryToJson writes null for it.
+Summary Summarize(const std::vector<ResultRecord>& records, double wall_seconds = 0,
+                  bool graded = true);
 nlohmann::json SummaryToJson(const Summary& summary);
 
 // Writes {"summary": ..., "settings": settings} to `path` atomically (temp file, fsync,

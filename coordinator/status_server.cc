@@ -1,5 +1,6 @@
 #include "coordinator/status_server.h"
 
+#include <cctype>
 #include <utility>  // before Asio: its awaitable.hpp uses std::exchange
 
 #include <boost/asio.hpp>
@@ -30,6 +31,20 @@ double Num(const nlohmann::json& j, const char* key) {
   return it != j.end() && it->is_number() ? it->get<double>() : 0.0;
 }
 
+// The token of an "Authorization: Bearer <token>" value; the scheme is case-insensitive
+// (RFC 7235) and may be followed by several spaces. "" for any other scheme.
+std::string BearerToken(std::string_view auth) {
+  constexpr std::string_view kScheme = "bearer";
+  if (auth.size() <= kScheme.size()) return "";
+  for (size_t i = 0; i < kScheme.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(auth[i])) != kScheme[i]) return "";
+  }
+  if (auth[kScheme.size()] != ' ') return "";
+  auth.remove_prefix(kScheme.size());
+  while (!auth.empty() && auth.front() == ' ') auth.remove_prefix(1);
+  return std::string(auth);
+}
+
 // One connection: read a request, answer it, close.
 class Session : public std::enable_shared_from_this<Session> {
  public:
@@ -49,7 +64,7 @@ class Session : public std::enable_shared_from_this<Session> {
     res->keep_alive(false);
     std::string target(request_.target());
     std::string auth(request_[http::field::authorization]);
-    const bool authorized = !secret_.empty() && ProofsEqual("Bearer " + secret_, auth);
+    const bool authorized = !secret_.empty() && ProofsEqual(secret_, BearerToken(auth));
     if (request_.method() != http::verb::get) {
       res->result(http::status::method_not_allowed);
       res->body() = "GET only\n";
@@ -93,7 +108,9 @@ std::string MetricsText(const nlohmann::json& s) {
   Metric(o, "canopy_problems_total", "gauge", "problems in the job", Num(s, "total"));
   Metric(o, "canopy_problems_done", "counter", "problems answered", Num(s, "done"));
   Metric(o, "canopy_problems_correct", "counter", "problems answered correctly", Num(s, "correct"));
-  Metric(o, "canopy_accuracy", "gauge", "correct / done so far", Num(s, "accuracy"));
+  if (s.contains("accuracy") && s["accuracy"].is_number()) {  // null: ungraded
+    Metric(o, "canopy_accuracy", "gauge", "correct / done so far", Num(s, "accuracy"));
+  }
   Metric(o, "canopy_tokens_generated", "counter", "tokens generated", Num(s, "tokens"));
   Metric(o, "canopy_tokens_per_second", "gauge", "tokens generated per second of this session", Num(s, "tokens_per_second"));
   Metric(o, "canopy_elapsed_seconds", "gauge", "seconds since this session started", Num(s, "elapsed_seconds"));

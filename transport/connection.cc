@@ -15,6 +15,19 @@ namespace canopy {
 namespace {
 
 namespace asio = boost::asio;
+
+// Warnings about peers that never authenticated (refusals, garbage): at most 10 a minute
+// for the whole process, then one line saying how many were held back.
+LogRateLimit& UnauthenticatedLogLimit() {
+  static LogRateLimit limit(10, std::chrono::seconds(60));
+  return limit;
+}
+
+std::string SuppressedNote(int64_t held_back) {
+  return held_back > 0 ? " (" + std::to_string(held_back) +
+                             " similar warnings about unauthenticated peers held back)"
+                       : "";
+}
 using asio::ip::tcp;
 using ErrorCode = boost::system::error_code;
 
@@ -112,6 +125,7 @@ class TcpConnection final : public Connection, public std::enable_shared_from_th
 
  private:
   enum class State { kConnecting, kHandshake, kReady, kRefusing, kClosed };
+  bool ever_ready_ = false;  // authenticated at some point
 
   // Runs `f`, turning an escaping exception into closing this connection.
   template <typename F>
@@ -255,6 +269,7 @@ class TcpConnection final : public Connection, public std::enable_shared_from_th
 
   void BecomeReady() {
     state_ = State::kReady;
+    ever_ready_ = true;
     timer_.cancel();
     // Already counted in queued_bytes_.
     for (auto& bytes : held_) write_queue_.push_back(std::move(bytes));
@@ -265,8 +280,10 @@ class TcpConnection final : public Connection, public std::enable_shared_from_th
 
   // Tells the peer why, logs, and closes once the refusal is written.
   void Refuse(const std::string& reason) {
-    CANOPY_LOG(Warn) << "connection " << id_ << (server_ ? " from " : " to ") << remote_
-                     << " refused: " << reason;
+    if (int64_t held_back = 0; UnauthenticatedLogLimit().Allow(&held_back)) {
+      CANOPY_LOG(Warn) << "connection " << id_ << (server_ ? " from " : " to ") << remote_
+                       << " refused: " << reason << SuppressedNote(held_back);
+    }
     EnqueueEnvelope(Refused{reason});
     state_ = State::kRefusing;
     refuse_reason_ = FailedPreconditionError("refused: " + reason);
@@ -322,9 +339,14 @@ class TcpConnection final : public Connection, public std::enable_shared_from_th
     socket_.close(ignored);
     write_queue_.clear();
     held_.clear();
-    if (reason.code() == StatusCode::kDataLoss || reason.code() == StatusCode::kInternal) {
+    // A peer that never authenticated gets its warnings rate-limited: it must not control
+    // how fast the log grows.
+    const bool loud =
+        reason.code() == StatusCode::kDataLoss || reason.code() == StatusCode::kInternal;
+    int64_t held_back = 0;
+    if (loud && (ever_ready_ || UnauthenticatedLogLimit().Allow(&held_back))) {
       CANOPY_LOG(Warn) << "connection " << id_ << " (" << remote_
-                       << ") dropped: " << reason.ToString();
+                       << ") dropped: " << reason.ToString() << SuppressedNote(held_back);
     } else {
       CANOPY_LOG(Debug) << "connection " << id_ << " (" << remote_
                         << ") closed: " << reason.ToString();

@@ -137,8 +137,9 @@ TEST_F(SolveTest, ResultsResumeAndDeterminism) {
   // SIGUSR1 (a scheduler's time-limit warning) drains: in-flight problems finish, nothing new
   // starts, exit 3 outside Slurm (nothing to requeue), and the journal says so; SIGTERM stops
   // at once (exit 143). Either way the results are whole lines and a rerun completes the job.
-  for (int sig : {SIGUSR1, SIGTERM}) {
-    fs::path d = dir_ / (sig == SIGUSR1 ? "usr1" : "term");
+  // SIGHUP (a closed terminal) ends the job as TERM does.
+  for (int sig : {SIGUSR1, SIGTERM, SIGHUP}) {
+    fs::path d = dir_ / (sig == SIGUSR1 ? "usr1" : sig == SIGTERM ? "term" : "hup");
     pid_t p = fork();
     ASSERT_GE(p, 0);
     if (p == 0) {
@@ -154,6 +155,7 @@ TEST_F(SolveTest, ResultsResumeAndDeterminism) {
     int st = 0;
     waitpid(p, &st, 0);
     ASSERT_TRUE(WIFEXITED(st)) << "killed by the signal instead of handling it";
+    ASSERT_FALSE(WIFSIGNALED(st)) << "killed by signal " << WTERMSIG(st);
     EXPECT_EQ(WEXITSTATUS(st), sig == SIGUSR1 ? 3 : 143);
     const size_t got = Results(d).size();
     EXPECT_GE(got, 2u);
@@ -202,10 +204,175 @@ TEST_F(SolveTest, BudgetSweepWritesOneSummaryAndAPlot) {
 
 TEST_F(SolveTest, ClearErrors) {
   std::string log;
+  // Every numeric option is checked before anything starts or is written.
+  const fs::path x = dir_ / "x";
+  const std::string base = "solve --dataset " + (dir_ / "slice.jsonl").string() + " --output " + x.string();
+  for (const char* bad : {"--temperature nan", "--temperature inf", "--temperature -1", "--top-p 0",
+                          "--top-p 2", "--top-p nan", "--top-k -1", "--n 0", "--max-seconds nan"}) {
+    EXPECT_EQ(Run(base + " " + bad, &log), 1) << bad;
+    EXPECT_THAT(log, ::testing::HasSubstr(std::string(bad).substr(0, std::string(bad).find(' '))));
+    EXPECT_THAT(log, ::testing::HasSubstr("must be"));
+  }
+  EXPECT_FALSE(fs::exists(x));
+  // A folder or a device as the dataset is named as such (no reading /dev/zero forever).
+  EXPECT_NE(Run("solve --dataset " + dir_.string(), &log), 0);
+  EXPECT_THAT(log, ::testing::HasSubstr("is a directory"));
+  EXPECT_NE(Run("solve --dataset /dev/zero", &log), 0);
+  EXPECT_THAT(log, ::testing::HasSubstr("not a regular file"));
   EXPECT_NE(Run("solve --dataset " + (dir_ / "missing.jsonl").string(), &log), 0);
   EXPECT_THAT(log, ::testing::HasSubstr("missing.jsonl"));
   EXPECT_NE(Run("solve --dataset " + (dir_ / "slice.jsonl").string() + " --strategy beam --n 6 --beam-width 4", &log), 0);
   EXPECT_THAT(log, ::testing::HasSubstr("must divide"));
+}
+
+// What is in the output folder before canopy runs is canopy's or is left alone; only this
+// run's problems are counted; a dataset without gold answers is ungraded, not 0% accurate;
+// the embedded job's HTTP status answers the job secret; a closed stdout kills nothing.
+TEST_F(SolveTest, FoldersSelectionsGradingAndStatus) {
+  CANOPY_REQUIRE_DEFAULT_MODEL(model);
+  std::string log;
+  const std::string quick = " --strategy greedy --solution-tokens 8 --kv-cache-mb 64 --batch-invariant";
+  const std::string slice = (dir_ / "slice.jsonl").string();
+
+  // A user's own results.jsonl (complete lines, not canopy records, no run.json): refused,
+  // byte for byte untouched, and no run.json added.
+  fs::path mine = dir_ / "mine";
+  fs::create_directories(mine);
+  const std::string theirs = "{\"name\": \"alice\"}\nnot json at all\n";
+  std::ofstream(mine / "results.jsonl", std::ios::binary) << theirs;
+  EXPECT_NE(Run("solve --dataset " + slice + " --output " + mine.string() + quick, &log), 0);
+  EXPECT_THAT(log, ::testing::HasSubstr("did not write"));
+  std::ifstream in(mine / "results.jsonl", std::ios::binary);
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(in), {}), theirs);
+  EXPECT_FALSE(fs::exists(mine / "run.json"));
+
+  // results.jsonl as a symbolic link is refused, not followed.
+  fs::path linked = dir_ / "linked";
+  fs::create_directories(linked);
+  fs::create_symlink(mine / "results.jsonl", linked / "results.jsonl");
+  EXPECT_NE(Run("solve --dataset " + slice + " --output " + linked.string() + quick, &log), 0);
+  EXPECT_THAT(log, ::testing::HasSubstr("symbolic link"));
+
+  // Six problems solved; a rerun with --limit 3 counts three, and says the rest are not its.
+  // Its stdout goes to a pipe that is already closed: the job still ends cleanly (exit 0).
+  fs::path out = dir_ / "sel";
+  ASSERT_EQ(Run("solve --dataset " + slice + " --output " + out.string() + quick, &log), 0) << log;
+  ASSERT_EQ(Results(out).size(), 6u);
+  const std::string limited = std::string(CANOPY_BIN) + " solve --dataset " + slice + " --limit 3 --output " +
+                              out.string() + quick;
+  const std::string piped = "bash -c 'set -o pipefail; OMP_NUM_THREADS=1 " + limited + " 2> " +
+                            (dir_ / "pipe.log").string() + " | true'";
+  EXPECT_EQ(WEXITSTATUS(std::system(piped.c_str())), 0) << "died of a closed stdout (SIGPIPE)";
+  json summary = json::parse(std::ifstream(out / "summary.json"));
+  EXPECT_EQ(summary["summary"]["num_problems"], 3);
+  EXPECT_EQ(summary["settings"]["records_of_other_problems"], 3);
+  std::ifstream pipe_log(dir_ / "pipe.log");
+  EXPECT_THAT(std::string(std::istreambuf_iterator<char>(pipe_log), {}),
+              ::testing::HasSubstr("3 records are not among this run's 3 problems"));
+  EXPECT_EQ(Results(out).size(), 6u);  // kept in the file
+
+  // A dataset without gold answers: solved, "ungraded", accuracy null.
+  fs::path ungraded = dir_ / "ungraded.jsonl";
+  std::ofstream(ungraded) << "{\"input\": \"What is 2 + 3?\"}\n{\"input\": \"What is 4 + 4?\"}\n";
+  fs::path uout = dir_ / "u";
+  ASSERT_EQ(Run("solve --dataset " + ungraded.string() + " --output " + uout.string() + quick, &log), 0) << log;
+  EXPECT_THAT(log, ::testing::HasSubstr("ungraded"));
+  EXPECT_THAT(log, ::testing::Not(::testing::HasSubstr("accuracy 0.000")));
+  json usum = json::parse(std::ifstream(uout / "summary.json"));
+  EXPECT_TRUE(usum["summary"]["accuracy"].is_null());
+  EXPECT_EQ(usum["summary"]["graded"], false);
+  EXPECT_EQ(usum["summary"]["num_problems"], 2);
+}
+
+TEST_F(SolveTest, EmbeddedHttpStatusAcceptsTheJobSecret) {
+  CANOPY_REQUIRE_DEFAULT_MODEL(model);
+  ASSERT_EQ(std::system("command -v curl > /dev/null"), 0) << "curl missing (scripts/setup.sh installs it)";
+  const std::string secret(40, 'k');
+  fs::path out = dir_ / "http";
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    std::string cmd = "exec env OMP_NUM_THREADS=1 CANOPY_JOB_SECRET=" + secret + " " + std::string(CANOPY_BIN) +
+                      " " + Args(out.string(), 1) + " --http 127.0.0.1:0 > /dev/null 2>&1";
+    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  int port = 0;
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (port == 0 && std::chrono::steady_clock::now() < until) {
+    std::ifstream st(out / "status.json");
+    json j = json::parse(st, nullptr, false);
+    if (!j.is_discarded() && j.contains("http_port")) port = j["http_port"].get<int>();
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_GT(port, 0);
+  auto code = [&](const std::string& auth) {
+    std::string cmd = "curl -s -o /dev/null -w '%{http_code}' -H 'Authorization: " + auth +
+                      "' http://127.0.0.1:" + std::to_string(port) + "/status > " + (dir_ / "code").string();
+    (void)std::system(cmd.c_str());
+    std::ifstream c(dir_ / "code");
+    std::string s;
+    c >> s;
+    return s;
+  };
+  EXPECT_EQ(code("Bearer " + secret), "200");
+  EXPECT_EQ(code("bearer " + secret), "200");
+  EXPECT_EQ(code("Bearer wrong"), "401");
+  kill(pid, SIGTERM);
+  int st = 0;
+  waitpid(pid, &st, 0);
+}
+
+// `canopy status` tells a dead job (its process gone) from a running one, and shows a job
+// still waiting for its workers.
+TEST_F(SolveTest, StatusTellsDeadFromRunningAndShowsWaiting) {
+  fs::path run = dir_ / "job1";
+  fs::create_directories(run);
+  std::ofstream(run / "run.json") << "{}\n";
+  pid_t child = fork();
+  if (child == 0) _exit(0);
+  waitpid(child, nullptr, 0);  // a pid that no longer runs
+  char host[256] = {};
+  gethostname(host, sizeof(host) - 1);
+  auto write_status = [&](pid_t pid) {
+    json st = {{"state", "running"}, {"pid", pid}, {"host", host}, {"total", 6}};
+    std::ofstream(run / "status.json") << st.dump();
+  };
+  std::string log;
+  write_status(child);
+  ASSERT_EQ(Run("status " + run.string(), &log), 0) << log;
+  EXPECT_THAT(log, ::testing::HasSubstr("dead (pid " + std::to_string(child) + " is gone)"));
+  write_status(getpid());
+  ASSERT_EQ(Run("status " + run.string(), &log), 0) << log;
+  EXPECT_THAT(log, ::testing::HasSubstr("running"));
+  EXPECT_THAT(log, ::testing::Not(::testing::HasSubstr("dead")));
+
+  // A coordinator waiting for a worker that never comes: visible, and a TERM ends the wait.
+  fs::path wait = dir_ / "waiting";
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    std::string cmd = "exec " + std::string(CANOPY_BIN) + " coordinator --dataset " + (dir_ / "slice.jsonl").string() +
+                      " --output " + wait.string() + " --listen 127.0.0.1:0 --workers 1 --wait-workers 600 > " +
+                      (dir_ / "coord.log").string() + " 2>&1";
+    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (!fs::exists(wait / "status.json") && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_TRUE(fs::exists(wait / "status.json"));
+  ASSERT_EQ(Run("status " + wait.string(), &log), 0) << log;
+  EXPECT_THAT(log, ::testing::HasSubstr("waiting for workers"));
+  const auto t0 = std::chrono::steady_clock::now();
+  kill(pid, SIGTERM);
+  int st = 0;
+  waitpid(pid, &st, 0);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5)) << "TERM waited for the workers";
+  std::ifstream coord(dir_ / "coord.log");
+  EXPECT_THAT(std::string(std::istreambuf_iterator<char>(coord), {}),
+              ::testing::HasSubstr("stopped by a signal while waiting for workers"));
 }
 
 }  // namespace

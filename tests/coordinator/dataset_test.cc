@@ -1,6 +1,8 @@
 // ctest-labels: unit
 #include "coordinator/dataset.h"
 
+#include "common/mapped_file.h"
+
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -210,7 +212,7 @@ TEST(DatasetTest, FieldOverrides) {
              "{\"key\": \"p-1\", \"prompt\": \"Q one\", \"question\": \"ignored\", "
              "\"ans\": \"\\\\boxed{\\\\frac{1}{2}} done\", \"answer\": \"9\"}\n"
              "{\"key\": \"p-2\", \"prompt\": \"Q two\", \"ans\": \"no box\"}\n"
-             "{\"prompt\": \"Q three\", \"ans\": \"x\"}\n");
+             "{\"prompt\": \"Q three\", \"ans\": \"\\\\boxed{3}\"}\n");
   DatasetOptions opts;
   opts.question_field = "prompt";
   opts.answer_field = "ans";
@@ -218,7 +220,7 @@ TEST(DatasetTest, FieldOverrides) {
   opts.gold_format = GoldFormat::kBoxed;
   opts.task_family = TaskFamily::kProof;
   Dataset ds = MustRead(f.path(), opts);
-  ASSERT_EQ(ds.problems.size(), 2u);
+  ASSERT_EQ(ds.problems.size(), 1u);
   EXPECT_EQ(ds.family, TaskFamily::kProof);
   EXPECT_EQ(ds.question_field, "prompt");
   EXPECT_EQ(ds.answer_field, "ans");
@@ -226,10 +228,12 @@ TEST(DatasetTest, FieldOverrides) {
   EXPECT_EQ(ds.problems[0].id, "p-1");
   EXPECT_EQ(ds.problems[0].question, "Q one");
   EXPECT_EQ(ds.problems[0].gold, "\\frac{1}{2}");
-  EXPECT_EQ(ds.problems[1].gold, "");  // boxed format, no box: no gold
-  ASSERT_EQ(ds.errors.size(), 1u);     // line 3 lacks the named id field
-  EXPECT_EQ(ds.errors[0].line_number, 3);
-  EXPECT_NE(ds.errors[0].message.find("no id field 'key'"), std::string::npos);
+  ASSERT_EQ(ds.errors.size(), 2u);
+  EXPECT_EQ(ds.errors[0].line_number, 2);  // boxed format, no box: no gold answer
+  EXPECT_NE(ds.errors[0].message.find("gold field 'ans' holds no answer"), std::string::npos)
+      << ds.errors[0].message;
+  EXPECT_EQ(ds.errors[1].line_number, 3);  // lacks the named id field
+  EXPECT_NE(ds.errors[1].message.find("no id field 'key'"), std::string::npos);
 
   opts = {};
   opts.question_field = "nope";
@@ -326,6 +330,62 @@ TEST(DatasetTest, TaskFamilies) {
   EXPECT_EQ(MustRead(latex.path()).family, TaskFamily::kCompetitionMath);
   TempFile proof("unknown3.jsonl", "{\"name\": \"t\", \"statement_mm\": \"|- x\"}\n");
   EXPECT_EQ(MustRead(proof.path()).family, TaskFamily::kProof);
+}
+
+TEST(DatasetTest, DeeplyNestedGoldIsAnErrorNotACrash) {
+  // 100,000 levels crashed the reader (a recursive copy of the parsed value).
+  const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  TempFile f("deep.jsonl", "{\"input\": \"x\", \"target\": " + deep +
+                               "}\n{\"input\": \"y\", \"target\": 3}\n");
+  Dataset ds = MustRead(f.path());
+  ASSERT_EQ(ds.problems.size(), 1u);
+  EXPECT_EQ(ds.problems[0].gold, "3");
+  ASSERT_EQ(ds.errors.size(), 1u);
+  EXPECT_EQ(ds.errors[0].line_number, 1);
+  EXPECT_NE(ds.errors[0].message.find("nested 100001 levels deep, more than the limit of 64"),
+            std::string::npos)
+      << ds.errors[0].message;
+}
+
+TEST(DatasetTest, DevicesAndDirectoriesAreRefusedByName) {
+  auto dev = ReadDataset("/dev/zero");
+  ASSERT_FALSE(dev.ok());
+  EXPECT_NE(dev.status().message().find("not a regular file"), std::string::npos)
+      << dev.status().ToString();
+  auto dir = ReadDataset(std::filesystem::temp_directory_path().string());
+  ASSERT_FALSE(dir.ok());
+  EXPECT_NE(dir.status().message().find("is a directory"), std::string::npos)
+      << dir.status().ToString();
+}
+
+TEST(DatasetTest, FileLargerThanTheLimitIsRefusedBeforeReading) {
+  TempFile f("big.jsonl", std::string(4096, ' '));
+  auto read = ReadFileToString(f.path(), 1024);
+  ASSERT_FALSE(read.ok());
+  EXPECT_NE(read.status().message().find("is 4096 bytes, more than the limit of 1024"),
+            std::string::npos)
+      << read.status().ToString();
+  EXPECT_TRUE(ReadFileToString(f.path(), 4096).ok());
+}
+
+TEST(DatasetTest, MissingGoldInAGradedDatasetIsAnError) {
+  TempFile f("gold.jsonl",
+             "{\"input\": \"a\", \"target\": 1}\n{\"input\": \"b\"}\n"
+             "{\"input\": \"c\", \"target\": 3}\n");
+  Dataset ds = MustRead(f.path());
+  EXPECT_TRUE(ds.graded);
+  ASSERT_EQ(ds.problems.size(), 2u);
+  ASSERT_EQ(ds.errors.size(), 1u);
+  EXPECT_EQ(ds.errors[0].line_number, 2);
+  EXPECT_NE(ds.errors[0].message.find("no gold field"), std::string::npos) << ds.errors[0].message;
+}
+
+TEST(DatasetTest, DatasetWithoutGoldIsUngraded) {
+  TempFile f("nogold.jsonl", "{\"input\": \"a\"}\n{\"input\": \"b\"}\n");
+  Dataset ds = MustRead(f.path());
+  EXPECT_FALSE(ds.graded);
+  EXPECT_EQ(ds.problems.size(), 2u);
+  EXPECT_TRUE(ds.errors.empty());
 }
 
 }  // namespace

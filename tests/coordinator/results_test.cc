@@ -182,27 +182,32 @@ TEST_F(ResultsTest, ResumeAfterTornLastLine) {
   EXPECT_FALSE(after->torn_tail());
 }
 
-TEST_F(ResultsTest, GarbageWithNewlineAndMissingFinalNewline) {
+TEST_F(ResultsTest, OnlyAnUnterminatedLastLineIsATornTail) {
   fs::create_directories(dir_);
   const std::string a = ResultToLine(Record("a", true, 1, 1));
   const std::string b = ResultToLine(Record("b", true, 1, 1));
-  // A garbled line mid-file is skipped (later records are good); the torn tail includes
-  // several garbage lines.
-  AppendRaw(a + "\n{\"id\": \"x\", \x01\n" + b + "\n{\"id\":\n\n{\"i");
+  // Complete garbled lines (2 and 4) are not a torn tail: they are skipped and counted; the
+  // unterminated last line (6) is the torn tail.
+  const std::string text = a + "\n{\"id\": \"x\", \x01\n" + b + "\n{\"id\":\n\n{\"i";
+  AppendRaw(text);
   auto loaded = LoadResults(ResultsPath());
   ASSERT_TRUE(loaded.ok());
   ASSERT_EQ(loaded->records.size(), 2u);
   ASSERT_EQ(loaded->issues.size(), 3u);
   EXPECT_TRUE(loaded->issues[0].starts_with("line 2:"));
-  EXPECT_NE(loaded->issues[0].find("skipped"), std::string::npos);
+  EXPECT_NE(loaded->issues[0].find("not a canopy result record"), std::string::npos);
   EXPECT_TRUE(loaded->issues[1].starts_with("line 4:"));
   EXPECT_TRUE(loaded->issues[2].starts_with("line 6:"));
-  EXPECT_NE(loaded->issues[2].find("no newline"), std::string::npos);
-  {
-    auto w = ResultsWriter::Open(dir_);
-    ASSERT_TRUE(w.ok());
-  }
-  EXPECT_EQ(Contents(), a + "\n{\"id\": \"x\", \x01\n" + b + "\n");
+  EXPECT_NE(loaded->issues[2].find("torn tail"), std::string::npos);
+  EXPECT_EQ(loaded->foreign_lines, 2);
+  EXPECT_EQ(loaded->first_foreign_line, 2);
+  EXPECT_EQ(loaded->valid_bytes, text.size() - 3);
+  // Such a file is not canopy's own: the writer refuses it and changes nothing.
+  auto w = ResultsWriter::Open(dir_);
+  ASSERT_FALSE(w.ok());
+  EXPECT_EQ(w.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(w.status().message().find("line 2"), std::string::npos) << w.status().ToString();
+  EXPECT_EQ(Contents(), text);
 
   // A complete last record without its newline is kept; the writer ends its line first.
   fs::remove(ResultsPath());
@@ -211,13 +216,53 @@ TEST_F(ResultsTest, GarbageWithNewlineAndMissingFinalNewline) {
   ASSERT_TRUE(loaded.ok());
   EXPECT_EQ(loaded->records.size(), 2u);
   EXPECT_FALSE(loaded->torn_tail());
-  auto w = ResultsWriter::Open(dir_);
+  w = ResultsWriter::Open(dir_);
   ASSERT_TRUE(w.ok());
   ASSERT_TRUE((*w)->Append(Record("c", false, 1, 1)).ok());
   loaded = LoadResults(ResultsPath());
   ASSERT_TRUE(loaded.ok());
   EXPECT_EQ(loaded->records.size(), 3u);
   EXPECT_TRUE(loaded->issues.empty());
+}
+
+TEST_F(ResultsTest, AUsersOwnFileIsRefusedAndUntouched) {
+  fs::create_directories(dir_);
+  const std::string mine = "name,score\nalice,3\nbob,4\n";
+  AppendRaw(mine);
+  auto w = ResultsWriter::Open(dir_);
+  ASSERT_FALSE(w.ok());
+  EXPECT_NE(w.status().message().find("did not write"), std::string::npos) << w.status().ToString();
+  EXPECT_EQ(Contents(), mine);
+}
+
+TEST_F(ResultsTest, ASymbolicLinkIsRefusedNotFollowed) {
+  fs::create_directories(dir_);
+  const std::string target = dir_ + "/elsewhere.txt";
+  const std::string theirs = ResultToLine(Record("a", true, 1, 1)) + "\n{\"torn";
+  { std::ofstream(target, std::ios::binary) << theirs; }
+  fs::create_symlink(target, ResultsPath());
+  auto w = ResultsWriter::Open(dir_);
+  ASSERT_FALSE(w.ok());
+  EXPECT_NE(w.status().message().find("symbolic link"), std::string::npos) << w.status().ToString();
+  std::ifstream in(target, std::ios::binary);
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(in), {}), theirs);
+  // A link to a device that never ends (resume would read without end) is refused too.
+  fs::remove(ResultsPath());
+  fs::create_symlink("/dev/full", ResultsPath());
+  w = ResultsWriter::Open(dir_);
+  ASSERT_FALSE(w.ok());
+  EXPECT_NE(w.status().message().find("symbolic link"), std::string::npos);
+}
+
+TEST_F(ResultsTest, DeeplyNestedLineIsReportedNotCrashed) {
+  fs::create_directories(dir_);
+  const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  AppendRaw(ResultToLine(Record("a", true, 1, 1)) + "\n" + deep + "\n");
+  auto loaded = LoadResults(ResultsPath());
+  ASSERT_TRUE(loaded.ok());
+  EXPECT_EQ(loaded->records.size(), 1u);
+  ASSERT_EQ(loaded->issues.size(), 1u);
+  EXPECT_NE(loaded->issues[0].find("nested 100000 levels"), std::string::npos) << loaded->issues[0];
 }
 
 TEST_F(ResultsTest, DuplicateIdLaterWins) {

@@ -50,6 +50,14 @@ TEST(StatusServerTest, HealthForAllStatusWithTheSecret) {
   EXPECT_NE(metrics.find("canopy_worker_outstanding{worker=\"1\"} 3\n"), std::string::npos);
   EXPECT_NE(metrics.find("canopy_workers_alive 2\n"), std::string::npos);
   EXPECT_EQ(Get(port, "/nope", "Bearer " + secret).first, 404);
+  // The scheme is case-insensitive (RFC 7235); another scheme is not a bearer token.
+  EXPECT_EQ(Get(port, "/status", "bearer " + secret).first, 200);
+  EXPECT_EQ(Get(port, "/status", "BEARER  " + secret).first, 200);
+  EXPECT_EQ(Get(port, "/status", "Basic " + secret).first, 401);
+  EXPECT_EQ(Get(port, "/status", "Bearer" + secret).first, 401);
+  // An ungraded job has no accuracy metric (not a 0).
+  board.Set({{"done", 2}, {"accuracy", nullptr}});
+  EXPECT_EQ(Get(port, "/metrics", "Bearer " + secret).second.find("canopy_accuracy"), std::string::npos);
   // The board's latest value is what is served.
   board.Set({{"done", 9}});
   EXPECT_EQ(nlohmann::json::parse(Get(port, "/status", "Bearer " + secret).second)["done"], 9);

@@ -435,6 +435,23 @@ TEST_F(ConnectionTest, MalformedInputClosesOnlyThatConnection) {
   EXPECT_TRUE(good.closed.empty());
 }
 
+// 40 peers without the secret write at most 10 warning lines a minute, whatever they send.
+TEST_F(ConnectionTest, UnauthenticatedPeersCannotGrowTheLog) {
+  ::testing::internal::CaptureStderr();
+  for (int i = 0; i < 40; ++i) {
+    RawPeer peer(listener_->port());
+    peer.Send(Drain{});  // before any hello: refused
+    EXPECT_TRUE(peer.ExpectClosed());
+    ASSERT_TRUE(server_.WaitFor([&](Recorder& r) { return r.closed.size() == size_t(i + 1); }));
+  }
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  size_t lines = 0;
+  for (size_t at = log.find(" refused: "); at != std::string::npos; at = log.find(" refused: ", at + 1)) {
+    ++lines;
+  }
+  EXPECT_LE(lines, 10u) << log;
+}
+
 // A server that does not hold the secret cannot fake the welcome: the client refuses it.
 TEST_F(ConnectionTest, ClientRefusesServerWithoutTheSecret) {
   asio::io_context fake_io;
