@@ -368,7 +368,7 @@ void Dispatcher::FlushReleases() {
   }
 }
 
-std::vector<ExpandReply> Dispatcher::Poll() {
+std::vector<ExpandReply> Dispatcher::Poll(Deadline deadline) {
   FlushReleases();
   while (true) {
     Process(inbox_.TakeAll());
@@ -384,8 +384,9 @@ std::vector<ExpandReply> Dispatcher::Poll() {
       return {};
     }
     FlushReleases();
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(250);
-    Process(inbox_.WaitAndTakeAll(deadline));
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= deadline) return {};
+    Process(inbox_.WaitAndTakeAll(std::min(deadline, now + std::chrono::milliseconds(250))));
   }
 }
 

@@ -126,7 +126,8 @@ class Dispatcher : public WorkerLink {
   Status CreateRoot(const RootSpec& root) override;
   Status Expand(const ExpandCall& call) override;
   void Release(const NodeKey& node) override;
-  std::vector<ExpandReply> Poll() override;
+  using WorkerLink::Poll;
+  std::vector<ExpandReply> Poll(Deadline deadline) override;
   int32_t outstanding() const override { return static_cast<int32_t>(pending_.size()); }
   Status health() const override { return health_; }
 

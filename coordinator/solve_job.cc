@@ -9,6 +9,9 @@
 namespace canopy {
 namespace {
 
+// The longest the loop leaves its signals and budgets unchecked while waiting for replies.
+constexpr std::chrono::milliseconds kPollSlice{200};
+
 StepEnd ToStepEnd(ChildFinish f) {
   switch (f) {
     case ChildFinish::kEndOfTurn: return StepEnd::kEndOfTurn;
@@ -208,7 +211,10 @@ Status SolveJob::Run(const std::vector<Problem>& problems,
     }
     if (job_stopped && active_.empty()) break;
     if (worker_->outstanding() > 0) {
-      for (const ExpandReply& reply : worker_->Poll()) Deliver(reply);
+      // A short deadline: stop signals and time budgets act within it, however long an
+      // expansion takes.
+      const auto deadline = std::chrono::steady_clock::now() + kPollSlice;
+      for (const ExpandReply& reply : worker_->Poll(deadline)) Deliver(reply);
       CANOPY_RETURN_IF_ERROR(worker_->health());
       if (tick_sink_) tick_sink_();
     } else if (!active_.empty()) {

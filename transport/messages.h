@@ -13,6 +13,7 @@
 // number that created it, a child by (the call that grew it, its sample index).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <tuple>
@@ -86,9 +87,14 @@ class WorkerLink {
   virtual Status CreateRoot(const RootSpec& root) = 0;
   virtual Status Expand(const ExpandCall& call) = 0;
   virtual void Release(const NodeKey& node) = 0;
-  // Finished expansions. Works (or waits) until at least one is ready when any are
-  // outstanding; returns {} when none are.
-  virtual std::vector<ExpandReply> Poll() = 0;
+  using Deadline = std::chrono::steady_clock::time_point;
+  // Finished expansions. Works (or waits) until at least one is ready or `deadline` has
+  // passed, so the caller gets control back in time for its signals and time budgets
+  // however long an expansion takes (one engine step at most past the deadline); returns {}
+  // at once when none are outstanding.
+  virtual std::vector<ExpandReply> Poll(Deadline deadline) = 0;
+  // Until at least one is ready (tests, benchmarks).
+  std::vector<ExpandReply> Poll() { return Poll(Deadline::max()); }
   virtual int32_t outstanding() const = 0;
   // Not OK when the link can no longer serve (no worker left past its wait): the job stops
   // with this error and keeps what it recorded; a restart resumes.

@@ -157,9 +157,12 @@ void LocalWorker::Release(const NodeKey& key) {
   nodes_.erase(it);
 }
 
-std::vector<ExpandReply> LocalWorker::Poll() {
+std::vector<ExpandReply> LocalWorker::Poll(Deadline deadline) {
   std::vector<ExpandReply> out;
-  while (out.empty() && !inflight_.empty()) out = PollOnce();
+  while (out.empty() && !inflight_.empty()) {
+    out = PollOnce();
+    if (std::chrono::steady_clock::now() >= deadline) break;
+  }
   return out;
 }
 

@@ -48,7 +48,8 @@ class LocalWorker : public WorkerLink {
   Status CreateRoot(const RootSpec& root) override;
   Status Expand(const ExpandCall& call) override;
   void Release(const NodeKey& node) override;
-  std::vector<ExpandReply> Poll() override;
+  using WorkerLink::Poll;
+  std::vector<ExpandReply> Poll(Deadline deadline) override;
   int32_t outstanding() const override { return static_cast<int32_t>(inflight_.size()); }
 
   // One engine step: the expansions that finished in it (often none). For a service loop

@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <mutex>
 #include <thread>
 #include <variant>
 
@@ -137,6 +138,51 @@ Stats WorkerStats(LocalWorker& worker) {
   return s;
 }
 
+namespace {
+
+// Heartbeats on the I/O thread, from a timer, whatever the engine thread is doing: a step,
+// a PRM call or a verifier that takes longer than the coordinator's deadline must not get
+// a busy, healthy worker declared dead. The engine thread only says which connection (the
+// ready session, or none) to beat on.
+class Heartbeats {
+ public:
+  Heartbeats(asio::io_context& io, Clock::duration period) : timer_(io), period_(period) {
+    asio::post(io, [this] { Tick(); });
+  }
+  // Thread-safe.
+  void Beat(std::shared_ptr<Connection> conn) {
+    std::lock_guard lock(mu_);
+    conn_ = std::move(conn);
+  }
+  // On the I/O thread only.
+  void Stop() {
+    stopped_ = true;
+    timer_.cancel();
+  }
+
+ private:
+  void Tick() {
+    if (stopped_) return;
+    {
+      std::lock_guard lock(mu_);
+      if (conn_) (void)conn_->Send(Heartbeat{++seq_, UnixMicros()});
+    }
+    timer_.expires_after(period_);
+    timer_.async_wait([this](const boost::system::error_code& ec) {
+      if (!ec) Tick();
+    });
+  }
+
+  asio::steady_timer timer_;
+  const Clock::duration period_;
+  std::mutex mu_;
+  std::shared_ptr<Connection> conn_;  // GUARDED_BY(mu_)
+  uint64_t seq_ = 0;                  // I/O thread only
+  bool stopped_ = false;              // I/O thread only
+};
+
+}  // namespace
+
 Status RunWorkerService(LocalWorker* worker, const Capabilities& capabilities,
                         const WorkerServiceOptions& options) {
   asio::io_context io;
@@ -211,8 +257,8 @@ Status RunWorkerService(LocalWorker* worker, const Capabilities& capabilities,
   bool ready = false;
   Clock::time_point lost_at = Clock::now();  // since when we have had no session
   Clock::time_point next_attempt = Clock::now();
-  Clock::time_point next_heartbeat = Clock::now(), next_stats = Clock::now();
-  uint64_t heartbeat_seq = 0;
+  Clock::time_point next_stats = Clock::now();
+  Heartbeats heartbeats(io, seconds(options.heartbeat_seconds));
   std::map<NodeKey, std::string> failed_nodes;  // creation failed: its expands are answered with this
   std::deque<Envelope> deferred;                // control messages waiting for a fetch
   std::optional<Fetch> fetch;
@@ -380,7 +426,7 @@ Status RunWorkerService(LocalWorker* worker, const Capabilities& capabilities,
     if (worker->outstanding() > 0) {
       events = inbox.TakeAll();
     } else {
-      Clock::time_point until = std::min(next_heartbeat, now + std::chrono::milliseconds(200));
+      Clock::time_point until = now + std::chrono::milliseconds(200);
       if (!conn) until = std::min(until, next_attempt);
       events = inbox.WaitAndTakeAll(until);
     }
@@ -425,6 +471,7 @@ Status RunWorkerService(LocalWorker* worker, const Capabilities& capabilities,
       if (ev.connection != conn) continue;  // a previous session's leftovers
       if (ev.kind == Event::kReady) {
         ready = true;
+        heartbeats.Beat(conn);
         CANOPY_LOG(Info) << "worker: connected to the coordinator at " << conn->remote();
         next_stats = Clock::now();
       } else if (ev.kind == Event::kClosed) {
@@ -432,6 +479,7 @@ Status RunWorkerService(LocalWorker* worker, const Capabilities& capabilities,
         else CANOPY_LOG(Info) << "worker: cannot reach the coordinator yet: " << ev.status.ToString();
         if (ready) lost_at = Clock::now();
         ready = false;
+        heartbeats.Beat(nullptr);
         conn.reset();
         if (fetch) {
           if (fetch->connection) fetch->connection->Close(Status::Ok());
@@ -464,17 +512,14 @@ Status RunWorkerService(LocalWorker* worker, const Capabilities& capabilities,
       }
     }
     const Clock::time_point after = Clock::now();
-    if (conn && ready && after >= next_heartbeat) {
-      (void)conn->Send(Heartbeat{++heartbeat_seq, UnixMicros()});
-      next_heartbeat = after + seconds(options.heartbeat_seconds);
-    }
     if (conn && ready && after >= next_stats) {
       (void)conn->Send(WorkerStats(*worker));
       next_stats = after + seconds(options.stats_seconds);
     }
   }
+  heartbeats.Beat(nullptr);
   if (conn) conn->Close(Status::Ok());
-  asio::post(io, [&] { kv_listener.reset(); });
+  asio::post(io, [&] { kv_listener.reset(); heartbeats.Stop(); });
   guard.reset();
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
   io.stop();

@@ -235,6 +235,29 @@ TEST_F(DistributedTest, KilledWorkerIsSurvived) {
   EXPECT_NE(coord.log().find("lost"), std::string::npos);
 }
 
+// A worker whose verifier takes 4 s a call, under a 2 s heartbeat deadline: its heartbeats
+// come from the I/O thread, so it stays alive while busy and nothing is re-sent.
+TEST_F(DistributedTest, BusyWorkerIsNotDeclaredDead) {
+  fs::path out = dir_ / "busy";
+  const fs::path verifier = dir_ / "slow_verifier.sh";
+  std::ofstream(verifier) << "while IFS= read -r line; do sleep 4; echo '{\"score\": 0.5}'; done\n";
+  const std::string addr = "127.0.0.1:" + std::to_string(FreePort());
+  Subprocess coord(Cmd({CANOPY_BIN, "coordinator", "--listen", addr, "--workers", "1", "--heartbeat-deadline", "2",
+                        "--dataset", (dir_ / "slice.jsonl").string(), "--output", out.string(), "--limit", "1",
+                        "--strategy", "best-of-n", "--n", "2", "--solution-tokens", "8", "--scorer", "verifier",
+                        "--kv-cache-mb", "64"},
+                       {}),
+                   (dir_ / "busy.log").string(), kEnv);
+  Subprocess w(Worker(addr, "busy", {"--verifier", "sh " + verifier.string()}), (dir_ / "busy-w.log").string(),
+               kEnv);
+  ASSERT_EQ(coord.Wait(300), 0) << coord.log() << w.log();
+  ASSERT_EQ(CountResults(out), 1u);
+  json s = SummarySettings(out);
+  EXPECT_EQ(s["dispatch"]["workers_lost"], 0) << coord.log();
+  EXPECT_EQ(s["dispatch"]["redispatched"], 0);
+  EXPECT_EQ(coord.log().find("silent for more than"), std::string::npos) << coord.log();
+}
+
 TEST_F(DistributedTest, RestartedCoordinatorResumes) {
   const auto& ref = Reference();
   fs::path out = dir_ / "restart";

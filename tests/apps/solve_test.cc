@@ -375,5 +375,39 @@ TEST_F(SolveTest, StatusTellsDeadFromRunningAndShowsWaiting) {
               ::testing::HasSubstr("stopped by a signal while waiting for workers"));
 }
 
+// One expansion of minutes (2,000 samples of up to 300 tokens) does not hold the job: TERM
+// ends it within seconds, cleanly (journal, status), because the loop waits for replies
+// with a deadline. The bound is generous; before, the wait was for the whole expansion.
+TEST_F(SolveTest, TermActsDuringAHugeExpansion) {
+  CANOPY_REQUIRE_DEFAULT_MODEL(model);
+  fs::path out = dir_ / "huge";
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    std::string cmd = "exec env OMP_NUM_THREADS=1 " + std::string(CANOPY_BIN) + " solve --dataset " +
+                      (dir_ / "slice.jsonl").string() + " --limit 1 --strategy best-of-n --n 2000 --solution-tokens 300" +
+                      " --kv-cache-mb 64 --output " + out.string() + " > " + (dir_ / "huge.log").string() + " 2>&1";
+    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (!fs::exists(out / "status.json") && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_TRUE(fs::exists(out / "status.json"));
+  std::this_thread::sleep_for(std::chrono::seconds(2));  // well inside the expansion
+  const auto t0 = std::chrono::steady_clock::now();
+  kill(pid, SIGTERM);
+  int st = 0;
+  waitpid(pid, &st, 0);
+  const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_LT(waited, 15.0) << "TERM waited for the expansion";
+  ASSERT_TRUE(WIFEXITED(st));
+  EXPECT_EQ(WEXITSTATUS(st), 143);
+  EXPECT_EQ(json::parse(std::ifstream(out / "status.json"))["state"], "interrupted");
+  std::ifstream journal(out / "journal.jsonl");
+  EXPECT_THAT(std::string(std::istreambuf_iterator<char>(journal), {}), ::testing::HasSubstr("\"event\":\"stopped\""));
+}
+
 }  // namespace
 }  // namespace canopy

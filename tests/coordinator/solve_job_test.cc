@@ -44,7 +44,8 @@ class FakeWorker : public WorkerLink {
   void Release(const NodeKey& key) override {
     EXPECT_TRUE(live_.erase(key)) << "release of an unknown node " << key.call << "/" << key.sample;
   }
-  std::vector<ExpandReply> Poll() override {
+  using WorkerLink::Poll;
+  std::vector<ExpandReply> Poll(Deadline) override {
     std::vector<ExpandReply> out;
     if (queue_.empty()) return out;
     size_t take = shuffle ? 1 + rng_() % queue_.size() : 1;
