@@ -8,6 +8,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 
+#include "apps/job_spec.h"
 #include "apps/worker_main.h"
 #include "common/logging.h"
 #include "coordinator/worker_server.h"
@@ -42,12 +43,7 @@ int WorkerMain(int argc, char** argv) {
                             "a file holding the coordinator's HOST:PORT (re-read before every attempt)");
   c1->excludes(c2);
   app.add_option("--secret-file", secret_file, "the job secret (else $CANOPY_JOB_SECRET)");
-  app.add_option("--model", so.model, "policy: GGUF file or Hugging Face directory (default: the default model)");
-  app.add_option("--kv-cache-mb", so.kv_cache_mb, "KV cache size");
-  app.add_flag("--batch-invariant", so.batch_invariant, "logits independent of batch composition");
-  app.add_option("--backend", so.backend, "auto (CUDA when a GPU is visible), cpu, cuda, cuda-emu");
-  app.add_option("--prm-model", so.prm_model, "the PRM for prm-token / prm-head");
-  app.add_option("--verifier", so.verifier, "the verifier command (JSON lines on stdin/stdout)");
+  AddWorkerOptions(app, &so);
   app.add_option("--name", service.name, "this worker's name in the coordinator's logs");
   app.add_option("--reconnect-seconds", service.reconnect_seconds,
                  "keep trying to reach the coordinator this long");

@@ -192,7 +192,7 @@ StatusOr<Dataset> ParseDataset(std::string_view contents, const std::string& pat
     nlohmann::json obj;
     try {
       obj = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::parse_error& e) {
+    } catch (const nlohmann::json::exception& e) {  // parse_error, or out_of_range for 1e999
       error("not valid JSON: " + Shorten(e.what()));
       continue;
     }

@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <type_traits>
 #include <unordered_map>
 
 #include "common/json_depth.h"
@@ -51,6 +52,12 @@ template <typename T>
 Status GetField(const nlohmann::json& j, const char* key, T* out) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return Status::Ok();
+  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+    // A float (1e300) converted to an integer is undefined behaviour, not an error.
+    if (!it->is_number_integer()) {
+      return InvalidArgumentError(std::string("result field '") + key + "' is not an integer");
+    }
+  }
   try {
     *out = it->get<T>();
   } catch (const nlohmann::json::exception&) {
@@ -149,7 +156,10 @@ StatusOr<LoadedResults> LoadResults(const std::string& path) {
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) return NotFoundError(path + ": no such file");
   CANOPY_ASSIGN_OR_RETURN(std::string contents, ReadFileToString(path));
+  return ParseResults(contents);
+}
 
+LoadedResults ParseResults(std::string_view contents) {
   LoadedResults out;
   out.file_bytes = out.valid_bytes = contents.size();
   std::unordered_map<std::string, size_t> index;  // id -> position in out.records

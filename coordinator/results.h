@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/status.h"
@@ -72,6 +73,8 @@ struct LoadedResults {
 // is reported in `issues` and left out of `valid_bytes`; a garbled complete line is
 // reported, counted in `foreign_lines` and skipped.
 StatusOr<LoadedResults> LoadResults(const std::string& path);
+// The same over a file's contents.
+LoadedResults ParseResults(std::string_view contents);
 
 // Appends records to DIR/results.jsonl. Not thread-safe: one owner (the coordinator's
 // event loop) writes.

@@ -347,6 +347,18 @@ TEST(DatasetTest, DeeplyNestedGoldIsAnErrorNotACrash) {
       << ds.errors[0].message;
 }
 
+TEST(DatasetTest, NumberOverflowIsALineErrorNotAnAbort) {
+  // Found by tests/fuzz/dataset_fuzzer: nlohmann throws out_of_range, not parse_error.
+  TempFile f("overflow.jsonl", "1e" + std::string(90, '7') + "\n{\"input\": \"x\", \"target\": 1e999}\n"
+                               "{\"input\": \"y\", \"target\": 2}\n");
+  Dataset ds = MustRead(f.path());
+  ASSERT_EQ(ds.problems.size(), 1u);
+  EXPECT_EQ(ds.problems[0].gold, "2");
+  ASSERT_EQ(ds.errors.size(), 2u);
+  EXPECT_NE(ds.errors[0].message.find("not valid JSON"), std::string::npos) << ds.errors[0].message;
+  EXPECT_EQ(ds.errors[1].line_number, 2);
+}
+
 TEST(DatasetTest, DevicesAndDirectoriesAreRefusedByName) {
   auto dev = ReadDataset("/dev/zero");
   ASSERT_FALSE(dev.ok());

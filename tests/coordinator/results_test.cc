@@ -254,6 +254,15 @@ TEST_F(ResultsTest, ASymbolicLinkIsRefusedNotFollowed) {
   EXPECT_NE(w.status().message().find("symbolic link"), std::string::npos);
 }
 
+TEST_F(ResultsTest, AFloatWhereAnIntegerBelongsIsAnIssueNotUndefinedBehaviour) {
+  // Found by tests/fuzz/results_fuzzer (UBSan: 1.3e113 converted to long).
+  LoadedResults r = ParseResults("{\"id\": \"a\", \"tokens\": 1.3e113}\n{\"id\": \"b\", \"tokens\": 7}\n");
+  ASSERT_EQ(r.records.size(), 1u);
+  EXPECT_EQ(r.records[0].tokens, 7);
+  ASSERT_EQ(r.issues.size(), 1u);
+  EXPECT_NE(r.issues[0].find("'tokens' is not an integer"), std::string::npos) << r.issues[0];
+}
+
 TEST_F(ResultsTest, DeeplyNestedLineIsReportedNotCrashed) {
   fs::create_directories(dir_);
   const std::string deep = std::string(100000, '[') + std::string(100000, ']');

@@ -1,0 +1,171 @@
+#include "apps/job_spec.h"
+
+#include <cmath>
+#include <sstream>
+#include <utility>
+
+namespace canopy {
+
+void AddWorkerOptions(CLI::App& app, WorkerSetupOptions* o) {
+  app.add_option("--model", o->model, "policy: GGUF file or Hugging Face directory (default: the default model)");
+  app.add_option("--kv-cache-mb", o->kv_cache_mb, "KV cache size");
+  app.add_flag("--batch-invariant", o->batch_invariant, "logits independent of batch composition");
+  app.add_option("--backend", o->backend, "auto (CUDA when a GPU is visible), cpu, cuda, cuda-emu");
+  app.add_option("--prm-model", o->prm_model, "the PRM for prm-token / prm-head");
+  app.add_option("--verifier", o->verifier, "the verifier command (JSON lines on stdin/stdout)");
+}
+
+namespace {
+
+void AddClusterOptions(CLI::App& app, JobSpec* s, JobCommand command) {
+  if (command == JobCommand::kCoordinator) {
+    s->launcher = "listen";
+    app.add_option("--listen", s->listen, "HOST:PORT for workers (default 127.0.0.1:7070; 0.0.0.0 must be asked for)");
+    app.add_option("--workers", s->workers, "workers to wait for before starting (more may join later)");
+    app.add_option("--address-file", s->address_file, "write the listening HOST:PORT here (for canopy worker --connect-file)");
+  } else {
+    app.add_option("--launcher", s->launcher, "embedded (in-process worker) or mpi (mpirun: rank 0 coordinates)");
+    app.add_option("--listen", s->listen, "mpi: the coordinator's HOST:PORT (default: 127.0.0.1 on one host, else the host's address; any port)");
+  }
+  app.add_option("--secret-file", s->secret_file, "the job secret (else $CANOPY_JOB_SECRET, else a new one written to OUTPUT/job.secret)");
+  app.add_option("--worker-timeout", s->worker_timeout, "stop when no worker has been alive for this long with work waiting (s)");
+  app.add_option("--heartbeat-deadline", s->heartbeat_deadline, "a worker silent this long is dead (s)");
+  app.add_option("--wait-workers", s->wait_workers, "how long to wait for the first workers (s)");
+  app.add_option("--overload-margin", s->overload_margin, "expansions a node's holder may have beyond the least-loaded worker");
+  app.add_flag("--no-split", s->no_split, "never split one expansion's samples across idle workers");
+  app.add_flag("--no-kv-shipping", s->no_kv_shipping, "always recompute a node on a worker that lacks it");
+  app.add_option("--shard", s->shard, "solve only problems i with i % num-shards == shard (a job-array task)");
+  app.add_option("--num-shards", s->num_shards, "shards of the dataset (canopy merge combines them)");
+  app.add_option("--max-restarts", s->max_restarts, "Slurm: requeues after a time-limit warning (SIGUSR1) while work remains");
+  app.add_option("--drain-seconds", s->drain_seconds, "on SIGUSR1, how long problems in flight may still finish");
+  app.add_option("--http", s->http, command == JobCommand::kCoordinator
+                                        ? "HOST:PORT of /healthz, /status, /metrics (default 127.0.0.1:0; 'none' for none)"
+                                        : "HOST:PORT of /healthz, /status, /metrics (default: none)");
+}
+
+void AddSearchOptions(CLI::App& app, JobSpec* s) {
+  app.add_option("--strategy", s->strategies, "greedy, self-consistency, best-of-n, beam, dvts, mcts; comma-separated for several runs")
+      ->delimiter(',');
+  app.add_option("--n", s->ns, "samples (best-of-N), beams (beam, DVTS) or expansions (MCTS); comma-separated for a budget sweep")
+      ->delimiter(',');
+  app.add_option("--beam-width", s->beam_width, "M: beam keeps n/M beams and expands each M times; DVTS runs n/M subtrees (at most n)");
+  app.add_option("--mcts-children", s->mcts_children, "children per MCTS expansion");
+  app.add_option("--mcts-parallel", s->mcts_parallel, "MCTS expansions of one tree in flight");
+  app.add_option("--scorer", s->scorer, "auto, none, policy-logprob, prm-token, prm-head, judge, verifier");
+  app.add_option("--aggregation", s->aggregation, "step scores per path: last, min, prod, mean");
+  app.add_option("--selection", s->selection, "auto, best, majority, weighted");
+  app.add_option("--seed", s->seed, "job seed: the same seed gives the same results");
+  app.add_option("--temperature", s->temperature, "sampling temperature (greedy uses 0)");
+  app.add_option("--top-p", s->top_p);
+  app.add_option("--top-k", s->top_k);
+  app.add_option("--step-tokens", s->step_tokens, "token cap per step");
+  app.add_option("--solution-tokens", s->solution_tokens, "token cap per whole solution (best-of-N)");
+  app.add_option("--max-depth", s->max_depth, "steps per path (0: unlimited)");
+  app.add_option("--max-tokens", s->max_tokens, "tokens per problem (0: unlimited)");
+  app.add_option("--max-expansions", s->max_expansions, "expansions per problem (0: unlimited)");
+  app.add_option("--max-seconds", s->max_seconds, "seconds per problem (0: unlimited)");
+  app.add_option("--job-max-tokens", s->job_max_tokens, "tokens for the whole job (0: unlimited)");
+  app.add_option("--job-max-seconds", s->job_max_seconds, "seconds for the whole job (0: unlimited)");
+  app.add_option("--problems-in-flight", s->in_flight, "problems searched at once (0: about 64 sequences)");
+  app.add_option("--system-prompt", s->system_prompt, "the system prompt, or @FILE (default: per task family)");
+  app.add_flag("--dump-trees", s->dump_trees, "write each problem's search tree to OUTPUT/trees/<id>.json");
+  app.add_flag("!--no-stop-at-boxed", s->stop_at_boxed, "keep growing a path after a step with a \\boxed{} answer");
+}
+
+void AddDatasetOptions(CLI::App& app, JobSpec* s) {
+  app.add_option("--dataset", s->dataset, "JSONL problems")->required();
+  app.add_option("--output,-o", s->output, "output folder (default: runs/<dataset>-<strategy>)");
+  app.add_option("--limit", s->limit, "solve the first N problems");
+  app.add_option("--offset", s->offset, "skip the first N problems");
+  app.add_option("--task", s->task, "arithmetic, competition-math or proof (default: from the dataset)");
+  app.add_option("--question-field", s->question_field);
+  app.add_option("--answer-field", s->answer_field);
+  app.add_option("--id-field", s->id_field);
+}
+
+Status Bad(const std::string& flag, double v, const std::string& want) {
+  std::ostringstream os;
+  os << flag << " " << v << ": must be " << want;
+  return InvalidArgumentError(os.str());
+}
+
+Status ValidateSampling(const JobSpec& s) {
+  if (!std::isfinite(s.temperature) || s.temperature < 0) {
+    return Bad("--temperature", s.temperature, "a finite number >= 0 (0 is greedy)");
+  }
+  if (!std::isfinite(s.top_p) || s.top_p <= 0 || s.top_p > 1) return Bad("--top-p", s.top_p, "in (0, 1]");
+  if (s.top_k < 0) return Bad("--top-k", s.top_k, ">= 0 (0: no top-k)");
+  for (int n : s.ns) {
+    if (n < 1) return Bad("--n", n, ">= 1");
+  }
+  return Status::Ok();
+}
+
+Status ValidateRanges(const JobSpec& s) {
+  const std::pair<const char*, int> at_least_one[] = {
+      {"--beam-width", s.beam_width},           {"--mcts-children", s.mcts_children},
+      {"--mcts-parallel", s.mcts_parallel},     {"--step-tokens", s.step_tokens},
+      {"--solution-tokens", s.solution_tokens}, {"--workers", s.workers}};
+  for (const auto& [flag, v] : at_least_one) {
+    if (v < 1) return Bad(flag, v, ">= 1");
+  }
+  const std::pair<const char*, double> non_negative[] = {
+      {"--max-depth", static_cast<double>(s.max_depth)},
+      {"--max-expansions", static_cast<double>(s.max_expansions)},
+      {"--problems-in-flight", static_cast<double>(s.in_flight)},
+      {"--max-tokens", static_cast<double>(s.max_tokens)},
+      {"--job-max-tokens", static_cast<double>(s.job_max_tokens)},
+      {"--offset", static_cast<double>(s.offset)},
+      {"--max-seconds", s.max_seconds},
+      {"--job-max-seconds", s.job_max_seconds},
+      {"--drain-seconds", s.drain_seconds},
+      {"--max-restarts", static_cast<double>(s.max_restarts)},
+      {"--overload-margin", static_cast<double>(s.overload_margin)}};
+  for (const auto& [flag, v] : non_negative) {
+    if (!std::isfinite(v) || v < 0) return Bad(flag, v, "a finite number >= 0");
+  }
+  const std::pair<const char*, double> positive[] = {
+      {"--kv-cache-mb", static_cast<double>(s.worker.kv_cache_mb)},
+      {"--worker-timeout", s.worker_timeout},
+      {"--heartbeat-deadline", s.heartbeat_deadline},
+      {"--wait-workers", s.wait_workers}};
+  for (const auto& [flag, v] : positive) {
+    if (!std::isfinite(v) || v <= 0) return Bad(flag, v, "a finite number > 0");
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+void AddJobOptions(CLI::App& app, JobSpec* spec, JobCommand command) {
+  AddClusterOptions(app, spec, command);
+  AddDatasetOptions(app, spec);
+  AddWorkerOptions(app, &spec->worker);
+  AddSearchOptions(app, spec);
+}
+
+Status ValidateJobSpec(const JobSpec& s) {
+  if (s.num_shards < 1 || s.shard < 0 || s.shard >= s.num_shards) {
+    return InvalidArgumentError("--shard must be in [0, --num-shards)");
+  }
+  if (s.launcher != "embedded" && s.launcher != "mpi" && s.launcher != "listen") {
+    return InvalidArgumentError("unknown --launcher '" + s.launcher + "' (embedded, mpi)");
+  }
+  CANOPY_RETURN_IF_ERROR(ValidateSampling(s));
+  return ValidateRanges(s);
+}
+
+StatusOr<DatasetOptions> DatasetOptionsFor(const JobSpec& s) {
+  DatasetOptions d;
+  d.question_field = s.question_field;
+  d.answer_field = s.answer_field;
+  d.id_field = s.id_field;
+  d.limit = s.limit;
+  d.offset = s.offset;
+  if (!s.task.empty()) {
+    CANOPY_ASSIGN_OR_RETURN(d.task_family, ParseTaskFamily(s.task));
+  }
+  return d;
+}
+
+}  // namespace canopy

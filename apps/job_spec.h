@@ -1,0 +1,64 @@
+// The options of a job, defined once: `canopy solve`, `canopy coordinator` (and the job
+// commands to come) register them on their command line from here, `canopy worker` shares
+// the worker's part, and one function checks them all before anything starts.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "coordinator/dataset.h"
+#include "worker/worker_setup.h"
+
+namespace canopy {
+
+struct JobSpec {
+  // What to solve and where the results go.
+  std::string dataset, output, task, question_field, answer_field, id_field;
+  int64_t limit = -1, offset = 0;
+  // The search: one run per (strategy, n).
+  std::vector<std::string> strategies = {"beam"};
+  std::vector<int> ns = {4};
+  std::string scorer = "auto", aggregation = "last", selection = "auto", system_prompt;
+  int beam_width = 2, mcts_children = 3, mcts_parallel = 4, step_tokens = 256,
+      solution_tokens = 512, max_depth = 40, max_expansions = 0, in_flight = 0, top_k = 0;
+  int64_t max_tokens = 0, job_max_tokens = 0;
+  double max_seconds = 0, job_max_seconds = 0;
+  float temperature = 0.8f, top_p = 1.0f;
+  uint64_t seed = 1;
+  bool stop_at_boxed = true, dump_trees = false;
+  // The workers' model, pool and scorers (also `canopy worker`'s options).
+  WorkerSetupOptions worker;
+  // Worker processes (canopy coordinator, --launcher mpi).
+  std::string launcher = "embedded", listen, secret_file, address_file;
+  int workers = 1;
+  double worker_timeout = 300, heartbeat_deadline = 10, wait_workers = 600;
+  int overload_margin = 4;
+  bool no_split = false, no_kv_shipping = false;
+  // Slurm and operations.
+  int shard = 0, num_shards = 1, max_restarts = 3;
+  double drain_seconds = 60;
+  std::string http;
+
+  bool remote() const { return launcher != "embedded"; }
+};
+
+enum class JobCommand { kSolve, kCoordinator };
+
+// Registers every job option on `app`, writing into `*spec`; `canopy coordinator` gets
+// --listen/--workers/--address-file and listens by default, `canopy solve` gets --launcher.
+void AddJobOptions(CLI::App& app, JobSpec* spec, JobCommand command);
+// The worker's model, KV pool and scorer options (--model, --kv-cache-mb, --batch-invariant,
+// --backend, --prm-model, --verifier).
+void AddWorkerOptions(CLI::App& app, WorkerSetupOptions* options);
+
+// Every option in its range, by name: NaN, infinities, negative counts and unknown
+// launchers are refused before anything starts.
+Status ValidateJobSpec(const JobSpec& spec);
+
+// How to read the dataset (fields, limit, offset, task family).
+StatusOr<DatasetOptions> DatasetOptionsFor(const JobSpec& spec);
+
+}  // namespace canopy

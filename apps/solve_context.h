@@ -1,0 +1,82 @@
+// Shared by apps/solve.cc (a job's start: flags, dataset, workers, watching) and
+// apps/solve_run.cc (one run of a strategy at one n, and the sweep over runs).
+//
+//   SolveMain ─► ParseJob ─► MPI ranks > 0: ServeAsWorker
+//             └► LoadDataset ─► PlanRuns ─► StartWorkers (embedded | listener + MPI)
+//                ─► StartWatching (HTTP, status.json, wait for workers)
+//                ─► SolveRun per run ─► WriteSweep ─► FinishJob (drain/requeue codes)
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "apps/job_spec.h"
+#include "cluster/mpi_bootstrap.h"
+#include "coordinator/dataset.h"
+#include "coordinator/dispatcher.h"
+#include "coordinator/results.h"
+#include "coordinator/status_server.h"
+#include "coordinator/worker_server.h"
+#include "search/tree.h"
+#include "worker/local_worker.h"
+#include "worker/worker_setup.h"
+
+namespace canopy {
+
+// Set by signals: 1 = USR1 (the scheduler's time-limit warning: drain, then requeue), 2 =
+// TERM/INT/HUP (stop now). Results already written stay; a restart resumes.
+std::atomic<int>& SolveStopFlag();
+
+// One run: a strategy at one sample count, into its own folder.
+struct Run {
+  std::string strategy, scorer, dir;
+  int n = 0;
+  Summary summary;
+};
+
+// What a solve job holds while it runs: one per process, never copied or moved.
+struct JobContext {
+  JobSpec spec;
+  std::optional<MpiJob> mpi;
+  bool broadcast_done = false;  // rank 0 has released the other ranks (they wait for it)
+  Dataset dataset;
+  std::string system_prompt, model_name, out, secret, http;
+  Aggregation aggregation = Aggregation::kLast;
+  std::vector<Run> runs;
+  std::unique_ptr<WorkerSetup> setup;      // embedded
+  std::unique_ptr<LocalWorker> local;      // embedded
+  std::unique_ptr<Dispatcher> dispatcher;  // worker processes
+  std::unique_ptr<WorkerServer> server;    // worker processes
+  WorkerLink* link = nullptr;
+  int workers_wanted = 0;
+  StatusBoard board;
+  std::unique_ptr<StatusServer> status_server;
+  std::chrono::steady_clock::time_point session_start = std::chrono::steady_clock::now();
+
+  // Prints "canopy solve: MSG" and returns 1; rank 0 of an MPI job first releases the
+  // other ranks, which wait for its broadcast.
+  int Fail(const std::string& msg);
+};
+
+struct RunOutcome {
+  bool interrupted = false;
+  int64_t abandoned = 0;  // problems in flight when it stopped (a restart solves them)
+};
+
+// Solves the run's problems that its folder does not hold yet; writes results.jsonl,
+// the journal, status.json and summary.json, and fills run.summary.
+StatusOr<RunOutcome> SolveRun(JobContext& job, Run& run);
+
+// The sweep: one summary.json over every run folder under job.out (this command's and those
+// of earlier commands into the same folder) and the accuracy-versus-budget plot.
+Status WriteSweep(const JobContext& job);
+
+// {"pid", "host"}: who writes status.json (canopy status tells a dead job by them).
+nlohmann::json JobIdentity();
+
+}  // namespace canopy

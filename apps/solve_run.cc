@@ -1,0 +1,435 @@
+// One run of `canopy solve` (a strategy at one n, into its own folder) and the sweep
+// summary over runs. See apps/solve_context.h for where these sit in a job.
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+
+#include "apps/solve_context.h"
+#include "common/logging.h"
+#include "coordinator/journal.h"
+#include "coordinator/plot.h"
+#include "coordinator/progress.h"
+#include "coordinator/solve_job.h"
+#include "coordinator/tree_dump.h"
+#include "search/strategy.h"
+
+namespace canopy {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+double SecondsSince(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+StatusOr<SolveOptions> RunOptions(const JobContext& job, const Run& run) {
+  const JobSpec& f = job.spec;
+  SolveOptions so;
+  StrategyOptions& st = so.strategy;
+  st.kind = run.strategy;
+  st.n = run.n;
+  // A beam (or DVTS subtree) never expands a step more than n times: with n below the beam
+  // width, the width is n (n = 1: one path sampled step by step).
+  st.beam_width = std::min(f.beam_width, run.n);
+  st.mcts_children = f.mcts_children;
+  st.mcts_parallel = f.mcts_parallel;
+  st.step_tokens = f.step_tokens;
+  st.solution_tokens = f.solution_tokens;
+  st.stop_at_boxed = f.stop_at_boxed;
+  st.aggregation = job.aggregation;
+  const std::string sel = f.selection == "auto" ? (run.scorer == "none" ? "majority" : "weighted") : f.selection;
+  std::optional<AnswerSelection> selection = ParseAnswerSelection(sel);
+  if (!selection) return InvalidArgumentError("unknown --selection '" + sel + "' (best, majority, weighted)");
+  st.selection = *selection;
+  st.budget.max_tokens = f.max_tokens;
+  st.budget.max_expansions = f.max_expansions;
+  st.budget.max_depth = f.max_depth;
+  st.budget.max_seconds = f.max_seconds;
+  if (auto check = MakeStrategy(st); !check.ok()) return InvalidArgumentError(check.status().message());
+  so.label = run.strategy + (run.scorer == "none" ? "" : "/" + run.scorer);
+  so.temperature = run.strategy == "greedy" ? 0.0f : f.temperature;
+  so.top_p = f.top_p;
+  so.top_k = f.top_k;
+  so.seed = f.seed;
+  so.problems_in_flight = f.in_flight > 0 ? f.in_flight : std::clamp(64 / std::max(1, run.n), 1, 64);
+  so.job_max_tokens = f.job_max_tokens;
+  so.job_max_seconds = f.job_max_seconds;
+  so.system_prompt = job.system_prompt;
+  so.family = job.dataset.family;
+  so.scorer = run.scorer;
+  return so;
+}
+
+nlohmann::json RunSettings(const JobContext& job, const Run& run, const SolveOptions& so) {
+  const JobSpec& f = job.spec;
+  const StrategyOptions& s = so.strategy;
+  nlohmann::json j;
+  j["dataset"] = fs::absolute(f.dataset).lexically_normal().string();
+  j["model"] = job.model_name;
+  j["strategy"] = run.strategy;
+  j["scorer"] = run.scorer;
+  j["n"] = run.n;
+  j["beam_width"] = s.beam_width;
+  j["mcts_children"] = s.mcts_children;
+  j["aggregation"] = AggregationName(s.aggregation);
+  j["selection"] = AnswerSelectionName(s.selection);
+  j["temperature"] = so.temperature;
+  j["top_p"] = so.top_p;
+  j["top_k"] = so.top_k;
+  j["seed"] = so.seed;
+  j["step_tokens"] = s.step_tokens;
+  j["solution_tokens"] = s.solution_tokens;
+  j["stop_at_boxed"] = s.stop_at_boxed;
+  j["budget"] = {{"max_tokens", s.budget.max_tokens}, {"max_expansions", s.budget.max_expansions},
+                 {"max_depth", s.budget.max_depth}, {"max_seconds", s.budget.max_seconds}};
+  j["system_prompt"] = so.system_prompt;
+  j["task_family"] = TaskFamilyName(so.family);
+  j["batch_invariant"] = f.worker.batch_invariant;
+  if (f.num_shards > 1) j["shard"] = std::to_string(f.shard) + "/" + std::to_string(f.num_shards);
+  return j;
+}
+
+// A resumed run must be the same run: its settings file must match. Writes nothing; false
+// when there is no settings file yet (a new run).
+StatusOr<bool> CheckSettings(const std::string& dir, const nlohmann::json& settings) {
+  const std::string path = dir + "/run.json";
+  std::ifstream in(path);
+  if (!in) return false;
+  nlohmann::json old = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (old.is_discarded()) return DataLossError(path + ": not JSON; remove it or use another --output");
+  if (old == settings) return true;
+  std::string diff;
+  for (auto& [k, v] : settings.items()) {
+    if (!old.contains(k) || old[k] != v) diff += " " + k;
+  }
+  return FailedPreconditionError(dir + " holds results of a different run (settings differ:" + diff +
+                                 "); use another --output or remove it");
+}
+
+// A run's folder opened for appending, and what it already holds of this run's problems.
+struct RunFolder {
+  std::unique_ptr<ResultsWriter> writer;
+  LoadedResults loaded;
+  std::vector<ResultRecord> records;  // of this run's problems only
+  std::set<std::string> done_ids;
+  int64_t others = 0;  // records of problems outside this run's selection
+  std::vector<Problem> todo;
+};
+
+// Settings are checked before anything is written; run.json is written only once the results
+// file is known to be canopy's own (or new).
+StatusOr<RunFolder> OpenRunFolder(const JobContext& job, const Run& run, const nlohmann::json& settings) {
+  std::error_code ec;
+  fs::create_directories(run.dir, ec);
+  CANOPY_ASSIGN_OR_RETURN(bool same_run, CheckSettings(run.dir, settings));
+  RunFolder folder;
+  CANOPY_ASSIGN_OR_RETURN(folder.writer, ResultsWriter::Open(run.dir, &folder.loaded));
+  if (!same_run) CANOPY_RETURN_IF_ERROR(WriteFileAtomically(run.dir + "/run.json", settings.dump(2) + "\n"));
+  for (const std::string& issue : folder.loaded.issues) CANOPY_LOG(Warn) << run.dir << "/results.jsonl: " << issue;
+  // Only records of this run's problems count: a record of another selection (--limit,
+  // --offset, --shard) or of another dataset stays in the file and out of the summary.
+  std::set<std::string> wanted;
+  for (const Problem& p : job.dataset.problems) wanted.insert(p.id);
+  for (const ResultRecord& r : folder.loaded.records) {
+    if (!wanted.count(r.id)) {
+      ++folder.others;
+      continue;
+    }
+    folder.done_ids.insert(r.id);
+    folder.records.push_back(r);
+  }
+  if (folder.others > 0) {
+    CANOPY_LOG(Warn) << run.dir << "/results.jsonl: " << folder.others << " records are not among this run's "
+                     << job.dataset.problems.size() << " problems (another --limit, --offset, --shard or dataset); "
+                     << "kept in the file, left out of the counts";
+  }
+  for (const Problem& p : job.dataset.problems) {
+    if (!folder.done_ids.count(p.id)) folder.todo.push_back(p);
+  }
+  return folder;
+}
+
+// Counts of a run so far, resumed work included.
+struct RunCounts {
+  int64_t done = 0, correct = 0, tokens = 0;
+};
+
+// status.json and the HTTP board of one run, at most every 2 s unless forced.
+class RunStatusPublisher {
+ public:
+  RunStatusPublisher(JobContext& job, const Run& run, const std::string& label, const Journal& journal,
+                     const RunCounts& counts)
+      : job_(job), run_(run), label_(label), journal_(journal), counts_(counts), tokens_before_(counts.tokens) {}
+
+  void Publish(const std::string& state, bool force) {
+    const auto now = Clock::now();
+    if (!force && now - last_ < std::chrono::seconds(2)) return;
+    last_ = now;
+    nlohmann::json st = Status(state);
+    job_.board.Set(st);
+    (void)WriteFileAtomically(run_.dir + "/status.json", st.dump(2) + "\n");
+  }
+
+ private:
+  nlohmann::json Status(const std::string& state) const {
+    const double elapsed = SecondsSince(job_.session_start);
+    const RunCounts& c = counts_;
+    nlohmann::json accuracy = nullptr;
+    if (job_.dataset.graded) accuracy = c.done > 0 ? static_cast<double>(c.correct) / static_cast<double>(c.done) : 0.0;
+    nlohmann::json st = {{"state", state},
+                         {"run", run_.dir},
+                         {"strategy", label_},
+                         {"n", run_.n},
+                         {"total", static_cast<int64_t>(job_.dataset.problems.size())},
+                         {"done", c.done},
+                         {"correct", c.correct},
+                         {"accuracy", accuracy},
+                         {"tokens", c.tokens},
+                         {"elapsed_seconds", elapsed},
+                         {"tokens_per_second", elapsed > 0 ? static_cast<double>(c.tokens - tokens_before_) / elapsed : 0.0},
+                         {"session", journal_.session()}};
+    st.update(JobIdentity());
+    if (job_.status_server) st["http_port"] = job_.status_server->port();
+    AddWorkers(&st);
+    return st;
+  }
+
+  void AddWorkers(nlohmann::json* st) const {
+    if (job_.dispatcher) {
+      nlohmann::json ws = nlohmann::json::array();
+      int64_t queried = 0, hits = 0;
+      for (const auto& [id, load] : job_.dispatcher->loads()) {
+        const Stats& last = job_.dispatcher->last_stats(id);
+        queried += last.kv_prefix_query_blocks;
+        hits += last.kv_prefix_hit_blocks;
+        ws.push_back({{"worker", id}, {"outstanding", load}, {"kv_used_blocks", last.kv_used_blocks},
+                      {"kv_num_blocks", last.kv_num_blocks}});
+      }
+      (*st)["workers"] = ws;
+      (*st)["kv_hit_rate"] = queried > 0 ? static_cast<double>(hits) / static_cast<double>(queried) : 0.0;
+    } else if (job_.setup) {
+      KvCacheStats kv = job_.setup->engine()->kv_stats();
+      (*st)["kv_hit_rate"] = kv.prefix_query_blocks > 0 ? static_cast<double>(kv.prefix_hit_blocks) /
+                                                              static_cast<double>(kv.prefix_query_blocks)
+                                                        : 0.0;
+    }
+  }
+
+  JobContext& job_;
+  const Run& run_;
+  const std::string label_;
+  const Journal& journal_;
+  const RunCounts& counts_;
+  const int64_t tokens_before_;
+  Clock::time_point last_ = Clock::now() - std::chrono::hours(1);
+};
+
+// What the workers did in this run: the engine's counters (embedded), or the dispatcher's
+// and every worker's pool at the end (nothing may stay pinned: no KV leaks).
+void AddWorkerSummary(JobContext& job, nlohmann::json* full) {
+  if (job.setup) {
+    const EngineStats& es = job.setup->engine()->stats();
+    (*full)["engine"] = {{"forward_passes", es.forward_passes},         {"prefill_tokens", es.prefill_tokens},
+                         {"decode_tokens", es.decode_tokens},           {"cached_prompt_tokens", es.cached_prompt_tokens},
+                         {"preemptions", es.preemptions}};
+    return;
+  }
+  const DispatcherStats& d = job.dispatcher->stats();
+  (*full)["dispatch"] = {{"calls", d.calls},
+                         {"parts", d.parts},
+                         {"split_calls", d.split_calls},
+                         {"local_hits", d.local_hits},
+                         {"recomputes", d.recomputes},
+                         {"ship_preferred", d.ship_preferred},
+                         {"kv_fetches", d.kv_fetches},
+                         {"kv_fetch_failures", d.kv_fetch_failures},
+                         {"kv_blocks_imported", d.kv_blocks_imported},
+                         {"kv_bytes", d.kv_bytes},
+                         {"redispatched", d.redispatched},
+                         {"duplicates", d.duplicates},
+                         {"workers_joined", d.workers_joined},
+                         {"workers_lost", d.workers_lost},
+                         {"workers_refused", d.workers_refused}};
+  nlohmann::json workers = nlohmann::json::array();
+  for (const auto& [id, st] : job.dispatcher->CollectStats(30.0)) {
+    workers.push_back({{"worker", id},
+                       {"nodes", st.nodes},
+                       {"kv_num_blocks", st.kv_num_blocks},
+                       {"kv_used_blocks", st.kv_used_blocks},
+                       {"kv_cached_free_blocks", st.kv_cached_free_blocks},
+                       {"expansions", st.expansions_done},
+                       {"tokens_generated", st.tokens_generated},
+                       {"prefill_tokens", st.prefill_tokens},
+                       {"prefill_tokens_per_second", st.prefill_tokens_per_second}});
+  }
+  (*full)["workers"] = workers;
+}
+
+// A resumed run's wall time adds the earlier sessions' (from their summary.json), so tokens/s
+// stays the job's rate; unknown (0) when an earlier session left none, and the sum of
+// per-problem seconds stands in.
+double RunWallSeconds(const Run& run, bool resumed, double this_session) {
+  if (!resumed) return this_session;
+  std::ifstream old(run.dir + "/summary.json");
+  nlohmann::json j = nlohmann::json::parse(old, nullptr, /*allow_exceptions=*/false);
+  const double earlier = !j.is_discarded() && j.contains("summary") ? j["summary"].value("wall_seconds", 0.0) : 0.0;
+  return earlier > 0 ? earlier + this_session : 0.0;
+}
+
+void PrintRunLine(const JobContext& job, const Run& run, const std::string& label) {
+  const Summary& s = run.summary;
+  if (job.dataset.graded) {
+    std::printf("%s n=%d: accuracy %.3f (%lld/%lld), %.1f tokens/problem, %s\n", label.c_str(), run.n, s.accuracy,
+                static_cast<long long>(s.num_correct), static_cast<long long>(s.num_problems), s.mean_tokens,
+                (run.dir + "/results.jsonl").c_str());
+  } else {
+    std::printf("%s n=%d: ungraded (the dataset has no gold answers), %lld problems, %.1f tokens/problem, %s\n",
+                label.c_str(), run.n, static_cast<long long>(s.num_problems), s.mean_tokens,
+                (run.dir + "/results.jsonl").c_str());
+  }
+}
+
+void SetTreeSink(SolveJob& solver, const Run& run) {
+  std::error_code ec;
+  fs::create_directories(run.dir + "/trees", ec);
+  solver.set_tree_sink([dir = run.dir](const Problem& p, const SearchTree& tree, int32_t chosen) {
+    const std::string path = dir + "/trees/" + SafeFileName(p.id) + ".json";
+    const std::string text = TreeToJson(tree, chosen).dump(1, ' ', false, nlohmann::json::error_handler_t::replace);
+    if (Status s = WriteFileAtomically(path, text + "\n"); !s.ok()) CANOPY_LOG(Warn) << s.ToString();
+  });
+}
+
+}  // namespace
+
+StatusOr<RunOutcome> SolveRun(JobContext& job, Run& run) {
+  CANOPY_ASSIGN_OR_RETURN(SolveOptions so, RunOptions(job, run));
+  if (job.setup && run.scorer != "none") CANOPY_RETURN_IF_ERROR(job.setup->GetScorer(run.scorer).status());
+  const nlohmann::json settings = RunSettings(job, run, so);
+  CANOPY_ASSIGN_OR_RETURN(RunFolder folder, OpenRunFolder(job, run, settings));
+  RunCounts counts;
+  counts.done = static_cast<int64_t>(folder.records.size());
+  for (const ResultRecord& r : folder.records) {
+    counts.correct += r.correct;
+    counts.tokens += r.tokens;
+  }
+  CANOPY_LOG(Info) << "run " << so.label << " n=" << run.n << " -> " << run.dir << ": " << folder.todo.size()
+                   << " to solve" << (counts.done == 0 ? "" : ", " + std::to_string(counts.done) + " already done");
+  ProgressOptions po;
+  po.resumed_done = counts.done;
+  po.resumed_correct = counts.correct;
+  po.resumed_tokens = counts.tokens;
+  po.graded = job.dataset.graded;
+  Progress progress(static_cast<int64_t>(job.dataset.problems.size()), po);
+  CANOPY_ASSIGN_OR_RETURN(std::unique_ptr<Journal> journal, Journal::Open(run.dir, job.spec.launcher, folder.done_ids));
+  if (!journal->interrupted().empty()) {
+    CANOPY_LOG(Warn) << "journal: " << journal->interrupted().size()
+                     << " problems were in flight when the last session ended; solving them again";
+  }
+  const auto t0 = Clock::now();
+  SolveJob solver(so, job.link);
+  solver.set_start_sink([&](const Problem& p) {
+    if (Status s = journal->Started(p.id); !s.ok()) CANOPY_LOG(Warn) << s.ToString();
+  });
+  if (job.spec.dump_trees) SetTreeSink(solver, run);
+  solver.set_stop_flag(&SolveStopFlag(), job.spec.drain_seconds);
+  RunStatusPublisher status(job, run, so.label, *journal, counts);
+  status.Publish("running", true);
+  solver.set_tick_sink([&] { status.Publish("running", false); });
+  Status solved = solver.Run(folder.todo, [&](const ResultRecord& r) -> Status {
+    if (r.error) CANOPY_LOG(Warn) << "problem " << r.id << ": " << *r.error;
+    CANOPY_RETURN_IF_ERROR(folder.writer->Append(r));
+    folder.records.push_back(r);
+    ++counts.done;
+    counts.correct += r.correct;
+    counts.tokens += r.tokens;
+    progress.Update(counts.done, counts.correct, counts.tokens);
+    status.Publish("running", false);
+    return Status::Ok();
+  });
+  progress.Finish();
+  CANOPY_RETURN_IF_ERROR(solved);
+  RunOutcome outcome;
+  if (solver.interrupted()) {
+    outcome = {true, solver.abandoned()};
+    (void)journal->Note(SolveStopFlag().load() >= 2 ? "stopped" : "drained", outcome.abandoned);
+  }
+  status.Publish(outcome.interrupted ? "interrupted" : "finished", true);
+  const double wall = RunWallSeconds(run, !folder.loaded.records.empty(), SecondsSince(t0));
+  run.summary = Summarize(folder.records, wall, job.dataset.graded);
+  nlohmann::json full = settings;
+  full["dataset_errors"] = job.dataset.errors.size();
+  full["records_of_other_problems"] = folder.others;
+  full["launcher"] = job.spec.launcher;
+  full["session"] = journal->session();
+  AddWorkerSummary(job, &full);
+  CANOPY_RETURN_IF_ERROR(WriteSummaryJson(run.dir + "/summary.json", run.summary, full));
+  PrintRunLine(job, run, so.label);
+  return outcome;
+}
+
+namespace {
+
+std::vector<fs::path> RunFolders(const std::string& out) {
+  std::vector<fs::path> dirs;
+  for (const auto& entry : fs::directory_iterator(out)) {
+    if (entry.is_directory() && fs::exists(entry.path() / "summary.json")) dirs.push_back(entry.path());
+  }
+  std::sort(dirs.begin(), dirs.end());
+  return dirs;
+}
+
+double Accuracy(const nlohmann::json& summary) {
+  auto it = summary.find("accuracy");
+  return it != summary.end() && it->is_number() ? it->get<double>() : 0.0;
+}
+
+}  // namespace
+
+Status WriteSweep(const JobContext& job) {
+  std::map<std::string, PlotSeries> series;
+  nlohmann::json all = nlohmann::json::array();
+  for (const fs::path& d : RunFolders(job.out)) {
+    std::ifstream in(d / "summary.json");
+    nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded() || !j.contains("summary") || !j.contains("settings")) {
+      CANOPY_LOG(Warn) << (d / "summary.json").string() << ": not a run summary; left out of the plot";
+      continue;
+    }
+    const nlohmann::json& st = j["settings"];
+    const std::string scorer = st.value("scorer", "none");
+    const std::string label = st.value("strategy", "?") + (scorer == "none" ? "" : "/" + scorer);
+    series[label].label = label;
+    if (j["summary"]["accuracy"].is_number()) {  // an ungraded run has no point to plot
+      series[label].points.push_back({j["summary"].value("mean_tokens", 0.0), Accuracy(j["summary"])});
+    }
+    nlohmann::json row = j["summary"];
+    row["strategy"] = st.value("strategy", "?");
+    row["scorer"] = scorer;
+    row["n"] = st.value("n", 0);
+    row["dir"] = d.string();
+    all.push_back(row);
+  }
+  std::vector<PlotSeries> plot;
+  for (auto& [k, v] : series) plot.push_back(v);
+  PlotOptions popt;
+  popt.title = "Accuracy vs. tokens per problem: " + fs::path(job.spec.dataset).stem().string();
+  CANOPY_RETURN_IF_ERROR(WriteFileAtomically(job.out + "/accuracy_vs_budget.svg", AccuracyVsBudgetSvg(plot, popt)));
+  nlohmann::json top = {{"dataset", job.spec.dataset}, {"runs", all}};
+  CANOPY_RETURN_IF_ERROR(WriteFileAtomically(job.out + "/summary.json", top.dump(2) + "\n"));
+  std::printf("\n%-28s %5s %9s %14s %10s\n", "run", "n", "accuracy", "tokens/problem", "tokens/s");
+  for (const nlohmann::json& r : all) {
+    const std::string label =
+        r["strategy"].get<std::string>() + (r["scorer"] == "none" ? "" : "/" + r["scorer"].get<std::string>());
+    std::printf("%-28s %5d %9.3f %14.1f %10.1f\n", label.c_str(), r["n"].get<int>(), Accuracy(r),
+                r.value("mean_tokens", 0.0), r.value("tokens_per_second", 0.0));
+  }
+  std::printf("plot: %s/accuracy_vs_budget.svg\n", job.out.c_str());
+  return Status::Ok();
+}
+
+}  // namespace canopy
