@@ -4,11 +4,14 @@
 
 #include <algorithm>
 #include <chrono>
+#include <limits>
+#include <new>
 
 #include "common/logging.h"
 #include <filesystem>
 
 #include "worker/gguf.h"
+#include "worker/host_memory.h"
 
 namespace canopy {
 
@@ -20,6 +23,59 @@ const char* FinishReasonName(FinishReason r) {
   }
   return "?";
 }
+
+namespace {
+
+// The tokenizer must not give ids past the embedding (the forward pass would abort), and
+// must cover at least 7/8 of its rows (rows beyond are padding: Qwen2.5 has 151936 rows
+// for 151665 tokens; a vocabulary of 1 for 259 rows is another model's tokenizer).
+Status CheckTokenizerFits(const ModelConfig& c, const Tokenizer& tokenizer) {
+  const int64_t tokens = tokenizer.vocab_size(), rows = c.vocab_size;
+  if (tokens <= rows && tokens >= rows - rows / 8) return Status::Ok();
+  return InvalidArgumentError(
+      "the tokenizer has " + std::to_string(tokens) + " tokens but " + c.name +
+      "'s embedding has " + std::to_string(rows) + " rows (vocab_size; the tokenizer may not " +
+      "have more, nor fewer than 7/8 of them): a tokenizer of another model?");
+}
+
+// The CPU backend: a pool of kv_cache_bytes (or num_kv_blocks) checked against the host's
+// memory before it is allocated. May convert `model`'s weights to F32 copies first.
+StatusOr<std::unique_ptr<ForwardRunner>> MakeCpuRunner(const EngineOptions& options,
+                                                       ModelWeights* model) {
+  const int64_t per_block = LlamaRunner::KvBytesPerBlock(model->config, options.block_size);
+  const int64_t blocks =
+      options.num_kv_blocks > 0 ? options.num_kv_blocks : options.kv_cache_bytes / per_block;
+  if (blocks < 2 || blocks > std::numeric_limits<int32_t>::max()) {
+    return InvalidArgumentError("KV cache of " + std::to_string(options.kv_cache_bytes) +
+                                " bytes holds " + std::to_string(blocks) + " blocks of " +
+                                std::to_string(per_block) + " bytes (2 .. 2^31-1)");
+  }
+  HostMemory memory;
+  if (options.host_memory_bytes > 0) {
+    memory = {options.host_memory_bytes, "EngineOptions::host_memory_bytes"};
+  } else {
+    memory = ReadHostMemory();
+  }
+  CANOPY_RETURN_IF_ERROR(CheckFitsInMemory(blocks * per_block, memory,
+                                           "KV cache (" + std::to_string(blocks) + " blocks of " +
+                                               std::to_string(per_block) + " bytes)"));
+  try {
+    if (options.dequantize_weights && !options.batch_invariant && !HaveAvx512()) {
+      for (LayerWeights& l : model->layers) {
+        for (Weight* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) PrepareF32(w);
+      }
+    }
+    return std::unique_ptr<ForwardRunner>(std::make_unique<LlamaRunner>(
+        model, static_cast<int32_t>(blocks), options.block_size,
+        options.batch_invariant ? MatmulMode::kInvariant : MatmulMode::kFast));
+  } catch (const std::bad_alloc&) {
+    return IoError("could not allocate the KV cache of " +
+                   std::to_string((blocks * per_block) >> 20) + " MiB (" + std::to_string(blocks) +
+                   " blocks) and the model's F32 copies: out of memory");
+  }
+}
+
+}  // namespace
 
 StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options) {
   ModelLoadOptions load;
@@ -58,6 +114,8 @@ StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options,
   if (options.block_size <= 0 || options.max_batch_tokens <= 0) {
     return InvalidArgumentError("block_size and max_batch_tokens must be positive");
   }
+  CANOPY_RETURN_IF_ERROR(ValidateModel(*model));
+  CANOPY_RETURN_IF_ERROR(CheckTokenizerFits(model->config, *tokenizer));
   ComputeBackend backend = options.backend;
   if (backend == ComputeBackend::kAuto) {
     backend = ComputeBackend::kCpu;
@@ -99,22 +157,8 @@ StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options,
     return std::unique_ptr<Engine>(new Engine(options, std::move(model), std::move(tokenizer), std::move(r)));
   }
 
-  int64_t per_block = LlamaRunner::KvBytesPerBlock(model->config, options.block_size);
-  int64_t blocks = options.num_kv_blocks > 0 ? options.num_kv_blocks
-                                             : options.kv_cache_bytes / per_block;
-  if (blocks < 2) {
-    return InvalidArgumentError("KV cache of " + std::to_string(options.kv_cache_bytes) +
-                                " bytes holds fewer than 2 blocks of " +
-                                std::to_string(per_block) + " bytes");
-  }
-  if (options.dequantize_weights && !options.batch_invariant && !HaveAvx512()) {
-    for (LayerWeights& l : model->layers) {
-      for (Weight* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) PrepareF32(w);
-    }
-  }
-  auto runner = std::make_unique<LlamaRunner>(
-      model.get(), static_cast<int32_t>(blocks), options.block_size,
-      options.batch_invariant ? MatmulMode::kInvariant : MatmulMode::kFast);
+  CANOPY_ASSIGN_OR_RETURN(std::unique_ptr<ForwardRunner> runner,
+                          MakeCpuRunner(options, model.get()));
   return std::unique_ptr<Engine>(
       new Engine(options, std::move(model), std::move(tokenizer), std::move(runner)));
 }
@@ -180,10 +224,19 @@ StatusOr<uint64_t> Engine::Submit(const ExpandRequest& request) {
   if (request.num_children <= 0) return InvalidArgumentError("expand: num_children must be positive");
   if (request.first_sample < 0) return InvalidArgumentError("expand: first_sample must not be negative");
   if (request.stop.max_tokens <= 0) return InvalidArgumentError("expand: max_tokens must be positive");
-  if (static_cast<int64_t>(it->second.tokens.size()) >= config().max_position) {
+  const int64_t tokens = static_cast<int64_t>(it->second.tokens.size());
+  if (tokens >= config().max_position) {
     return InvalidArgumentError("expand: node " + std::to_string(request.node) + " already has " +
-                                std::to_string(it->second.tokens.size()) +
-                                " tokens, the model's context is " + std::to_string(config().max_position));
+                                std::to_string(tokens) + " tokens, the model's context is " +
+                                std::to_string(config().max_position));
+  }
+  if (tokens >= max_sequence_tokens()) {
+    return InvalidArgumentError(
+        "expand: node " + std::to_string(request.node) + " needs " + std::to_string(tokens + 1) +
+        " tokens of KV (its " + std::to_string(tokens) + " and one new), the KV pool holds " +
+        std::to_string(max_sequence_tokens()) + " tokens for one sequence (" +
+        std::to_string(kv_.num_blocks()) + " blocks of " + std::to_string(kv_.block_size()) +
+        ", 2 kept free for forking)");
   }
   auto r = std::make_unique<Request>();
   r->id = next_request_++;
@@ -192,6 +245,10 @@ StatusOr<uint64_t> Engine::Submit(const ExpandRequest& request) {
   it->second.in_use++;
   active_.push_back(std::move(r));
   return active_.back()->id;
+}
+
+int64_t Engine::max_sequence_tokens() const {
+  return std::min<int64_t>(config().max_position, int64_t{kv_.num_blocks() - 2} * kv_.block_size());
 }
 
 bool Engine::EvictIdle(int32_t blocks) {
@@ -309,7 +366,7 @@ void Engine::AcceptToken(Request* r, int32_t i, const SampledToken& t) {
     for (const std::string& s : stop.stop_strings) longest = std::max(longest, s.size());
     if (c.out.text.size() >= longest) c.text_scan_from = c.out.text.size() - longest + 1;
     if (!c.done && (static_cast<int32_t>(c.out.tokens.size()) >= stop.max_tokens ||
-                    static_cast<int64_t>(n.tokens.size()) >= config().max_position)) {
+                    static_cast<int64_t>(n.tokens.size()) >= max_sequence_tokens())) {
       c.done = true;
       c.out.finish = FinishReason::kLength;
     }

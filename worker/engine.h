@@ -60,6 +60,9 @@ struct EngineOptions {
   bool gpu_graphs = true;            // CUDA graphs for decode steps
   int64_t kv_cache_bytes = 1ll << 30;
   int32_t num_kv_blocks = 0;         // overrides kv_cache_bytes when > 0
+  // Host memory the CPU pool may take; a larger pool is InvalidArgument before anything is
+  // allocated. 0: what the machine has (worker/host_memory.h: MemAvailable, cgroup limit).
+  int64_t host_memory_bytes = 0;
   int32_t block_size = 16;
   int32_t max_batch_tokens = 512;    // tokens per forward pass (prefill is chunked to fit)
   bool batch_invariant = false;      // fixed-order matmuls: logits independent of the batch
@@ -129,6 +132,11 @@ struct EngineStats {
 
 class Engine {
  public:
+  // Errors name what is wrong: the model files (worker/model.h "Limits on model files"), a
+  // tokenizer that does not fit the model (more tokens than embedding rows, or fewer than
+  // 7/8 of them: padding rows beyond the tokenizer are common, a mismatch of more is
+  // another model's tokenizer), a KV pool larger than memory (InvalidArgument) or whose
+  // allocation fails (IoError).
   static StatusOr<std::unique_ptr<Engine>> Create(const EngineOptions& options);
   // For tests: an engine over an already-loaded model and tokenizer.
   static StatusOr<std::unique_ptr<Engine>> Create(const EngineOptions& options,
@@ -156,8 +164,15 @@ class Engine {
   // expansion in flight cannot be released.
   Status Release(NodeId id);
 
-  // Queues an expansion; returns its request id.
+  // Queues an expansion; returns its request id. InvalidArgument (nothing queued) when the
+  // node leaves no room for one more token within max_sequence_tokens().
   StatusOr<uint64_t> Submit(const ExpandRequest& request);
+  // The longest a sequence (prompt and generated tokens) may grow: the model's context, or
+  // what the KV pool holds for one sequence with 2 blocks kept free, whichever is less.
+  // The 2 blocks are what forking takes beside the parent (the copy of its partial block
+  // and one for the first token); a parent's partial block stays pinned while its child
+  // grows. Children stop here (FinishReason::kLength), so one request always fits alone.
+  int64_t max_sequence_tokens() const;
   // One forward pass over everything runnable; returns the expansions that finished.
   std::vector<ExpandResult> Step();
   bool Idle() const { return active_.empty(); }

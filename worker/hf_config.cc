@@ -9,9 +9,9 @@ namespace {
 
 using json = nlohmann::json;
 
-// Sanity bounds: far above any real model, low enough that products of two fit in int64.
-constexpr int64_t kMaxDim = int64_t{1} << 24;
-constexpr int64_t kMaxLayers = 4096;
+// Bounds (worker/model.h, docs/engine.md "Limits on model files"): far above any real
+// model, low enough that products of two fit in int64.
+constexpr int64_t kMaxDim = kMaxModelDim;
 
 struct ArchInfo {
   const char* hf_name;
@@ -82,7 +82,8 @@ class Fields {
       return InvalidArgumentError(Where(key) + ": expected a string, got " + v->dump());
     return v->get<std::string>();
   }
-  std::string Where(const char* key) const { return source_ + ": field '" + prefix_ + key + "'"; }
+  std::string Where(const char* key) const { return source_ + ": field '" + Name(key) + "'"; }
+  std::string Name(const char* key) const { return prefix_ + key; }
 
  private:
   const json& obj_;
@@ -90,12 +91,8 @@ class Fields {
   std::string prefix_;
 };
 
-Status CheckRange(const std::string& source, const char* field, int64_t v, int64_t max) {
-  if (v <= 0 || v > max) {
-    return InvalidArgumentError(source + ": field '" + field + "' = " + std::to_string(v) +
-                                " is out of range [1, " + std::to_string(max) + "]");
-  }
-  return Status::Ok();
+Status CheckRange(const std::string& source, const std::string& field, int64_t v, int64_t max) {
+  return CheckIntField(source, field, v, 1, max);
 }
 
 // `scaling` is the rope_scaling object (old place) or rope_parameters (new place).
@@ -118,8 +115,10 @@ Status ParseRopeScaling(const Fields& f, const std::string& source, RopeScaling*
   CANOPY_ASSIGN_OR_RETURN(out->high_freq_factor, f.FloatOr("high_freq_factor", 4.0));
   CANOPY_ASSIGN_OR_RETURN(out->original_max_position,
                           f.IntOr("original_max_position_embeddings", 8192));
+  CANOPY_RETURN_IF_ERROR(CheckRange(source, f.Name("original_max_position_embeddings"),
+                                    out->original_max_position, kMaxContextLength));
   if (out->factor <= 0 || out->low_freq_factor <= 0 ||
-      out->high_freq_factor <= out->low_freq_factor || out->original_max_position <= 0) {
+      out->high_freq_factor <= out->low_freq_factor) {
     return InvalidArgumentError(source +
                                 ": llama3 rope scaling needs factor > 0, 0 < low_freq_factor "
                                 "< high_freq_factor and original_max_position_embeddings > 0");
@@ -185,10 +184,10 @@ StatusOr<ModelConfig> ParseImpl(const json& root, const std::string& source) {
   }
   CANOPY_ASSIGN_OR_RETURN(c.max_position,
                           f.IntOr("max_position_embeddings", arch->default_max_position));
-  CANOPY_RETURN_IF_ERROR(CheckRange(source, "max_position_embeddings", c.max_position,
-                                    std::numeric_limits<int32_t>::max()));
+  CANOPY_RETURN_IF_ERROR(
+      CheckRange(source, "max_position_embeddings", c.max_position, kMaxContextLength));
   CANOPY_ASSIGN_OR_RETURN(c.rms_eps, f.FloatOr("rms_norm_eps", 1e-6));
-  if (c.rms_eps <= 0) return InvalidArgumentError(f.Where("rms_norm_eps") + ": must be > 0");
+  CANOPY_RETURN_IF_ERROR(CheckFloatField(source, "rms_norm_eps", c.rms_eps, 0.0, kMaxRmsEps));
   CANOPY_ASSIGN_OR_RETURN(c.tied_embeddings, f.BoolOr("tie_word_embeddings", false));
 
   CANOPY_ASSIGN_OR_RETURN(std::string act, f.StringOr("hidden_act", "silu"));

@@ -23,7 +23,9 @@ LlamaRunner::LlamaRunner(const ModelWeights* model, int32_t num_blocks, int32_t 
                                 c.rope_scaling.low_freq_factor, c.rope_scaling.high_freq_factor,
                                 c.rope_scaling.original_max_position);
   }
-  rope_ = MakeRopeTable(c.head_dim, c.max_position, c.rope_theta,
+  // Positions run up to what the pool holds, however long a context the model file claims.
+  const int64_t positions = std::min<int64_t>(c.max_position, int64_t{num_blocks} * block_size);
+  rope_ = MakeRopeTable(c.head_dim, positions, c.rope_theta,
                         c.rope_style == RopeStyle::kInterleaved, factors);
   layer_f32_.resize(c.num_layers);
   for (int64_t l = 0; l < c.num_layers; ++l) {

@@ -57,7 +57,9 @@ class ForwardRunner {
 
 class LlamaRunner : public ForwardRunner {
  public:
-  // `model` must outlive the runner.
+  // `model` must outlive the runner. Allocates the KV pool (num_blocks x block_size tokens,
+  // std::bad_alloc when there is no memory: the engine checks first) and a RoPE table for
+  // min(context, pool) positions: no sequence can be longer than the pool.
   LlamaRunner(const ModelWeights* model, int32_t num_blocks, int32_t block_size, MatmulMode mode);
 
   // Computes and stores the KV of every item's tokens; appends one row of vocab_size logits
@@ -83,6 +85,8 @@ class LlamaRunner : public ForwardRunner {
   static int64_t KvBytesPerBlock(const ModelConfig& c, int32_t block_size);
   const ModelConfig& config() const { return model_->config; }
   MatmulMode mode() const { return mode_; }
+  // Positions the RoPE table covers.
+  int64_t rope_positions() const { return rope_.max_pos; }
 
  private:
   struct LayerF32 {

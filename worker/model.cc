@@ -1,7 +1,9 @@
 #include "worker/model.h"
 
+#include <cmath>
 #include <filesystem>
-
+#include <limits>
+#include <sstream>
 
 namespace canopy {
 namespace {
@@ -16,14 +18,66 @@ Status CheckShape(const Weight& w, const std::string& name, int64_t rows, int64_
   return Status::Ok();
 }
 
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+std::string Where(const std::string& source, const std::string& field) {
+  return (source.empty() ? "" : source + ": ") + "field '" + field + "'";
+}
+
+std::string Num(double v) {
+  std::ostringstream out;
+  out << v;
+  return out.str();
+}
+
 }  // namespace
+
+Status CheckIntField(const std::string& source, const std::string& field, int64_t v, int64_t lo,
+                     int64_t hi) {
+  if (v >= lo && v <= hi) return Status::Ok();
+  return InvalidArgumentError(Where(source, field) + " = " + std::to_string(v) +
+                              " is out of range [" + std::to_string(lo) + ", " +
+                              std::to_string(hi) + "]");
+}
+
+Status CheckFloatField(const std::string& source, const std::string& field, double v, double lo,
+                       double hi) {
+  if (std::isfinite(v) && v > lo && v <= hi) return Status::Ok();
+  const std::string range =
+      std::isfinite(hi) ? "in (" + Num(lo) + ", " + Num(hi) + "]" : "greater than " + Num(lo);
+  return InvalidArgumentError(Where(source, field) + " = " + Num(v) +
+                              ": expected a finite number " + range);
+}
+
+Status ValidateConfig(const ModelConfig& c) {
+  const std::string src = "model config";
+  CANOPY_RETURN_IF_ERROR(CheckIntField(src, "vocab_size", c.vocab_size, 1, kMaxModelDim));
+  CANOPY_RETURN_IF_ERROR(CheckIntField(src, "hidden_size", c.hidden_size, 1, kMaxModelDim));
+  CANOPY_RETURN_IF_ERROR(
+      CheckIntField(src, "intermediate_size", c.intermediate_size, 1, kMaxModelDim));
+  CANOPY_RETURN_IF_ERROR(CheckIntField(src, "num_layers", c.num_layers, 1, kMaxLayers));
+  CANOPY_RETURN_IF_ERROR(CheckIntField(src, "num_heads", c.num_heads, 1, kMaxModelDim));
+  CANOPY_RETURN_IF_ERROR(CheckIntField(src, "num_kv_heads", c.num_kv_heads, 1, c.num_heads));
+  CANOPY_RETURN_IF_ERROR(CheckIntField(src, "head_dim", c.head_dim, 1, kMaxModelDim));
+  CANOPY_RETURN_IF_ERROR(CheckIntField(src, "max_position", c.max_position, 1, kMaxContextLength));
+  CANOPY_RETURN_IF_ERROR(CheckFloatField(src, "rms_eps", c.rms_eps, 0.0, kMaxRmsEps));
+  CANOPY_RETURN_IF_ERROR(CheckFloatField(src, "rope_theta", c.rope_theta, 0.0, kInf));
+  const RopeScaling& r = c.rope_scaling;
+  if (r.kind == RopeScaling::Kind::kLlama3) {
+    CANOPY_RETURN_IF_ERROR(CheckFloatField(src, "rope_scaling.factor", r.factor, 0.0, kInf));
+    CANOPY_RETURN_IF_ERROR(
+        CheckFloatField(src, "rope_scaling.low_freq_factor", r.low_freq_factor, 0.0, kInf));
+    CANOPY_RETURN_IF_ERROR(CheckFloatField(src, "rope_scaling.high_freq_factor", r.high_freq_factor,
+                                           r.low_freq_factor, kInf));
+    CANOPY_RETURN_IF_ERROR(CheckIntField(src, "rope_scaling.original_max_position",
+                                         r.original_max_position, 1, kMaxContextLength));
+  }
+  return Status::Ok();
+}
 
 Status ValidateModel(const ModelWeights& m) {
   const ModelConfig& c = m.config;
-  if (c.hidden_size <= 0 || c.num_layers <= 0 || c.num_heads <= 0 || c.num_kv_heads <= 0 ||
-      c.head_dim <= 0 || c.vocab_size <= 0 || c.intermediate_size <= 0) {
-    return InvalidArgumentError("model config has a non-positive size");
-  }
+  CANOPY_RETURN_IF_ERROR(ValidateConfig(c));
   if (c.num_heads % c.num_kv_heads != 0) {
     return InvalidArgumentError("num_heads " + std::to_string(c.num_heads) +
                                 " is not a multiple of num_kv_heads " +
@@ -60,6 +114,10 @@ Status ValidateModel(const ModelWeights& m) {
       static_cast<int64_t>(m.rope_freq_factors.size()) != c.head_dim / 2) {
     return InvalidArgumentError("rope_freqs has " + std::to_string(m.rope_freq_factors.size()) +
                                 " entries, expected head_dim/2 = " + std::to_string(c.head_dim / 2));
+  }
+  for (size_t i = 0; i < m.rope_freq_factors.size(); ++i) {
+    CANOPY_RETURN_IF_ERROR(CheckFloatField("", "rope_freq_factors[" + std::to_string(i) + "]",
+                                           m.rope_freq_factors[i], 0.0, kInf));
   }
   return Status::Ok();
 }

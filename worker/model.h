@@ -50,6 +50,38 @@ struct ModelConfig {
   bool attention_bias = false;  // q/k/v biases (Qwen2)
 };
 
+// NOTE: Limits on model files (docs/engine.md). A model file is untrusted input: every
+// size-like field is range-checked before anything is allocated from it.
+//
+//   context length                   1 .. kMaxContextLength (2^24 tokens)
+//   hidden, intermediate, head_dim,
+//   vocabulary (embedding rows)      1 .. kMaxModelDim (2^24)
+//   attention heads                  1 .. kMaxModelDim; kv heads 1 .. heads, dividing them
+//   layers                           1 .. kMaxLayers (4096)
+//   RMS epsilon                      finite, in (0, kMaxRmsEps = 1]
+//   RoPE base and scaling factors    finite, > 0
+//
+// Tensors must lie inside the file and match these shapes, so what is sized from shapes
+// (weights, F32 copies of norms, the KV rows per token) is bounded by the file's size. What
+// the numbers alone would size is bounded elsewhere: the RoPE table covers the positions
+// the KV pool holds (worker/llama_runner.h), not the context; the KV pool is checked
+// against the machine's memory (worker/host_memory.h); a tokenizer's id table is at most
+// twice its number of entries (worker/tokenizer.h).
+inline constexpr int64_t kMaxContextLength = int64_t{1} << 24;
+inline constexpr int64_t kMaxModelDim = int64_t{1} << 24;
+inline constexpr int64_t kMaxLayers = 4096;
+inline constexpr double kMaxRmsEps = 1.0;
+
+// InvalidArgument "<source>: field '<field>' = <v> is out of range [lo, hi]" (no
+// "<source>: " when source is empty) unless lo <= v <= hi.
+Status CheckIntField(const std::string& source, const std::string& field, int64_t v, int64_t lo,
+                     int64_t hi);
+// InvalidArgument naming source and field unless v is finite and lo < v <= hi.
+Status CheckFloatField(const std::string& source, const std::string& field, double v, double lo,
+                       double hi);
+// The config within the limits above; errors name the ModelConfig field.
+Status ValidateConfig(const ModelConfig& config);
+
 struct LayerWeights {
   Weight attn_norm;              // [1][hidden]
   Weight wq, wk, wv, wo;         // [heads*head_dim][hidden], [kv*head_dim][hidden] x2, [hidden][heads*head_dim]
@@ -84,8 +116,8 @@ struct ModelLoadOptions {
   bool needs_lm_head = true;
 };
 
-// Checks shapes against the config; names the first bad tensor. An empty `output` (no LM
-// head) passes.
+// Checks the config (ValidateConfig), then shapes against it; names the first bad tensor.
+// An empty `output` (no LM head) passes. rope_freq_factors must be finite and positive.
 Status ValidateModel(const ModelWeights& model);
 
 // Loads a GGUF model file (architectures llama, qwen2, mistral).

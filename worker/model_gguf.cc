@@ -1,4 +1,6 @@
 // GGUF → ModelWeights for the Llama family. Tensor names and metadata keys are llama.cpp's.
+#include <cmath>
+#include <limits>
 #include <memory>
 
 #include "worker/gguf.h"
@@ -26,6 +28,72 @@ StatusOr<Weight> GetWeight(const GgufFile& f, const std::string& name, bool requ
   return w;
 }
 
+// An integer hyper-parameter `a + key` within [lo, hi] (docs/engine.md "Limits on model
+// files"); `fallback` when the key is absent and fallback >= 0, else required.
+StatusOr<int64_t> GetSize(const GgufFile& f, const std::string& key, int64_t fallback, int64_t lo,
+                          int64_t hi) {
+  int64_t v = fallback;
+  if (fallback < 0 || f.Has(key)) {
+    CANOPY_ASSIGN_OR_RETURN(v, f.GetInt(key));
+  }
+  CANOPY_RETURN_IF_ERROR(CheckIntField("", key, v, lo, hi));
+  return v;
+}
+
+StatusOr<double> GetPositive(const GgufFile& f, const std::string& key, double fallback,
+                             double hi) {
+  double v = fallback;
+  if (f.Has(key)) {
+    CANOPY_ASSIGN_OR_RETURN(v, f.GetFloat(key));
+  }
+  CANOPY_RETURN_IF_ERROR(CheckFloatField("", key, v, 0.0, hi));
+  return v;
+}
+
+// The <arch>.* hyper-parameters, each checked before anything is sized from it.
+Status ReadHyperParameters(const GgufFile& f, ModelConfig* c) {
+  const std::string a = c->architecture + ".";
+  const double inf = std::numeric_limits<double>::infinity();
+  CANOPY_ASSIGN_OR_RETURN(c->num_layers, GetSize(f, a + "block_count", -1, 1, kMaxLayers));
+  CANOPY_ASSIGN_OR_RETURN(c->hidden_size, GetSize(f, a + "embedding_length", -1, 1, kMaxModelDim));
+  CANOPY_ASSIGN_OR_RETURN(c->intermediate_size,
+                          GetSize(f, a + "feed_forward_length", -1, 1, kMaxModelDim));
+  CANOPY_ASSIGN_OR_RETURN(c->num_heads,
+                          GetSize(f, a + "attention.head_count", -1, 1, c->hidden_size));
+  CANOPY_ASSIGN_OR_RETURN(c->num_kv_heads,
+                          GetSize(f, a + "attention.head_count_kv", c->num_heads, 1, c->num_heads));
+  CANOPY_ASSIGN_OR_RETURN(c->head_dim, GetSize(f, a + "attention.key_length",
+                                               c->hidden_size / c->num_heads, 1, kMaxModelDim));
+  CANOPY_ASSIGN_OR_RETURN(c->max_position,
+                          GetSize(f, a + "context_length", 4096, 1, kMaxContextLength));
+  CANOPY_ASSIGN_OR_RETURN(c->rms_eps,
+                          GetPositive(f, a + "attention.layer_norm_rms_epsilon", 1e-5, kMaxRmsEps));
+  CANOPY_ASSIGN_OR_RETURN(c->rope_theta, GetPositive(f, a + "rope.freq_base", 10000.0, inf));
+  // Scaling other than llama3 (which travels as rope_freqs.weight) would need other
+  // angles; a factor of 1 changes nothing.
+  const std::string scaling = f.GetStringOr(a + "rope.scaling.type", "none");
+  if (scaling != "none" && f.GetFloatOr(a + "rope.scaling.factor", 1.0) != 1.0) {
+    return UnimplementedError(a + "rope.scaling.type '" + scaling + "' is not supported");
+  }
+  return Status::Ok();
+}
+
+// rope_freqs.weight: head_dim/2 finite positive divisors of the RoPE frequencies.
+Status ReadRopeFreqs(const GgufFile& f, std::vector<float>* out) {
+  const GgufTensorInfo* rf = f.FindTensor("rope_freqs.weight");
+  if (rf == nullptr) return Status::Ok();
+  if (rf->type != TensorType::kF32) return UnimplementedError("rope_freqs.weight must be F32");
+  out->resize(rf->num_elements());
+  DequantizeRow(TensorType::kF32, rf->data, out->data(), rf->num_elements());
+  for (size_t i = 0; i < out->size(); ++i) {
+    if (!std::isfinite((*out)[i]) || (*out)[i] <= 0) {
+      return InvalidArgumentError("tensor 'rope_freqs.weight' element " + std::to_string(i) +
+                                  " = " + std::to_string((*out)[i]) + " (must be finite and > 0)");
+    }
+  }
+  return Status::Ok();
+}
+
 StatusOr<ModelWeights> LoadFromGguf(std::shared_ptr<GgufFile> f) {
   ModelWeights m;
   ModelConfig& c = m.config;
@@ -34,21 +102,8 @@ StatusOr<ModelWeights> LoadFromGguf(std::shared_ptr<GgufFile> f) {
     return UnimplementedError("architecture '" + c.architecture +
                               "' (supported: llama, qwen2, mistral)");
   }
-  const std::string a = c.architecture + ".";
   c.name = f->GetStringOr("general.name", "");
-  CANOPY_ASSIGN_OR_RETURN(c.num_layers, f->GetInt(a + "block_count"));
-  CANOPY_ASSIGN_OR_RETURN(c.hidden_size, f->GetInt(a + "embedding_length"));
-  CANOPY_ASSIGN_OR_RETURN(c.intermediate_size, f->GetInt(a + "feed_forward_length"));
-  CANOPY_ASSIGN_OR_RETURN(c.num_heads, f->GetInt(a + "attention.head_count"));
-  c.num_kv_heads = f->GetIntOr(a + "attention.head_count_kv", c.num_heads);
-  if (c.num_heads <= 0 || c.num_layers <= 0 || c.num_layers > 1024 || c.hidden_size <= 0) {
-    return DataLossError("implausible hyperparameters (layers " + std::to_string(c.num_layers) +
-                         ", heads " + std::to_string(c.num_heads) + ")");
-  }
-  c.head_dim = f->GetIntOr(a + "attention.key_length", c.hidden_size / c.num_heads);
-  c.max_position = f->GetIntOr(a + "context_length", 4096);
-  c.rms_eps = f->GetFloatOr(a + "attention.layer_norm_rms_epsilon", 1e-5);
-  c.rope_theta = f->GetFloatOr(a + "rope.freq_base", 10000.0);
+  CANOPY_RETURN_IF_ERROR(ReadHyperParameters(*f, &c));
   // convert_hf_to_gguf permutes Q/K rows for llama-arch models (GGML "normal" RoPE pairs
   // adjacent dims); qwen2 keeps the HF layout and uses NEOX RoPE.
   c.rope_style = c.architecture == "qwen2" ? RopeStyle::kHalf : RopeStyle::kInterleaved;
@@ -77,11 +132,7 @@ StatusOr<ModelWeights> LoadFromGguf(std::shared_ptr<GgufFile> f) {
     CANOPY_ASSIGN_OR_RETURN(l.w_up, GetWeight(*f, p + "ffn_up.weight", true));
     CANOPY_ASSIGN_OR_RETURN(l.w_down, GetWeight(*f, p + "ffn_down.weight", true));
   }
-  if (const GgufTensorInfo* rf = f->FindTensor("rope_freqs.weight")) {
-    if (rf->type != TensorType::kF32) return UnimplementedError("rope_freqs.weight must be F32");
-    m.rope_freq_factors.resize(rf->num_elements());
-    DequantizeRow(TensorType::kF32, rf->data, m.rope_freq_factors.data(), rf->num_elements());
-  }
+  CANOPY_RETURN_IF_ERROR(ReadRopeFreqs(*f, &m.rope_freq_factors));
   CANOPY_RETURN_IF_ERROR(ValidateModel(m));
   m.keep_alive.push_back(std::move(f));
   return m;

@@ -83,7 +83,13 @@ class Tokenizer {
   // added_tokens with `special`: special → control, otherwise user-defined). The flavour
   // comes from the pre_tokenizer section. bos/eos come from a tokenizer_config.json beside
   // the file when there is one, else stay -1.
+  // Token ids must lie in [0, 2 x entries) (holes stay unused): DataLoss naming the token
+  // and its id otherwise, so no file sizes the table far beyond what it lists.
   static StatusOr<TokenizerSpec> SpecFromHfJson(const std::string& path);
+  // The same from the text of a tokenizer.json (no tokenizer_config.json is read; bos/eos
+  // stay -1); `source_name` names it in errors.
+  static StatusOr<TokenizerSpec> SpecFromHfJsonText(const std::string& json_text,
+                                                    const std::string& source_name);
   static StatusOr<Tokenizer> FromHfJson(const std::string& path);
 
   Tokenizer(Tokenizer&&) noexcept;

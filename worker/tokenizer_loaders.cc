@@ -1,8 +1,11 @@
 // Tokenizer specs from GGUF metadata and from Hugging Face tokenizer.json files.
+#include <algorithm>
+#include <climits>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "worker/gguf.h"
 #include "worker/tokenizer.h"
@@ -73,25 +76,49 @@ std::string ConfigToken(const json& config, const char* key) {
   return "";
 }
 
-StatusOr<TokenizerSpec> ParseHfJson(const json& root, const std::string& path) {
+// A token's id from tokenizer.json: an integer, or DataLoss naming the token.
+StatusOr<int64_t> TokenIdOf(const json& id, const std::string& token) {
+  if (!id.is_number_integer()) {
+    return DataLossError("token '" + token + "' has id " + id.dump() + ", not an integer");
+  }
+  return id.get<int64_t>();
+}
+
+// NOTE: ids index the vocabulary table, so they are bounded by the number of entries
+// (docs/engine.md "Limits on model files"): ids lie in [0, 2 x entries), the holes stay
+// unused; the table is never more than twice what the file lists.
+Status CheckTokenIds(const std::map<int64_t, std::pair<std::string, int32_t>>& by_id) {
+  if (by_id.empty()) return DataLossError("empty vocabulary");
+  const int64_t limit = std::min<int64_t>(2 * static_cast<int64_t>(by_id.size()), INT32_MAX);
+  for (const auto* e : {&*by_id.begin(), &*by_id.rbegin()}) {
+    if (e->first < 0 || e->first >= limit) {
+      return DataLossError("token '" + e->second.first + "' has id " + std::to_string(e->first) +
+                           ", outside [0, " + std::to_string(limit) + ") for " +
+                           std::to_string(by_id.size()) + " entries");
+    }
+  }
+  return Status::Ok();
+}
+
+StatusOr<TokenizerSpec> ParseHfJson(const json& root) {
   const json& model = root.at("model");
   if (model.value("type", "") != "BPE") {
     return UnimplementedError("model type '" + model.value("type", "") + "' (only BPE)");
   }
   std::map<int64_t, std::pair<std::string, int32_t>> by_id;  // id → (text, type)
   for (const auto& [text, id] : model.at("vocab").items()) {
-    by_id[id.get<int64_t>()] = {text, kTokenTypeNormal};
+    CANOPY_ASSIGN_OR_RETURN(int64_t i, TokenIdOf(id, text));
+    by_id[i] = {text, kTokenTypeNormal};
   }
   if (root.contains("added_tokens") && root.at("added_tokens").is_array()) {
     for (const json& added : root.at("added_tokens")) {
-      by_id[added.at("id").get<int64_t>()] = {
-          added.at("content").get<std::string>(),
-          added.value("special", false) ? kTokenTypeControl : kTokenTypeUserDefined};
+      std::string content = added.at("content").get<std::string>();
+      CANOPY_ASSIGN_OR_RETURN(int64_t i, TokenIdOf(added.at("id"), content));
+      by_id[i] = {std::move(content),
+                  added.value("special", false) ? kTokenTypeControl : kTokenTypeUserDefined};
     }
   }
-  if (by_id.empty() || by_id.begin()->first < 0 || by_id.rbegin()->first >= INT32_MAX) {
-    return DataLossError("empty vocabulary or token id out of range");
-  }
+  CANOPY_RETURN_IF_ERROR(CheckTokenIds(by_id));
   TokenizerSpec spec;
   const int64_t n = by_id.rbegin()->first + 1;
   spec.tokens.resize(n);
@@ -113,24 +140,25 @@ StatusOr<TokenizerSpec> ParseHfJson(const json& root, const std::string& path) {
     }
   }
   CANOPY_ASSIGN_OR_RETURN(spec.pre, DetectHfPre(root.value("pre_tokenizer", json())));
+  return spec;
+}
 
+// bos/eos from a tokenizer_config.json beside `path`, when there is one.
+void ReadTokenizerConfig(const std::string& path, TokenizerSpec* spec) {
   const auto config_path = std::filesystem::path(path).parent_path() / "tokenizer_config.json";
   std::ifstream config_in(config_path);
-  if (config_in) {
-    const json config = json::parse(config_in, nullptr, /*allow_exceptions=*/false);
-    if (!config.is_discarded()) {
-      auto find = [&](const std::string& text) -> int32_t {
-        if (text.empty()) return -1;
-        for (int32_t id = 0; id < n; ++id) {
-          if (spec.tokens[id] == text) return id;
-        }
-        return -1;
-      };
-      spec.bos_id = find(ConfigToken(config, "bos_token"));
-      spec.eos_id = find(ConfigToken(config, "eos_token"));
+  if (!config_in) return;
+  const json config = json::parse(config_in, nullptr, /*allow_exceptions=*/false);
+  if (config.is_discarded()) return;
+  auto find = [&](const std::string& text) -> int32_t {
+    if (text.empty()) return -1;
+    for (size_t id = 0; id < spec->tokens.size(); ++id) {
+      if (spec->tokens[id] == text) return static_cast<int32_t>(id);
     }
-  }
-  return spec;
+    return -1;
+  };
+  spec->bos_id = find(ConfigToken(config, "bos_token"));
+  spec->eos_id = find(ConfigToken(config, "eos_token"));
 }
 
 }  // namespace
@@ -185,19 +213,28 @@ StatusOr<Tokenizer> Tokenizer::FromGguf(const GgufFile& gguf) {
   return tokenizer;
 }
 
-StatusOr<TokenizerSpec> Tokenizer::SpecFromHfJson(const std::string& path) {
-  const std::string context = "tokenizer: " + path;
-  std::ifstream in(path);
-  if (!in) return NotFoundError(context + ": cannot open");
-  const json root = json::parse(in, nullptr, /*allow_exceptions=*/false);
+StatusOr<TokenizerSpec> Tokenizer::SpecFromHfJsonText(const std::string& json_text,
+                                                      const std::string& source_name) {
+  const std::string context = "tokenizer: " + source_name;
+  const json root = json::parse(json_text, nullptr, /*allow_exceptions=*/false);
   if (root.is_discarded()) return DataLossError(context + ": not valid JSON");
   try {
-    StatusOr<TokenizerSpec> spec = ParseHfJson(root, path);
+    StatusOr<TokenizerSpec> spec = ParseHfJson(root);
     if (!spec.ok()) return spec.status().WithContext(context);
     return spec;
   } catch (const json::exception& e) {  // a missing key or a value of the wrong type
     return DataLossError(context + ": " + e.what());
   }
+}
+
+StatusOr<TokenizerSpec> Tokenizer::SpecFromHfJson(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return NotFoundError("tokenizer: " + path + ": cannot open");
+  std::ostringstream text;
+  text << in.rdbuf();
+  CANOPY_ASSIGN_OR_RETURN(TokenizerSpec spec, SpecFromHfJsonText(text.str(), path));
+  ReadTokenizerConfig(path, &spec);
+  return spec;
 }
 
 StatusOr<Tokenizer> Tokenizer::FromHfJson(const std::string& path) {

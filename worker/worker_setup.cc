@@ -12,6 +12,11 @@ StatusOr<std::unique_ptr<WorkerSetup>> WorkerSetup::Create(const WorkerSetupOpti
   CANOPY_ASSIGN_OR_RETURN(setup->model_path_, ResolveModelPath(options.model));
   EngineOptions eo;
   eo.model_path = setup->model_path_;
+  // Bounded so that the shift cannot overflow; the engine checks it against memory.
+  if (options.kv_cache_mb <= 0 || options.kv_cache_mb > (int64_t{1} << 40)) {
+    return InvalidArgumentError("--kv-cache-mb " + std::to_string(options.kv_cache_mb) +
+                                " is out of range [1, 2^40]");
+  }
   eo.kv_cache_bytes = options.kv_cache_mb << 20;
   eo.batch_invariant = options.batch_invariant;
   CANOPY_ASSIGN_OR_RETURN(eo.backend, ParseBackend(options.backend));

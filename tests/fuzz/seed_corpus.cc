@@ -1,9 +1,11 @@
 // Writes seed inputs for the fuzzers: a small GGUF (with tokenizer metadata), a small
-// safetensors file, a config.json and one transport frame per message kind.
+// safetensors file, a config.json, a tokenizer.json and one transport frame per message
+// kind.
 // Usage: seed_corpus OUT_DIR (see README.md).
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -11,6 +13,7 @@
 #include "transport/codec.h"
 #include "worker/hf_config.h"
 #include "worker/model_writer.h"
+#include "worker/unicode.h"
 
 int main(int argc, char** argv) {
   if (argc != 2) {
@@ -32,7 +35,7 @@ int main(int argc, char** argv) {
   c.attention_bias = true;
   c.tied_embeddings = true;
   canopy::DenseModel m = canopy::RandomDenseModel(c, 1);
-  for (const char* sub : {"gguf", "safetensors", "hf_config", "frame"})
+  for (const char* sub : {"gguf", "safetensors", "hf_config", "tokenizer_json", "frame"})
     fs::create_directories(out / sub);
   auto tokenizer = [](canopy::GgufWriter& w) {
     w.AddString("tokenizer.ggml.model", "gpt2");
@@ -58,6 +61,23 @@ int main(int argc, char** argv) {
   fs::copy_file(out / "st_model" / "config.json", out / "hf_config" / "config.json",
                 fs::copy_options::overwrite_existing);
   fs::remove_all(out / "st_model");
+  // tokenizer_json_fuzzer: the byte alphabet, two merges, two added tokens, SmolLM's
+  // pre-tokenizer.
+  nlohmann::json vocab = nlohmann::json::object();
+  for (int id = 0; id < 256; ++id) vocab[canopy::ByteLevelAlphabet()[id]] = id;
+  vocab["ab"] = 256;
+  vocab["abc"] = 257;
+  const nlohmann::json tokenizer_json = {
+      {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", {"a b", {"ab", "c"}}}}},
+      {"pre_tokenizer",
+       {{"type", "Sequence"},
+        {"pretokenizers",
+         {{{"type", "Digits"}, {"individual_digits", true}},
+          {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}}}}},
+      {"added_tokens",
+       {{{"id", 258}, {"content", "<|im_start|>"}, {"special", true}},
+        {{"id", 259}, {"content", "<|im_end|>"}, {"special", true}}}}};
+  std::ofstream(out / "tokenizer_json" / "tokenizer.json") << tokenizer_json.dump();
   // frame_fuzzer: one frame of every envelope kind, read in 64-byte chunks (first byte 63).
   for (const canopy::Envelope& e : canopy::testing_transport::SampleEnvelopes()) {
     std::vector<uint8_t> bytes = canopy::EncodeFrame(e);

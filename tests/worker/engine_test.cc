@@ -216,5 +216,103 @@ TEST(EngineTest, ErrorsAreValues) {
   EXPECT_EQ(e->Release(root).code(), StatusCode::kNotFound);
 }
 
+// ---- bad input is a Status, never an abort (issue 15) ----
+
+TEST(EngineTest, ARequestThatCannotFitThePoolIsRefusedAtSubmit) {
+  EngineOptions o;
+  o.batch_invariant = true;
+  o.num_kv_blocks = 4;  // 64 tokens, 2 blocks of them kept for forking: 32 per sequence
+  auto e = TinyEngine(o);
+  NodeId big = e->CreateRoot(Prompt(40));
+  StatusOr<uint64_t> id = e->Submit(Req(big, 2, 4, 1));
+  ASSERT_FALSE(id.ok()) << "accepted: the pool cannot hold the prompt (Step would abort)";
+  EXPECT_EQ(id.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(id.status().message().find("41 tokens"), std::string::npos) << id.status().ToString();
+  EXPECT_NE(id.status().message().find("32 tokens"), std::string::npos) << id.status().ToString();
+  EXPECT_TRUE(e->Idle());
+  EXPECT_TRUE(e->Release(big).ok());  // not pinned by the refused request
+
+  // The last prompt that fits: its children stop at the pool's capacity, as at the
+  // model's context.
+  NodeId fits = e->CreateRoot(Prompt(31));
+  auto res = e->Expand(Req(fits, 2, 100, 2));
+  ASSERT_TRUE(res.ok()) << res.status().ToString();
+  for (const ExpandedChild& c : res->children) {
+    EXPECT_EQ(c.tokens.size(), 1u);
+    EXPECT_EQ(c.finish, FinishReason::kLength);
+  }
+}
+
+TEST(EngineTest, ChildrenStopWhereThePoolIsFull) {
+  EngineOptions o;
+  o.batch_invariant = true;
+  o.num_kv_blocks = 4;
+  auto e = TinyEngine(o);
+  NodeId root = e->CreateRoot(Prompt(20));
+  auto res = e->Expand(Req(root, 3, 100, 3));  // 20 + 100 tokens would need 8 blocks
+  ASSERT_TRUE(res.ok()) << res.status().ToString();
+  ASSERT_EQ(res->children.size(), 3u);
+  for (const ExpandedChild& c : res->children) {
+    EXPECT_EQ(c.tokens.size(), 12u);  // 32 tokens per sequence
+    EXPECT_EQ(c.finish, FinishReason::kLength);
+  }
+}
+
+TEST(EngineTest, AKvPoolLargerThanMemoryIsAnError) {
+  EngineOptions o;
+  o.kv_cache_bytes = int64_t{1} << 40;  // 1 TiB
+  auto e = Engine::Create(o, testing::TinyModel(), testing::TinyTokenizer());
+  ASSERT_FALSE(e.ok()) << "a 1 TiB KV pool was accepted";
+  EXPECT_EQ(e.status().code(), StatusCode::kInvalidArgument) << e.status().ToString();
+  EXPECT_NE(e.status().message().find("1048576 MiB"), std::string::npos) << e.status().ToString();
+  EXPECT_NE(e.status().message().find("available"), std::string::npos) << e.status().ToString();
+}
+
+TEST(EngineTest, AFailedPoolAllocationIsAnError) {
+  // Pretend the machine has the memory: the allocation itself fails, and says so.
+  EngineOptions o;
+  o.kv_cache_bytes = int64_t{1} << 43;  // 8 TiB: 2^30 blocks
+  o.host_memory_bytes = int64_t{1} << 60;
+  auto e = Engine::Create(o, testing::TinyModel(), testing::TinyTokenizer());
+  ASSERT_FALSE(e.ok());
+  EXPECT_NE(e.status().message().find("allocate"), std::string::npos) << e.status().ToString();
+}
+
+TEST(EngineTest, AnImplausibleModelIsAnErrorNotAnAbort) {
+  auto model = testing::TinyModel();
+  model->config.max_position = 0xFFFFFFFFll;  // sized the RoPE table: std::bad_alloc
+  EngineOptions o;
+  o.num_kv_blocks = 16;
+  auto e = Engine::Create(o, model, testing::TinyTokenizer());
+  ASSERT_FALSE(e.ok());
+  EXPECT_EQ(e.status().code(), StatusCode::kInvalidArgument) << e.status().ToString();
+  EXPECT_NE(e.status().message().find("4294967295"), std::string::npos) << e.status().ToString();
+}
+
+TEST(EngineTest, ATokenizerThatDoesNotMatchTheModelIsAnError) {
+  EngineOptions o;
+  o.num_kv_blocks = 16;
+  TokenizerSpec one;
+  one.tokens = {"a"};
+  one.pre = "gpt2";
+  auto tiny = Tokenizer::FromSpec(one);
+  ASSERT_TRUE(tiny.ok()) << tiny.status().ToString();
+  auto e = Engine::Create(o, testing::TinyModel(), std::make_shared<Tokenizer>(std::move(*tiny)));
+  ASSERT_FALSE(e.ok()) << "a 1-token vocabulary for a model of 260 rows was accepted";
+  EXPECT_EQ(e.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(e.status().message().find("260"), std::string::npos) << e.status().ToString();
+
+  // More tokens than embedding rows: Encode could give ids the model cannot embed.
+  ModelConfig c = testing::TinyConfig();
+  c.vocab_size = 200;
+  auto e2 = Engine::Create(o, testing::RandomModel(c, 8), testing::TinyTokenizer());
+  ASSERT_FALSE(e2.ok());
+  EXPECT_NE(e2.status().message().find("200"), std::string::npos) << e2.status().ToString();
+
+  // Padding rows beyond the tokenizer are normal (Qwen2.5: 151936 rows, 151665 tokens).
+  c.vocab_size = 270;
+  EXPECT_TRUE(Engine::Create(o, testing::RandomModel(c, 9), testing::TinyTokenizer()).ok());
+}
+
 }  // namespace
 }  // namespace canopy

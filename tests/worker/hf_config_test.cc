@@ -407,6 +407,23 @@ TEST(HfConfigTest, Errors) {
               StatusCode::kUnimplemented, "attention_bias");
   ExpectError(Edit(kQwen25, R"("use_sliding_window": false)", R"("use_sliding_window": true)"),
               StatusCode::kUnimplemented, "use_sliding_window");
+  // Limits on model files (docs/engine.md): sizes that would size allocations, and
+  // hyper-parameters that would make garbage.
+  ExpectError(Edit(kSmolLm2, R"("max_position_embeddings": 8192)",
+                   R"("max_position_embeddings": 2147483647)"),
+              StatusCode::kInvalidArgument, "'max_position_embeddings' = 2147483647");
+  ExpectError(
+      Edit(kSmolLm2, R"("max_position_embeddings": 8192)", R"("max_position_embeddings": 1e8)"),
+      StatusCode::kInvalidArgument, "'max_position_embeddings' = 100000000");
+  ExpectError(Edit(kSmolLm2, R"("rope_theta": 100000)", R"("rope_theta": 0)"),
+              StatusCode::kInvalidArgument, "rope_theta");
+  ExpectError(Edit(kSmolLm2, R"("rms_norm_eps": 1e-05)", R"("rms_norm_eps": 0)"),
+              StatusCode::kInvalidArgument, "rms_norm_eps");
+  ExpectError(Edit(kSmolLm2, R"("rms_norm_eps": 1e-05)", R"("rms_norm_eps": 3.5)"),
+              StatusCode::kInvalidArgument, "rms_norm_eps");
+  ExpectError(Edit(kLlama32, R"("original_max_position_embeddings": 8192)",
+                   R"("original_max_position_embeddings": 4294967296)"),
+              StatusCode::kInvalidArgument, "original_max_position_embeddings");
   ExpectError(R"({"architectures": ["LlamaForCausalLM"], "hidden_size": 64)",
               StatusCode::kInvalidArgument, "bad JSON");
   ExpectError("[1, 2, 3]", StatusCode::kInvalidArgument, "not a JSON object");

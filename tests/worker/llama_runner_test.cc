@@ -31,6 +31,20 @@ std::vector<int32_t> Iota(int n, int from = 0) {
   return v;
 }
 
+// The RoPE table covers the positions the KV pool can hold, not a context the model file
+// claims (which need not be trusted: docs/engine.md "Limits on model files").
+TEST(LlamaRunnerTest, RopeTableCoversThePoolNotTheWholeContext) {
+  auto model = testing::TinyModel();
+  model->config.max_position = int64_t{1} << 24;  // kMaxContextLength: allowed, but huge
+  LlamaRunner r(model.get(), 4, 16, MatmulMode::kInvariant);
+  EXPECT_EQ(r.rope_positions(), 64);
+  model->config.max_position = 40;
+  LlamaRunner small(model.get(), 4, 16, MatmulMode::kInvariant);
+  EXPECT_EQ(small.rope_positions(), 40);
+  std::vector<int32_t> tokens = Iota(40), table = Iota(4);
+  EXPECT_EQ(Logits(small, tokens, table).size(), 260u);
+}
+
 class LoaderParityTest : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(LoaderParityTest, SafetensorsAndGgufGiveTheSameLogits) {

@@ -227,6 +227,34 @@ TEST_F(LocalWorkerTest, PromptLongerThanTheContextIsInvalidArgument) {
   EXPECT_EQ(reply.children[0].finish, ChildFinish::kLength);
 }
 
+// A recompute path that fits the model's context but not the KV pool: the expansion is
+// refused with an error (which the coordinator records), the worker does not abort.
+TEST_F(LocalWorkerTest, APathLongerThanTheKvPoolIsRefused) {
+  auto engine = BiasedEngine(8);  // 128 tokens, 96 of them for one sequence
+  LocalWorker w(engine.get(), nullptr);
+  RootSpec r = Root(1, "q");
+  r.key = {7, 3};
+  r.path_tokens.assign(120, 'a');
+  r.path_steps = {"aaaa"};
+  ASSERT_TRUE(w.CreateRoot(r).ok());  // within the model's context of 1024
+  const int64_t tokens = static_cast<int64_t>(w.NodeTokens(r.key)->size());
+  Status s = w.Expand(Call(8, r.key, 2, false));
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.ToString();
+  EXPECT_THAT(s.message(), HasSubstr(std::to_string(tokens + 1) + " tokens"));
+  EXPECT_THAT(s.message(), HasSubstr("96 tokens"));
+  EXPECT_EQ(w.outstanding(), 0);
+
+  // A path that fits: its children stop where the pool is full.
+  RootSpec fits = Root(2, "q");
+  ASSERT_TRUE(w.CreateRoot(fits).ok());
+  const int64_t prompt = static_cast<int64_t>(w.NodeTokens(fits.key)->size());
+  ASSERT_LT(prompt, 96);
+  ASSERT_TRUE(w.Expand(Call(9, fits.key, 2, true, 200)).ok());
+  ExpandReply reply = PollFor(w, 9);
+  EXPECT_TRUE(reply.error.empty()) << reply.error;
+  for (const ChildReply& c : reply.children) EXPECT_LE(prompt + c.tokens, 96);
+}
+
 TEST_F(LocalWorkerTest, UnknownNodeIsNotFound) {
   LocalWorker w(engine_.get(), nullptr);
   Status s = w.Expand(Call(5, {4, 2}, 1, false));

@@ -7,6 +7,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <limits>
 #include <random>
 
 #include "common/mapped_file.h"
@@ -222,6 +224,68 @@ TEST(GgufWriterTest, HfAndGgufLoadTheSameWeights) {
     // Q is the same only where the permutation maps rows onto themselves.
     EXPECT_EQ(same(hf->layers[1].wq, gg->layers[1].wq), std::string(arch) == "qwen2");
   }
+}
+
+// ---- implausible hyper-parameters (docs/engine.md "Limits on model files") ----
+
+// Writes a tiny llama GGUF whose config `edit` changed and loads it: the load must fail
+// with InvalidArgument naming the file and `field` (and `value` when given).
+void ExpectGgufRefused(const std::string& name, const std::function<void(ModelConfig*)>& edit,
+                       const std::string& field, const std::string& value = "") {
+  SCOPED_TRACE(name);
+  DenseModel dense = RandomDenseModel(TinyConfig("llama"), 5);
+  edit(&dense.config);
+  const std::string path = TempDir("limits_" + name) + "/m.gguf";
+  ASSERT_TRUE(WriteGgufModel(dense, path, TensorType::kF32).ok());
+  auto m = LoadGgufModel(path);
+  ASSERT_FALSE(m.ok()) << "loaded " << name;
+  EXPECT_EQ(m.status().code(), StatusCode::kInvalidArgument) << m.status().ToString();
+  EXPECT_NE(m.status().message().find(path), std::string::npos) << m.status().ToString();
+  EXPECT_NE(m.status().message().find(field), std::string::npos) << m.status().ToString();
+  EXPECT_NE(m.status().message().find(value), std::string::npos) << m.status().ToString();
+}
+
+TEST(GgufLimitsTest, SizeLikeFieldsAreBounded) {
+  ExpectGgufRefused(
+      "context", [](ModelConfig* c) { c->max_position = 0xFFFFFFFFll; }, "llama.context_length",
+      "4294967295");
+  ExpectGgufRefused(
+      "context_1e8", [](ModelConfig* c) { c->max_position = 100000000; }, "llama.context_length",
+      "100000000");
+  ExpectGgufRefused(
+      "context_0", [](ModelConfig* c) { c->max_position = 0; }, "llama.context_length");
+}
+
+TEST(GgufLimitsTest, RopeBaseAndRmsEpsilonMustBePlausible) {
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  for (double theta : {nan, 0.0, -10000.0}) {
+    ExpectGgufRefused(
+        "theta", [&](ModelConfig* c) { c->rope_theta = theta; }, "llama.rope.freq_base");
+  }
+  for (double eps : {nan, 0.0, -1e-5, 2.0}) {
+    ExpectGgufRefused(
+        "eps", [&](ModelConfig* c) { c->rms_eps = eps; }, "llama.attention.layer_norm_rms_epsilon");
+  }
+  // llama3 scaling travels as rope_freqs.weight; a NaN factor makes NaN frequencies.
+  ExpectGgufRefused(
+      "rope_freqs",
+      [&](ModelConfig* c) {
+        c->rope_scaling.kind = RopeScaling::Kind::kLlama3;
+        c->rope_scaling.factor = nan;
+        c->rope_scaling.original_max_position = 1;  // every frequency scaled by the factor
+      },
+      "rope_freqs.weight");
+}
+
+TEST(GgufLimitsTest, TheLimitsThemselvesLoad) {
+  DenseModel dense = RandomDenseModel(TinyConfig("llama"), 5);
+  dense.config.max_position = int64_t{1} << 24;  // kMaxContextLength
+  dense.config.rms_eps = 1e-6;
+  const std::string path = TempDir("limits_ok") + "/m.gguf";
+  ASSERT_TRUE(WriteGgufModel(dense, path, TensorType::kF32).ok());
+  auto m = LoadGgufModel(path);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ(m->config.max_position, int64_t{1} << 24);
 }
 
 // ---- corruption ----

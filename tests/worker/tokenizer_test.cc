@@ -403,6 +403,43 @@ TEST_F(HfJsonTest, ReadsBosEosFromTokenizerConfig) {
   EXPECT_EQ(t->eos_id(), kImEnd);
 }
 
+// Token ids size the vocabulary: one far-off id must not make the loader allocate for
+// every id below it (docs/engine.md "Limits on model files").
+TEST_F(HfJsonTest, SparseIdsAreBoundedByTheNumberOfEntries) {
+  const std::string path = (dir_ / "tokenizer.json").string();
+  auto write = [&](const nlohmann::json& vocab, const nlohmann::json& added) {
+    nlohmann::json root = {
+        {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", nlohmann::json::array()}}},
+        {"pre_tokenizer", {{"type", "ByteLevel"}}},
+        {"added_tokens", added}};
+    std::ofstream(path, std::ios::trunc) << root.dump();
+  };
+  write({{"a", 0}, {"b", 2000000000}}, nlohmann::json::array());
+  StatusOr<TokenizerSpec> spec = Tokenizer::SpecFromHfJson(path);
+  ASSERT_FALSE(spec.ok());
+  EXPECT_EQ(spec.status().code(), StatusCode::kDataLoss);
+  EXPECT_THAT(spec.status().message(), HasSubstr("'b'"));
+  EXPECT_THAT(spec.status().message(), HasSubstr("2000000000"));
+  EXPECT_THAT(spec.status().message(), HasSubstr(path));
+
+  write({{"a", 0}, {"b", 1}}, {{{"id", 2000000000}, {"content", "<big>"}, {"special", true}}});
+  spec = Tokenizer::SpecFromHfJson(path);
+  ASSERT_FALSE(spec.ok());
+  EXPECT_THAT(spec.status().message(), HasSubstr("'<big>'"));
+
+  write({{"a", 0}, {"b", -1}}, nlohmann::json::array());
+  EXPECT_EQ(Tokenizer::SpecFromHfJson(path).status().code(), StatusCode::kDataLoss);
+
+  // Holes are allowed, up to as many as there are entries (they stay unused).
+  write({{"a", 0}, {"b", 3}}, nlohmann::json::array());
+  spec = Tokenizer::SpecFromHfJson(path);
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  EXPECT_EQ(spec->tokens.size(), 4u);
+  EXPECT_EQ(spec->token_types[1], kTokenTypeUnused);
+  write({{"a", 0}, {"b", 4}}, nlohmann::json::array());
+  EXPECT_EQ(Tokenizer::SpecFromHfJson(path).status().code(), StatusCode::kDataLoss);
+}
+
 TEST_F(HfJsonTest, Errors) {
   EXPECT_EQ(Tokenizer::FromHfJson((dir_ / "missing.json").string()).status().code(),
             StatusCode::kNotFound);
