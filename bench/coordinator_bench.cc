@@ -67,7 +67,7 @@ ExpandReply SimReply(const ExpandCall& c) {
     ch.steps = {ch.text.substr(0, ch.text.size() - 2)};
     ch.step_scores = {0.5};
     ch.sum_logprob = -12.5;
-    ch.finish = ChildFinish::kStop;
+    ch.finish = FinishReason::kStop;
     r.children.push_back(std::move(ch));
   }
   return r;

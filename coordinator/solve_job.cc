@@ -12,15 +12,6 @@ namespace {
 // The longest the loop leaves its signals and budgets unchecked while waiting for replies.
 constexpr std::chrono::milliseconds kPollSlice{200};
 
-StepEnd ToStepEnd(ChildFinish f) {
-  switch (f) {
-    case ChildFinish::kEndOfTurn: return StepEnd::kEndOfTurn;
-    case ChildFinish::kLength: return StepEnd::kLength;
-    case ChildFinish::kStop: return StepEnd::kStop;
-  }
-  return StepEnd::kStop;
-}
-
 }  // namespace
 
 uint64_t ProblemSeed(uint64_t job_seed, const std::string& problem_id) {
@@ -109,7 +100,7 @@ void SolveJob::Deliver(const ExpandReply& reply) {
     StepOutcome s;
     s.text = c.text;
     s.tokens = c.tokens;
-    s.end = ToStepEnd(c.finish);
+    s.end = c.finish;
     s.sum_logprob = c.sum_logprob;
     s.step_scores = c.step_scores;
     tokens_ += c.tokens;

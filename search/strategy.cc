@@ -115,7 +115,7 @@ std::vector<int32_t> StrategyBase::Update(const ExpansionOutcome& outcome) {
 }
 
 bool StrategyBase::IsTerminal(const SearchNode& n, bool full_solution) const {
-  if (full_solution || n.end == StepEnd::kEndOfTurn || n.tokens == 0) return true;
+  if (full_solution || n.end == FinishReason::kEndOfTurn || n.tokens == 0) return true;
   return options_.stop_at_boxed && ExtractBoxed(n.text).has_value();
 }
 

@@ -6,15 +6,6 @@
 
 namespace canopy {
 
-const char* StepEndName(StepEnd e) {
-  switch (e) {
-    case StepEnd::kStop: return "stop";
-    case StepEnd::kEndOfTurn: return "end_of_turn";
-    case StepEnd::kLength: return "length";
-  }
-  return "?";
-}
-
 const char* AggregationName(Aggregation a) {
   switch (a) {
     case Aggregation::kLast: return "last";

@@ -19,11 +19,9 @@
 #include <string_view>
 #include <vector>
 
-namespace canopy {
+#include "common/finish_reason.h"
 
-// Why a step ended. Mirrors the engine's finish reasons without depending on worker/.
-enum class StepEnd { kStop, kEndOfTurn, kLength };
-const char* StepEndName(StepEnd e);
+namespace canopy {
 
 // How a path's step scores combine into its path score.
 enum class Aggregation { kLast, kMin, kProd, kMean };
@@ -43,7 +41,7 @@ struct PathScore {
 struct StepOutcome {
   std::string text;
   int32_t tokens = 0;
-  StepEnd end = StepEnd::kStop;
+  FinishReason end = FinishReason::kStop;
   double sum_logprob = 0.0;
   // Scores of the steps in `text` in order: one for a step, one per blank-line-separated
   // step of a whole solution; empty when there is no scorer.
@@ -56,7 +54,7 @@ struct SearchNode {
   int32_t depth = 0;    // steps from the root
   std::string text;
   int32_t tokens = 0;
-  StepEnd end = StepEnd::kStop;
+  FinishReason end = FinishReason::kStop;
   double sum_logprob = 0.0;
   std::vector<double> step_scores;
   PathScore path;

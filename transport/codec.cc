@@ -330,7 +330,7 @@ StatusOr<ChildReply> FromWire(wire::ChildReply::Reader in) {
   m.text = Str(in.getText());
   m.tokens = in.getTokens();
   CANOPY_ASSIGN_OR_RETURN(
-      m.finish, Enum<ChildFinish>(static_cast<uint16_t>(in.getFinish()), 3, "child finish"));
+      m.finish, Enum<FinishReason>(static_cast<uint16_t>(in.getFinish()), 3, "child finish"));
   m.sum_logprob = in.getSumLogprob();
   m.step_scores = Vec<double>(in.getStepScores());
   m.token_ids = Vec<int32_t>(in.getTokenIds());

@@ -19,6 +19,7 @@
 #include <tuple>
 #include <vector>
 
+#include "common/finish_reason.h"
 #include "common/status.h"
 
 namespace canopy {
@@ -59,12 +60,10 @@ struct ExpandCall {
   friend bool operator==(const ExpandCall&, const ExpandCall&) = default;
 };
 
-enum class ChildFinish : int32_t { kStop = 0, kEndOfTurn = 1, kLength = 2 };
-
 struct ChildReply {
   std::string text;
   int32_t tokens = 0;
-  ChildFinish finish = ChildFinish::kStop;
+  FinishReason finish = FinishReason::kStop;
   double sum_logprob = 0.0;
   std::vector<double> step_scores;  // one per step in `text`; empty without a scorer
   std::vector<int32_t> token_ids;   // the generated tokens

@@ -15,15 +15,6 @@
 
 namespace canopy {
 
-const char* FinishReasonName(FinishReason r) {
-  switch (r) {
-    case FinishReason::kStop: return "stop";
-    case FinishReason::kEndOfTurn: return "end_of_turn";
-    case FinishReason::kLength: return "length";
-  }
-  return "?";
-}
-
 namespace {
 
 // The tokenizer must not give ids past the embedding (the forward pass would abort), and

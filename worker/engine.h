@@ -30,6 +30,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "common/finish_reason.h"
 #include "common/status.h"
 #include "worker/chat_template.h"
 #include "worker/kv_cache_manager.h"
@@ -72,8 +73,6 @@ struct EngineOptions {
   bool needs_lm_head = true;
 };
 
-enum class FinishReason { kStop, kEndOfTurn, kLength };
-const char* FinishReasonName(FinishReason r);
 
 struct StopCondition {
   std::vector<std::string> stop_strings = {"\n\n"};

@@ -212,9 +212,7 @@ ExpandReply LocalWorker::Convert(const ExpandResult& result) {
     ChildReply child;
     child.text = c.text;
     child.tokens = static_cast<int32_t>(c.tokens.size());
-    child.finish = c.finish == FinishReason::kEndOfTurn ? ChildFinish::kEndOfTurn
-                   : c.finish == FinishReason::kLength  ? ChildFinish::kLength
-                                                        : ChildFinish::kStop;
+    child.finish = c.finish;
     child.sum_logprob = c.sum_logprob;
     child.token_ids = c.tokens;
     tokens_generated_ += static_cast<int64_t>(c.tokens.size());

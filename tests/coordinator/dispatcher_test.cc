@@ -147,7 +147,7 @@ class SimWorker : public WorkerPort {
       ch.token_ids = {static_cast<int32_t>(h % 997), static_cast<int32_t>((h >> 20) % 997)};
       ch.tokens = 2;
       ch.steps = {final ? ch.text : "step " + std::to_string(h % 1000)};
-      ch.finish = final ? ChildFinish::kEndOfTurn : ChildFinish::kStop;
+      ch.finish = final ? FinishReason::kEndOfTurn : FinishReason::kStop;
       ch.sum_logprob = -0.2;
       ch.step_scores = {static_cast<double>(h % 100) / 100.0};
       std::vector<int32_t> child = prefix;

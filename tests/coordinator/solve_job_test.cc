@@ -73,7 +73,7 @@ class FakeWorker : public WorkerLink {
       bool final = c.full_solution || h % 4 == 0;
       ch.text = final ? "so \\boxed{" + std::to_string(h % 3) + "}" : "step " + std::to_string(h % 1000) + "\n\n";
       ch.tokens = std::min<int32_t>(c.max_tokens, 5 + static_cast<int32_t>(h % 7));
-      ch.finish = final ? ChildFinish::kEndOfTurn : ChildFinish::kStop;
+      ch.finish = final ? FinishReason::kEndOfTurn : FinishReason::kStop;
       ch.sum_logprob = -0.1 * ch.tokens;
       ch.step_scores = {static_cast<double>(h % 100) / 100.0};
       live_.insert(NodeKey{c.call, i});

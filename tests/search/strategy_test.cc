@@ -37,9 +37,9 @@ struct World {
     if (a == answer.end() && end_depth > 0 && label.size() >= end_depth) a = answer.find("");
     if (a != answer.end()) o.text = "so \\boxed{" + a->second + "}";
     o.tokens = std::min(tokens_per_step, max_tokens);
-    o.end = o.tokens < tokens_per_step ? StepEnd::kLength
-            : a != answer.end()         ? StepEnd::kEndOfTurn
-                                        : StepEnd::kStop;
+    o.end = o.tokens < tokens_per_step ? FinishReason::kLength
+            : a != answer.end()         ? FinishReason::kEndOfTurn
+                                        : FinishReason::kStop;
     o.sum_logprob = -0.1 * o.tokens;
     auto s = score.find(label);
     o.step_scores = {s == score.end() ? 0.5 : s->second};

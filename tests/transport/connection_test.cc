@@ -253,7 +253,7 @@ TEST_F(ConnectionTest, ManyMessagesBothWays) {
   std::thread server_sender([&] {
     for (int i = 0; i < kCount; ++i) {
       ExpandReply reply{
-          static_cast<uint64_t>(i), "", {ChildReply{"x", 1, ChildFinish::kStop, -1.0, {}, {}, {}}}};
+          static_cast<uint64_t>(i), "", {ChildReply{"x", 1, FinishReason::kStop, -1.0, {}, {}, {}}}};
       ASSERT_TRUE(server_side->Send(reply).ok());
     }
   });

@@ -13,9 +13,9 @@ inline std::vector<Envelope> SampleEnvelopes() {
   Capabilities caps{
       Backend::kCuda, "NVIDIA H100", 80ull << 30, 4096, 16, {"qwen2.5-0.5b", "prm-7b"}, 1,
       "node-3", 18432, "10.0.0.3:7001"};
-  ChildReply child{"Step 1: 2 + 2 = 4.\n\n", 11, ChildFinish::kEndOfTurn, -3.25, {0.5, 0.875},
+  ChildReply child{"Step 1: 2 + 2 = 4.\n\n", 11, FinishReason::kEndOfTurn, -3.25, {0.5, 0.875},
                    {12, 0, 49151, 7},    {"Step 1: 2 + 2 = 4."}};
-  ChildReply child2{"unicode: \u00e9\u4e2d, nul-free", 7, ChildFinish::kLength, -1e-9, {}, {}, {}};
+  ChildReply child2{"unicode: \u00e9\u4e2d, nul-free", 7, FinishReason::kLength, -1e-9, {}, {}, {}};
   ScoreItem item{"What is 2 + 2?", {"First,", "then 4."}, {-0.5f, -0.25f}, true};
   KvPages pages{NodeKey{17, 3}, {0x1234567890abcdefULL, 42, ~0ULL}, 16, 1ull << 20};
   std::vector<Envelope> out = {

@@ -224,7 +224,7 @@ TEST_F(LocalWorkerTest, PromptLongerThanTheContextIsInvalidArgument) {
   EXPECT_TRUE(reply.error.empty()) << reply.error;
   ASSERT_EQ(reply.children.size(), 1u);
   EXPECT_EQ(reply.children[0].tokens, 1);  // the context ends it
-  EXPECT_EQ(reply.children[0].finish, ChildFinish::kLength);
+  EXPECT_EQ(reply.children[0].finish, FinishReason::kLength);
 }
 
 // A recompute path that fits the model's context but not the KV pool: the expansion is
@@ -294,7 +294,7 @@ TEST_F(LocalWorkerTest, StepModeExpandAgainAndReleaseAll) {
     const ChildReply& c = r2.children[i];
     ASSERT_EQ(c.step_scores.size(), 1u) << i;
     EXPECT_GT(c.tokens, 0);
-    if (c.finish == ChildFinish::kStop) {
+    if (c.finish == FinishReason::kStop) {
       ++stopped;
       EXPECT_TRUE(c.text.ends_with("\n\n")) << c.text;
       EXPECT_EQ(c.text.find("\n\n"), c.text.size() - 2) << c.text;  // one step
@@ -305,7 +305,7 @@ TEST_F(LocalWorkerTest, StepModeExpandAgainAndReleaseAll) {
     const std::vector<std::string> steps = SplitSteps(c.text);
     ASSERT_LE(steps.size(), 1u);
     EXPECT_THAT(q.steps, ElementsAre(steps.empty() ? "" : steps[0]));
-    EXPECT_EQ(q.terminal, c.finish != ChildFinish::kStop);
+    EXPECT_EQ(q.terminal, c.finish != FinishReason::kStop);
     EXPECT_EQ(static_cast<int32_t>(q.step_logprobs.size()), c.tokens);
     EXPECT_NEAR(std::accumulate(q.step_logprobs.begin(), q.step_logprobs.end(), 0.0),
                 c.sum_logprob, 1e-4);
@@ -343,7 +343,7 @@ TEST_F(LocalWorkerTest, StepModeExpandAgainAndReleaseAll) {
       q.steps.push_back(p.empty() ? "" : p[0]);
       const std::vector<std::string> s = SplitSteps(c.text);
       q.steps.push_back(s.empty() ? "" : s[0]);
-      q.terminal = c.finish != ChildFinish::kStop;
+      q.terminal = c.finish != FinishReason::kStop;
       auto own = verifier->Score({q});
       ASSERT_TRUE(own.ok());
       EXPECT_EQ(c.step_scores[0], (*own)[0]) << r.call << "/" << j;
@@ -379,7 +379,7 @@ TEST_F(LocalWorkerTest, FullSolutionScoresEveryStep) {
   size_t multi = 0, queries = 0;
   for (size_t i = 0; i < reply.children.size(); ++i) {
     const ChildReply& c = reply.children[i];
-    EXPECT_NE(c.finish, ChildFinish::kStop) << "no stop strings in full-solution mode";
+    EXPECT_NE(c.finish, FinishReason::kStop) << "no stop strings in full-solution mode";
     const std::vector<std::string> steps = SplitSteps(c.text);
     ASSERT_EQ(c.step_scores.size(), steps.size()) << c.text;
     multi += steps.size() >= 2;
