@@ -242,18 +242,33 @@ int64_t Engine::max_sequence_tokens() const {
   return std::min<int64_t>(config().max_position, int64_t{kv_.num_blocks() - 2} * kv_.block_size());
 }
 
+void Engine::Unpin(NodeId id) {
+  Node& n = nodes_.at(id);
+  CANOPY_CHECK_GT(n.in_use, 0) << "node " << id;
+  if (--n.in_use > 0) return;
+  // Idle from now on: the newest entry of the LRU. Its older entries (from earlier idle
+  // spells) go stale: their stamp no longer matches.
+  n.last_used = clock_;
+  idle_lru_.push_back({id, ++n.idle_stamp});
+  if (idle_lru_.size() > 2 * nodes_.size() + 64) {  // drop stale entries, amortized O(1)
+    std::erase_if(idle_lru_, [&](const IdleEntry& e) { return !IsIdleEntry(e); });
+  }
+}
+
+bool Engine::IsIdleEntry(const IdleEntry& e) const {
+  auto it = nodes_.find(e.node);
+  return it != nodes_.end() && it->second.in_use == 0 && it->second.idle_stamp == e.stamp;
+}
+
 bool Engine::EvictIdle(int32_t blocks) {
+  // The least recently used idle node first: the front of the LRU (O(1) per victim, stale
+  // entries skipped as they come up).
   while (kv_.NumFreeBlocks() < blocks) {
-    NodeId victim = -1;
-    uint64_t oldest = UINT64_MAX;
-    for (const auto& [id, n] : nodes_) {
-      if (n.in_use == 0 && n.last_used < oldest && kv_.HasSequence(id)) {
-        oldest = n.last_used;
-        victim = id;
-      }
-    }
-    if (victim < 0) return false;
-    kv_.Free(victim);
+    if (idle_lru_.empty()) return false;
+    const IdleEntry e = idle_lru_.front();
+    idle_lru_.pop_front();
+    if (!IsIdleEntry(e) || !kv_.HasSequence(e.node)) continue;
+    kv_.Free(e.node);
     stats_.evictions++;
   }
   return true;
@@ -323,7 +338,7 @@ int32_t Engine::ForkChildren(Request* r) {
   r->forked = true;
   // Every child now holds its own references to the shared blocks: the parent need not stay
   // resident for this request any longer.
-  nodes_.at(parent).in_use--;
+  Unpin(parent);
   return forked;
 }
 
@@ -371,7 +386,7 @@ void Engine::AcceptToken(Request* r, int32_t i, const SampledToken& t) {
     stats_.preemptions++;
   }
   // A finished child is idle from now on: its KV may be dropped under pressure.
-  if (c.done) nodes_.at(c.node).in_use--;
+  if (c.done) Unpin(c.node);
 }
 
 bool Engine::Finished(const Request& r) const {
@@ -489,7 +504,7 @@ std::vector<ExpandResult> Engine::Step() {
         const float* row = (w.request->want_hidden ? hidden.data() : logits.data()) + row_of[k] * n;
         w.request->output.assign(row, row + n);
         w.request->forked = true;
-        nodes_.at(w.seq).in_use--;
+        Unpin(w.seq);
       } else if (w.child < 0) {
         std::span<const float> lg(logits.data() + row_of[k] * V, V);
         nodes_.at(w.seq).last_logits.assign(lg.begin(), lg.end());

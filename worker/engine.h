@@ -229,6 +229,13 @@ class Engine {
     int32_t in_use = 0;              // pins: a request's parent until all children are forked,
                                      // a running child until it finishes
     uint64_t last_used = 0;
+    uint64_t idle_stamp = 0;  // which IdleEntry of idle_lru_ is this node's current one
+  };
+  // An idle node (no pins) as it entered the LRU; stale once the node is pinned again,
+  // released, or idle again with a newer stamp.
+  struct IdleEntry {
+    NodeId node;
+    uint64_t stamp;
   };
   struct Child {
     NodeId node = -1;
@@ -262,6 +269,9 @@ class Engine {
   bool MakeResident(NodeId id);
   // Frees blocks: drops idle resident nodes (LRU) until `blocks` are free. True on success.
   bool EvictIdle(int32_t blocks);
+  // Takes one pin off a node; at zero it enters the idle LRU.
+  void Unpin(NodeId id);
+  bool IsIdleEntry(const IdleEntry& e) const;
   // Drops the KV of the running children (and of a parent still waiting to fork) of the
   // newest request newer than `keep`; false if there is none.
   bool PreemptOne(const Request* keep);
@@ -283,6 +293,9 @@ class Engine {
   KvCacheManager kv_;
   std::unique_ptr<ForwardRunner> runner_;
   std::unordered_map<NodeId, Node> nodes_;
+  // Idle nodes, least recently used first (a node enters when its last pin goes); eviction
+  // takes from the front. Nodes that were never pinned (a fresh root) are not resident.
+  std::deque<IdleEntry> idle_lru_;
   std::deque<std::unique_ptr<Request>> active_;  // in submission order (older = higher priority)
   std::vector<ExpandResult> completed_;          // finished during Expand(), not yet returned
   std::unordered_map<uint64_t, std::vector<float>> scored_;  // finished scoring requests

@@ -164,6 +164,61 @@ TEST(EngineTest, SmallPoolPreemptsAndRecomputesWithIdenticalResults) {
   for (int i = 0; i < 6; ++i) EXPECT_EQ(first.children[i].tokens, want->children[i].tokens);
 }
 
+// Idle nodes leave the pool least recently used first: the node that went idle earliest
+// is dropped, the ones used since stay resident.
+TEST(EngineTest, IdleNodesAreEvictedLeastRecentlyUsedFirst) {
+  EngineOptions o;
+  o.num_kv_blocks = 16;
+  auto e = TinyEngine(o);
+  // Three single-block roots, each expanded (one 2-token child): 3 x (1 + 1) blocks idle.
+  std::vector<NodeId> roots;
+  std::vector<NodeId> kids;
+  for (int i = 0; i < 3; ++i) {
+    roots.push_back(e->CreateRoot(Prompt(16, 100 * i)));
+    auto r = e->Expand(Req(roots.back(), 1, 2, 1 + i));
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    kids.push_back(r->children[0].node);
+  }
+  // Use the first root again: now the second is the least recently used.
+  ASSERT_TRUE(e->Expand(Req(roots[0], 1, 2, 9)).ok());
+  for (NodeId r : roots) ASSERT_TRUE(e->kv().HasSequence(r));
+  const int64_t evictions = e->stats().evictions;
+  // 9 blocks are free; 10 for this prompt and 1 for its child: kid 0, root 1 and kid 1 go.
+  NodeId big = e->CreateRoot(Prompt(16 * 10, 7));
+  ASSERT_TRUE(e->Expand(Req(big, 1, 2, 5)).ok());
+  EXPECT_GT(e->stats().evictions, evictions);
+  EXPECT_FALSE(e->kv().HasSequence(roots[1])) << "the least recently used root stays";
+  EXPECT_TRUE(e->kv().HasSequence(roots[0])) << "a root used since was evicted first";
+}
+
+// Many idle nodes, evicted over several rounds: always the oldest first.
+TEST(EngineTest, ManyIdleNodesLeaveOldestFirst) {
+  EngineOptions o;
+  o.num_kv_blocks = 64;
+  auto e = TinyEngine(o);
+  NodeId root = e->CreateRoot(Prompt(16));
+  std::vector<NodeId> kids;
+  for (int i = 0; i < 40; ++i) {  // 40 children x 1 private block each, all idle
+    auto r = e->Expand(Req(root, 1, 1, 100 + i));
+    ASSERT_TRUE(r.ok());
+    kids.push_back(r->children[0].node);
+  }
+  for (int round = 0; round < 3; ++round) {
+    NodeId other = e->CreateRoot(Prompt(16 * 40, round));
+    ASSERT_TRUE(e->Expand(Req(other, 1, 1, 7)).ok());
+    ASSERT_TRUE(e->Release(other).ok());
+  }
+  EXPECT_GT(e->stats().evictions, 0);
+  // Whatever was evicted, it was the oldest: no kid is resident while an older one is not.
+  bool gone_seen_after_resident = false;
+  bool resident_seen = false;
+  for (NodeId k : kids) {
+    if (e->kv().HasSequence(k)) resident_seen = true;
+    else if (resident_seen) gone_seen_after_resident = true;
+  }
+  EXPECT_FALSE(gone_seen_after_resident);
+}
+
 TEST(EngineTest, ManyRequestsInATinyPoolFinishWithTheSameChildren) {
   // Four requests of different shapes in a pool that holds a fraction of them: forks,
   // accepts and prefills keep preempting each other's sequences mid-step.
