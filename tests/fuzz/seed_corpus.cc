@@ -12,7 +12,7 @@
 #include "tests/transport/sample_envelopes.h"
 #include "transport/codec.h"
 #include "worker/hf_config.h"
-#include "worker/model_writer.h"
+#include "tests/testing/model_writer.h"
 #include "worker/unicode.h"
 
 int main(int argc, char** argv) {

@@ -10,7 +10,7 @@
 #include <string>
 
 #include "worker/engine.h"
-#include "worker/model_writer.h"
+#include "tests/testing/model_writer.h"
 #include "worker/unicode.h"
 
 namespace canopy::testing {

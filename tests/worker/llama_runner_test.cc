@@ -12,7 +12,7 @@
 #include <filesystem>
 
 #include "tests/testing/tiny_model.h"
-#include "worker/model_writer.h"
+#include "tests/testing/model_writer.h"
 
 namespace canopy {
 namespace {

@@ -16,7 +16,7 @@
 
 #include "tests/testing/tiny_model.h"
 #include "worker/chat_template.h"
-#include "worker/model_writer.h"
+#include "tests/testing/model_writer.h"
 
 namespace canopy {
 namespace {

@@ -16,7 +16,7 @@
 #include "worker/hf_config.h"
 #include "worker/model.h"
 #include "worker/model_hf.h"
-#include "worker/model_writer.h"
+#include "tests/testing/model_writer.h"
 #include "worker/safetensors.h"
 
 namespace canopy {

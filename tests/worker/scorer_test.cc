@@ -23,7 +23,7 @@
 #include "worker/engine.h"
 #include "worker/hf_config.h"
 #include "worker/llama_runner.h"
-#include "worker/model_writer.h"
+#include "tests/testing/model_writer.h"
 #include "worker/safetensors.h"
 #include "worker/unicode.h"
 

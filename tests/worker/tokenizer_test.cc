@@ -13,7 +13,7 @@
 #include <thread>
 
 #include "worker/gguf.h"
-#include "worker/model_writer.h"
+#include "tests/testing/model_writer.h"
 #include "worker/unicode.h"
 
 namespace canopy {

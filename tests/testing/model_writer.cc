@@ -1,4 +1,4 @@
-#include "worker/model_writer.h"
+#include "tests/testing/model_writer.h"
 
 #include <cmath>
 #include <cstring>
