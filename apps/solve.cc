@@ -27,6 +27,7 @@
 #include "common/logging.h"
 #include "coordinator/prompt.h"
 #include "transport/auth.h"
+#include "transport/host_port.h"
 #include "worker/default_model.h"
 #include "worker/worker_service.h"
 #ifdef CANOPY_HAVE_NCCL

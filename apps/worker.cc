@@ -11,8 +11,8 @@
 #include "apps/job_spec.h"
 #include "apps/worker_main.h"
 #include "common/logging.h"
-#include "coordinator/worker_server.h"
 #include "transport/auth.h"
+#include "transport/host_port.h"
 #include "worker/worker_service.h"
 
 namespace canopy {

@@ -92,23 +92,4 @@ WorkerServer::~WorkerServer() {
 
 uint16_t WorkerServer::port() const { return impl_->listener->port(); }
 
-StatusOr<std::pair<std::string, uint16_t>> ParseHostPort(const std::string& text, const std::string& what) {
-  size_t colon = text.rfind(':');
-  if (colon == std::string::npos || colon == 0 || colon + 1 == text.size()) {
-    return InvalidArgumentError(what + ": '" + text + "' is not HOST:PORT");
-  }
-  std::string host = text.substr(0, colon);
-  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-  unsigned long port = 0;
-  try {
-    size_t used = 0;
-    port = std::stoul(text.substr(colon + 1), &used);
-    if (used != text.size() - colon - 1) throw std::invalid_argument("trailing");
-  } catch (const std::exception&) {
-    return InvalidArgumentError(what + ": '" + text.substr(colon + 1) + "' is not a port number");
-  }
-  if (port > 65535) return InvalidArgumentError(what + ": port " + std::to_string(port) + " is out of range");
-  return std::make_pair(host, static_cast<uint16_t>(port));
-}
-
 }  // namespace canopy

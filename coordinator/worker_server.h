@@ -31,7 +31,4 @@ class WorkerServer {
   std::unique_ptr<Impl> impl_;
 };
 
-// "host:port" -> (host, port); InvalidArgument naming `what` when it is not that.
-StatusOr<std::pair<std::string, uint16_t>> ParseHostPort(const std::string& text, const std::string& what);
-
 }  // namespace canopy

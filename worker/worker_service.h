@@ -22,6 +22,10 @@
 // holder asked for a node whose expansion is still computing its prefix answers once the
 // prefix is computed (or after kv_wait_seconds with what it has); a fetch that fails or
 // times out leaves the importer to recompute.
+//
+// The parts: worker/coordinator_session.h (the control connection), worker/page_server.h
+// and worker/page_fetcher.h (the two sides of the page channel), joined in
+// worker_service.cc.
 #pragma once
 
 #include <cstdint>
