@@ -238,7 +238,7 @@ Status StartWorkers(JobContext& job) {
   lo.address = hp.first;
   lo.port = hp.second;
   CANOPY_ASSIGN_OR_RETURN(job.server, WorkerServer::Start(job.dispatcher.get(), lo));
-  const std::string address = lo.address + ":" + std::to_string(job.server->port());
+  const std::string address = FormatHostPort(lo.address, job.server->port());
   CANOPY_LOG(Info) << "coordinator listening on " << address;
   if (!f.address_file.empty()) CANOPY_RETURN_IF_ERROR(WriteFileAtomically(f.address_file, address + "\n"));
   job.workers_wanted = f.workers;

@@ -66,4 +66,9 @@ StatusOr<std::pair<std::string, uint16_t>> ReadHostPortFile(const std::string& p
   return ParseHostPort(std::string_view(line).substr(first, last - first + 1), "address file " + path);
 }
 
+std::string FormatHostPort(std::string_view host, uint16_t port) {
+  const bool v6 = host.find(':') != std::string_view::npos;
+  return (v6 ? "[" + std::string(host) + "]" : std::string(host)) + ":" + std::to_string(port);
+}
+
 }  // namespace canopy

@@ -20,6 +20,9 @@
 
 namespace canopy {
 
+// (host, port) -> "host:port", an IPv6 host in brackets ("[::1]:7000") so that it parses back.
+std::string FormatHostPort(std::string_view host, uint16_t port);
+
 // "host:port" -> (host, port). InvalidArgument naming `what` (the flag or file the text
 // came from) and the text itself when it is not that.
 StatusOr<std::pair<std::string, uint16_t>> ParseHostPort(std::string_view text, std::string_view what);

@@ -107,7 +107,7 @@ std::string PageServer::Listen(asio::io_context& io, ServiceInbox* inbox, const 
     return "";
   }
   listener_ = std::move(started).value();
-  std::string endpoint = lo.address + ":" + std::to_string(listener_->port());
+  std::string endpoint = FormatHostPort(lo.address, listener_->port());
   CANOPY_LOG(Info) << "worker: page channel on " << endpoint;
   return endpoint;
 }

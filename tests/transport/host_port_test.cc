@@ -114,5 +114,16 @@ TEST_F(HostPortFileTest, AMissingFileIsNotFoundAndABadOneNamesTheFile) {
   EXPECT_EQ(ReadHostPortFile(path_.string()).status().code(), StatusCode::kInvalidArgument);
 }
 
+TEST(HostPortTest, FormattedAddressesParseBack) {
+  EXPECT_EQ(FormatHostPort("10.0.0.1", 7000), "10.0.0.1:7000");
+  EXPECT_EQ(FormatHostPort("::1", 7000), "[::1]:7000");
+  for (const char* host : {"10.0.0.1", "node-3", "::1", "fe80::1"}) {
+    auto back = ParseHostPort(FormatHostPort(host, 1), "test");
+    ASSERT_TRUE(back.ok()) << host << ": " << back.status().ToString();
+    EXPECT_EQ(back->first, host);
+    EXPECT_EQ(back->second, 1);
+  }
+}
+
 }  // namespace
 }  // namespace canopy
