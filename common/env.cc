@@ -72,6 +72,14 @@ class PosixEnv final : public Env {
   StatusOr<std::unique_ptr<WritableFile>> NewWritableFile(const std::string& path) override {
     return Open(path, O_WRONLY | O_CREAT | O_TRUNC);
   }
+  StatusOr<std::unique_ptr<WritableFile>> NewPrivateFile(const std::string& path) override {
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) return Errno(path + ": create");
+    auto file = std::make_unique<PosixWritableFile>(path, fd);
+    // The umask can only take bits away (0400); make it exactly 0600.
+    if (::fchmod(fd, 0600) != 0) return Errno(path + ": chmod 0600");
+    return std::unique_ptr<WritableFile>(std::move(file));
+  }
   StatusOr<std::string> ReadFileToString(const std::string& path, uint64_t max_bytes) override {
     return ::canopy::ReadFileToString(path, max_bytes);
   }
@@ -113,6 +121,7 @@ class PosixEnv final : public Env {
 
  private:
   static StatusOr<std::unique_ptr<WritableFile>> Open(const std::string& path, int flags) {
+    // O_NOFOLLOW fails with ELOOP on a link in the last component.
     const int fd = ::open(path.c_str(), flags | O_CLOEXEC | O_NOFOLLOW, 0644);
     if (fd < 0) {
       if (errno == ELOOP) {

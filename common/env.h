@@ -67,6 +67,9 @@ class Env {
   virtual StatusOr<std::unique_ptr<WritableFile>> NewAppendableFile(const std::string& path) = 0;
   // Creates `path` (mode 0644) or empties it, for writing from the start. Also O_NOFOLLOW.
   virtual StatusOr<std::unique_ptr<WritableFile>> NewWritableFile(const std::string& path) = 0;
+  // Creates `path`, which must not exist (O_EXCL: not even as a link), readable and
+  // writable by this user only: mode 0600 whatever the umask. For secrets.
+  virtual StatusOr<std::unique_ptr<WritableFile>> NewPrivateFile(const std::string& path) = 0;
   // As canopy::ReadFileToString (common/mapped_file.h): NotFound when absent, at most
   // `max_bytes`.
   virtual StatusOr<std::string> ReadFileToString(const std::string& path,

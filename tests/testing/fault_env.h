@@ -57,6 +57,11 @@ class FaultInjectionEnv final : public Env {
     CANOPY_ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> f, base_->NewWritableFile(path));
     return std::unique_ptr<WritableFile>(new File(this, std::move(f)));
   }
+  StatusOr<std::unique_ptr<WritableFile>> NewPrivateFile(const std::string& path) override {
+    if (int err = Next(FaultOp::kOpen).err) return Error(path + ": create", err);
+    CANOPY_ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> f, base_->NewPrivateFile(path));
+    return std::unique_ptr<WritableFile>(new File(this, std::move(f)));
+  }
   StatusOr<std::string> ReadFileToString(const std::string& path, uint64_t max_bytes) override {
     return base_->ReadFileToString(path, max_bytes);
   }
