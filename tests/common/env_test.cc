@@ -122,10 +122,12 @@ TEST_F(EnvTest, WriteFileAtomicallyReplacesTheFile) {
 }
 
 struct AtomicFault {
+  const char* name;
   FaultOp op;
   int err;
   const char* says;  // in the error message
 };
+void PrintTo(const AtomicFault& f, std::ostream* os) { *os << f.name; }
 
 class WriteFileAtomicallyFaultTest : public EnvTest,
                                      public ::testing::WithParamInterface<AtomicFault> {};
@@ -148,24 +150,12 @@ TEST_P(WriteFileAtomicallyFaultTest, LeavesTheOldFileAndNoTempFile) {
 
 INSTANTIATE_TEST_SUITE_P(
     Faults, WriteFileAtomicallyFaultTest,
-    ::testing::Values(AtomicFault{FaultOp::kOpen, EACCES, "open: Permission denied"},
-                      AtomicFault{FaultOp::kWrite, ENOSPC, "write: No space left on device"},
-                      AtomicFault{FaultOp::kSync, EIO, "fdatasync: Input/output error"},
-                      AtomicFault{FaultOp::kRename, EIO, "rename from"}),
-    [](const auto& info) {
-      switch (info.param.op) {
-        case FaultOp::kOpen:
-          return "Open";
-        case FaultOp::kWrite:
-          return "Write";
-        case FaultOp::kSync:
-          return "Sync";
-        case FaultOp::kRename:
-          return "Rename";
-        default:
-          return "Other";
-      }
-    });
+    ::testing::Values(AtomicFault{"Open", FaultOp::kOpen, EACCES, "open: Permission denied"},
+                      AtomicFault{"Write", FaultOp::kWrite, ENOSPC,
+                                  "write: No space left on device"},
+                      AtomicFault{"Sync", FaultOp::kSync, EIO, "fdatasync: Input/output error"},
+                      AtomicFault{"Rename", FaultOp::kRename, EIO, "rename from"}),
+    [](const auto& info) { return std::string(info.param.name); });
 
 TEST_F(EnvTest, WriteFileAtomicallyReportsAFailedDirectorySync) {
   FaultInjectionEnv env;
