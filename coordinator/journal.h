@@ -8,24 +8,30 @@
 //   {"event":"start","id":"gsm8k-17","session":2}
 #pragma once
 
-#include <cstdio>
+#include <cstdint>
 #include <memory>
 #include <set>
 #include <string>
 #include <vector>
 
+#include "common/env.h"
 #include "common/status.h"
 
 namespace canopy {
 
+// Writes through `env` (Env::Default() when not given), which must outlive the journal. Not
+// thread-safe: one owner (the coordinator's event loop) writes.
 class Journal {
  public:
-  // Reads OUTPUT/journal.jsonl if present (a torn last line is ignored), then appends this
-  // session's line. `finished` are the ids results.jsonl holds.
+  // Reads OUTPUT/journal.jsonl if present, cuts a torn last line (one without its newline)
+  // away, then appends this session's line. `finished` are the ids results.jsonl holds.
   static StatusOr<std::unique_ptr<Journal>> Open(const std::string& dir, const std::string& launcher,
-                                                 const std::set<std::string>& finished);
+                                                 const std::set<std::string>& finished,
+                                                 Env* env = Env::Default());
   ~Journal();
 
+  // Each appends one line. On failure (a full disk, an I/O error) the IoError names the file
+  // and the file is cut back to its size before, so it never holds half a line.
   Status Started(const std::string& id);
   // The session ends early: `how` ("drained", "stopped"), with `abandoned` problems in flight.
   Status Note(const std::string& how, int64_t abandoned);
@@ -36,7 +42,7 @@ class Journal {
 
  private:
   Status Append(const std::string& line);
-  std::FILE* file_ = nullptr;
+  std::unique_ptr<WritableFile> file_;
   int session_ = 1;
   std::vector<std::string> interrupted_;
 };

@@ -1,50 +1,13 @@
 #include "coordinator/results.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <cstring>
 #include <filesystem>
 #include <type_traits>
 #include <unordered_map>
 
 #include "common/json_depth.h"
-#include "common/mapped_file.h"
 
 namespace canopy {
 namespace {
-
-Status Errno(const std::string& what) { return IoError(what + ": " + std::strerror(errno)); }
-
-// Writes all of [data, data + size) to fd, retrying short writes and EINTR.
-Status WriteAll(int fd, const char* data, size_t size, const std::string& what) {
-  while (size > 0) {
-    const ssize_t n = ::write(fd, data, size);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return Errno(what + ": write");
-    }
-    data += n;
-    size -= static_cast<size_t>(n);
-  }
-  return Status::Ok();
-}
-
-// Makes a new or renamed directory entry durable.
-Status SyncDir(const std::string& dir) {
-  const int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return Errno(dir + ": open directory");
-  const int rc = ::fsync(fd);
-  ::close(fd);
-  if (rc != 0) return Errno(dir + ": fsync directory");
-  return Status::Ok();
-}
-
-std::string ParentDir(const std::string& path) {
-  return std::filesystem::path(path).parent_path().string();
-}
 
 // Reads key `key` of `j` into `out` when present and not null; InvalidArgument when it has
 // another type.
@@ -77,12 +40,12 @@ Status GetOptional(const nlohmann::json& j, const char* key, std::optional<T>* o
 
 // results.jsonl must be a regular file: canopy never follows a link to cut and rewrite
 // whatever it points at (a user's file, /dev/full).
-Status CheckOwnResultsFile(const std::string& path, std::filesystem::file_type type) {
-  if (type == std::filesystem::file_type::symlink) {
+Status CheckOwnResultsFile(const std::string& path, FileKind kind) {
+  if (kind == FileKind::kSymlink) {
     return FailedPreconditionError(path + ": is a symbolic link; canopy writes results only "
                                    "into a regular file of its own: use another --output");
   }
-  if (type != std::filesystem::file_type::regular) {
+  if (kind != FileKind::kRegular) {
     return FailedPreconditionError(path + ": is not a regular file; use another --output");
   }
   return Status::Ok();
@@ -152,11 +115,13 @@ std::string ParseResultLine(std::string_view line, ResultRecord* record) {
 
 }  // namespace
 
-StatusOr<LoadedResults> LoadResults(const std::string& path) {
-  std::error_code ec;
-  if (!std::filesystem::exists(path, ec)) return NotFoundError(path + ": no such file");
-  CANOPY_ASSIGN_OR_RETURN(std::string contents, ReadFileToString(path));
-  return ParseResults(contents);
+StatusOr<LoadedResults> LoadResults(const std::string& path, Env* env) {
+  auto contents = env->ReadFileToString(path);
+  if (contents.status().code() == StatusCode::kNotFound) {
+    return NotFoundError(path + ": no such file");
+  }
+  if (!contents.ok()) return contents.status();
+  return ParseResults(*contents);
 }
 
 LoadedResults ParseResults(std::string_view contents) {
@@ -204,18 +169,18 @@ LoadedResults ParseResults(std::string_view contents) {
 }
 
 StatusOr<std::unique_ptr<ResultsWriter>> ResultsWriter::Open(const std::string& dir,
-                                                             LoadedResults* loaded) {
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  if (ec) return IoError(dir + ": cannot create directory: " + ec.message());
+                                                             LoadedResults* loaded, Env* env) {
+  CANOPY_RETURN_IF_ERROR(env->CreateDirs(dir));
   const std::string path = (std::filesystem::path(dir) / "results.jsonl").string();
 
   LoadedResults existing;
-  const auto type = std::filesystem::symlink_status(path, ec).type();
-  const bool existed = type != std::filesystem::file_type::not_found;
+  bool ends_mid_line = false;  // the last complete record has no newline
+  CANOPY_ASSIGN_OR_RETURN(const FileKind kind, env->GetFileKind(path));
+  const bool existed = kind != FileKind::kMissing;
   if (existed) {
-    CANOPY_RETURN_IF_ERROR(CheckOwnResultsFile(path, type));
-    CANOPY_ASSIGN_OR_RETURN(existing, LoadResults(path));
+    CANOPY_RETURN_IF_ERROR(CheckOwnResultsFile(path, kind));
+    CANOPY_ASSIGN_OR_RETURN(const std::string contents, env->ReadFileToString(path));
+    existing = ParseResults(contents);
     if (existing.foreign_lines > 0) {
       return FailedPreconditionError(
           path + ": line " + std::to_string(existing.first_foreign_line) +
@@ -224,46 +189,39 @@ StatusOr<std::unique_ptr<ResultsWriter>> ResultsWriter::Open(const std::string& 
           " such lines); canopy does not change a file it did not write: use another "
           "--output, or mend or move the file");
     }
+    ends_mid_line = existing.valid_bytes > 0 && contents[existing.valid_bytes - 1] != '\n';
   }
-  // O_NOFOLLOW: a symbolic link put in place after the check is refused, not followed.
-  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0644);
-  if (fd < 0) return Errno(path + ": open");
-  std::unique_ptr<ResultsWriter> writer(new ResultsWriter(path, fd));
+  // Opened without following a link: one put in place after the check is refused.
+  CANOPY_ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> file, env->NewAppendableFile(path));
   if (!existed) {
-    CANOPY_RETURN_IF_ERROR(SyncDir(dir));
+    CANOPY_RETURN_IF_ERROR(env->SyncDir(dir));
   } else {
     if (existing.torn_tail()) {
-      if (::ftruncate(fd, static_cast<off_t>(existing.valid_bytes)) != 0) {
-        return Errno(path + ": truncate the torn tail");
-      }
+      CANOPY_RETURN_IF_ERROR(
+          file->Truncate(existing.valid_bytes).WithContext("cutting the torn tail"));
     }
     // A last record whose newline was never written: finish its line first.
-    if (existing.valid_bytes > 0) {
-      char last = 0;
-      if (::pread(fd, &last, 1, static_cast<off_t>(existing.valid_bytes - 1)) != 1) {
-        return Errno(path + ": read");
-      }
-      if (last != '\n') CANOPY_RETURN_IF_ERROR(WriteAll(fd, "\n", 1, path));
-    }
-    if (::fdatasync(fd) != 0) return Errno(path + ": fdatasync");
+    if (ends_mid_line) CANOPY_RETURN_IF_ERROR(file->Append("\n"));
+    CANOPY_RETURN_IF_ERROR(file->Sync());
   }
   if (loaded) *loaded = std::move(existing);
-  return writer;
+  return std::unique_ptr<ResultsWriter>(new ResultsWriter(std::move(file)));
 }
 
-ResultsWriter::~ResultsWriter() {
-  if (fd_ >= 0) ::close(fd_);
-}
+ResultsWriter::~ResultsWriter() = default;
 
 Status ResultsWriter::Append(const ResultRecord& record) {
   const std::string line = ResultToLine(record) + "\n";
-  struct stat st;
-  if (::fstat(fd_, &st) != 0) return Errno(path_ + ": fstat");
-  Status s = WriteAll(fd_, line.data(), line.size(), path_);
-  if (s.ok() && ::fdatasync(fd_) != 0) s = Errno(path_ + ": fdatasync");
+  CANOPY_ASSIGN_OR_RETURN(const uint64_t size, file_->Size());
+  Status s = file_->Append(line);
+  if (s.ok()) s = file_->Sync();
   if (!s.ok()) {
-    // Best effort: do not leave half a line for the next Append to follow.
-    if (::ftruncate(fd_, st.st_size) != 0) s = s.WithContext("and truncating back failed");
+    // Do not leave half a line (or a line not known to be durable) for the next Append to
+    // follow: cut back to the last whole record.
+    if (Status t = file_->Truncate(size); !t.ok()) {
+      s = Status(s.code(), s.message() + "; then cutting back to " + std::to_string(size) +
+                               " bytes failed too (" + t.message() + ")");
+    }
     return s;
   }
   ++appended_;
@@ -311,25 +269,10 @@ nlohmann::json SummaryToJson(const Summary& s) {
 }
 
 Status WriteSummaryJson(const std::string& path, const Summary& summary,
-                        const nlohmann::json& settings) {
+                        const nlohmann::json& settings, Env* env) {
   nlohmann::json j = {{"summary", SummaryToJson(summary)}, {"settings", settings}};
   return WriteFileAtomically(
-      path, j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
-}
-
-Status WriteFileAtomically(const std::string& path, const std::string& contents) {
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return Errno(tmp + ": open");
-  Status s = WriteAll(fd, contents.data(), contents.size(), tmp);
-  if (s.ok() && ::fsync(fd) != 0) s = Errno(tmp + ": fsync");
-  if (::close(fd) != 0 && s.ok()) s = Errno(tmp + ": close");
-  if (s.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) s = Errno(path + ": rename");
-  if (!s.ok()) {
-    ::unlink(tmp.c_str());
-    return s;
-  }
-  return SyncDir(ParentDir(path));
+      path, j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n", env);
 }
 
 }  // namespace canopy

@@ -22,6 +22,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/env.h"
 #include "common/status.h"
 
 namespace canopy {
@@ -72,12 +73,12 @@ struct LoadedResults {
 // Reads a results.jsonl. NotFound when it does not exist. A garbled unterminated last line
 // is reported in `issues` and left out of `valid_bytes`; a garbled complete line is
 // reported, counted in `foreign_lines` and skipped.
-StatusOr<LoadedResults> LoadResults(const std::string& path);
+StatusOr<LoadedResults> LoadResults(const std::string& path, Env* env = Env::Default());
 // The same over a file's contents.
 LoadedResults ParseResults(std::string_view contents);
 
-// Appends records to DIR/results.jsonl. Not thread-safe: one owner (the coordinator's
-// event loop) writes.
+// Appends records to DIR/results.jsonl through `env` (Env::Default() when not given), which
+// must outlive the writer. Not thread-safe: one owner (the coordinator's event loop) writes.
 class ResultsWriter {
  public:
   // Creates DIR (and parents) and the file if needed. An existing file is loaded first;
@@ -86,20 +87,24 @@ class ResultsWriter {
   // when the file is a symbolic link or not a regular file, or holds complete lines that
   // are not result records (a file canopy did not write).
   static StatusOr<std::unique_ptr<ResultsWriter>> Open(const std::string& dir,
-                                                       LoadedResults* loaded = nullptr);
+                                                       LoadedResults* loaded = nullptr,
+                                                       Env* env = Env::Default());
   ~ResultsWriter();
   ResultsWriter(const ResultsWriter&) = delete;
   ResultsWriter& operator=(const ResultsWriter&) = delete;
 
-  // Writes one line and fsyncs it; when this returns OK the record survives a crash.
+  // Writes one line and fsyncs it; when this returns OK the record survives a crash. When it
+  // fails (a full disk, an I/O error, a failed fsync) the IoError names the file, and the
+  // file is cut back to the size it had, so it holds whole lines only and the next Append
+  // starts on a fresh line. Should that cut fail too, the message says so; the next Open
+  // cuts the torn tail.
   Status Append(const ResultRecord& record);
-  const std::string& path() const { return path_; }
+  const std::string& path() const { return file_->path(); }
   int64_t appended() const { return appended_; }
 
  private:
-  ResultsWriter(std::string path, int fd) : path_(std::move(path)), fd_(fd) {}
-  std::string path_;
-  int fd_;
+  explicit ResultsWriter(std::unique_ptr<WritableFile> file) : file_(std::move(file)) {}
+  std::unique_ptr<WritableFile> file_;
   int64_t appended_ = 0;
 };
 
@@ -125,12 +130,9 @@ Summary Summarize(const std::vector<ResultRecord>& records, double wall_seconds 
                   bool graded = true);
 nlohmann::json SummaryToJson(const Summary& summary);
 
-// Writes {"summary": ..., "settings": settings} to `path` atomically (temp file, fsync,
-// rename), so a reader never sees half a file.
+// Writes {"summary": ..., "settings": settings} to `path` atomically (WriteFileAtomically in
+// common/env.h: temp file, fsync, rename), so a reader never sees half a file.
 Status WriteSummaryJson(const std::string& path, const Summary& summary,
-                        const nlohmann::json& settings);
-
-// Replaces `path` with `contents` atomically: PATH.tmp.PID, fsync, rename, fsync the dir.
-Status WriteFileAtomically(const std::string& path, const std::string& contents);
+                        const nlohmann::json& settings, Env* env = Env::Default());
 
 }  // namespace canopy

@@ -70,18 +70,14 @@ StatusOr<std::string> GenerateJobSecret() {
   return hex;
 }
 
-Status WriteSecretFile(const std::string& path, const std::string& secret) {
-  Fd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
-  if (fd.get() < 0) return IoError(Errno("secret file " + path));
-  // The umask can only remove bits; make sure it is exactly 0600.
-  if (::fchmod(fd.get(), 0600) != 0) return IoError(Errno("secret file " + path + ": chmod"));
-  std::string data = secret + "\n";
-  size_t done = 0;
-  while (done < data.size()) {
-    ssize_t w = ::write(fd.get(), data.data() + done, data.size() - done);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return IoError(Errno("secret file " + path + ": write"));
-    done += static_cast<size_t>(w);
+Status WriteSecretFile(const std::string& path, const std::string& secret, Env* env) {
+  auto file = env->NewPrivateFile(path);
+  if (!file.ok()) return file.status().WithContext("secret file");
+  Status s = (*file)->Append(secret + "\n");
+  if (Status c = (*file)->Close(); s.ok()) s = c;
+  if (!s.ok()) {
+    (void)env->RemoveFile(path);  // best effort; the error that matters is `s`
+    return s.WithContext("secret file");
   }
   return Status::Ok();
 }

@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <string>
 
+#include "common/env.h"
 #include "common/status.h"
 
 namespace canopy {
@@ -26,8 +27,11 @@ StatusOr<std::string> RandomBytes(size_t n);
 // A new per-job secret: 32 random bytes as 64 lowercase hex characters.
 StatusOr<std::string> GenerateJobSecret();
 
-// Creates `path` (which must not exist) with mode 0600 and writes the secret to it.
-Status WriteSecretFile(const std::string& path, const std::string& secret);
+// Creates `path` (which must not exist) with mode 0600 and writes the secret to it, through
+// `env`. When the write fails the file is removed: no half a secret is left to be read, and
+// nothing blocks the next try.
+Status WriteSecretFile(const std::string& path, const std::string& secret,
+                       Env* env = Env::Default());
 
 // Reads a secret file: a regular file (not a symlink) owned by this user, with no
 // permission bits for group or others. Trailing whitespace is dropped. FailedPrecondition

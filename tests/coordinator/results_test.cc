@@ -4,11 +4,14 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cerrno>
+
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "common/mapped_file.h"
+#include "tests/testing/fault_env.h"
 
 namespace canopy {
 namespace {
@@ -333,6 +336,137 @@ TEST_F(ResultsTest, Summary) {
   EXPECT_EQ(files, 1);
 
   EXPECT_FALSE(WriteSummaryJson(dir_ + "/no/such/dir/summary.json", s, settings).ok());
+}
+
+// NOTE the faults below come from tests/testing/fault_env.h: a realistic full disk stores
+// part of a line (a short write) and then fails the next write with ENOSPC, so the file
+// holds half a record at the moment the error comes back.
+
+using ::canopy::testing::FaultInjectionEnv;
+using ::canopy::testing::FaultOp;
+
+std::string Lines(std::initializer_list<ResultRecord> records) {
+  std::string text;
+  for (const auto& r : records) text += ResultToLine(r) + "\n";
+  return text;
+}
+
+TEST_F(ResultsTest, AnAppendThatHitsAFullDiskLeavesOnlyWholeLines) {
+  FaultInjectionEnv env;
+  auto w = ResultsWriter::Open(dir_, nullptr, &env);
+  ASSERT_TRUE(w.ok()) << w.status().ToString();
+  ASSERT_TRUE((*w)->Append(Record("a", true, 100, 2)).ok());
+  ASSERT_TRUE((*w)->Append(Record("b", false, 300, 4)).ok());
+
+  env.ShortWrite(1, 10);
+  env.Fail(FaultOp::kWrite, 2, ENOSPC);
+  Status s = (*w)->Append(Record("c", true, 7, 1));
+  EXPECT_EQ(s.code(), StatusCode::kIoError);
+  EXPECT_EQ(s.message(), ResultsPath() + ": write: No space left on device");
+  EXPECT_EQ((*w)->appended(), 2);
+  // Not half of "c": the earlier records, whole, and nothing else.
+  EXPECT_EQ(Contents(), Lines({Record("a", true, 100, 2), Record("b", false, 300, 4)}));
+
+  // Room again: the next record follows on a line of its own.
+  ASSERT_TRUE((*w)->Append(Record("d", true, 9, 1)).ok());
+  EXPECT_EQ((*w)->appended(), 3);
+  auto loaded = LoadResults(ResultsPath());
+  ASSERT_TRUE(loaded.ok());
+  ASSERT_EQ(loaded->records.size(), 3u);
+  EXPECT_EQ(loaded->records[0].id, "a");
+  EXPECT_EQ(loaded->records[1].id, "b");
+  EXPECT_EQ(loaded->records[2].id, "d");
+  EXPECT_TRUE(loaded->issues.empty());
+  EXPECT_FALSE(loaded->torn_tail());
+}
+
+TEST_F(ResultsTest, ADiskThatStaysFullFailsEveryAppendCleanly) {
+  FaultInjectionEnv env;
+  auto w = ResultsWriter::Open(dir_, nullptr, &env);
+  ASSERT_TRUE(w.ok());
+  ASSERT_TRUE((*w)->Append(Record("a", true, 1, 1)).ok());
+  const std::string before = Contents();
+  env.Fail(FaultOp::kWrite, 1, ENOSPC, /*times=*/1000);
+  for (const char* id : {"b", "c", "d"}) {
+    Status s = (*w)->Append(Record(id, true, 1, 1));
+    EXPECT_NE(s.message().find("No space left on device"), std::string::npos) << s.ToString();
+    EXPECT_EQ(Contents(), before);
+  }
+  env.Clear();
+  ASSERT_TRUE((*w)->Append(Record("e", true, 1, 1)).ok());
+  EXPECT_EQ(Contents(), before + Lines({Record("e", true, 1, 1)}));
+}
+
+TEST_F(ResultsTest, ShortWritesAreRetriedToAWholeRecord) {
+  FaultInjectionEnv env;
+  auto w = ResultsWriter::Open(dir_, nullptr, &env);
+  ASSERT_TRUE(w.ok());
+  env.ShortWrite(1, 1);
+  env.ShortWrite(2, 17);
+  env.ShortWrite(3, 5);
+  ASSERT_TRUE((*w)->Append(Record("a", true, 100, 2)).ok());
+  EXPECT_EQ(env.calls(FaultOp::kWrite), 4);
+  EXPECT_EQ(Contents(), Lines({Record("a", true, 100, 2)}));
+}
+
+TEST_F(ResultsTest, AFailedFsyncIsReportedAndTheRecordNotKept) {
+  FaultInjectionEnv env;
+  auto w = ResultsWriter::Open(dir_, nullptr, &env);
+  ASSERT_TRUE(w.ok());
+  ASSERT_TRUE((*w)->Append(Record("a", true, 1, 1)).ok());
+  env.Fail(FaultOp::kSync, 1, EIO);
+  Status s = (*w)->Append(Record("b", true, 1, 1));
+  EXPECT_EQ(s.code(), StatusCode::kIoError);
+  EXPECT_EQ(s.message(), ResultsPath() + ": fdatasync: Input/output error");
+  EXPECT_EQ((*w)->appended(), 1);
+  // "b" was written but is not known to be on disk: it is cut back, and the caller (who
+  // was told it failed) may write it again without a duplicate.
+  EXPECT_EQ(Contents(), Lines({Record("a", true, 1, 1)}));
+  ASSERT_TRUE((*w)->Append(Record("b", true, 1, 1)).ok());
+  EXPECT_EQ(Contents(), Lines({Record("a", true, 1, 1), Record("b", true, 1, 1)}));
+}
+
+TEST_F(ResultsTest, WhenCuttingBackFailsTooBothAreReportedAndReopeningMends) {
+  const std::string kept = Lines({Record("a", true, 1, 1)});
+  {
+    FaultInjectionEnv env;
+    auto w = ResultsWriter::Open(dir_, nullptr, &env);
+    ASSERT_TRUE(w.ok());
+    ASSERT_TRUE((*w)->Append(Record("a", true, 1, 1)).ok());
+    env.ShortWrite(1, 10);
+    env.Fail(FaultOp::kWrite, 2, ENOSPC);
+    env.Fail(FaultOp::kTruncate, 1, EIO);
+    Status s = (*w)->Append(Record("b", true, 1, 1));
+    EXPECT_EQ(s.code(), StatusCode::kIoError);
+    EXPECT_EQ(s.message(), ResultsPath() + ": write: No space left on device; then cutting back to " +
+                               std::to_string(kept.size()) + " bytes failed too (" + ResultsPath() +
+                               ": truncate: Input/output error)");
+    EXPECT_EQ(Contents(), kept + ResultToLine(Record("b", true, 1, 1)).substr(0, 10));
+  }
+  // The next session's Open cuts the torn tail before appending.
+  LoadedResults loaded;
+  auto w = ResultsWriter::Open(dir_, &loaded);
+  ASSERT_TRUE(w.ok());
+  EXPECT_EQ(loaded.records.size(), 1u);
+  EXPECT_EQ(Contents(), kept);
+}
+
+TEST_F(ResultsTest, AFailedSummaryWriteKeepsTheOldSummary) {
+  fs::create_directories(dir_);
+  const std::string path = dir_ + "/summary.json";
+  ASSERT_TRUE(WriteSummaryJson(path, Summarize({}), {{"n", 1}}).ok());
+  const std::string before = *ReadFileToString(path);
+  for (FaultOp op : {FaultOp::kWrite, FaultOp::kSync, FaultOp::kRename}) {
+    FaultInjectionEnv env;
+    env.Fail(op, 1, ENOSPC);
+    Status s = WriteSummaryJson(path, Summarize({Record("a", true, 1, 1)}), {{"n", 2}}, &env);
+    EXPECT_EQ(s.code(), StatusCode::kIoError);
+    EXPECT_NE(s.message().find(path), std::string::npos) << s.message();
+    EXPECT_EQ(*ReadFileToString(path), before);
+    int files = 0;
+    for ([[maybe_unused]] const auto& e : fs::directory_iterator(dir_)) ++files;
+    EXPECT_EQ(files, 1);
+  }
 }
 
 }  // namespace

@@ -7,9 +7,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+
+#include "tests/testing/fault_env.h"
 
 namespace canopy {
 namespace {
@@ -51,6 +54,35 @@ TEST_F(SecretFileTest, WriteThenReadWithMode0600) {
   EXPECT_EQ(*read, secret);
   // Never overwrites.
   EXPECT_EQ(WriteSecretFile(path, secret).code(), StatusCode::kIoError);
+}
+
+TEST_F(SecretFileTest, AFailedWriteLeavesNoHalfSecretBehind) {
+  const std::string path = Path("secret");
+  const std::string secret(64, 'c');
+  ::canopy::testing::FaultInjectionEnv env;
+  env.ShortWrite(1, 20);
+  env.Fail(::canopy::testing::FaultOp::kWrite, 2, ENOSPC);
+  Status s = WriteSecretFile(path, secret, &env);
+  EXPECT_EQ(s.code(), StatusCode::kIoError);
+  EXPECT_EQ(s.message(), "secret file: " + path + ": write: No space left on device");
+  // Not 20 characters of a secret that a worker would read as the job's, and no file that
+  // makes the next try fail with "File exists".
+  EXPECT_FALSE(std::filesystem::exists(path));
+  ASSERT_TRUE(WriteSecretFile(path, secret, &env).ok());
+  EXPECT_EQ(*ReadSecretFile(path), secret);
+}
+
+TEST_F(SecretFileTest, Mode0600WhateverTheUmaskAndNeverThroughALink) {
+  const mode_t old = ::umask(0277);
+  const Status s = WriteSecretFile(Path("strict_umask"), std::string(64, 'd'));
+  ::umask(old);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  struct stat st {};
+  ASSERT_EQ(::stat(Path("strict_umask").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  std::filesystem::create_symlink(Path("nowhere"), Path("link"));
+  EXPECT_EQ(WriteSecretFile(Path("link"), std::string(64, 'd')).code(), StatusCode::kIoError);
+  EXPECT_FALSE(std::filesystem::exists(Path("nowhere")));
 }
 
 TEST_F(SecretFileTest, FileOthersCanReadIsRefused) {
