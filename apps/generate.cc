@@ -3,8 +3,8 @@
 #include <chrono>
 #include <cstdio>
 
-#include "worker/default_model.h"
-#include "worker/engine.h"
+#include "worker/engine/engine.h"
+#include "worker/model/default_model.h"
 
 namespace canopy {
 

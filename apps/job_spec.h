@@ -10,7 +10,7 @@
 
 #include "common/status.h"
 #include "coordinator/dataset.h"
-#include "worker/worker_setup.h"
+#include "worker/service/worker_setup.h"
 
 namespace canopy {
 

@@ -28,8 +28,8 @@
 #include "coordinator/prompt.h"
 #include "transport/auth.h"
 #include "transport/host_port.h"
-#include "worker/default_model.h"
-#include "worker/worker_service.h"
+#include "worker/model/default_model.h"
+#include "worker/service/worker_service.h"
 #ifdef CANOPY_HAVE_NCCL
 #include <cuda_runtime.h>
 

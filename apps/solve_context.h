@@ -23,8 +23,8 @@
 #include "coordinator/status_server.h"
 #include "coordinator/worker_server.h"
 #include "search/tree.h"
-#include "worker/local_worker.h"
-#include "worker/worker_setup.h"
+#include "worker/service/local_worker.h"
+#include "worker/service/worker_setup.h"
 
 namespace canopy {
 

@@ -13,7 +13,7 @@
 #include "common/logging.h"
 #include "transport/auth.h"
 #include "transport/host_port.h"
-#include "worker/worker_service.h"
+#include "worker/service/worker_service.h"
 
 namespace canopy {
 

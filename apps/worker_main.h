@@ -1,8 +1,8 @@
 // Shared by `canopy worker` and the worker ranks of `canopy solve --launcher mpi`.
 #pragma once
 
-#include "worker/worker_service.h"
-#include "worker/worker_setup.h"
+#include "worker/service/worker_service.h"
+#include "worker/service/worker_setup.h"
 
 namespace canopy {
 

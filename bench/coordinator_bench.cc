@@ -40,8 +40,8 @@
 #include "coordinator/worker_server.h"
 #include "transport/codec.h"
 #include "transport/connection.h"
-#include "worker/default_model.h"
-#include "worker/engine.h"
+#include "worker/engine/engine.h"
+#include "worker/model/default_model.h"
 
 extern char** environ;
 

@@ -27,8 +27,8 @@
 #include <string>
 #include <vector>
 
-#include "worker/default_model.h"
-#include "worker/engine.h"
+#include "worker/engine/engine.h"
+#include "worker/model/default_model.h"
 
 namespace canopy {
 namespace {

@@ -25,8 +25,8 @@
 
 #include "common/check.h"
 #include "kernels/attention_plan.h"
-#include "worker/block_pool.h"
-#include "worker/cuda_runner.h"
+#include "worker/engine/block_pool.h"
+#include "worker/engine/cuda_runner.h"
 
 #if defined(CANOPY_HAVE_CUDA)
 #include "kernels/cuda/ops.h"
@@ -83,7 +83,7 @@ struct BeamRunResult {
 // `step_len` tokens each (one batch per token, drawn on the device at temperature 0.8),
 // then the n/m best by summed logprob are kept and each is expanded m times; `depth`
 // steps. With `share`, children share their parent's blocks (the one holding the next
-// write is copied on write, as in worker/kv_cache_manager.h); without, every child copies
+// write is copied on write, as in worker/engine/kv_cache_manager.h); without, every child copies
 // all of its parent's blocks, as an engine without prefix sharing holds them. Timed from
 // after the prompt's prefill.
 BeamRunResult RunBeam(CudaRunnerBase& runner, int32_t vocab, int32_t bs, int prompt_len, int n, int m, int depth,
@@ -92,7 +92,7 @@ BeamRunResult RunBeam(CudaRunnerBase& runner, int32_t vocab, int32_t bs, int pro
     std::vector<int32_t> tokens, blocks;  // KV computed for all tokens but the last
     double score = 0;
   };
-  BlockPool pool(runner.num_blocks());  // the engine's reference counts (worker/block_pool.h)
+  BlockPool pool(runner.num_blocks());  // the engine's reference counts (worker/engine/block_pool.h)
   BeamRunResult res;
   auto get = [&] {
     std::optional<std::vector<int32_t>> b = pool.Allocate(1);

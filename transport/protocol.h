@@ -68,7 +68,7 @@ struct Refused {  // either side, just before it closes
 
 // ---- Scoring ----
 
-// One step to score; the same fields as worker/scorer.h ScoreQuery.
+// One step to score; the same fields as worker/scoring/scorer.h ScoreQuery.
 struct ScoreItem {
   std::string question;
   std::vector<std::string> steps;

@@ -18,8 +18,8 @@
 #include <cstdio>
 #include <cstdlib>
 
-#include "kernels/cuda/compat.h"
 #include "kernels/cuda/attention_layout.h"
+#include "kernels/cuda/compat.h"
 #if !defined(CANOPY_CUDA_EMU)
 #include "kernels/cuda/check.h"
 #endif
@@ -392,7 +392,7 @@ void LaunchMerge(const AttentionArgs& a, cudaStream_t stream) {
 }
 
 // Head sizes with a kernel: multiples of the 16-wide WMMA tile up to 128 that real models use.
-// The runner refuses the others at load (worker/cuda_runner.cc).
+// The runner refuses the others at load (worker/engine/cuda_runner.cc).
 template <template <int> class F>
 void ByHeadSize(const AttentionArgs& a, cudaStream_t stream) {
   switch (a.D) {

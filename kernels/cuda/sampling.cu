@@ -1,5 +1,5 @@
 // Token sampling on the device (kernels/cuda/sampling.h): the CPU sampler's contract
-// (worker/sampler.h) without a sort, one CTA per row.
+// (worker/engine/sampler.h) without a sort, one CTA per row.
 //
 // NOTE: one row, in block-wide passes over its logits
 //   1. argmax (ties to the lowest id), max and z = sum exp(l - max) in double: the logprob.

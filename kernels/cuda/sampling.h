@@ -1,4 +1,4 @@
-// Token sampling on the device: the contract of the CPU sampler (worker/sampler.h,
+// Token sampling on the device: the contract of the CPU sampler (worker/engine/sampler.h,
 // SampleToken) for a batch of logit rows, so that logits need not be copied to the host.
 // Included once per mode (GPU, emulator): a test may include it both ways, defining
 // CANOPY_CUDA_EMU for the second.
@@ -15,7 +15,7 @@
 
 namespace canopy::CANOPY_CUDA_NS {
 
-// One row's SamplingParams (worker/sampler.h) and its uniform draw u in [0, 1).
+// One row's SamplingParams (worker/engine/sampler.h) and its uniform draw u in [0, 1).
 struct SampleRowParams {
   float temperature;  // <= 0: greedy
   float top_p;        // >= 1: no nucleus cut

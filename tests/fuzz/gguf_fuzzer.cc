@@ -3,7 +3,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "worker/gguf.h"
+#include "worker/model/gguf.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // An exact-size copy so ASan sees any read past the end.

@@ -3,8 +3,8 @@
 #include <cstdint>
 #include <string>
 
-#include "worker/hf_config.h"
-#include "worker/model.h"
+#include "worker/model/hf_config.h"
+#include "worker/model/model.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string text(reinterpret_cast<const char*>(data), size);
@@ -14,7 +14,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     return 0;
   }
   // What parses must be usable to size a model, within the limits on model files
-  // (worker/model.h: context, sizes, finite positive RoPE base and RMS epsilon).
+  // (worker/model/model.h: context, sizes, finite positive RoPE base and RMS epsilon).
   if (c->num_heads <= 0 || c->num_kv_heads <= 0 || c->num_heads % c->num_kv_heads != 0 ||
       c->head_dim <= 0 || c->head_dim % 2 != 0 || !canopy::ValidateConfig(*c).ok()) {
     __builtin_trap();

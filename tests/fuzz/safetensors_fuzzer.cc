@@ -3,7 +3,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "worker/safetensors.h"
+#include "worker/model/safetensors.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::vector<uint8_t> buf(data, data + size);

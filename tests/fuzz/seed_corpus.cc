@@ -9,11 +9,11 @@
 #include <string>
 #include <vector>
 
+#include "tests/testing/model_writer.h"
 #include "tests/transport/sample_envelopes.h"
 #include "transport/codec.h"
-#include "worker/hf_config.h"
-#include "tests/testing/model_writer.h"
-#include "worker/unicode.h"
+#include "worker/model/hf_config.h"
+#include "worker/model/unicode.h"
 
 int main(int argc, char** argv) {
   if (argc != 2) {

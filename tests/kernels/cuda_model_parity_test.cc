@@ -10,9 +10,9 @@
 #include <map>
 
 #include "tests/testing/paths.h"
-#include "worker/chat_template.h"
-#include "worker/cuda_runner.h"
-#include "worker/engine.h"
+#include "worker/engine/cuda_runner.h"
+#include "worker/engine/engine.h"
+#include "worker/model/chat_template.h"
 
 namespace canopy {
 namespace {

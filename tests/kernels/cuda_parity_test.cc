@@ -15,8 +15,8 @@
 #include "kernels/attention_plan.h"
 #include "kernels/ops.h"
 #include "tests/testing/tiny_model.h"
-#include "worker/cuda_runner.h"
-#include "worker/llama_runner.h"
+#include "worker/engine/cuda_runner.h"
+#include "worker/engine/llama_runner.h"
 
 #include "kernels/cuda/ops.h"
 #include "kernels/cuda/runtime.h"

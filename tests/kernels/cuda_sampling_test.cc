@@ -1,5 +1,5 @@
 // ctest-labels: unit
-// The device sampler (kernels/cuda/sampling.h) against the CPU sampler (worker/sampler.h):
+// The device sampler (kernels/cuda/sampling.h) against the CPU sampler (worker/engine/sampler.h):
 // on the emulator always, on the GPU where there is one. The same checks run on both.
 #include <gtest/gtest.h>
 
@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "worker/sampler.h"
+#include "worker/engine/sampler.h"
 
 // Each backend's declarations: the GPU's first, then the emulator's (CANOPY_CUDA_EMU).
 #if defined(CANOPY_HAVE_CUDA)
@@ -78,7 +78,7 @@ std::vector<SampledToken> RunGpu(const std::vector<float>& logits, int64_t vocab
 #endif
 
 // The CPU sampler's kept set in id order with its weights, rebuilt here to judge a
-// mismatch (worker/sampler.h states the contract).
+// mismatch (worker/engine/sampler.h states the contract).
 struct Kept {
   std::vector<int32_t> ids;
   std::vector<float> w;

@@ -16,8 +16,8 @@
 #include <nlohmann/json.hpp>
 
 #include "tests/testing/paths.h"
-#include "worker/llama_runner.h"
-#include "worker/model.h"
+#include "worker/engine/llama_runner.h"
+#include "worker/model/model.h"
 
 namespace canopy {
 namespace {

@@ -11,9 +11,9 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "worker/chat_template.h"
-#include "worker/gguf.h"
-#include "worker/tokenizer.h"
+#include "worker/model/chat_template.h"
+#include "worker/model/gguf.h"
+#include "worker/model/tokenizer.h"
 
 namespace canopy {
 namespace {

@@ -8,8 +8,8 @@
 #include <random>
 
 #include "common/half.h"
-#include "worker/hf_config.h"
-#include "worker/safetensors.h"
+#include "worker/model/hf_config.h"
+#include "worker/model/safetensors.h"
 
 namespace canopy {
 namespace {

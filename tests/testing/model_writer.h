@@ -20,13 +20,13 @@
 
 #include "common/status.h"
 #include "kernels/tensor_type.h"
-#include "worker/gguf.h"
-#include "worker/model.h"
+#include "worker/model/gguf.h"
+#include "worker/model/model.h"
 
 namespace canopy {
 
 // A model with every weight in F32, named and laid out as in an HF checkpoint
-// (worker/hf_config.h HfTensorSpecs: row-major, [out][in] for matrices).
+// (worker/model/hf_config.h HfTensorSpecs: row-major, [out][in] for matrices).
 struct DenseModel {
   ModelConfig config;
   std::map<std::string, std::vector<float>> tensors;

@@ -9,9 +9,9 @@
 #include <memory>
 #include <string>
 
-#include "worker/engine.h"
 #include "tests/testing/model_writer.h"
-#include "worker/unicode.h"
+#include "worker/engine/engine.h"
+#include "worker/model/unicode.h"
 
 namespace canopy::testing {
 

@@ -1,3 +1,0 @@
-// The CUDA runner on the CPU emulator of the kernels (namespace canopy::cuda_emu).
-#define CANOPY_CUDA_EMU 1
-#include "worker/cuda_runner.cc"

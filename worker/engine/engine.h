@@ -1,0 +1,308 @@
+// The engine: grows search-tree nodes by sampling reasoning steps, many requests at once,
+// over one paged KV cache whose blocks are shared along the tree.
+//
+// A node is a handle to a token prefix. CreateRoot makes one from a prompt; Expand grows k
+// children from a node, each until a stop string ("\n\n"), an end-of-turn token or its token
+// budget, and returns their tokens, text, logprobs and finish reasons. A node's KV stays in
+// the pool (pinned) until Release; under memory pressure the engine drops the KV of idle
+// nodes (and, if needed, of running children) and recomputes it later from their tokens, so
+// it never fails for lack of memory.
+//
+//   Submit(req) ─► [admit parent: reuse cached prefix blocks, prefill the rest in chunks]
+//                  ─► fork k children (share full blocks, copy the partial one)
+//                  ─► decode all running children of all requests in one batch per Step()
+//                  ─► ExpandResult when the request's last child stops
+//
+// Determinism: child i of a request draws its t-th token from UniformDraw(seed, first_sample
+// + i, t), so its tokens depend only on the logits. With batch_invariant the logits of a sequence are bitwise
+// independent of the rest of the batch, hence so are the children.
+//
+// Thread-safety: none; one thread drives an Engine.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "common/finish_reason.h"
+#include "common/status.h"
+#include "worker/engine/forward_runner.h"
+#include "worker/engine/kv_cache_manager.h"
+#include "worker/engine/sampler.h"
+#include "worker/model/chat_template.h"
+#include "worker/model/model.h"
+#include "worker/model/tokenizer.h"
+
+namespace canopy {
+
+using NodeId = int64_t;
+
+// Where the forward pass runs. kAuto: CUDA when this build has it and a GPU is visible (and
+// batch_invariant is off), else the CPU. kCudaEmu runs the CUDA kernels on the CPU emulator
+// (kernels/cuda/emu/emu.h): slow, for tests.
+enum class ComputeBackend { kAuto, kCpu, kCuda, kCudaEmu };
+const char* BackendName(ComputeBackend b);
+// "auto", "cpu", "cuda", "cuda-emu".
+StatusOr<ComputeBackend> ParseBackend(const std::string& name);
+
+struct EngineOptions {
+  std::string model_path;            // GGUF file or Hugging Face directory
+  ComputeBackend backend = ComputeBackend::kAuto;
+  // CUDA: the KV pool takes the device memory left after the weights and activations, less
+  // this headroom (num_kv_blocks overrides); kv_cache_bytes is the CPU pool's size.
+  int64_t gpu_headroom_bytes = int64_t{2} << 30;
+  bool gpu_share_prefix = true;      // tree attention over shared prefix blocks
+  bool gpu_graphs = true;            // CUDA graphs for decode steps
+  int64_t kv_cache_bytes = 1ll << 30;
+  int32_t num_kv_blocks = 0;         // overrides kv_cache_bytes when > 0
+  // Host memory the CPU pool may take; a larger pool is InvalidArgument before anything is
+  // allocated. 0: what the machine has (worker/engine/host_memory.h: MemAvailable, cgroup limit).
+  int64_t host_memory_bytes = 0;
+  int32_t block_size = 16;
+  int32_t max_batch_tokens = 512;    // tokens per forward pass (prefill is chunked to fit)
+  bool batch_invariant = false;      // fixed-order matmuls: logits independent of the batch
+  bool dequantize_weights = true;    // CPUs without AVX-512: an F32 weight copy for BLAS prefill
+  // False: a Hugging Face checkpoint without lm_head.weight loads (ModelLoadOptions); such an
+  // engine serves LastHidden only, and Submit/Expand/LastLogits are FailedPrecondition.
+  bool needs_lm_head = true;
+};
+
+
+struct StopCondition {
+  std::vector<std::string> stop_strings = {"\n\n"};
+  int32_t max_tokens = 256;  // per child
+  bool stop_at_end_of_turn = true;
+};
+
+struct ExpandRequest {
+  NodeId node = -1;
+  int32_t num_children = 1;
+  SamplingParams sampling;
+  StopCondition stop;
+  uint64_t seed = 0;  // the caller derives it from (job seed, problem, node)
+  // Child i is sample first_sample + i: its draws are those of that sample index, so one
+  // expansion split into parts (on several workers) gives the same children as a whole one.
+  int32_t first_sample = 0;
+};
+
+struct ExpandedChild {
+  NodeId node = -1;                 // a new node: parent's tokens + `tokens`
+  std::vector<int32_t> tokens;      // the generated tokens, the stopping one included
+  std::string text;                 // their text (end-of-turn tokens not rendered)
+  std::vector<float> logprobs;      // per token
+  double sum_logprob = 0.0;
+  FinishReason finish = FinishReason::kLength;
+};
+
+struct ExpandResult {
+  uint64_t request_id = 0;
+  NodeId parent = -1;
+  std::vector<ExpandedChild> children;  // in sample-index order
+};
+
+// A node's prefix pages as they travel between workers (the TCP byte channel on CPUs, NCCL
+// on GPUs): the full blocks of a token prefix, each named by its chained hash.
+struct KvPageData {
+  int32_t block_tokens = 16;
+  int64_t bytes_per_block = 0;        // Engine::kv_bytes_per_block
+  std::vector<int32_t> tokens;        // blocks × block_tokens tokens
+  std::vector<uint64_t> hashes;       // one per block (common/block_hash.h), root first
+  std::vector<uint8_t> bytes;         // blocks × bytes_per_block, block after block
+  int32_t num_blocks() const { return static_cast<int32_t>(hashes.size()); }
+};
+
+struct EngineStats {
+  int64_t forward_passes = 0;
+  int64_t prefill_tokens = 0;   // tokens computed as prefill (prompt or recompute)
+  double prefill_seconds = 0.0; // forward time, each pass's share by its prefill tokens
+  int64_t decode_tokens = 0;    // tokens computed as one-token decode steps
+  int64_t cached_prompt_tokens = 0;  // prompt tokens whose KV came from the prefix cache
+  int64_t preemptions = 0;      // running sequences whose KV was dropped
+  int64_t evictions = 0;        // idle nodes whose KV was dropped
+  int64_t imported_blocks = 0;  // KV blocks received from another worker (ImportPages)
+  int64_t exported_blocks = 0;
+};
+
+class Engine {
+ public:
+  // Errors name what is wrong: the model files (worker/model/model.h "Limits on model files"), a
+  // tokenizer that does not fit the model (more tokens than embedding rows, or fewer than
+  // 7/8 of them: padding rows beyond the tokenizer are common, a mismatch of more is
+  // another model's tokenizer), a KV pool larger than memory (InvalidArgument) or whose
+  // allocation fails (IoError).
+  static StatusOr<std::unique_ptr<Engine>> Create(const EngineOptions& options);
+  // For tests: an engine over an already-loaded model and tokenizer.
+  static StatusOr<std::unique_ptr<Engine>> Create(const EngineOptions& options,
+                                                  std::shared_ptr<ModelWeights> model,
+                                                  std::shared_ptr<Tokenizer> tokenizer);
+  ~Engine();
+
+  const Tokenizer& tokenizer() const { return *tokenizer_; }
+  // "cpu", "cuda" or "cuda-emu".
+  const char* backend() const { return runner_->backend(); }
+  // Bytes of one KV block as ExportPages writes it (depends on the backend's element type).
+  int64_t kv_bytes_per_block() const { return runner_->kv_bytes_per_block(); }
+  const ModelConfig& config() const { return model_->config; }
+  // False when the model was loaded without an LM head (EngineOptions::needs_lm_head).
+  bool has_lm_head() const { return model_->has_lm_head(); }
+  // The chat template named in the model file (ChatML when it names none).
+  ChatTemplateKind chat_template() const { return chat_template_; }
+  const std::string& default_system_prompt() const { return default_system_prompt_; }
+
+  // A node for a prompt. Nothing is computed until it is expanded.
+  NodeId CreateRoot(std::vector<int32_t> tokens);
+  bool HasNode(NodeId id) const { return nodes_.count(id) != 0; }
+  const std::vector<int32_t>& NodeTokens(NodeId id) const;
+  // Drops a node; its KV blocks return to the pool (still cached by prefix). A node with an
+  // expansion in flight cannot be released.
+  Status Release(NodeId id);
+
+  // Queues an expansion; returns its request id. InvalidArgument (nothing queued) when the
+  // node leaves no room for one more token within max_sequence_tokens().
+  StatusOr<uint64_t> Submit(const ExpandRequest& request);
+  // The longest a sequence (prompt and generated tokens) may grow: the model's context, or
+  // what the KV pool holds for one sequence with 2 blocks kept free, whichever is less.
+  // The 2 blocks are what forking takes beside the parent (the copy of its partial block
+  // and one for the first token); a parent's partial block stays pinned while its child
+  // grows. Children stop here (FinishReason::kLength), so one request always fits alone.
+  int64_t max_sequence_tokens() const;
+  // One forward pass over everything runnable; returns the expansions that finished.
+  std::vector<ExpandResult> Step();
+  bool Idle() const { return active_.empty(); }
+  // Submits and steps until this request finishes. Other requests advance too; their
+  // results are returned by later Step() calls.
+  StatusOr<ExpandResult> Expand(const ExpandRequest& request);
+
+  // Scoring (worker/scoring/scorer.h): the model's output after the last token of each sequence,
+  // in sequence order. Each sequence becomes a temporary node admitted like an expansion's
+  // parent: cached full blocks of its prefix are reused (EngineStats::cached_prompt_tokens),
+  // the rest is prefilled in chunks batched with everything else runnable, under the same
+  // memory-pressure rules as Expand. The nodes are released before returning; their full
+  // blocks stay in the prefix cache, so scoring a sequence that extends an earlier one
+  // computes only the new tail. Other requests advance too (their results come from later
+  // Step() calls). InvalidArgument for an empty sequence, a token outside the vocabulary,
+  // or a sequence longer than the context or than the whole KV pool; FailedPrecondition for
+  // logits from a model without an LM head (ModelWeights::has_lm_head).
+  enum class Output { kLogits, kHidden };
+  StatusOr<std::vector<std::vector<float>>> LastOutputs(
+      const std::vector<std::vector<int32_t>>& sequences, Output what);
+  // vocab_size logits per sequence.
+  StatusOr<std::vector<std::vector<float>>> LastLogits(
+      const std::vector<std::vector<int32_t>>& sequences) {
+    return LastOutputs(sequences, Output::kLogits);
+  }
+  // hidden_size floats per sequence: the last token's hidden state after the output norm.
+  StatusOr<std::vector<std::vector<float>>> LastHidden(
+      const std::vector<std::vector<int32_t>>& sequences) {
+    return LastOutputs(sequences, Output::kHidden);
+  }
+
+  // ---- KV pages between workers ----
+  // The pages of the longest prefix of `tokens` whose full blocks are in this engine's
+  // cache (in use or cached-free), at most `max_blocks` (<0: all).
+  KvPageData ExportPages(std::span<const int32_t> tokens, int32_t max_blocks = -1);
+  // Puts pages into the prefix cache (as cached, unpinned blocks), so that a node whose
+  // tokens start with them computes only the rest. Checks everything first: the block size
+  // and bytes per block of this engine, the sizes, and every hash against the tokens
+  // (InvalidArgument / DataLoss naming the first bad block); nothing changes on error.
+  // Returns the blocks newly cached (already cached ones are skipped; when the pool is
+  // short, a prefix of the pages is imported).
+  StatusOr<int32_t> ImportPages(const KvPageData& pages);
+  // Whether an expansion of `id` is queued or running (its prefix may still be computed).
+  bool Expanding(NodeId id) const;
+
+  const EngineStats& stats() const { return stats_; }
+  KvCacheStats kv_stats() const { return kv_.Stats(); }
+  const KvCacheManager& kv() const { return kv_; }
+  int32_t num_nodes() const { return static_cast<int32_t>(nodes_.size()); }
+
+ private:
+  struct Node {
+    std::vector<int32_t> tokens;
+    std::vector<float> last_logits;  // logits after the last token, once computed
+    int32_t in_use = 0;              // pins: a request's parent until all children are forked,
+                                     // a running child until it finishes
+    uint64_t last_used = 0;
+    uint64_t idle_stamp = 0;  // which IdleEntry of idle_lru_ is this node's current one
+  };
+  // An idle node (no pins) as it entered the LRU; stale once the node is pinned again,
+  // released, or idle again with a newer stamp.
+  struct IdleEntry {
+    NodeId node;
+    uint64_t stamp;
+  };
+  struct Child {
+    NodeId node = -1;
+    ExpandedChild out;
+    size_t text_scan_from = 0;
+    bool done = false;
+  };
+  struct Request {
+    uint64_t id = 0;
+    ExpandRequest req;
+    bool forked = false;  // children exist
+    std::vector<Child> children;
+    // A scoring request (LastOutputs): no children; "forked" once its parent's output is
+    // known, which lands in `output` (logits, or the hidden state with want_hidden).
+    bool scoring = false;
+    bool want_hidden = false;
+    std::vector<float> output;
+  };
+  struct Work {  // a resident sequence with tokens to compute, and who wants the logits
+    NodeId seq;
+    Request* request;
+    int32_t child;  // -1: the request's parent
+    int32_t begin, end;
+  };
+
+  Engine(const EngineOptions& options, std::shared_ptr<ModelWeights> model,
+         std::shared_ptr<Tokenizer> tokenizer, std::unique_ptr<ForwardRunner> runner);
+
+  // Makes `id` resident (recreating its KV sequence from tokens if dropped). False if the
+  // pool cannot hold it even after evicting idle nodes.
+  bool MakeResident(NodeId id);
+  // Frees blocks: drops idle resident nodes (LRU) until `blocks` are free. True on success.
+  bool EvictIdle(int32_t blocks);
+  // Takes one pin off a node; at zero it enters the idle LRU.
+  void Unpin(NodeId id);
+  bool IsIdleEntry(const IdleEntry& e) const;
+  // Drops the KV of the running children (and of a parent still waiting to fork) of the
+  // newest request newer than `keep`; false if there is none.
+  bool PreemptOne(const Request* keep);
+  // Forks the not-yet-forked children of a request whose parent logits are known, as many as
+  // the pool allows; returns how many it forked.
+  int32_t ForkChildren(Request* r);
+  // Appends a sampled token to a child; finishes it when a stop condition holds.
+  void AcceptToken(Request* r, int32_t i, const SampledToken& t);
+  void SampleChild(Request* r, int32_t i, std::span<const float> logits);
+  bool Finished(const Request& r) const;
+  ExpandResult Complete(Request* r);
+
+  EngineOptions options_;
+  std::shared_ptr<ModelWeights> model_;
+  std::shared_ptr<Tokenizer> tokenizer_;
+  ChatTemplateKind chat_template_ = ChatTemplateKind::kChatMl;
+  std::string default_system_prompt_;
+  std::vector<int32_t> end_of_turn_;
+  KvCacheManager kv_;
+  std::unique_ptr<ForwardRunner> runner_;
+  std::unordered_map<NodeId, Node> nodes_;
+  // Idle nodes, least recently used first (a node enters when its last pin goes); eviction
+  // takes from the front. Nodes that were never pinned (a fresh root) are not resident.
+  std::deque<IdleEntry> idle_lru_;
+  std::deque<std::unique_ptr<Request>> active_;  // in submission order (older = higher priority)
+  std::vector<ExpandResult> completed_;          // finished during Expand(), not yet returned
+  std::unordered_map<uint64_t, std::vector<float>> scored_;  // finished scoring requests
+  NodeId next_node_ = 1;
+  uint64_t next_request_ = 1;
+  uint64_t clock_ = 0;
+  EngineStats stats_;
+};
+
+}  // namespace canopy
