@@ -7,7 +7,7 @@
 //   Append / MarkComputed        grow a sequence; full computed blocks join the prefix index
 //   Free                         releases blocks last-first; they stay cached until reused
 //
-// Invariants (checked by tests/worker/kv_cache_manager_test.cc):
+// Invariants (checked by tests/worker/engine/kv_cache_manager_test.cc):
 //   * a sequence's block table has ceil(NumTokens / block_size) blocks;
 //   * only blocks lying entirely below NumComputed are shared between sequences; every
 //     block holding an uncomputed token belongs to exactly one sequence (ref count 1), so
