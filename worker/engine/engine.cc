@@ -169,369 +169,115 @@ StatusOr<ComputeBackend> ParseBackend(const std::string& name) {
   return InvalidArgumentError("unknown backend '" + name + "' (auto, cpu, cuda, cuda-emu)");
 }
 
+namespace {
+
+SchedulerOptions SchedulerOptionsFor(const EngineOptions& options, const ModelConfig& c,
+                                     const Tokenizer& tokenizer, const ForwardRunner& runner) {
+  SchedulerOptions so;
+  so.num_blocks = runner.num_blocks();
+  so.block_size = options.block_size;
+  so.max_batch_tokens = options.max_batch_tokens;
+  so.max_position = c.max_position;
+  so.vocab_size = static_cast<int32_t>(c.vocab_size);
+  so.hidden_size = static_cast<int32_t>(c.hidden_size);
+  so.end_of_turn = tokenizer.EndOfTurnIds();
+  return so;
+}
+
+}  // namespace
+
 Engine::Engine(const EngineOptions& options, std::shared_ptr<ModelWeights> model,
                std::shared_ptr<Tokenizer> tokenizer, std::unique_ptr<ForwardRunner> runner)
     : options_(options),
       model_(std::move(model)),
       tokenizer_(std::move(tokenizer)),
-      end_of_turn_(tokenizer_->EndOfTurnIds()),
-      kv_(runner->num_blocks(), options.block_size),
-      runner_(std::move(runner)) {}
+      runner_(std::move(runner)),
+      sched_(SchedulerOptionsFor(options_, model_->config, *tokenizer_, *runner_),
+             [this](SchedChild& c, int32_t token, const StopCondition& stop) {
+               return RenderToken(c, token, stop);
+             }) {}
 
 Engine::~Engine() = default;
 
-NodeId Engine::CreateRoot(std::vector<int32_t> tokens) {
-  CANOPY_CHECK(!tokens.empty()) << "a root needs at least one token";
-  NodeId id = next_node_++;
-  nodes_[id].tokens = std::move(tokens);
-  return id;
-}
-
-const std::vector<int32_t>& Engine::NodeTokens(NodeId id) const {
-  auto it = nodes_.find(id);
-  CANOPY_CHECK(it != nodes_.end()) << "unknown node " << id;
-  return it->second.tokens;
-}
-
-Status Engine::Release(NodeId id) {
-  auto it = nodes_.find(id);
-  if (it == nodes_.end()) return NotFoundError("node " + std::to_string(id) + " does not exist");
-  if (it->second.in_use > 0) {
-    return FailedPreconditionError("node " + std::to_string(id) + " has an expansion in flight");
+bool Engine::RenderToken(SchedChild& c, int32_t token, const StopCondition& stop) const {
+  c.out.text += tokenizer_->TokenBytes(token);
+  bool hit = false;
+  size_t longest = 0;
+  for (const std::string& s : stop.stop_strings) {
+    if (!s.empty() && c.out.text.find(s, c.text_scan_from) != std::string::npos) hit = true;
+    longest = std::max(longest, s.size());
   }
-  if (kv_.HasSequence(id)) kv_.Free(id);
-  nodes_.erase(it);
-  return Status::Ok();
+  if (c.out.text.size() >= longest) c.text_scan_from = c.out.text.size() - longest + 1;
+  return hit;
 }
 
 StatusOr<uint64_t> Engine::Submit(const ExpandRequest& request) {
-  auto it = nodes_.find(request.node);
-  if (it == nodes_.end()) return NotFoundError("expand: node " + std::to_string(request.node) + " does not exist");
-  if (!has_lm_head()) {
+  if (sched_.HasNode(request.node) && !has_lm_head()) {
     return FailedPreconditionError("expand: " + config().name +
                                    " was loaded without an LM head; it has no logits to sample");
   }
-  if (request.num_children <= 0) return InvalidArgumentError("expand: num_children must be positive");
-  if (request.first_sample < 0) return InvalidArgumentError("expand: first_sample must not be negative");
-  if (request.stop.max_tokens <= 0) return InvalidArgumentError("expand: max_tokens must be positive");
-  const int64_t tokens = static_cast<int64_t>(it->second.tokens.size());
-  if (tokens >= config().max_position) {
-    return InvalidArgumentError("expand: node " + std::to_string(request.node) + " already has " +
-                                std::to_string(tokens) + " tokens, the model's context is " +
-                                std::to_string(config().max_position));
-  }
-  if (tokens >= max_sequence_tokens()) {
-    return InvalidArgumentError(
-        "expand: node " + std::to_string(request.node) + " needs " + std::to_string(tokens + 1) +
-        " tokens of KV (its " + std::to_string(tokens) + " and one new), the KV pool holds " +
-        std::to_string(max_sequence_tokens()) + " tokens for one sequence (" +
-        std::to_string(kv_.num_blocks()) + " blocks of " + std::to_string(kv_.block_size()) +
-        ", 2 kept free for forking)");
-  }
-  auto r = std::make_unique<Request>();
-  r->id = next_request_++;
-  r->req = request;
-  r->children.resize(request.num_children);
-  it->second.in_use++;
-  active_.push_back(std::move(r));
-  return active_.back()->id;
+  return sched_.SubmitExpand(request);
 }
 
-int64_t Engine::max_sequence_tokens() const {
-  return std::min<int64_t>(config().max_position, int64_t{kv_.num_blocks() - 2} * kv_.block_size());
-}
-
-void Engine::Unpin(NodeId id) {
-  Node& n = nodes_.at(id);
-  CANOPY_CHECK_GT(n.in_use, 0) << "node " << id;
-  if (--n.in_use > 0) return;
-  // Idle from now on: the newest entry of the LRU. Its older entries (from earlier idle
-  // spells) go stale: their stamp no longer matches.
-  n.last_used = clock_;
-  idle_lru_.push_back({id, ++n.idle_stamp});
-  if (idle_lru_.size() > 2 * nodes_.size() + 64) {  // drop stale entries, amortized O(1)
-    std::erase_if(idle_lru_, [&](const IdleEntry& e) { return !IsIdleEntry(e); });
-  }
-}
-
-bool Engine::IsIdleEntry(const IdleEntry& e) const {
-  auto it = nodes_.find(e.node);
-  return it != nodes_.end() && it->second.in_use == 0 && it->second.idle_stamp == e.stamp;
-}
-
-bool Engine::EvictIdle(int32_t blocks) {
-  // The least recently used idle node first: the front of the LRU (O(1) per victim, stale
-  // entries skipped as they come up).
-  while (kv_.NumFreeBlocks() < blocks) {
-    if (idle_lru_.empty()) return false;
-    const IdleEntry e = idle_lru_.front();
-    idle_lru_.pop_front();
-    if (!IsIdleEntry(e) || !kv_.HasSequence(e.node)) continue;
-    kv_.Free(e.node);
-    stats_.evictions++;
-  }
-  return true;
-}
-
-bool Engine::PreemptOne(const Request* keep) {
-  for (auto it = active_.rbegin(); it != active_.rend(); ++it) {
-    Request* r = it->get();
-    if (r == keep) return false;  // only newer requests yield to an older one
-    bool freed = false;
-    for (Child& c : r->children) {
-      if (c.node >= 0 && !c.done && kv_.HasSequence(c.node)) {
-        kv_.Free(c.node);
-        stats_.preemptions++;
-        freed = true;
-      }
+void Engine::RunForward(const StepPlan& plan, const CommitResult& commit,
+                        std::vector<float>* logits, std::vector<float>* hidden,
+                        std::vector<SampledToken>* drawn) {
+  const KvCacheManager& kv = sched_.kv();
+  std::vector<ForwardItem> items;
+  items.reserve(commit.work.size());
+  int32_t prefill = 0, decode = 0;
+  for (size_t k : commit.work) {
+    const WorkItem& w = plan.work[k];
+    const SchedRequest& r = *w.request;
+    const bool score_hidden = w.want == Want::kScore && r.want_hidden;
+    ForwardItem item{kv.Tokens(w.seq).subspan(static_cast<size_t>(w.begin), static_cast<size_t>(w.end - w.begin)),
+                     w.begin, kv.BlockTable(w.seq),
+                     w.want == Want::kParentLogits || w.want == Want::kSample ||
+                         (w.want == Want::kScore && !r.want_hidden),
+                     w.want == Want::kFinalHidden || score_hidden};
+    if (w.want == Want::kSample) {
+      // A child's next token: the runner draws it (on the device for a GPU backend), a pure
+      // function of the logits and this draw.
+      item.sample = &r.req.sampling;
+      item.u = UniformDraw(r.req.seed, static_cast<uint64_t>(r.req.first_sample + w.child),
+                           r.children[static_cast<size_t>(w.child)].out.tokens.size());
     }
-    // A parent still waiting to fork children holds blocks too; it is re-prefilled later.
-    if (!r->forked && kv_.HasSequence(r->req.node)) {
-      kv_.Free(r->req.node);
-      stats_.preemptions++;
-      freed = true;
-    }
-    if (freed) return true;
+    items.push_back(item);
+    (w.end - w.begin == 1 && w.child >= 0 ? decode : prefill) += w.end - w.begin;
   }
-  return false;
-}
-
-bool Engine::MakeResident(NodeId id) {
-  Node& n = nodes_.at(id);
-  n.last_used = clock_;
-  if (kv_.HasSequence(id)) return true;
-  int32_t need = kv_.BlocksNeededToCreate(n.tokens);
-  if (need > kv_.NumFreeBlocks() && !EvictIdle(need)) return false;
-  std::optional<int32_t> cached = kv_.CreateSequence(id, n.tokens);
-  if (!cached) return false;
-  stats_.cached_prompt_tokens += *cached;
-  return true;
-}
-
-int32_t Engine::ForkChildren(Request* r) {
-  const NodeId parent = r->req.node;
-  int32_t forked = 0;
-  for (int32_t i = 0; i < r->req.num_children; ++i) {
-    Child& c = r->children[i];
-    if (c.node >= 0) continue;
-    // The fork's blocks plus a block for the first token if the copy is full.
-    int32_t need = kv_.BlocksNeededToFork(parent) + 1;
-    if (kv_.NumFreeBlocks() < need) {
-      // Idle nodes first, then newer requests yield (as in Step's planning).
-      while (!EvictIdle(need) && PreemptOne(r)) {
-      }
-      if (kv_.NumFreeBlocks() < need) return forked;
-    }
-    NodeId child = next_node_++;
-    std::optional<ForkResult> fork = kv_.Fork(parent, child);
-    if (!fork) return forked;
-    if (fork->copy) runner_->CopyBlock(fork->copy->src, fork->copy->dst, fork->copy->num_tokens);
-    Node& n = nodes_[child];  // may rehash: no Node& taken before this stays valid
-    n.tokens = nodes_.at(parent).tokens;
-    n.in_use = 1;
-    n.last_used = clock_;
-    c.node = child;
-    ++forked;
-    SampleChild(r, i, nodes_.at(parent).last_logits);
-  }
-  r->forked = true;
-  // Every child now holds its own references to the shared blocks: the parent need not stay
-  // resident for this request any longer.
-  Unpin(parent);
-  return forked;
-}
-
-void Engine::SampleChild(Request* r, int32_t i, std::span<const float> logits) {
-  double u = UniformDraw(r->req.seed, static_cast<uint64_t>(r->req.first_sample + i), r->children[i].out.tokens.size());
-  AcceptToken(r, i, SampleToken(logits, r->req.sampling, u));
-}
-
-void Engine::AcceptToken(Request* r, int32_t i, const SampledToken& t) {
-  Child& c = r->children[i];
-  Node& n = nodes_.at(c.node);
-  const StopCondition& stop = r->req.stop;
-  c.out.tokens.push_back(t.token);
-  c.out.logprobs.push_back(t.logprob);
-  c.out.sum_logprob += t.logprob;
-  n.tokens.push_back(t.token);
-  bool eot = std::find(end_of_turn_.begin(), end_of_turn_.end(), t.token) != end_of_turn_.end();
-  if (eot && stop.stop_at_end_of_turn) {
-    c.done = true;
-    c.out.finish = FinishReason::kEndOfTurn;
-  } else {
-    if (!eot) c.out.text += tokenizer_->TokenBytes(t.token);
-    for (const std::string& s : stop.stop_strings) {
-      if (!s.empty() && c.out.text.find(s, c.text_scan_from) != std::string::npos) {
-        c.done = true;
-        c.out.finish = FinishReason::kStop;
-        break;
-      }
-    }
-    size_t longest = 0;
-    for (const std::string& s : stop.stop_strings) longest = std::max(longest, s.size());
-    if (c.out.text.size() >= longest) c.text_scan_from = c.out.text.size() - longest + 1;
-    if (!c.done && (static_cast<int32_t>(c.out.tokens.size()) >= stop.max_tokens ||
-                    static_cast<int64_t>(n.tokens.size()) >= max_sequence_tokens())) {
-      c.done = true;
-      c.out.finish = FinishReason::kLength;
-    }
-  }
-  // Keep the sequence's tokens equal to the node's: reserve the new token's slot, freeing
-  // blocks if needed (the child is still pinned, so it is not a candidate itself); a child
-  // that still cannot grow drops its KV and recomputes later.
-  if (kv_.HasSequence(c.node) && !kv_.Append(c.node, {&t.token, 1}) &&
-      !((EvictIdle(1) || PreemptOne(r)) && kv_.Append(c.node, {&t.token, 1}))) {
-    kv_.Free(c.node);
-    stats_.preemptions++;
-  }
-  // A finished child is idle from now on: its KV may be dropped under pressure.
-  if (c.done) Unpin(c.node);
-}
-
-bool Engine::Finished(const Request& r) const {
-  if (!r.forked) return false;
-  for (const Child& c : r.children) {
-    if (!c.done) return false;
-  }
-  return true;
-}
-
-ExpandResult Engine::Complete(Request* r) {
-  ExpandResult res;
-  res.request_id = r->id;
-  res.parent = r->req.node;
-  for (Child& c : r->children) {
-    c.out.node = c.node;
-    res.children.push_back(std::move(c.out));
-  }
-  return res;
+  auto t0 = std::chrono::steady_clock::now();
+  runner_->Forward(items, logits, hidden, drawn);
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (prefill + decode > 0) stats_.prefill_seconds += seconds * prefill / static_cast<double>(prefill + decode);
+  stats_.forward_passes++;
+  stats_.prefill_tokens += prefill;
+  stats_.decode_tokens += decode;
 }
 
 std::vector<ExpandResult> Engine::Step() {
-  ++clock_;
   std::vector<ExpandResult> done;
   done.swap(completed_);
-  std::vector<Work> work;
-  int32_t forked = 0;
-  int32_t budget = options_.max_batch_tokens;
-
-  auto plan = [&](NodeId seq, Request* r, int32_t child) {
-    if (budget <= 0) return;
-    // Older requests come first: one that cannot fit takes blocks from newer ones.
-    bool resident = MakeResident(seq);
-    while (!resident && PreemptOne(r)) resident = MakeResident(seq);
-    if (!resident) return;
-    int32_t begin = kv_.NumComputed(seq), end = kv_.NumTokens(seq);
-    if (begin >= end) return;
-    end = std::min(end, begin + budget);
-    budget -= end - begin;
-    work.push_back({seq, r, child, begin, end});
-  };
-  // Running children first (older requests first), then parents waiting for prefill.
-  for (auto& rp : active_) {
-    Request* r = rp.get();
-    for (int32_t i = 0; i < r->req.num_children; ++i) {
-      const Child& c = r->children[i];
-      if (c.node >= 0 && !c.done) plan(c.node, r, i);
-    }
-  }
-  for (auto& rp : active_) {
-    Request* r = rp.get();
-    if (r->forked) continue;
-    Node& p = nodes_.at(r->req.node);
-    if (!r->scoring && !p.last_logits.empty() && kv_.HasSequence(r->req.node) &&
-        kv_.NumComputed(r->req.node) == kv_.NumTokens(r->req.node)) {
-      // Logits known (also when only some children fit so far): fork without compute.
-      forked += ForkChildren(r);
-      continue;
-    }
-    plan(r->req.node, r, -1);
-  }
-
-  // Forks above may have preempted children planned earlier in this step: drop their work
-  // (they recompute from their tokens when they next run).
-  std::erase_if(work, [&](const Work& w) { return !kv_.HasSequence(w.seq); });
-  if (!work.empty()) {
-    std::vector<ForwardItem> items;
-    items.reserve(work.size());
-    int32_t prefill = 0, decode = 0;
-    for (const Work& w : work) {
-      std::span<const int32_t> toks = kv_.Tokens(w.seq);
-      bool want = w.end == kv_.NumTokens(w.seq);
-      bool hidden = want && w.request->want_hidden;
-      ForwardItem item{toks.subspan(w.begin, w.end - w.begin), w.begin, kv_.BlockTable(w.seq),
-                       want && !hidden, hidden};
-      if (item.want_logits && w.child >= 0 && !w.request->scoring) {
-        // A child's next token: the runner draws it (on the device for a GPU backend), a
-        // pure function of the logits and this draw.
-        const Child& c = w.request->children[w.child];
-        item.sample = &w.request->req.sampling;
-        item.u = UniformDraw(w.request->req.seed, static_cast<uint64_t>(w.request->req.first_sample + w.child),
-                             c.out.tokens.size());
-      }
-      items.push_back(item);
-      (w.end - w.begin == 1 && w.child >= 0 ? decode : prefill) += w.end - w.begin;
-    }
-    std::vector<float> logits, hidden;
-    std::vector<SampledToken> drawn;
-    auto t0 = std::chrono::steady_clock::now();
-    runner_->Forward(items, &logits, &hidden, &drawn);
-    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (prefill + decode > 0) stats_.prefill_seconds += seconds * prefill / static_cast<double>(prefill + decode);
-    stats_.forward_passes++;
-    stats_.prefill_tokens += prefill;
-    stats_.decode_tokens += decode;
-    const int64_t V = config().vocab_size;
-    // Row of each item in `logits`, in `hidden` for a scoring request that wants it, or in
-    // `drawn` for a child whose token the runner drew.
-    std::vector<int64_t> row_of(work.size(), -1);
-    int64_t rows = 0, hidden_rows = 0, drawn_rows = 0;
-    for (size_t k = 0; k < work.size(); ++k) {
-      if (items[k].want_logits) row_of[k] = items[k].sample ? drawn_rows++ : rows++;
-      if (items[k].want_hidden) row_of[k] = hidden_rows++;
-    }
-    CANOPY_CHECK_EQ(drawn_rows, static_cast<int64_t>(drawn.size()));
-    for (size_t k = 0; k < work.size(); ++k) {
-      const Work& w = work[k];
-      // Accepting an earlier item's token may have preempted this one: its KV is gone and
-      // it recomputes later; its draw is a pure function, so nothing else is lost.
-      if (!kv_.HasSequence(w.seq)) continue;
-      kv_.MarkComputed(w.seq, w.end);
-      if (row_of[k] < 0) continue;
-      if (w.request->scoring) {
-        const int64_t n = w.request->want_hidden ? config().hidden_size : V;
-        const float* row = (w.request->want_hidden ? hidden.data() : logits.data()) + row_of[k] * n;
-        w.request->output.assign(row, row + n);
-        w.request->forked = true;
-        Unpin(w.seq);
-      } else if (w.child < 0) {
-        std::span<const float> lg(logits.data() + row_of[k] * V, V);
-        nodes_.at(w.seq).last_logits.assign(lg.begin(), lg.end());
-        ForkChildren(w.request);
-      } else {
-        AcceptToken(w.request, w.child, drawn[row_of[k]]);
-      }
-    }
-  }
-
-  int32_t scored = 0;
-  for (auto it = active_.begin(); it != active_.end();) {
-    if (Finished(**it)) {
-      if ((*it)->scoring) {
-        scored_[(*it)->id] = std::move((*it)->output);
-        ++scored;
-      } else {
-        done.push_back(Complete(it->get()));
-      }
-      it = active_.erase(it);
-    } else {
-      ++it;
-    }
-  }
-  // No compute, no fork and nothing finished: the pool cannot hold even the oldest request.
-  CANOPY_CHECK(!work.empty() || forked > 0 || !done.empty() || scored > 0 || active_.empty())
-      << "the KV pool (" << kv_.num_blocks() << " blocks of " << kv_.block_size()
+  const StepPlan plan = sched_.Schedule();
+  const CommitResult commit = sched_.Commit(plan);
+  for (const BlockCopy& c : commit.copies) runner_->CopyBlock(c.src, c.dst, c.num_tokens);
+  std::vector<float> logits, hidden;
+  std::vector<SampledToken> drawn;
+  if (!commit.work.empty()) RunForward(plan, commit, &logits, &hidden, &drawn);
+  StepResult result = sched_.Update(plan, commit, {logits, hidden, drawn});
+  for (auto& [id, output] : result.scored) scored_[id] = std::move(output);
+  const SchedulerStats& ss = sched_.stats();
+  stats_.cached_prompt_tokens = ss.cached_prompt_tokens;
+  stats_.preemptions = ss.preemptions;
+  stats_.evictions = ss.evictions;
+  const bool progress = !commit.work.empty() || commit.forks > 0 || !result.expanded.empty() ||
+                        !result.scored.empty() || sched_.Idle();
+  steps_without_progress_ = progress ? 0 : steps_without_progress_ + 1;
+  // A plan may miss once (a cache race defers an admission); twice in a row, nothing can run:
+  // the pool cannot hold even the oldest request (Submit's checks should make this impossible).
+  CANOPY_CHECK_LT(steps_without_progress_, 3)
+      << "the KV pool (" << kv().num_blocks() << " blocks of " << kv().block_size()
       << " tokens) cannot hold the sequences of one request";
+  for (ExpandResult& r : result.expanded) done.push_back(std::move(r));
   return done;
 }
 
@@ -558,7 +304,7 @@ StatusOr<std::vector<std::vector<float>>> Engine::LastOutputs(
                                    "hidden states)");
   }
   const int64_t max_tokens = std::min<int64_t>(
-      config().max_position, int64_t{kv_.num_blocks()} * kv_.block_size());
+      config().max_position, int64_t{kv().num_blocks()} * kv().block_size());
   for (size_t i = 0; i < sequences.size(); ++i) {
     const std::vector<int32_t>& seq = sequences[i];
     const std::string where = "score: sequence " + std::to_string(i);
@@ -579,17 +325,9 @@ StatusOr<std::vector<std::vector<float>>> Engine::LastOutputs(
   std::vector<uint64_t> ids;
   std::vector<NodeId> temp;
   for (const std::vector<int32_t>& seq : sequences) {
-    NodeId n = CreateRoot(seq);
-    nodes_.at(n).in_use++;
-    auto r = std::make_unique<Request>();
-    r->id = next_request_++;
-    r->req.node = n;
-    r->req.num_children = 0;
-    r->scoring = true;
-    r->want_hidden = what == Output::kHidden;
-    ids.push_back(r->id);
+    NodeId n = sched_.CreateRoot(seq);
+    ids.push_back(sched_.SubmitScore(n, what == Output::kHidden));
     temp.push_back(n);
-    active_.push_back(std::move(r));
   }
   std::vector<ExpandResult> others;
   auto all_done = [&] {
@@ -607,14 +345,14 @@ StatusOr<std::vector<std::vector<float>>> Engine::LastOutputs(
   for (size_t i = 0; i < ids.size(); ++i) {
     out.push_back(std::move(scored_.at(ids[i])));
     scored_.erase(ids[i]);
-    CANOPY_CHECK(Release(temp[i]).ok()) << "scoring node " << temp[i];
+    CANOPY_CHECK(sched_.Release(temp[i]).ok()) << "scoring node " << temp[i];
   }
   return out;
 }
 
 KvPageData Engine::ExportPages(std::span<const int32_t> tokens, int32_t max_blocks) {
   KvPageData out;
-  const int32_t bs = kv_.block_size();
+  const int32_t bs = kv().block_size();
   out.block_tokens = bs;
   out.bytes_per_block = runner_->kv_bytes_per_block();
   int64_t n = static_cast<int64_t>(tokens.size()) / bs;
@@ -623,7 +361,7 @@ KvPageData Engine::ExportPages(std::span<const int32_t> tokens, int32_t max_bloc
   for (int64_t i = 0; i < n; ++i) {
     std::span<const int32_t> block = tokens.subspan(static_cast<size_t>(i * bs), static_cast<size_t>(bs));
     h = ChainBlockHash(h, block);
-    std::optional<int32_t> id = kv_.pool().Lookup(h);
+    std::optional<int32_t> id = kv().pool().Lookup(h);
     if (!id) break;
     out.tokens.insert(out.tokens.end(), block.begin(), block.end());
     out.hashes.push_back(h);
@@ -635,7 +373,8 @@ KvPageData Engine::ExportPages(std::span<const int32_t> tokens, int32_t max_bloc
 }
 
 StatusOr<int32_t> Engine::ImportPages(const KvPageData& pages) {
-  const int32_t bs = kv_.block_size();
+  KvCacheManager& kv = sched_.mutable_kv();
+  const int32_t bs = kv.block_size();
   const int64_t bpb = runner_->kv_bytes_per_block();
   if (pages.block_tokens != bs) {
     return InvalidArgumentError("kv pages: blocks of " + std::to_string(pages.block_tokens) +
@@ -673,30 +412,23 @@ StatusOr<int32_t> Engine::ImportPages(const KvPageData& pages) {
   while (want > 0) {
     std::vector<int32_t> toks(pages.tokens.begin(), pages.tokens.begin() + want * bs);
     toks.push_back(toks.back());
-    const NodeId tmp = next_node_++;
-    std::optional<int32_t> cached = kv_.CreateSequence(tmp, toks);
+    const NodeId tmp = sched_.NewSequenceId();
+    std::optional<int32_t> cached = kv.CreateSequence(tmp, toks);
     if (!cached) {
       want /= 2;  // the pool is short: import a prefix
       continue;
     }
-    std::span<const int32_t> table = kv_.BlockTable(tmp);
+    std::span<const int32_t> table = kv.BlockTable(tmp);
     const int64_t first = *cached / bs;
     for (int64_t i = first; i < want; ++i) {
       runner_->WriteBlock(table[static_cast<size_t>(i)], pages.bytes.data() + i * bpb);
     }
-    kv_.MarkComputed(tmp, static_cast<int32_t>(want * bs));
-    kv_.Free(tmp);
+    kv.MarkComputed(tmp, static_cast<int32_t>(want * bs));
+    kv.Free(tmp);
     stats_.imported_blocks += want - first;
     return static_cast<int32_t>(want - first);
   }
   return 0;
-}
-
-bool Engine::Expanding(NodeId id) const {
-  for (const auto& r : active_) {
-    if (r->req.node == id) return true;
-  }
-  return false;
 }
 
 }  // namespace canopy

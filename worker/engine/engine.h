@@ -34,14 +34,14 @@
 #include "common/status.h"
 #include "worker/engine/forward_runner.h"
 #include "worker/engine/kv_cache_manager.h"
+#include "worker/engine/request.h"
+#include "worker/engine/scheduler.h"
 #include "worker/engine/sampler.h"
 #include "worker/model/chat_template.h"
 #include "worker/model/model.h"
 #include "worker/model/tokenizer.h"
 
 namespace canopy {
-
-using NodeId = int64_t;
 
 // Where the forward pass runs. kAuto: CUDA when this build has it and a GPU is visible (and
 // batch_invariant is off), else the CPU. kCudaEmu runs the CUDA kernels on the CPU emulator
@@ -73,38 +73,6 @@ struct EngineOptions {
   bool needs_lm_head = true;
 };
 
-
-struct StopCondition {
-  std::vector<std::string> stop_strings = {"\n\n"};
-  int32_t max_tokens = 256;  // per child
-  bool stop_at_end_of_turn = true;
-};
-
-struct ExpandRequest {
-  NodeId node = -1;
-  int32_t num_children = 1;
-  SamplingParams sampling;
-  StopCondition stop;
-  uint64_t seed = 0;  // the caller derives it from (job seed, problem, node)
-  // Child i is sample first_sample + i: its draws are those of that sample index, so one
-  // expansion split into parts (on several workers) gives the same children as a whole one.
-  int32_t first_sample = 0;
-};
-
-struct ExpandedChild {
-  NodeId node = -1;                 // a new node: parent's tokens + `tokens`
-  std::vector<int32_t> tokens;      // the generated tokens, the stopping one included
-  std::string text;                 // their text (end-of-turn tokens not rendered)
-  std::vector<float> logprobs;      // per token
-  double sum_logprob = 0.0;
-  FinishReason finish = FinishReason::kLength;
-};
-
-struct ExpandResult {
-  uint64_t request_id = 0;
-  NodeId parent = -1;
-  std::vector<ExpandedChild> children;  // in sample-index order
-};
 
 // A node's prefix pages as they travel between workers (the TCP byte channel on CPUs, NCCL
 // on GPUs): the full blocks of a token prefix, each named by its chained hash.
@@ -156,12 +124,12 @@ class Engine {
   const std::string& default_system_prompt() const { return default_system_prompt_; }
 
   // A node for a prompt. Nothing is computed until it is expanded.
-  NodeId CreateRoot(std::vector<int32_t> tokens);
-  bool HasNode(NodeId id) const { return nodes_.count(id) != 0; }
-  const std::vector<int32_t>& NodeTokens(NodeId id) const;
+  NodeId CreateRoot(std::vector<int32_t> tokens) { return sched_.CreateRoot(std::move(tokens)); }
+  bool HasNode(NodeId id) const { return sched_.HasNode(id); }
+  const std::vector<int32_t>& NodeTokens(NodeId id) const { return sched_.NodeTokens(id); }
   // Drops a node; its KV blocks return to the pool (still cached by prefix). A node with an
   // expansion in flight cannot be released.
-  Status Release(NodeId id);
+  Status Release(NodeId id) { return sched_.Release(id); }
 
   // Queues an expansion; returns its request id. InvalidArgument (nothing queued) when the
   // node leaves no room for one more token within max_sequence_tokens().
@@ -171,10 +139,10 @@ class Engine {
   // The 2 blocks are what forking takes beside the parent (the copy of its partial block
   // and one for the first token); a parent's partial block stays pinned while its child
   // grows. Children stop here (FinishReason::kLength), so one request always fits alone.
-  int64_t max_sequence_tokens() const;
+  int64_t max_sequence_tokens() const { return sched_.max_sequence_tokens(); }
   // One forward pass over everything runnable; returns the expansions that finished.
   std::vector<ExpandResult> Step();
-  bool Idle() const { return active_.empty(); }
+  bool Idle() const { return sched_.Idle(); }
   // Submits and steps until this request finishes. Other requests advance too; their
   // results are returned by later Step() calls.
   StatusOr<ExpandResult> Expand(const ExpandRequest& request);
@@ -215,93 +183,34 @@ class Engine {
   // short, a prefix of the pages is imported).
   StatusOr<int32_t> ImportPages(const KvPageData& pages);
   // Whether an expansion of `id` is queued or running (its prefix may still be computed).
-  bool Expanding(NodeId id) const;
+  bool Expanding(NodeId id) const { return sched_.Expanding(id); }
 
   const EngineStats& stats() const { return stats_; }
-  KvCacheStats kv_stats() const { return kv_.Stats(); }
-  const KvCacheManager& kv() const { return kv_; }
-  int32_t num_nodes() const { return static_cast<int32_t>(nodes_.size()); }
+  KvCacheStats kv_stats() const { return sched_.kv().Stats(); }
+  const KvCacheManager& kv() const { return sched_.kv(); }
+  const Scheduler& scheduler() const { return sched_; }
+  int32_t num_nodes() const { return sched_.num_nodes(); }
 
  private:
-  struct Node {
-    std::vector<int32_t> tokens;
-    std::vector<float> last_logits;  // logits after the last token, once computed
-    int32_t in_use = 0;              // pins: a request's parent until all children are forked,
-                                     // a running child until it finishes
-    uint64_t last_used = 0;
-    uint64_t idle_stamp = 0;  // which IdleEntry of idle_lru_ is this node's current one
-  };
-  // An idle node (no pins) as it entered the LRU; stale once the node is pinned again,
-  // released, or idle again with a newer stamp.
-  struct IdleEntry {
-    NodeId node;
-    uint64_t stamp;
-  };
-  struct Child {
-    NodeId node = -1;
-    ExpandedChild out;
-    size_t text_scan_from = 0;
-    bool done = false;
-  };
-  struct Request {
-    uint64_t id = 0;
-    ExpandRequest req;
-    bool forked = false;  // children exist
-    std::vector<Child> children;
-    // A scoring request (LastOutputs): no children; "forked" once its parent's output is
-    // known, which lands in `output` (logits, or the hidden state with want_hidden).
-    bool scoring = false;
-    bool want_hidden = false;
-    std::vector<float> output;
-  };
-  struct Work {  // a resident sequence with tokens to compute, and who wants the logits
-    NodeId seq;
-    Request* request;
-    int32_t child;  // -1: the request's parent
-    int32_t begin, end;
-  };
-
   Engine(const EngineOptions& options, std::shared_ptr<ModelWeights> model,
          std::shared_ptr<Tokenizer> tokenizer, std::unique_ptr<ForwardRunner> runner);
 
-  // Makes `id` resident (recreating its KV sequence from tokens if dropped). False if the
-  // pool cannot hold it even after evicting idle nodes.
-  bool MakeResident(NodeId id);
-  // Frees blocks: drops idle resident nodes (LRU) until `blocks` are free. True on success.
-  bool EvictIdle(int32_t blocks);
-  // Takes one pin off a node; at zero it enters the idle LRU.
-  void Unpin(NodeId id);
-  bool IsIdleEntry(const IdleEntry& e) const;
-  // Drops the KV of the running children (and of a parent still waiting to fork) of the
-  // newest request newer than `keep`; false if there is none.
-  bool PreemptOne(const Request* keep);
-  // Forks the not-yet-forked children of a request whose parent logits are known, as many as
-  // the pool allows; returns how many it forked.
-  int32_t ForkChildren(Request* r);
-  // Appends a sampled token to a child; finishes it when a stop condition holds.
-  void AcceptToken(Request* r, int32_t i, const SampledToken& t);
-  void SampleChild(Request* r, int32_t i, std::span<const float> logits);
-  bool Finished(const Request& r) const;
-  ExpandResult Complete(Request* r);
+  // Renders a drawn token into the child's text; true when a stop string has appeared.
+  bool RenderToken(SchedChild& c, int32_t token, const StopCondition& stop) const;
+  // The forward pass over the committed work; counts it in stats_.
+  void RunForward(const StepPlan& plan, const CommitResult& commit, std::vector<float>* logits,
+                  std::vector<float>* hidden, std::vector<SampledToken>* drawn);
 
   EngineOptions options_;
   std::shared_ptr<ModelWeights> model_;
   std::shared_ptr<Tokenizer> tokenizer_;
   ChatTemplateKind chat_template_ = ChatTemplateKind::kChatMl;
   std::string default_system_prompt_;
-  std::vector<int32_t> end_of_turn_;
-  KvCacheManager kv_;
   std::unique_ptr<ForwardRunner> runner_;
-  std::unordered_map<NodeId, Node> nodes_;
-  // Idle nodes, least recently used first (a node enters when its last pin goes); eviction
-  // takes from the front. Nodes that were never pinned (a fresh root) are not resident.
-  std::deque<IdleEntry> idle_lru_;
-  std::deque<std::unique_ptr<Request>> active_;  // in submission order (older = higher priority)
+  Scheduler sched_;
   std::vector<ExpandResult> completed_;          // finished during Expand(), not yet returned
   std::unordered_map<uint64_t, std::vector<float>> scored_;  // finished scoring requests
-  NodeId next_node_ = 1;
-  uint64_t next_request_ = 1;
-  uint64_t clock_ = 0;
+  int32_t steps_without_progress_ = 0;
   EngineStats stats_;
 };
 

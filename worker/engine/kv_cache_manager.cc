@@ -59,11 +59,18 @@ int32_t KvCacheManager::BlocksNeededToFork(SeqId parent) const {
 }
 
 bool KvCacheManager::CanAppend(SeqId id, int32_t num_new_tokens) const {
+  return BlocksNeededToAppend(id, num_new_tokens) <= pool_.NumFreeBlocks();
+}
+
+int32_t KvCacheManager::BlocksNeededToAppend(SeqId id, int32_t num_new_tokens) const {
   CANOPY_CHECK_GE(num_new_tokens, 0) << "sequence " << id;
   const Sequence& s = Get(id);
-  int32_t needed = BlocksFor(static_cast<int64_t>(s.tokens.size()) + num_new_tokens) -
-                   static_cast<int32_t>(s.blocks.size());
-  return needed <= pool_.NumFreeBlocks();
+  return BlocksFor(static_cast<int64_t>(s.tokens.size()) + num_new_tokens) -
+         static_cast<int32_t>(s.blocks.size());
+}
+
+std::vector<int32_t> KvCacheManager::PrefixHitBlocks(std::span<const int32_t> tokens) const {
+  return FindPrefix(tokens).blocks;
 }
 
 std::optional<int32_t> KvCacheManager::CreateSequence(SeqId id, std::span<const int32_t> tokens) {

@@ -68,6 +68,14 @@ class KvCacheManager {
   int32_t BlocksNeededToFork(SeqId parent) const;
   // Whether Append(id, n tokens) would succeed.
   bool CanAppend(SeqId id, int32_t num_new_tokens) const;
+  // Fresh blocks Append(id, n tokens) would allocate.
+  int32_t BlocksNeededToAppend(SeqId id, int32_t num_new_tokens) const;
+  // The cached blocks CreateSequence(tokens) would reuse, root first: a block among them
+  // with ref count 0 costs a free block, one in use costs none (a scheduler that plans
+  // several actions ahead recounts them as its plan changes ref counts).
+  std::vector<int32_t> PrefixHitBlocks(std::span<const int32_t> tokens) const;
+  // Blocks that hold `num_tokens` tokens.
+  int32_t BlocksFor(int64_t num_tokens) const;
 
   // --- Mutation ---
 
@@ -128,7 +136,6 @@ class KvCacheManager {
 
   const Sequence& Get(SeqId id) const;
   Sequence& Get(SeqId id);
-  int32_t BlocksFor(int64_t num_tokens) const;
   PrefixHit FindPrefix(std::span<const int32_t> tokens) const;
 
   int32_t block_size_;

@@ -259,6 +259,29 @@ TEST(EngineTest, ManyRequestsInATinyPoolFinishWithTheSameChildren) {
   }
 }
 
+TEST(EngineTest, ChildrenReturnTheHiddenStateAfterTheirLastToken) {
+  EngineOptions o;
+  o.batch_invariant = true;
+  auto e = TinyEngine(o);
+  NodeId root = e->CreateRoot(Prompt(21));
+  ExpandRequest r = Req(root, 3, 7, 5);
+  r.want_hidden = true;
+  auto res = e->Expand(r);
+  ASSERT_TRUE(res.ok()) << res.status().ToString();
+  const EngineStats before = e->stats();
+  for (const ExpandedChild& c : res->children) {
+    ASSERT_EQ(c.hidden.size(), static_cast<size_t>(e->config().hidden_size));
+    // A direct computation: the hidden state after the child's whole sequence.
+    auto direct = e->LastHidden({e->NodeTokens(c.node)});
+    ASSERT_TRUE(direct.ok());
+    for (size_t j = 0; j < c.hidden.size(); ++j) EXPECT_NEAR(c.hidden[j], (*direct)[0][j], 1e-5) << j;
+  }
+  // The final tokens rode in decode steps: 6 decode tokens per child for the draws, one
+  // more each for the hidden state, no pass of their own beyond the one extra step.
+  EXPECT_EQ(before.decode_tokens, 3 * 7);
+  EXPECT_EQ(before.forward_passes, 1 + 7);
+}
+
 TEST(EngineTest, ErrorsAreValues) {
   auto e = TinyEngine();
   EXPECT_EQ(e->Submit(Req(12345, 1, 4, 0)).status().code(), StatusCode::kNotFound);
