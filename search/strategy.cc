@@ -1,6 +1,7 @@
 #include "search/strategy.h"
 
 #include <algorithm>
+#include <limits>
 
 #include "search/answer.h"
 #include "search/strategies.h"
@@ -84,6 +85,11 @@ bool StrategyBase::TryPlan(int32_t node, int32_t num_children, bool full_solutio
   outstanding_[e.id] = e;
   out->push_back(e);
   return true;
+}
+
+int64_t StrategyBase::tokens_left() const {
+  if (options_.budget.max_tokens <= 0) return std::numeric_limits<int64_t>::max();
+  return options_.budget.max_tokens - tokens_used_ - tokens_reserved_;
 }
 
 std::vector<Expansion> StrategyBase::Plan() {
