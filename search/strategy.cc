@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "search/answer.h"
+#include "search/labeler.h"
 #include "search/strategies.h"
 #include "search/strategy_base.h"
 
@@ -243,6 +244,11 @@ StatusOr<std::unique_ptr<Strategy>> MakeStrategy(const StrategyOptions& o) {
   if (o.step_tokens < 1 || o.solution_tokens < 1) {
     return InvalidArgumentError("strategy: step and solution token caps must be positive");
   }
+  if (o.kind.starts_with("label-")) {
+    CANOPY_ASSIGN_OR_RETURN(LabelOptions lo, ToLabelOptions(o));
+    CANOPY_ASSIGN_OR_RETURN(std::unique_ptr<Labeler> l, MakeLabeler(lo));
+    return std::unique_ptr<Strategy>(std::move(l));
+  }
   StrategyOptions opt = o;
   if (o.kind == "best-of-n") return std::unique_ptr<Strategy>(new BestOfN(opt));
   if (o.kind == "self-consistency") {
@@ -269,7 +275,8 @@ StatusOr<std::unique_ptr<Strategy>> MakeStrategy(const StrategyOptions& o) {
     return std::unique_ptr<Strategy>(new Mcts(opt));
   }
   return InvalidArgumentError("unknown strategy '" + o.kind +
-                              "' (best-of-n, self-consistency, greedy, beam, dvts, mcts)");
+                              "' (best-of-n, self-consistency, greedy, beam, dvts, mcts, "
+                              "label-mc, label-binary)");
 }
 
 }  // namespace canopy
