@@ -1,8 +1,10 @@
 #include "search/strategy.h"
 
 #include <algorithm>
+#include <limits>
 
 #include "search/answer.h"
+#include "search/labeler.h"
 #include "search/strategies.h"
 #include "search/strategy_base.h"
 
@@ -84,6 +86,11 @@ bool StrategyBase::TryPlan(int32_t node, int32_t num_children, bool full_solutio
   outstanding_[e.id] = e;
   out->push_back(e);
   return true;
+}
+
+int64_t StrategyBase::tokens_left() const {
+  if (options_.budget.max_tokens <= 0) return std::numeric_limits<int64_t>::max();
+  return options_.budget.max_tokens - tokens_used_ - tokens_reserved_;
 }
 
 std::vector<Expansion> StrategyBase::Plan() {
@@ -237,6 +244,11 @@ StatusOr<std::unique_ptr<Strategy>> MakeStrategy(const StrategyOptions& o) {
   if (o.step_tokens < 1 || o.solution_tokens < 1) {
     return InvalidArgumentError("strategy: step and solution token caps must be positive");
   }
+  if (o.kind.starts_with("label-")) {
+    CANOPY_ASSIGN_OR_RETURN(LabelOptions lo, ToLabelOptions(o));
+    CANOPY_ASSIGN_OR_RETURN(std::unique_ptr<Labeler> l, MakeLabeler(lo));
+    return std::unique_ptr<Strategy>(std::move(l));
+  }
   StrategyOptions opt = o;
   if (o.kind == "best-of-n") return std::unique_ptr<Strategy>(new BestOfN(opt));
   if (o.kind == "self-consistency") {
@@ -263,7 +275,8 @@ StatusOr<std::unique_ptr<Strategy>> MakeStrategy(const StrategyOptions& o) {
     return std::unique_ptr<Strategy>(new Mcts(opt));
   }
   return InvalidArgumentError("unknown strategy '" + o.kind +
-                              "' (best-of-n, self-consistency, greedy, beam, dvts, mcts)");
+                              "' (best-of-n, self-consistency, greedy, beam, dvts, mcts, "
+                              "label-mc, label-binary)");
 }
 
 }  // namespace canopy

@@ -65,7 +65,9 @@ const char* AnswerSelectionName(AnswerSelection s);
 std::optional<AnswerSelection> ParseAnswerSelection(std::string_view name);
 
 struct StrategyOptions {
-  std::string kind = "beam";  // best-of-n | self-consistency | greedy | beam | dvts | mcts
+  // best-of-n | self-consistency | greedy | beam | dvts | mcts | label-mc | label-binary
+  // (the labelers: search/labeler.h)
+  std::string kind = "beam";
   int32_t n = 4;              // samples (best-of-N), beams (beam, DVTS) or expansions (MCTS)
   int32_t beam_width = 2;     // M: beam keeps n/M and expands each M times; DVTS: n/M subtrees
   int32_t mcts_children = 3;  // children per MCTS expansion
@@ -78,6 +80,9 @@ struct StrategyOptions {
   AnswerSelection selection = AnswerSelection::kWeightedMajority;
   Budget budget;
   uint64_t seed = 0;  // the problem's seed: derived by the caller from (job seed, problem id)
+  // label-*: rollouts per measured step, and the problem's gold answer (set per problem).
+  int32_t rollouts = 8;
+  std::string gold;
 };
 
 struct SearchAnswer {
@@ -112,7 +117,8 @@ class Strategy {
   virtual const StrategyOptions& options() const = 0;
 };
 
-// Errors: an unknown kind, n or beam width that do not fit (beam and DVTS need M | n).
+// Errors: an unknown kind, n or beam width that do not fit (beam and DVTS need M | n), a
+// labeler's options that MakeLabeler refuses.
 StatusOr<std::unique_ptr<Strategy>> MakeStrategy(const StrategyOptions& options);
 
 // A deterministic 64-bit mix of a few values (SplitMix64 chain); how seeds are derived.

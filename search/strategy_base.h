@@ -4,6 +4,7 @@
 // (OnChildren), when it is finished and which leaves are its candidates.
 #pragma once
 
+#include <cstdint>
 #include <map>
 #include <vector>
 
@@ -34,6 +35,10 @@ class StrategyBase : public Strategy {
   bool TryPlan(int32_t node, int32_t num_children, bool full_solution, int32_t max_tokens,
                std::vector<Expansion>* out);
   bool stopped() const { return stop_ != StopReason::kNone; }
+  StopReason stop_reason() const { return stop_; }
+  // Generated tokens the budget still leaves for new reservations (INT64_MAX: no budget).
+  // A strategy that must not have its caps cut checks this before TryPlan.
+  int64_t tokens_left() const;
 
   virtual void PlanImpl(std::vector<Expansion>* out) = 0;
   // `children` were just added under e.node (already marked terminal or not); returns the
