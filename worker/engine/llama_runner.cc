@@ -47,120 +47,122 @@ LlamaRunner::LlamaRunner(const ModelWeights* model, int32_t num_blocks, int32_t 
   }
 }
 
+LlamaRunner::Batch LlamaRunner::Flatten(std::span<const ForwardItem> items) const {
+  const ModelConfig& c = model_->config;
+  Batch b;
+  for (size_t i = 0; i < items.size(); ++i) {
+    const ForwardItem& it = items[i];
+    for (size_t j = 0; j < it.tokens.size(); ++j) {
+      CANOPY_CHECK(it.tokens[j] >= 0 && it.tokens[j] < c.vocab_size) << "token " << it.tokens[j];
+      b.tok.push_back(it.tokens[j]);
+      b.item_of.push_back(static_cast<int32_t>(i));
+      b.pos_of.push_back(it.start_pos + static_cast<int64_t>(j));
+      CANOPY_CHECK_LT(b.pos_of.back(), c.max_position) << "sequence longer than the model's context";
+    }
+    b.max_len = std::max<int64_t>(b.max_len, it.start_pos + it.tokens.size());
+  }
+  return b;
+}
+
 void LlamaRunner::Forward(std::span<const ForwardItem> items, std::vector<float>* logits,
                           std::vector<float>* hidden, std::vector<SampledToken>* drawn) {
   const ModelConfig& c = model_->config;
-  const int64_t H = c.hidden_size, D = c.head_dim, NH = c.num_heads, NKV = c.num_kv_heads;
-  const int64_t QD = NH * D, KVD = NKV * D, FF = c.intermediate_size;
-
-  // Flatten the batch: token t belongs to item item_of[t] at position pos_of[t].
-  int64_t T = 0;
-  for (const ForwardItem& it : items) T += static_cast<int64_t>(it.tokens.size());
+  const int64_t H = c.hidden_size, QD = c.num_heads * c.head_dim, KVD = c.num_kv_heads * c.head_dim;
+  const int64_t FF = c.intermediate_size;
+  const Batch b = Flatten(items);
+  const int64_t T = b.size();
   if (T == 0) return;
-  std::vector<int32_t> tok(T), item_of(T);
-  std::vector<int64_t> pos_of(T);
-  int64_t max_len = 0;
-  {
-    int64_t t = 0;
-    for (size_t i = 0; i < items.size(); ++i) {
-      const ForwardItem& it = items[i];
-      for (size_t j = 0; j < it.tokens.size(); ++j, ++t) {
-        CANOPY_CHECK(it.tokens[j] >= 0 && it.tokens[j] < c.vocab_size) << "token " << it.tokens[j];
-        tok[t] = it.tokens[j];
-        item_of[t] = static_cast<int32_t>(i);
-        pos_of[t] = it.start_pos + static_cast<int64_t>(j);
-        CANOPY_CHECK_LT(pos_of[t], c.max_position) << "sequence longer than the model's context";
-      }
-      max_len = std::max<int64_t>(max_len, it.start_pos + it.tokens.size());
-    }
-  }
-
-  std::vector<float> x(T * H), xn(T * H), q(T * QD), k(T * KVD), v(T * KVD), attn(T * QD);
-  std::vector<float> gate(T * FF), up(T * FF);
+  Activations a;
+  a.x.resize(T * H);
+  a.xn.resize(T * H);
+  a.q.resize(T * QD);
+  a.k.resize(T * KVD);
+  a.v.resize(T * KVD);
+  a.attn.resize(T * QD);
+  a.gate.resize(T * FF);
+  a.up.resize(T * FF);
   for (int64_t t = 0; t < T; ++t) {
-    DequantizeRow(model_->tok_embd.type, model_->tok_embd.row(tok[t]), x.data() + t * H, H);
+    DequantizeRow(model_->tok_embd.type, model_->tok_embd.row(b.tok[t]), a.x.data() + t * H, H);
   }
+  for (int64_t l = 0; l < c.num_layers; ++l) Layer(l, items, b, &a);
+  Outputs(items, a.x, logits, hidden, drawn);
+}
 
-  for (int64_t l = 0; l < c.num_layers; ++l) {
-    const LayerWeights& w = model_->layers[l];
-    const LayerF32& f = layer_f32_[l];
-    PagedKv kv{k_cache_[l].get(), v_cache_[l].get(), block_size_, NKV, D};
+void LlamaRunner::Layer(int64_t l, std::span<const ForwardItem> items, const Batch& b, Activations* a) {
+  const ModelConfig& c = model_->config;
+  const int64_t H = c.hidden_size, D = c.head_dim, NH = c.num_heads, NKV = c.num_kv_heads;
+  const int64_t QD = NH * D, KVD = NKV * D, FF = c.intermediate_size, T = b.size();
+  const LayerWeights& w = model_->layers[l];
+  const LayerF32& f = layer_f32_[l];
+  PagedKv kv{k_cache_[l].get(), v_cache_[l].get(), block_size_, NKV, D};
+  float *x = a->x.data(), *xn = a->xn.data(), *q = a->q.data(), *k = a->k.data(), *v = a->v.data();
 
-    RmsNorm(x.data(), f.attn_norm.data(), xn.data(), T, H, static_cast<float>(c.rms_eps));
-    Matmul(xn.data(), T, w.wq, q.data(), mode_);
-    Matmul(xn.data(), T, w.wk, k.data(), mode_);
-    Matmul(xn.data(), T, w.wv, v.data(), mode_);
+  RmsNorm(x, f.attn_norm.data(), xn, T, H, static_cast<float>(c.rms_eps));
+  Matmul(xn, T, w.wq, q, mode_);
+  Matmul(xn, T, w.wk, k, mode_);
+  Matmul(xn, T, w.wv, v, mode_);
 #pragma omp parallel for schedule(static) if (T >= 8)
-    for (int64_t t = 0; t < T; ++t) {
-      float* qt = q.data() + t * QD;
-      float* kt = k.data() + t * KVD;
-      float* vt = v.data() + t * KVD;
-      if (c.attention_bias) {
-        for (int64_t i = 0; i < QD; ++i) qt[i] += f.bq[i];
-        for (int64_t i = 0; i < KVD; ++i) kt[i] += f.bk[i];
-        for (int64_t i = 0; i < KVD; ++i) vt[i] += f.bv[i];
-      }
-      ApplyRope(rope_, qt, NH, pos_of[t]);
-      ApplyRope(rope_, kt, NKV, pos_of[t]);
-      const ForwardItem& it = items[item_of[t]];
-      const int64_t p = pos_of[t];
-      const int32_t block = it.block_table[p / block_size_];
-      CANOPY_CHECK(block >= 0 && block < num_blocks_) << "block " << block;
-      std::memcpy(kv.KRow(block, p % block_size_), kt, KVD * sizeof(float));
-      std::memcpy(kv.VRow(block, p % block_size_), vt, KVD * sizeof(float));
+  for (int64_t t = 0; t < T; ++t) {
+    float* qt = q + t * QD;
+    float* kt = k + t * KVD;
+    float* vt = v + t * KVD;
+    if (c.attention_bias) {
+      for (int64_t i = 0; i < QD; ++i) qt[i] += f.bq[i];
+      for (int64_t i = 0; i < KVD; ++i) kt[i] += f.bk[i];
+      for (int64_t i = 0; i < KVD; ++i) vt[i] += f.bv[i];
     }
-    // Every token's KV of this layer is stored before any attention reads it, so a prefill
-    // chunk sees its own earlier tokens.
-#pragma omp parallel if (T * max_len * QD >= (1 << 17))
-    {
-      std::vector<float> scratch(max_len);
-#pragma omp for schedule(dynamic, 4)
-      for (int64_t t = 0; t < T; ++t) {
-        const ForwardItem& it = items[item_of[t]];
-        PagedAttentionToken(kv, it.block_table, pos_of[t], q.data() + t * QD, NH,
-                            attn.data() + t * QD, scratch.data());
-      }
-    }
-    Matmul(attn.data(), T, w.wo, xn.data(), mode_);
-    for (int64_t i = 0; i < T * H; ++i) x[i] += xn[i];
-
-    RmsNorm(x.data(), f.ffn_norm.data(), xn.data(), T, H, static_cast<float>(c.rms_eps));
-    Matmul(xn.data(), T, w.w_gate, gate.data(), mode_);
-    Matmul(xn.data(), T, w.w_up, up.data(), mode_);
-    SwiGlu(gate.data(), up.data(), gate.data(), T * FF);
-    Matmul(gate.data(), T, w.w_down, xn.data(), mode_);
-    for (int64_t i = 0; i < T * H; ++i) x[i] += xn[i];
+    ApplyRope(rope_, qt, NH, b.pos_of[t]);
+    ApplyRope(rope_, kt, NKV, b.pos_of[t]);
+    const ForwardItem& it = items[b.item_of[t]];
+    const int64_t p = b.pos_of[t];
+    const int32_t block = it.block_table[p / block_size_];
+    CANOPY_CHECK(block >= 0 && block < num_blocks_) << "block " << block;
+    std::memcpy(kv.KRow(block, p % block_size_), kt, KVD * sizeof(float));
+    std::memcpy(kv.VRow(block, p % block_size_), vt, KVD * sizeof(float));
   }
-
-  // Final norm only for the last token of the items that want logits or a hidden state.
-  std::vector<int64_t> rows;
-  std::vector<bool> to_logits, to_hidden;
-  std::vector<const ForwardItem*> sampled;  // per logits row: the item when it samples here
+  // Every token's KV of this layer is stored before any attention reads it, so a prefill
+  // chunk sees its own earlier tokens.
+  float* attn = a->attn.data();
+#pragma omp parallel if (T * b.max_len * QD >= (1 << 17))
   {
-    int64_t t = 0;
-    for (const ForwardItem& it : items) {
-      t += static_cast<int64_t>(it.tokens.size());
-      if ((it.want_logits || it.want_hidden) && !it.tokens.empty()) {
-        rows.push_back(t - 1);
-        to_logits.push_back(it.want_logits);
-        to_hidden.push_back(it.want_hidden);
-        if (it.want_logits) sampled.push_back(it.sample ? &it : nullptr);
-      }
+    std::vector<float> scratch(b.max_len);
+#pragma omp for schedule(dynamic, 4)
+    for (int64_t t = 0; t < T; ++t) {
+      const ForwardItem& it = items[b.item_of[t]];
+      PagedAttentionToken(kv, it.block_table, b.pos_of[t], q + t * QD, NH, attn + t * QD, scratch.data());
     }
   }
-  if (rows.empty()) return;
-  const int64_t R = static_cast<int64_t>(rows.size());
-  std::vector<float> last(R * H);
-  for (int64_t r = 0; r < R; ++r) {
-    RmsNorm(x.data() + rows[r] * H, output_norm_.data(), last.data() + r * H, 1, H,
-            static_cast<float>(c.rms_eps));
-  }
-  // Compact the rows of each output kind (in item order).
-  std::vector<float> lg_in, hid;
-  for (int64_t r = 0; r < R; ++r) {
-    const float* row = last.data() + r * H;
-    if (to_logits[r]) lg_in.insert(lg_in.end(), row, row + H);
-    if (to_hidden[r]) hid.insert(hid.end(), row, row + H);
+  Matmul(attn, T, w.wo, xn, mode_);
+  for (int64_t i = 0; i < T * H; ++i) x[i] += xn[i];
+
+  RmsNorm(x, f.ffn_norm.data(), xn, T, H, static_cast<float>(c.rms_eps));
+  float *gate = a->gate.data(), *up = a->up.data();
+  Matmul(xn, T, w.w_gate, gate, mode_);
+  Matmul(xn, T, w.w_up, up, mode_);
+  SwiGlu(gate, up, gate, T * FF);
+  Matmul(gate, T, w.w_down, xn, mode_);
+  for (int64_t i = 0; i < T * H; ++i) x[i] += xn[i];
+}
+
+void LlamaRunner::Outputs(std::span<const ForwardItem> items, const std::vector<float>& x,
+                          std::vector<float>* logits, std::vector<float>* hidden,
+                          std::vector<SampledToken>* drawn) {
+  const ModelConfig& c = model_->config;
+  const int64_t H = c.hidden_size;
+  // Final norm only for the last token of the items that want logits or a hidden state,
+  // compacted per output kind (in item order).
+  std::vector<float> lg_in, hid, row(H);
+  std::vector<const ForwardItem*> sampled;  // per logits row: the item when it samples here
+  int64_t t = 0;
+  for (const ForwardItem& it : items) {
+    t += static_cast<int64_t>(it.tokens.size());
+    if (!(it.want_logits || it.want_hidden) || it.tokens.empty()) continue;
+    RmsNorm(x.data() + (t - 1) * H, output_norm_.data(), row.data(), 1, H, static_cast<float>(c.rms_eps));
+    if (it.want_logits) {
+      lg_in.insert(lg_in.end(), row.begin(), row.end());
+      sampled.push_back(it.sample ? &it : nullptr);
+    }
+    if (it.want_hidden) hid.insert(hid.end(), row.begin(), row.end());
   }
   if (!hid.empty()) {
     CANOPY_CHECK(hidden != nullptr) << "an item wants its hidden state but no output was given";

@@ -61,6 +61,25 @@ class LlamaRunner : public ForwardRunner {
   struct LayerF32 {
     std::vector<float> attn_norm, ffn_norm, bq, bk, bv;
   };
+  // The batch flattened: token t belongs to item item_of[t] at position pos_of[t].
+  struct Batch {
+    std::vector<int32_t> tok, item_of;
+    std::vector<int64_t> pos_of;
+    int64_t max_len = 0;  // the longest sequence (start_pos + tokens) of any item
+    int64_t size() const { return static_cast<int64_t>(tok.size()); }
+  };
+  // Activations of one forward pass, T rows each.
+  struct Activations {
+    std::vector<float> x, xn, q, k, v, attn, gate, up;
+  };
+
+  Batch Flatten(std::span<const ForwardItem> items) const;
+  // One transformer layer over the batch: stores its KV, then attention and the MLP.
+  void Layer(int64_t l, std::span<const ForwardItem> items, const Batch& b, Activations* a);
+  // The output norm, logits and draws of the items that want them.
+  void Outputs(std::span<const ForwardItem> items, const std::vector<float>& x,
+               std::vector<float>* logits, std::vector<float>* hidden,
+               std::vector<SampledToken>* drawn);
 
   const ModelWeights* model_;
   const int32_t num_blocks_, block_size_;
