@@ -9,6 +9,10 @@
 //                   softmax(score.2(relu(score.0(h))))[1] at the separator's hidden state;
 //                   the PRM is an HF directory (Qwen2ForProcessRewardModel), loaded without
 //                   an LM head (its checkpoint has none)
+//   policy-head     a learned value head (worker/scoring/value_head.h, `canopy train-prm`) on
+//                   the policy's own hidden state after the step's last token, which the
+//                   worker gets from the expansion (ScoreQuery::policy_hidden): no model,
+//                   no KV pool and no forward pass of its own
 //   judge           the policy itself asked whether the step is correct: P(Yes)/(P(Yes)+P(No))
 //   verifier        an external program, started once, one JSON line in and one out per step
 //
@@ -36,6 +40,9 @@ struct ScoreQuery {
   std::vector<std::string> steps;    // step texts, in order, the newest last; non-empty
   std::vector<float> step_logprobs;  // policy logprobs of the newest step's tokens
   bool terminal = false;             // the newest step ends the solution
+  // The policy's final-normed hidden state after the newest step's last token, when the
+  // scorer wants it (Scorer::wants_policy_hidden); empty otherwise.
+  std::vector<float> policy_hidden;
 };
 
 class Scorer {
@@ -45,11 +52,15 @@ class Scorer {
   // One score in [0, 1] per query, in query order. Queries are independent; an
   // implementation batches them through its engine.
   virtual StatusOr<std::vector<double>> Score(const std::vector<ScoreQuery>& queries) = 0;
+  // True when Score reads ScoreQuery::policy_hidden: the worker then asks the engine for
+  // the hidden state of each step's last token as the step is decoded.
+  virtual bool wants_policy_hidden() const { return false; }
 };
 
 struct ScorerOptions {
-  std::string kind = "policy-logprob";   // policy-logprob | prm-token | prm-head | judge | verifier
-  std::string model_path;                // prm-token, prm-head: the PRM (GGUF or HF directory)
+  std::string kind = "policy-logprob";   // policy-logprob | prm-token | prm-head | policy-head | judge | verifier
+  std::string model_path;                // prm-token, prm-head: the PRM (GGUF or HF directory);
+                                         // policy-head: the value head's safetensors file
   int64_t kv_cache_bytes = 256ll << 20;  // the PRM engine's own pool
   // prm-token: the tag appended after each step and the good/bad tokens whose probabilities
   // are compared there (Math-Shepherd: tag "ки", good "+", bad "-").

@@ -30,5 +30,6 @@ double PairProbability(double logit_a, double logit_b);
 StatusOr<std::unique_ptr<Scorer>> MakePrmTokenScorer(const ScorerOptions& options);
 StatusOr<std::unique_ptr<Scorer>> MakePrmHeadScorer(const ScorerOptions& options);
 StatusOr<std::unique_ptr<Scorer>> MakeVerifierScorer(const ScorerOptions& options);
+StatusOr<std::unique_ptr<Scorer>> MakePolicyHeadScorer(const ScorerOptions& options, Engine* policy);
 
 }  // namespace canopy::scorer_internal

@@ -1,6 +1,7 @@
 #include "worker/service/local_worker.h"
 
 #include <algorithm>
+#include <optional>
 
 #include "common/logging.h"
 #include "worker/model/chat_template.h"
@@ -72,6 +73,50 @@ std::vector<std::vector<float>> StepLogprobs(const Tokenizer& tok, const Expande
   return out;
 }
 
+// How many of the child's tokens lie up to and including each step's last token, by the
+// rule of StepLogprobs (a token belongs to the step its last byte lies in; end-of-turn
+// tokens to the last step). nullopt when the text cannot be mapped to the tokens.
+std::optional<std::vector<size_t>> StepEndTokens(const Tokenizer& tok, const ExpandedChild& c,
+                                                 const std::vector<StepSpan>& steps) {
+  const std::vector<int32_t> eot = tok.EndOfTurnIds();
+  std::vector<size_t> end(steps.size(), 0);
+  size_t offset = 0;
+  for (size_t i = 0; i < c.tokens.size(); ++i) {
+    const bool is_eot = std::find(eot.begin(), eot.end(), c.tokens[i]) != eot.end();
+    const size_t len = is_eot ? 0 : tok.TokenBytes(c.tokens[i]).size();
+    const size_t last = len > 0 ? offset + len - 1 : offset;
+    offset += len;
+    size_t k = 0;
+    while (k + 1 < steps.size() && steps[k + 1].begin <= last) ++k;
+    if (!steps.empty()) end[is_eot ? steps.size() - 1 : k] = i + 1;
+  }
+  if (offset != c.text.size()) return std::nullopt;
+  for (size_t k = 1; k < end.size(); ++k) end[k] = std::max(end[k], end[k - 1]);
+  return end;
+}
+
+// Query `query`'s policy hidden state (step k of num_steps of child c): taken from the
+// expansion, or its token sequence queued in `missing` to be computed.
+void PolicyHiddenFor(const Engine& engine, const ExpandedChild& c, const std::vector<StepSpan>& spans,
+                     size_t k, size_t num_steps, size_t query, ScoreQuery* q,
+                     std::vector<std::vector<int32_t>>* missing, std::vector<size_t>* missing_of) {
+  // The last step ends with the child: the engine returned its state. An earlier step of a
+  // whole solution ends inside it: its prefix is scored through the engine (the prefix
+  // cache holds it, so only the tail of a block is computed).
+  size_t end = c.tokens.size();
+  if (k + 1 < num_steps) {
+    std::optional<std::vector<size_t>> ends = StepEndTokens(engine.tokenizer(), c, spans);
+    if (ends && (*ends)[k] > 0) end = (*ends)[k];
+  }
+  if (end == c.tokens.size() && !c.hidden.empty()) {
+    q->policy_hidden = c.hidden;
+    return;
+  }
+  const std::vector<int32_t>& all = engine.NodeTokens(c.node);
+  missing->emplace_back(all.begin(), all.end() - static_cast<std::ptrdiff_t>(c.tokens.size() - end));
+  missing_of->push_back(query);
+}
+
 }  // namespace
 
 std::vector<std::string> SplitSteps(const std::string& text) {
@@ -138,6 +183,9 @@ Status LocalWorker::Expand(const ExpandCall& call) {
   if (call.full_solution) req.stop.stop_strings.clear();
   req.seed = call.seed;
   req.first_sample = call.first_sample;
+  // A scorer on the policy's hidden states: each child's state after its last token comes
+  // with the expansion.
+  req.want_hidden = it->second.scorer != nullptr && it->second.scorer->wants_policy_hidden();
   CANOPY_ASSIGN_OR_RETURN(uint64_t rid, engine_->Submit(req));
   inflight_[rid] = call;
   return Status::Ok();
@@ -207,6 +255,8 @@ ExpandReply LocalWorker::Convert(const ExpandResult& result) {
   reply.first_sample = call.first_sample;
   std::vector<ScoreQuery> queries;
   std::vector<size_t> owner;  // query -> child
+  std::vector<std::vector<int32_t>> missing;  // sequences whose hidden state is computed here
+  std::vector<size_t> missing_of;             // -> query
   for (size_t i = 0; i < result.children.size(); ++i) {
     const ExpandedChild& c = result.children[i];
     ChildReply child;
@@ -246,6 +296,10 @@ ExpandReply LocalWorker::Convert(const ExpandResult& result) {
         q.terminal = k + 1 == new_steps.size() && (call.full_solution || c.finish != FinishReason::kStop);
         queries.push_back(std::move(q));
         owner.push_back(i);
+        if (scorer->wants_policy_hidden()) {
+          PolicyHiddenFor(*engine_, c, spans, k, new_steps.size(), queries.size() - 1, &queries.back(),
+                          &missing, &missing_of);
+        }
       }
     }
     nodes_[NodeKey{call.call, call.first_sample + static_cast<int32_t>(i)}] = std::move(info);
@@ -255,6 +309,14 @@ ExpandReply LocalWorker::Convert(const ExpandResult& result) {
       release_after_reply_.erase(call.node);
       Release(call.node);
     }
+  }
+  if (!missing.empty() && reply.error.empty()) {
+    StatusOr<std::vector<std::vector<float>>> h = engine_->LastHidden(missing);
+    if (!h.ok()) {
+      reply.error = "scorer " + scorer->name() + ": " + h.status().ToString();
+      return reply;
+    }
+    for (size_t m = 0; m < missing.size(); ++m) queries[missing_of[m]].policy_hidden = std::move((*h)[m]);
   }
   if (scorer && !queries.empty()) {
     StatusOr<std::vector<double>> scores = scorer->Score(queries);

@@ -17,6 +17,7 @@
 #include "tests/testing/model_writer.h"
 #include "tests/testing/tiny_model.h"
 #include "worker/model/chat_template.h"
+#include "worker/scoring/value_head.h"
 
 namespace canopy {
 namespace {
@@ -409,6 +410,107 @@ TEST_F(LocalWorkerTest, FullSolutionScoresEveryStep) {
   ExpandReply more = PollFor(w, 3);
   EXPECT_TRUE(more.error.empty()) << more.error;
   ASSERT_EQ(more.children.size(), 1u);
+}
+
+// policy-head: a value head on the policy's own hidden states. A step's score is the head
+// on the policy's hidden state after the step's last token (checked against LastHidden on
+// a fresh engine); in step mode the state comes with the expansion, so scoring adds no
+// forward pass: at most one more step, one more decode token per child.
+TEST_F(LocalWorkerTest, PolicyHeadScoresTheStepsFinalHiddenState) {
+  auto probe = BiasedEngine();
+  const int64_t H = probe->config().hidden_size;
+  ValueHeadWeights hw;
+  hw.kind = ValueHeadKind::kLogistic;
+  hw.hidden_size = H;
+  hw.mean.assign(H, 0.1f);
+  hw.stddev.assign(H, 2.0f);
+  for (int64_t j = 0; j < H; ++j) hw.w0.push_back(std::sin(0.7f * static_cast<float>(j)));
+  hw.b0 = {0.2f};
+  auto head = ValueHead::Create(hw);
+  ASSERT_TRUE(head.ok()) << head.status().ToString();
+  const std::string head_path = (dir_ / "head.safetensors").string();
+  ASSERT_TRUE(head->Save(head_path).ok());
+  ScorerOptions so;
+  so.kind = "policy-head";
+  so.model_path = head_path;
+  auto scorer = MakeScorer(so, engine_.get());
+  ASSERT_TRUE(scorer.ok()) << scorer.status().ToString();
+  EXPECT_TRUE((*scorer)->wants_policy_hidden());
+
+  auto reference = BiasedEngine();
+  auto head_of = [&](std::vector<int32_t> tokens) {
+    auto h = reference->LastHidden({tokens});
+    EXPECT_TRUE(h.ok()) << h.status().ToString();
+    return head->Score((*h)[0]);
+  };
+  const RootSpec root = Root(1, "Count to three.");
+  {  // Step mode: one step per child, its score the head on the child's whole sequence.
+    LocalWorker w(engine_.get(), scorer->get());
+    ASSERT_TRUE(w.CreateRoot(root).ok());
+    ASSERT_TRUE(w.Expand(Call(2, root.key, 3, /*full_solution=*/false)).ok());
+    ExpandReply reply = PollFor(w, 2);
+    ASSERT_TRUE(reply.error.empty()) << reply.error;
+    for (int32_t i = 0; i < 3; ++i) {
+      const ChildReply& c = reply.children[i];
+      ASSERT_EQ(c.step_scores.size(), 1u);
+      EXPECT_NEAR(c.step_scores[0], head_of(*w.NodeTokens(NodeKey{2, i})), 1e-5);
+    }
+  }
+  {  // The cost: the same expansion with no scorer on a fresh engine.
+    auto plain = BiasedEngine(), scored = BiasedEngine();
+    LocalWorker wp(plain.get(), nullptr), ws(scored.get(), scorer->get());
+    for (LocalWorker* w : {&wp, &ws}) {
+      ASSERT_TRUE(w->CreateRoot(root).ok());
+      ASSERT_TRUE(w->Expand(Call(2, root.key, 3, false)).ok());
+      PollFor(*w, 2);
+    }
+    EXPECT_LE(scored->stats().forward_passes, plain->stats().forward_passes + 1);
+    EXPECT_EQ(scored->stats().decode_tokens, plain->stats().decode_tokens + 3);
+    EXPECT_EQ(scored->stats().prefill_tokens, plain->stats().prefill_tokens);
+  }
+  {  // Whole solutions: each step's score is the head after one of the child's tokens, later
+     // steps after later tokens, the last step after the last token.
+    auto fresh = BiasedEngine();
+    auto scorer2 = MakeScorer(so, fresh.get());
+    ASSERT_TRUE(scorer2.ok());
+    LocalWorker w(fresh.get(), scorer2->get());
+    ASSERT_TRUE(w.CreateRoot(root).ok());
+    ASSERT_TRUE(w.Expand(Call(2, root.key, 2, /*full_solution=*/true, 60)).ok());
+    ExpandReply reply = PollFor(w, 2);
+    ASSERT_TRUE(reply.error.empty()) << reply.error;
+    size_t multi = 0;
+    for (int32_t i = 0; i < 2; ++i) {
+      const ChildReply& c = reply.children[i];
+      const std::vector<int32_t> all = *w.NodeTokens(NodeKey{2, i});
+      const size_t base = all.size() - c.token_ids.size();
+      std::vector<double> after;  // the head after each of the child's tokens
+      for (size_t j = 1; j <= c.token_ids.size(); ++j) {
+        after.push_back(head_of(std::vector<int32_t>(all.begin(), all.begin() + base + j)));
+      }
+      ASSERT_FALSE(c.step_scores.empty());
+      EXPECT_NEAR(c.step_scores.back(), after.back(), 1e-5);
+      size_t from = 0;
+      for (double s : c.step_scores) {
+        size_t j = from;
+        while (j < after.size() && std::abs(after[j] - s) > 1e-5) ++j;
+        ASSERT_LT(j, after.size()) << "a step score that is the head after none of the tokens";
+        from = j + 1;
+      }
+      multi += c.step_scores.size() >= 2;
+    }
+    EXPECT_GE(multi, 1u) << "the biased model should write several steps";
+  }
+  // A head for another hidden size is refused, naming the mismatch.
+  hw.hidden_size = H + 1;
+  hw.mean.assign(H + 1, 0.0f);
+  hw.stddev.assign(H + 1, 1.0f);
+  hw.w0.assign(H + 1, 0.5f);
+  auto other = ValueHead::Create(hw);
+  ASSERT_TRUE(other.ok());
+  ASSERT_TRUE(other->Save(head_path).ok());
+  auto refused = MakeScorer(so, engine_.get());
+  ASSERT_FALSE(refused.ok());
+  EXPECT_THAT(refused.status().message(), HasSubstr("another base model"));
 }
 
 // policy-logprob on full solutions: each step's score comes from the logprobs of its own
