@@ -130,15 +130,20 @@ LocalWorker::LocalWorker(Engine* engine, Scorer* scorer) : engine_(engine), fixe
 LocalWorker::LocalWorker(Engine* engine, ScorerProvider scorers)
     : engine_(engine), scorers_(std::move(scorers)) {}
 
+std::vector<int32_t> RenderPromptTokens(const Engine& engine, const std::string& system_prompt,
+                                        const std::string& user_message) {
+  std::vector<ChatMessage> messages;
+  if (!system_prompt.empty()) messages.push_back({"system", system_prompt});
+  messages.push_back({"user", user_message});
+  const ChatTemplateKind kind = engine.chat_template();
+  const std::string text = RenderChat(kind, messages, /*add_generation_prompt=*/true,
+                                      system_prompt.empty() ? engine.default_system_prompt() : "");
+  return engine.tokenizer().Encode(text, kind != ChatTemplateKind::kRaw);
+}
+
 Status LocalWorker::CreateRoot(const RootSpec& root) {
   if (nodes_.count(root.key)) return InvalidArgumentError("worker: root key already exists");
-  std::vector<ChatMessage> messages;
-  if (!root.system_prompt.empty()) messages.push_back({"system", root.system_prompt});
-  messages.push_back({"user", root.user_message});
-  ChatTemplateKind kind = engine_->chat_template();
-  std::string text = RenderChat(kind, messages, /*add_generation_prompt=*/true,
-                                root.system_prompt.empty() ? engine_->default_system_prompt() : "");
-  std::vector<int32_t> ids = engine_->tokenizer().Encode(text, kind != ChatTemplateKind::kRaw);
+  std::vector<int32_t> ids = RenderPromptTokens(*engine_, root.system_prompt, root.user_message);
   const int64_t vocab = engine_->config().vocab_size;
   for (int32_t t : root.path_tokens) {
     if (t < 0 || t >= vocab) {

@@ -37,6 +37,12 @@ std::vector<std::string> SplitSteps(const std::string& text);
 // the worker. An error fails the roots that name that kind.
 using ScorerProvider = std::function<StatusOr<Scorer*>(const std::string& kind)>;
 
+// The policy's prompt for a root as CreateRoot makes it: the chat (system, user) rendered
+// with the engine's template (the model's default system prompt when `system_prompt` is
+// empty) and encoded. `canopy train-prm` reads features at the same tokens.
+std::vector<int32_t> RenderPromptTokens(const Engine& engine, const std::string& system_prompt,
+                                        const std::string& user_message);
+
 class LocalWorker : public WorkerLink {
  public:
   // `engine` must outlive the worker; `scorer` may be null (no step scores). Every root
