@@ -140,6 +140,9 @@ class Engine {
   // and one for the first token); a parent's partial block stays pinned while its child
   // grows. Children stop here (FinishReason::kLength), so one request always fits alone.
   int64_t max_sequence_tokens() const { return sched_.max_sequence_tokens(); }
+  // Drops a queued or running expansion (Scheduler::Cancel): its children's KV returns to
+  // the pool and no result comes for it. False when it is not active.
+  bool Cancel(uint64_t request_id) { return sched_.Cancel(request_id); }
   // One forward pass over everything runnable; returns the expansions that finished.
   std::vector<ExpandResult> Step();
   bool Idle() const { return sched_.Idle(); }

@@ -343,6 +343,23 @@ bool Scheduler::Expanding(NodeId id) const {
   return false;
 }
 
+bool Scheduler::Cancel(uint64_t request_id) {
+  auto it = std::find_if(active_.begin(), active_.end(),
+                         [&](const auto& r) { return r->id == request_id; });
+  if (it == active_.end()) return false;
+  SchedRequest* r = it->get();
+  for (const SchedChild& c : r->children) {
+    if (c.node < 0) continue;
+    Node& n = nodes_.at(c.node);
+    n.in_use = 0;  // nobody learns of this node: it goes at once
+    if (kv_.HasSequence(c.node)) kv_.Free(c.node);
+    nodes_.erase(c.node);
+  }
+  if (!r->forked) Unpin(r->req.node);
+  active_.erase(it);
+  return true;
+}
+
 void Scheduler::Unpin(NodeId id) {
   Node& n = nodes_.at(id);
   CANOPY_CHECK_GT(n.in_use, 0) << "node " << id;

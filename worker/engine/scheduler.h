@@ -168,6 +168,11 @@ class Scheduler {
   uint64_t SubmitScore(NodeId node, bool want_hidden);
   bool Idle() const { return active_.empty(); }
   bool Expanding(NodeId id) const;
+  // Drops a queued or running request: its children that exist are released with their KV
+  // (their blocks return to the pool, full computed ones stay cached), its parent is
+  // unpinned. False when no such request is active (finished, or never submitted). Call it
+  // between steps, never between Schedule and Update.
+  bool Cancel(uint64_t request_id);
   // See Engine::max_sequence_tokens.
   int64_t max_sequence_tokens() const;
 

@@ -388,5 +388,43 @@ TEST(SchedulerTest, ChildrenCanReturnTheirFinalHiddenState) {
   EXPECT_EQ(more.begin()->second.children[0].tokens, Expected(prefix, 3));
 }
 
+TEST(SchedulerTest, ACancelledRequestFreesItsBlocksAndSendsNoResult) {
+  Harness h(64);
+  const NodeId root = h.sched.CreateRoot(Prompt(10));
+  auto keep = h.sched.SubmitExpand(Req(root, 2, 6));
+  auto gone = h.sched.SubmitExpand(Req(root, 3, 40));
+  ASSERT_TRUE(keep.ok() && gone.ok());
+  // A twin that never had the second request.
+  Harness twin(64);
+  const NodeId twin_root = twin.sched.CreateRoot(Prompt(10));
+  ASSERT_TRUE(twin.sched.SubmitExpand(Req(twin_root, 2, 6)).ok());
+  for (int i = 0; i < 4; ++i) {  // both running: forks made, tokens drawn
+    h.Step();
+    twin.Step();
+  }
+  const int32_t nodes_running = h.sched.num_nodes();
+  EXPECT_LT(h.sched.kv().NumFreeBlocks(), twin.sched.kv().NumFreeBlocks());
+  ASSERT_TRUE(h.sched.Cancel(*gone));
+  EXPECT_FALSE(h.sched.Cancel(*gone)) << "already gone";
+  EXPECT_EQ(h.sched.num_nodes(), nodes_running - 3) << "its three children are released";
+  EXPECT_EQ(h.sched.kv().NumFreeBlocks(), twin.sched.kv().NumFreeBlocks()) << "their blocks are back";
+  auto out = h.Drain();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out.begin()->first, *keep);
+  for (const ExpandedChild& c : out.begin()->second.children) EXPECT_EQ(c.tokens, Expected(Prompt(10), 6));
+  // The root is no longer pinned by the cancelled request.
+  for (const ExpandedChild& c : out.begin()->second.children) ASSERT_TRUE(h.sched.Release(c.node).ok());
+  EXPECT_TRUE(h.sched.Release(root).ok());
+  EXPECT_EQ(h.sched.kv().NumFreeBlocks(), 64);
+  // A request cancelled before it ran unpins its parent too.
+  const NodeId other = h.sched.CreateRoot(Prompt(7));
+  auto queued = h.sched.SubmitExpand(Req(other, 2, 5));
+  ASSERT_TRUE(queued.ok());
+  EXPECT_FALSE(h.sched.Release(other).ok());
+  ASSERT_TRUE(h.sched.Cancel(*queued));
+  EXPECT_TRUE(h.sched.Idle());
+  EXPECT_TRUE(h.sched.Release(other).ok());
+}
+
 }  // namespace
 }  // namespace canopy
