@@ -135,6 +135,24 @@ void Dispatcher::Send(Worker& w, const Envelope& m) {
   if (!s.ok()) CANOPY_LOG(Debug) << "dispatcher: send to worker " << w.id << ": " << s.ToString();
 }
 
+void Dispatcher::Cancel(const std::vector<uint64_t>& calls) {
+  for (uint64_t call : calls) {
+    auto it = pending_.find(call);
+    if (it == pending_.end()) continue;
+    std::set<int32_t> told;
+    for (const Part& part : it->second.parts) {
+      if (part.done || part.worker == 0) continue;
+      auto w = workers_.find(part.worker);
+      if (w == workers_.end()) continue;
+      --w->second.load;
+      if (told.insert(part.worker).second) Send(w->second, Envelope(canopy::Cancel{{call}}));
+    }
+    pending_.erase(it);
+    ++stats_.cancelled;
+  }
+  std::erase_if(waiting_, [&](const auto& entry) { return !pending_.count(entry.first); });
+}
+
 void Dispatcher::Route(uint64_t call_id, size_t part_index) {
   Pending& p = pending_.at(call_id);
   Part& part = p.parts[part_index];

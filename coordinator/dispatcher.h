@@ -110,6 +110,7 @@ struct DispatcherStats {
   int64_t kv_bytes = 0;
   int64_t redispatched = 0;    // parts re-sent after their worker died
   int64_t duplicates = 0;      // replies dropped as already delivered or not expected
+  int64_t cancelled = 0;       // calls cancelled (Cancel) before all their parts replied
   int64_t workers_joined = 0;
   int64_t workers_lost = 0;
   int64_t workers_refused = 0;
@@ -126,6 +127,9 @@ class Dispatcher : public WorkerLink {
   Status CreateRoot(const RootSpec& root) override;
   Status Expand(const ExpandCall& call) override;
   void Release(const NodeKey& node) override;
+  // Sends Cancel to each worker that holds a part of these calls and forgets them: their
+  // late replies count as duplicates. Parts still waiting for a worker are dropped.
+  void Cancel(const std::vector<uint64_t>& calls) override;
   using WorkerLink::Poll;
   std::vector<ExpandReply> Poll(Deadline deadline) override;
   int32_t outstanding() const override { return static_cast<int32_t>(pending_.size()); }

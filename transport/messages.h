@@ -86,6 +86,10 @@ class WorkerLink {
   virtual Status CreateRoot(const RootSpec& root) = 0;
   virtual Status Expand(const ExpandCall& call) = 0;
   virtual void Release(const NodeKey& node) = 0;
+  // Drops expansions nobody needs any more (their problem is decided or stopped): no reply
+  // comes for them, and the worker frees their children's KV. Unknown or finished calls are
+  // ignored; a reply already on its way is dropped as not expected.
+  virtual void Cancel(const std::vector<uint64_t>& calls) { (void)calls; }
   using Deadline = std::chrono::steady_clock::time_point;
   // Finished expansions. Works (or waits) until at least one is ready or `deadline` has
   // passed, so the caller gets control back in time for its signals and time budgets

@@ -38,6 +38,7 @@ class SimWorker : public WorkerPort {
   int hang_at_expand = -1;    // from this expand on, answers nothing (and sends no heartbeat)
   bool reply_twice = false;   // every reply is sent twice
   bool hold = false;          // keep expands queued until Flush()
+  bool ignore_cancel = false; // a Cancel comes too late: queued expands are still answered
 
   void JoinAs(const std::string& model = "m.gguf") {
     DispatcherEvent e;
@@ -85,6 +86,13 @@ class SimWorker : public WorkerPort {
           EXPECT_EQ(nodes.erase(k), 1u) << "release of an unknown node";
         }
       }
+    } else if (auto* cancel = std::get_if<Cancel>(&m)) {
+      ++cancels;
+      if (!ignore_cancel) {
+        std::erase_if(queue, [&](const ExpandCall& q) {
+          return std::count(cancel->calls.begin(), cancel->calls.end(), q.call) > 0;
+        });
+      }
     } else if (std::holds_alternative<StatsRequest>(m)) {
       Stats s;
       s.requested = true;
@@ -130,7 +138,7 @@ class SimWorker : public WorkerPort {
   std::set<NodeKey> deferred;
   std::vector<ExpandCall> queue;
   std::vector<Envelope> sent;
-  int expands = 0, materialized = 0;
+  int expands = 0, materialized = 0, cancels = 0;
 
  private:
   ExpandReply Reply(const ExpandCall& c) {
@@ -363,6 +371,32 @@ TEST(DispatcherTest, DeadWorkersWorkIsResentAndDuplicatesDropped) {
   EXPECT_EQ(c.d->alive_workers(), 1);
   EXPECT_GE(c.d->stats().duplicates, 2);  // worker 2 answered everything twice
   EXPECT_EQ(c.d->holders(on_first), std::set<int32_t>{2});
+}
+
+TEST(DispatcherTest, CancelledCallsAreDroppedOnTheirWorkersAndLateRepliesIgnored) {
+  Cluster c(2);  // split_across_idle: a call of 4 children goes to both workers
+  ASSERT_TRUE(c.d->CreateRoot(Root(1)).ok());
+  for (auto& w : c.workers) w->hold = true;
+  ASSERT_TRUE(c.d->Expand(Call(2, {1, 0}, 4)).ok());
+  ASSERT_EQ(c.workers[0]->queue.size() + c.workers[1]->queue.size(), 2u) << "split in two parts";
+  ASSERT_TRUE(c.d->Expand(Call(3, {1, 0}, 1)).ok());
+  c.workers[1]->ignore_cancel = true;  // its part is already done when the Cancel arrives
+  c.d->Cancel({2});
+  c.d->Cancel({2, 99});  // again, and an unknown call: nothing happens
+  EXPECT_EQ(c.workers[0]->cancels + c.workers[1]->cancels, 2) << "one Cancel per worker holding a part";
+  EXPECT_EQ(c.d->outstanding(), 1);
+  EXPECT_EQ(c.d->stats().cancelled, 1);
+  for (auto& w : c.workers) {
+    w->hold = false;
+    w->Flush();
+  }
+  std::vector<ExpandReply> r = PollAll(*c.d);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].call, 3u);
+  // The late reply to the cancelled call is dropped, and no load is left behind.
+  while (c.d->stats().duplicates == 0) c.d->Poll(std::chrono::steady_clock::now() + std::chrono::milliseconds(50));
+  EXPECT_EQ(c.d->stats().duplicates, 1);
+  for (const auto& [id, load] : c.d->loads()) EXPECT_EQ(load, 0) << "worker " << id;
 }
 
 TEST(DispatcherTest, ReleasedWhileResentIsReleasedOnTheNewWorker) {

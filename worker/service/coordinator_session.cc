@@ -212,6 +212,8 @@ void CoordinatorSession::On(Release& release) {
   }
 }
 
+void CoordinatorSession::On(Cancel& cancel) { worker_->Cancel(cancel.calls); }
+
 void CoordinatorSession::On(KvFetch& fetch) {
   if (std::optional<KvFetchDone> done = fetcher_->Start(fetch)) OnFetchDone(*done);
 }

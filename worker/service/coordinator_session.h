@@ -74,6 +74,7 @@ class CoordinatorSession {
   void On(RootSpec& root);
   void On(ExpandCall& call);
   void On(Release& release);
+  void On(Cancel& cancel);
   void On(KvFetch& fetch);
   void On(StatsRequest& request);
   void On(Shutdown& shutdown);

@@ -210,6 +210,28 @@ void LocalWorker::Release(const NodeKey& key) {
   nodes_.erase(it);
 }
 
+void LocalWorker::Cancel(const std::vector<uint64_t>& calls) {
+  const std::set<uint64_t> wanted(calls.begin(), calls.end());
+  std::vector<NodeKey> parents;
+  for (auto it = inflight_.begin(); it != inflight_.end();) {
+    if (!wanted.count(it->second.call)) {
+      ++it;
+      continue;
+    }
+    CANOPY_CHECK(engine_->Cancel(it->first)) << "expansion " << it->first << " of call " << it->second.call;
+    parents.push_back(it->second.node);
+    ++expansions_cancelled_;
+    it = inflight_.erase(it);
+  }
+  // A release that waited for the expansion's reply happens now.
+  for (const NodeKey& key : parents) {
+    if (release_after_reply_.count(key) && !Expanding(key)) {
+      release_after_reply_.erase(key);
+      Release(key);
+    }
+  }
+}
+
 std::vector<ExpandReply> LocalWorker::Poll(Deadline deadline) {
   std::vector<ExpandReply> out;
   while (out.empty() && !inflight_.empty()) {

@@ -54,6 +54,7 @@ class LocalWorker : public WorkerLink {
   Status CreateRoot(const RootSpec& root) override;
   Status Expand(const ExpandCall& call) override;
   void Release(const NodeKey& node) override;
+  void Cancel(const std::vector<uint64_t>& calls) override;
   using WorkerLink::Poll;
   std::vector<ExpandReply> Poll(Deadline deadline) override;
   int32_t outstanding() const override { return static_cast<int32_t>(inflight_.size()); }
@@ -72,6 +73,8 @@ class LocalWorker : public WorkerLink {
   bool Expanding(const NodeKey& key) const;
   int64_t expansions_done() const { return expansions_done_; }
   int64_t tokens_generated() const { return tokens_generated_; }
+  // Expansions dropped by Cancel before they finished.
+  int64_t expansions_cancelled() const { return expansions_cancelled_; }
   Engine& engine() { return *engine_; }
 
  private:
@@ -86,7 +89,7 @@ class LocalWorker : public WorkerLink {
   Engine* engine_;
   Scorer* fixed_scorer_ = nullptr;
   ScorerProvider scorers_;
-  int64_t expansions_done_ = 0, tokens_generated_ = 0;
+  int64_t expansions_done_ = 0, tokens_generated_ = 0, expansions_cancelled_ = 0;
   std::map<NodeKey, NodeInfo> nodes_;
   std::map<uint64_t, ExpandCall> inflight_;  // engine request id -> call
   std::set<NodeKey> release_after_reply_;    // released while an expansion of it was in flight

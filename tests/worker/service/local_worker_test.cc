@@ -585,6 +585,33 @@ TEST_F(LocalWorkerTest, FailingScorerSetsErrorAndKeepsChildren) {
 
 // Releasing a node while its expansion is in flight: the reply still comes (scored on the
 // node's path) and the node goes after it.
+TEST_F(LocalWorkerTest, ACancelledExpansionFreesItsKvAndSendsNoReply) {
+  LocalWorker w(engine_.get(), nullptr);
+  const RootSpec root = Root(1, "q");
+  ASSERT_TRUE(w.CreateRoot(root).ok());
+  const int32_t free_before = engine_->kv_stats().free_blocks + engine_->kv_stats().cached_free_blocks;
+  ASSERT_TRUE(w.Expand(Call(2, root.key, 3, /*full_solution=*/true, 200)).ok());
+  ASSERT_TRUE(w.Expand(Call(3, root.key, 1, false, 12)).ok());
+  for (int i = 0; i < 3; ++i) {  // both running: prefill, forks, a token or two
+    EXPECT_TRUE(w.Poll(std::chrono::steady_clock::now()).empty());
+  }
+  w.Release(root.key);  // deferred: expansions of the root are in flight
+  w.Cancel({2});
+  EXPECT_EQ(w.outstanding(), 1);
+  EXPECT_EQ(w.expansions_cancelled(), 1);
+  ExpandReply r = PollFor(w, 3);
+  EXPECT_TRUE(r.error.empty()) << r.error;
+  EXPECT_EQ(w.outstanding(), 0);
+  EXPECT_TRUE(w.Poll().empty()) << "no reply for the cancelled call";
+  // The root went with the last expansion; only call 3's child is left, and the cancelled
+  // children's blocks are back.
+  EXPECT_EQ(w.num_nodes(), 1);
+  EXPECT_EQ(engine_->num_nodes(), 1);
+  w.Release({3, 0});
+  EXPECT_EQ(engine_->num_nodes(), 0);
+  EXPECT_EQ(engine_->kv_stats().free_blocks + engine_->kv_stats().cached_free_blocks, free_before);
+}
+
 TEST_F(LocalWorkerTest, ReleaseDuringExpansionWaitsForTheReply) {
   auto verifier = LengthVerifier();
   LocalWorker w(engine_.get(), verifier.get());
