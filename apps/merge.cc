@@ -3,6 +3,7 @@
 // a problem answered in two shards with different results, or a missing shard, is an error
 // (the merge is still written, and the exit status says it is incomplete).
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -17,16 +18,23 @@ namespace canopy {
 
 namespace fs = std::filesystem;
 
-int MergeMain(int argc, char** argv) {
-  CLI::App app{"Join the shards of a job array into one results.jsonl and summary.json", "canopy merge"};
-  std::string dir;
-  app.add_option("dir", dir, "the job's folder (holding shard-0, shard-1, ...)")->required();
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e);
-  }
-  std::vector<std::pair<int, fs::path>> shards;
+namespace {
+
+using ShardList = std::vector<std::pair<int, fs::path>>;  // K and DIR/shard-K, by K
+
+// What the shards read so far add up to.
+struct Merged {
+  nlohmann::json settings;  // run.json less "shard"; null before the first shard
+  int num_shards = 0;       // N of the first shard's "K/N"
+  std::map<std::string, ResultRecord> by_id;
+  std::vector<std::string> order;  // ids, first seen first
+  double wall = 0;
+  int64_t expected = -1;  // problems in all shards (their status.json), when known
+  bool complete = true;
+};
+
+ShardList FindShards(const std::string& dir) {
+  ShardList shards;
   for (const auto& e : fs::directory_iterator(dir)) {
     const std::string name = e.path().filename().string();
     if (e.is_directory() && name.rfind("shard-", 0) == 0) {
@@ -37,103 +45,146 @@ int MergeMain(int argc, char** argv) {
     }
   }
   std::sort(shards.begin(), shards.end());
-  if (shards.empty()) {
-    std::fprintf(stderr, "canopy merge: %s has no shard-N folders\n", dir.c_str());
-    return 1;
+  return shards;
+}
+
+// The shard's run.json, checked against the other shards'; false after printing why when
+// it is missing or from another job.
+bool ReadShardSettings(const fs::path& path, Merged* m) {
+  std::ifstream in(path / "run.json");
+  nlohmann::json rj = nlohmann::json::parse(in, nullptr, false);
+  if (rj.is_discarded()) {
+    std::fprintf(stderr, "canopy merge: %s/run.json is missing or not JSON\n", path.c_str());
+    return false;
   }
-  bool complete = true;
-  nlohmann::json settings;
-  int num_shards = 0;
-  std::map<std::string, ResultRecord> by_id;
-  std::vector<std::string> order;
-  double wall = 0;
-  int64_t expected = -1;  // problems in all shards (their status.json), when known
-  for (const auto& [k, path] : shards) {
-    std::ifstream in(path / "run.json");
-    nlohmann::json rj = nlohmann::json::parse(in, nullptr, false);
-    if (rj.is_discarded()) {
-      std::fprintf(stderr, "canopy merge: %s/run.json is missing or not JSON\n", path.c_str());
-      return 1;
-    }
-    std::string shard = rj.value("shard", "");
-    rj.erase("shard");
-    if (settings.is_null()) {
-      settings = rj;
-      size_t slash = shard.find('/');
-      num_shards = slash == std::string::npos ? 1 : std::atoi(shard.c_str() + slash + 1);
-    } else if (rj != settings) {
-      std::fprintf(stderr, "canopy merge: %s is from another job (its run.json differs)\n", path.c_str());
-      return 1;
-    }
-    auto loaded = LoadResults((path / "results.jsonl").string());
-    if (!loaded.ok()) {
-      std::fprintf(stderr, "canopy merge: %s\n", loaded.status().ToString().c_str());
-      return 1;
-    }
-    for (const std::string& issue : loaded->issues) std::fprintf(stderr, "%s: %s\n", path.c_str(), issue.c_str());
-    for (const ResultRecord& r : loaded->records) {
-      auto [it, fresh] = by_id.emplace(r.id, r);
-      if (!fresh && (it->second.prediction != r.prediction || it->second.path != r.path)) {
-        std::fprintf(stderr, "canopy merge: problem %s answered differently in two shards\n", r.id.c_str());
-        complete = false;
-      }
-      if (fresh) order.push_back(r.id);
-    }
-    std::ifstream stj(path / "status.json");
-    nlohmann::json status = nlohmann::json::parse(stj, nullptr, false);
-    if (!status.is_discarded() && status.contains("total")) {
-      expected = std::max<int64_t>(expected, 0) + status["total"].get<int64_t>();
-    }
-    std::ifstream sj(path / "summary.json");
-    nlohmann::json summary = nlohmann::json::parse(sj, nullptr, false);
-    if (!summary.is_discarded() && summary.contains("summary")) {
-      wall = std::max(wall, summary["summary"].value("wall_seconds", 0.0));  // shards run side by side
-    }
+  std::string shard = rj.value("shard", "");
+  rj.erase("shard");
+  if (m->settings.is_null()) {
+    m->settings = rj;
+    size_t slash = shard.find('/');
+    m->num_shards = slash == std::string::npos ? 1 : std::atoi(shard.c_str() + slash + 1);
+  } else if (rj != m->settings) {
+    std::fprintf(stderr, "canopy merge: %s is from another job (its run.json differs)\n",
+                 path.c_str());
+    return false;
   }
+  return true;
+}
+
+// Adds one shard's results, problem count and wall time; false after printing why when its
+// settings or results cannot be read.
+bool ReadShard(const fs::path& path, Merged* m) {
+  if (!ReadShardSettings(path, m)) return false;
+  auto loaded = LoadResults((path / "results.jsonl").string());
+  if (!loaded.ok()) {
+    std::fprintf(stderr, "canopy merge: %s\n", loaded.status().ToString().c_str());
+    return false;
+  }
+  for (const std::string& issue : loaded->issues)
+    std::fprintf(stderr, "%s: %s\n", path.c_str(), issue.c_str());
+  for (const ResultRecord& r : loaded->records) {
+    auto [it, fresh] = m->by_id.emplace(r.id, r);
+    if (!fresh && (it->second.prediction != r.prediction || it->second.path != r.path)) {
+      std::fprintf(stderr, "canopy merge: problem %s answered differently in two shards\n",
+                   r.id.c_str());
+      m->complete = false;
+    }
+    if (fresh) m->order.push_back(r.id);
+  }
+  std::ifstream stj(path / "status.json");
+  nlohmann::json status = nlohmann::json::parse(stj, nullptr, false);
+  if (!status.is_discarded() && status.contains("total")) {
+    m->expected = std::max<int64_t>(m->expected, 0) + status["total"].get<int64_t>();
+  }
+  std::ifstream sj(path / "summary.json");
+  nlohmann::json summary = nlohmann::json::parse(sj, nullptr, false);
+  if (!summary.is_discarded() && summary.contains("summary")) {
+    m->wall = std::max(m->wall,
+                       summary["summary"].value("wall_seconds", 0.0));  // shards run side by side
+  }
+  return true;
+}
+
+// Says which of shard-0 .. shard-(N-1) are missing.
+void CheckAllShardsThere(const ShardList& shards, Merged* m) {
   std::set<int> present;
   for (const auto& [k, path] : shards) present.insert(k);
-  for (int k = 0; k < num_shards; ++k) {
+  for (int k = 0; k < m->num_shards; ++k) {
     if (!present.count(k)) {
       std::fprintf(stderr, "canopy merge: shard-%d is missing\n", k);
-      complete = false;
+      m->complete = false;
     }
   }
-  // Dataset order when the dataset is readable, else shard order.
-  if (settings.contains("dataset")) {
-    auto ds = ReadDataset(settings["dataset"].get<std::string>(), {});
-    if (ds.ok()) {
-      std::vector<std::string> in_order;
-      for (const Problem& p : ds->problems) {
-        if (by_id.count(p.id)) in_order.push_back(p.id);
-      }
-      if (in_order.size() == order.size()) order = in_order;
-    }
+}
+
+// Dataset order when the dataset is readable, else shard order.
+void OrderAsDataset(Merged* m) {
+  if (!m->settings.contains("dataset")) return;
+  auto ds = ReadDataset(m->settings["dataset"].get<std::string>(), {});
+  if (!ds.ok()) return;
+  std::vector<std::string> in_order;
+  for (const Problem& p : ds->problems) {
+    if (m->by_id.count(p.id)) in_order.push_back(p.id);
   }
+  if (in_order.size() == m->order.size()) m->order = in_order;
+}
+
+// Writes DIR/results.jsonl and DIR/summary.json; the exit status.
+int WriteMerged(const std::string& dir, size_t num_shard_dirs, Merged* m) {
   std::vector<ResultRecord> records;
   std::string lines;
-  for (const std::string& id : order) {
-    records.push_back(by_id.at(id));
-    lines += ResultToJson(by_id.at(id)).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+  for (const std::string& id : m->order) {
+    records.push_back(m->by_id.at(id));
+    lines += ResultToJson(m->by_id.at(id))
+                 .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) +
+             "\n";
   }
   if (Status s = WriteFileAtomically(dir + "/results.jsonl", lines); !s.ok()) {
     std::fprintf(stderr, "canopy merge: %s\n", s.ToString().c_str());
     return 1;
   }
-  Summary summary = Summarize(records, wall);
-  settings["shards"] = num_shards;
-  if (Status s = WriteSummaryJson(dir + "/summary.json", summary, settings); !s.ok()) {
+  Summary summary = Summarize(records, m->wall);
+  m->settings["shards"] = m->num_shards;
+  if (Status s = WriteSummaryJson(dir + "/summary.json", summary, m->settings); !s.ok()) {
     std::fprintf(stderr, "canopy merge: %s\n", s.ToString().c_str());
     return 1;
   }
-  std::printf("merged %zu shards: %lld problems, accuracy %.3f (%lld/%lld) -> %s/results.jsonl\n", shards.size(),
-              static_cast<long long>(summary.num_problems), summary.accuracy,
-              static_cast<long long>(summary.num_correct), static_cast<long long>(summary.num_problems), dir.c_str());
-  if (expected >= 0 && static_cast<int64_t>(records.size()) < expected) {
+  std::printf("merged %zu shards: %lld problems, accuracy %.3f (%lld/%lld) -> %s/results.jsonl\n",
+              num_shard_dirs, static_cast<long long>(summary.num_problems), summary.accuracy,
+              static_cast<long long>(summary.num_correct),
+              static_cast<long long>(summary.num_problems), dir.c_str());
+  if (m->expected >= 0 && static_cast<int64_t>(records.size()) < m->expected) {
     std::fprintf(stderr, "canopy merge: %lld of %lld problems answered; the job is not finished\n",
-                 static_cast<long long>(records.size()), static_cast<long long>(expected));
-    complete = false;
+                 static_cast<long long>(records.size()), static_cast<long long>(m->expected));
+    m->complete = false;
   }
-  return complete ? 0 : 3;
+  return m->complete ? 0 : 3;
+}
+
+}  // namespace
+
+int MergeMain(int argc, char** argv) {
+  CLI::App app{"Join the shards of a job array into one results.jsonl and summary.json",
+               "canopy merge"};
+  std::string dir;
+  app.add_option("dir", dir, "the job's folder (holding shard-0, shard-1, ...)")->required();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  const ShardList shards = FindShards(dir);
+  if (shards.empty()) {
+    std::fprintf(stderr, "canopy merge: %s has no shard-N folders\n", dir.c_str());
+    return 1;
+  }
+  Merged m;
+  for (const auto& [k, path] : shards) {
+    if (!ReadShard(path, &m)) return 1;
+  }
+  CheckAllShardsThere(shards, &m);
+  OrderAsDataset(&m);
+  return WriteMerged(dir, shards.size(), &m);
 }
 
 }  // namespace canopy

@@ -197,108 +197,95 @@ std::string Fmt(double v, int prec = 1) {
   return buf;
 }
 
-int Main(int argc, char** argv) {
-  CLI::App app{"canopy Engine CPU benchmark: prefill, decode at batch 1/8/32, fork sharing"};
+struct BenchArgs {
   std::string model, json_out;
   int threads = 0, decode_tokens = 64, prompt_tokens = 512, reps = 3, fork_children = 16;
   int decode_prompt = 64;
   bool quick = false;
-  app.add_option("--model", model, "GGUF file (default: the default model)");
-  app.add_option("--threads", threads, "recorded only; set OMP_NUM_THREADS");
-  app.add_option("--json", json_out, "write the results here");
-  app.add_option("--decode-tokens", decode_tokens, "tokens per child")->check(CLI::Range(2, 4096));
-  app.add_option("--prompt-tokens", prompt_tokens, "prefill / fork prefix length")->check(CLI::Range(16, 4096));
-  app.add_option("--decode-prompt-tokens", decode_prompt, "prompt of the decode runs")->check(CLI::Range(1, 4096));
-  app.add_option("--reps", reps, "timed runs per measurement (best kept)")->check(CLI::Range(1, 100));
-  app.add_option("--fork-children", fork_children)->check(CLI::Range(1, 256));
-  app.add_flag("--quick", quick, "16 decode tokens, 1 rep");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e);
-  }
-  if (quick) {
-    decode_tokens = std::min(decode_tokens, 16);
-    reps = 1;
-  }
-  StatusOr<std::string> path = ResolveModelPath(model);
-  if (!path.ok()) Die(path.status().message());
-  const char* omp = std::getenv("OMP_NUM_THREADS");
-  if (threads == 0 && omp != nullptr) threads = std::atoi(omp);
+};
 
-  json out;
-  out["engine"] = "canopy";
-  out["model"] = std::filesystem::path(*path).filename().string();
-  out["threads"] = threads;
-  out["omp_num_threads"] = omp ? omp : "";
-  out["decode_tokens_per_child"] = decode_tokens;
-  out["reps"] = reps;
-  json rows = json::array();
+void AddOptions(CLI::App& app, BenchArgs& a) {
+  app.add_option("--model", a.model, "GGUF file (default: the default model)");
+  app.add_option("--threads", a.threads, "recorded only; set OMP_NUM_THREADS");
+  app.add_option("--json", a.json_out, "write the results here");
+  app.add_option("--decode-tokens", a.decode_tokens, "tokens per child")->check(CLI::Range(2, 4096));
+  app.add_option("--prompt-tokens", a.prompt_tokens, "prefill / fork prefix length")->check(CLI::Range(16, 4096));
+  app.add_option("--decode-prompt-tokens", a.decode_prompt, "prompt of the decode runs")->check(CLI::Range(1, 4096));
+  app.add_option("--reps", a.reps, "timed runs per measurement (best kept)")->check(CLI::Range(1, 100));
+  app.add_option("--fork-children", a.fork_children)->check(CLI::Range(1, 256));
+  app.add_flag("--quick", a.quick, "16 decode tokens, 1 rep");
+}
 
+// Prefill, then decode at batch 1, 8, 32 on one engine, and at 1 and 32 on a batch-invariant
+// one. Returns the prefill prompt (the fork runs' prefix).
+std::vector<int32_t> MeasurePrefillAndDecode(const std::string& path, const BenchArgs& a, json& out) {
   std::vector<int32_t> prompt, dprompt;
   {
-    std::unique_ptr<Engine> e = MakeEngine(*path, false);
-    prompt = PromptTokens(e->tokenizer(), prompt_tokens);
-    dprompt = PromptTokens(e->tokenizer(), decode_prompt);
+    std::unique_ptr<Engine> e = MakeEngine(path, false);
+    prompt = PromptTokens(e->tokenizer(), a.prompt_tokens);
+    dprompt = PromptTokens(e->tokenizer(), a.decode_prompt);
     std::fprintf(stderr, "prefill ...\n");
-    out["prefill"] = Prefill(*e, prompt, reps, 0);
+    out["prefill"] = Prefill(*e, prompt, a.reps, 0);
     json dec = json::array();
     int variant = 100;
     for (int32_t b : {1, 8, 32}) {
       std::fprintf(stderr, "decode batch %d ...\n", b);
-      json d = Decode(*e, dprompt, b, decode_tokens, reps, variant);
-      variant += reps;
+      json d = Decode(*e, dprompt, b, a.decode_tokens, a.reps, variant);
+      variant += a.reps;
       d["batch_invariant"] = false;
       dec.push_back(d);
     }
     out["decode"] = dec;
   }
   {
-    std::unique_ptr<Engine> e = MakeEngine(*path, true);
+    std::unique_ptr<Engine> e = MakeEngine(path, true);
     int variant = 200;
     for (int32_t b : {1, 32}) {
       std::fprintf(stderr, "decode batch %d (batch invariant) ...\n", b);
-      json d = Decode(*e, dprompt, b, decode_tokens, reps, variant);
-      variant += reps;
+      json d = Decode(*e, dprompt, b, a.decode_tokens, a.reps, variant);
+      variant += a.reps;
       d["batch_invariant"] = true;
       out["decode"].push_back(d);
     }
   }
-  // Fork: fresh engines so the prefix cache starts empty.
+  return prompt;
+}
+
+// Fork with and without a shared prefix, each on a fresh engine so the prefix cache starts
+// empty; then how the peaks compare with the shared layout's ideal.
+void MeasureFork(const std::string& path, const BenchArgs& a, const std::vector<int32_t>& prompt, json& out) {
   {
     std::fprintf(stderr, "fork, shared prefix ...\n");
-    std::unique_ptr<Engine> e = MakeEngine(*path, false);
+    std::unique_ptr<Engine> e = MakeEngine(path, false);
     NodeId root = e->CreateRoot(Variant(prompt, 300, e->tokenizer().vocab_size()));
-    out["fork_shared"] = RunFork(*e, {Request(root, fork_children, decode_tokens, 5)}, prompt_tokens);
+    out["fork_shared"] = RunFork(*e, {Request(root, a.fork_children, a.decode_tokens, 5)}, a.prompt_tokens);
   }
   {
     std::fprintf(stderr, "fork, no sharing ...\n");
-    std::unique_ptr<Engine> e = MakeEngine(*path, false);
+    std::unique_ptr<Engine> e = MakeEngine(path, false);
     std::vector<ExpandRequest> reqs;
-    for (int i = 0; i < fork_children; ++i) {
+    for (int i = 0; i < a.fork_children; ++i) {
       NodeId root = e->CreateRoot(Variant(prompt, 400 + i, e->tokenizer().vocab_size()));
-      reqs.push_back(Request(root, 1, decode_tokens, 5 + i));
+      reqs.push_back(Request(root, 1, a.decode_tokens, 5 + i));
     }
-    out["fork_unshared"] = RunFork(*e, reqs, prompt_tokens);
+    out["fork_unshared"] = RunFork(*e, reqs, a.prompt_tokens);
   }
   // Ideal of the shared layout: the prefix once plus each child's own blocks.
-  {
-    json& s = out["fork_shared"];
-    int32_t ideal = s["ideal_blocks_this_layout"].get<int32_t>();
-    int32_t used = s["peak_used_blocks"].get<int32_t>();
-    s["ideal_blocks"] = ideal;
-    s["used_over_ideal"] = static_cast<double>(used) / ideal;
-    s["prefix_prefilled_once"] = s["prefill_tokens"].get<int64_t>() == prompt_tokens;
-    out["fork_unshared"]["used_over_shared_ideal"] =
-        out["fork_unshared"]["peak_used_blocks"].get<double>() / ideal;
-  }
+  json& s = out["fork_shared"];
+  int32_t ideal = s["ideal_blocks_this_layout"].get<int32_t>();
+  int32_t used = s["peak_used_blocks"].get<int32_t>();
+  s["ideal_blocks"] = ideal;
+  s["used_over_ideal"] = static_cast<double>(used) / ideal;
+  s["prefix_prefilled_once"] = s["prefill_tokens"].get<int64_t>() == a.prompt_tokens;
+  out["fork_unshared"]["used_over_shared_ideal"] = out["fork_unshared"]["peak_used_blocks"].get<double>() / ideal;
+}
 
-  // Table.
+void PrintTable(const BenchArgs& a, const json& out) {
   std::printf("\ncanopy engine_bench  model=%s  threads=%d  decode_tokens=%d  reps=%d (best)\n",
-              out["model"].get<std::string>().c_str(), threads, decode_tokens, reps);
+              out["model"].get<std::string>().c_str(), a.threads, a.decode_tokens, a.reps);
   std::printf("%-30s %14s %14s %10s\n", "measurement", "aggregate t/s", "per-seq t/s", "seconds");
   const json& p = out["prefill"];
-  std::printf("%-30s %14s %14s %10s\n", ("prefill " + std::to_string(prompt_tokens) + " tok").c_str(),
+  std::printf("%-30s %14s %14s %10s\n", ("prefill " + std::to_string(a.prompt_tokens) + " tok").c_str(),
               Fmt(p["tokens_per_s"].get<double>()).c_str(), "-", Fmt(p["seconds"].get<double>(), 3).c_str());
   for (const json& d : out["decode"]) {
     std::string name = "decode b" + std::to_string(d["batch"].get<int>()) +
@@ -308,8 +295,8 @@ int Main(int argc, char** argv) {
                 Fmt(d["per_sequence_tokens_per_s"].get<double>()).c_str(),
                 Fmt(d["seconds"].get<double>(), 3).c_str());
   }
-  std::printf("\n%-30s %12s %12s %14s %10s\n", ("fork " + std::to_string(fork_children) + " x " +
-                                                   std::to_string(decode_tokens) + " tok").c_str(),
+  std::printf("\n%-30s %12s %12s %14s %10s\n", ("fork " + std::to_string(a.fork_children) + " x " +
+                                                   std::to_string(a.decode_tokens) + " tok").c_str(),
               "peak blocks", "ideal", "prefill tok", "seconds");
   for (const char* k : {"fork_shared", "fork_unshared"}) {
     const json& f = out[k];
@@ -321,13 +308,43 @@ int Main(int argc, char** argv) {
   std::printf("shared used/ideal = %.3f, prefix prefilled once: %s\n",
               out["fork_shared"]["used_over_ideal"].get<double>(),
               out["fork_shared"]["prefix_prefilled_once"].get<bool>() ? "yes" : "no");
+}
 
-  if (!json_out.empty()) {
-    std::filesystem::path jp(json_out);
+int Main(int argc, char** argv) {
+  CLI::App app{"canopy Engine CPU benchmark: prefill, decode at batch 1/8/32, fork sharing"};
+  BenchArgs a;
+  AddOptions(app, a);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  if (a.quick) {
+    a.decode_tokens = std::min(a.decode_tokens, 16);
+    a.reps = 1;
+  }
+  StatusOr<std::string> path = ResolveModelPath(a.model);
+  if (!path.ok()) Die(path.status().message());
+  const char* omp = std::getenv("OMP_NUM_THREADS");
+  if (a.threads == 0 && omp != nullptr) a.threads = std::atoi(omp);
+
+  json out;
+  out["engine"] = "canopy";
+  out["model"] = std::filesystem::path(*path).filename().string();
+  out["threads"] = a.threads;
+  out["omp_num_threads"] = omp ? omp : "";
+  out["decode_tokens_per_child"] = a.decode_tokens;
+  out["reps"] = a.reps;
+  const std::vector<int32_t> prompt = MeasurePrefillAndDecode(*path, a, out);
+  MeasureFork(*path, a, prompt, out);
+  PrintTable(a, out);
+
+  if (!a.json_out.empty()) {
+    std::filesystem::path jp(a.json_out);
     if (jp.has_parent_path()) std::filesystem::create_directories(jp.parent_path());
-    std::ofstream f(json_out);
+    std::ofstream f(a.json_out);
     f << out.dump(2) << "\n";
-    if (!f) Die("cannot write " + json_out);
+    if (!f) Die("cannot write " + a.json_out);
   }
   return 0;
 }

@@ -157,6 +157,115 @@ StatusOr<std::string> GoldFromJson(const nlohmann::json& value, std::string_view
   return InvalidArgumentError("gold field '" + std::string(field) + "' is an object");
 }
 
+namespace {
+
+// The JSON object on one line. An error's message is what the dataset's error list says of
+// the line (after "line N: ").
+StatusOr<nlohmann::json> ParseObjectLine(std::string_view line) {
+  if (const int depth = JsonNestingDepth(line); depth > kMaxJsonDepth) {
+    return InvalidArgumentError("nested " + std::to_string(depth) +
+                                " levels deep, more than the limit of " +
+                                std::to_string(kMaxJsonDepth));
+  }
+  nlohmann::json obj;
+  try {
+    obj = nlohmann::json::parse(line);
+  } catch (const nlohmann::json::exception& e) {  // parse_error, or out_of_range for 1e999
+    return InvalidArgumentError("not valid JSON: " + Shorten(e.what()));
+  }
+  if (!obj.is_object()) {
+    return InvalidArgumentError(std::string("not a JSON object but a ") + obj.type_name());
+  }
+  return obj;
+}
+
+// The fields one line's problem came from ("" for one it does not have), and whether the
+// problem is graded.
+struct LineFields {
+  std::string question, answer, id;
+  bool graded = false;
+};
+
+// The question (and context) of `obj` into `p`; `field` gets the question's field.
+Status ReadQuestion(const nlohmann::json& obj, const DatasetOptions& opts, Problem* p,
+                    std::string* field) {
+  *field = PickField(obj, opts.question_field, kQuestionFields);
+  if (field->empty()) {
+    return InvalidArgumentError("no question field (looked for " +
+                                CandidateList(opts.question_field, kQuestionFields) + ")");
+  }
+  const nlohmann::json& q = obj.at(*field);
+  if (!q.is_string()) {
+    return InvalidArgumentError("question field '" + *field + "' is a " + q.type_name() +
+                                ", not a string");
+  }
+  p->question = q.get<std::string>();
+  if (IsBlank(p->question)) return InvalidArgumentError("question field '" + *field + "' is empty");
+  if (obj.contains(kContextField) && obj.at(kContextField).is_string()) {
+    p->context = obj.at(kContextField).get<std::string>();
+  }
+  return Status::Ok();
+}
+
+// The gold answer of `obj` into `p`; `fields->answer` gets its field and `fields->graded`
+// whether the problem is graded: as the dataset is (`dataset_graded`), or for the first
+// problem (nullopt), when it has a gold answer or --answer-field names one.
+Status ReadGold(const nlohmann::json& obj, const DatasetOptions& opts,
+                std::optional<bool> dataset_graded, Problem* p, LineFields* fields) {
+  fields->answer = PickField(obj, opts.answer_field, kAnswerFields);
+  const std::string& afield = fields->answer;
+  if (!afield.empty()) {
+    p->gold_raw = obj.at(afield);
+    auto gold = GoldFromJson(p->gold_raw, afield, opts.gold_format);
+    if (!gold.ok()) return gold.status();
+    p->gold = std::move(gold).value();
+  }
+  // A graded dataset (its first problem has a gold answer, or --answer-field names one)
+  // needs one on every line: a problem without it could only ever count as wrong.
+  fields->graded = dataset_graded.value_or(!p->gold.empty() || !opts.answer_field.empty());
+  if (fields->graded && p->gold.empty()) {
+    return InvalidArgumentError(afield.empty()
+                                    ? "no gold field (looked for " +
+                                          CandidateList(opts.answer_field, kAnswerFields) + ")"
+                                    : "gold field '" + afield + "' holds no answer");
+  }
+  return Status::Ok();
+}
+
+// The id of `obj` (its id field stringified, else the line number) into `p`; `field` gets
+// the id's field.
+Status ReadId(const nlohmann::json& obj, const DatasetOptions& opts, Problem* p,
+              std::string* field) {
+  *field = PickField(obj, opts.id_field, kIdFields);
+  if (!field->empty() && !obj.at(*field).is_null()) {
+    const nlohmann::json& id = obj.at(*field);
+    if (id.is_object() || id.is_array()) {
+      return InvalidArgumentError("id field '" + *field + "' is a " + id.type_name());
+    }
+    p->id = id.is_string() ? id.get<std::string>() : id.dump();
+  } else if (!opts.id_field.empty()) {
+    return InvalidArgumentError("no id field '" + opts.id_field + "'");
+  } else {
+    p->id = std::to_string(p->line_number);
+  }
+  return Status::Ok();
+}
+
+// The problem on line `line_number` (its JSON object `obj`); an error says why the line is
+// refused. `dataset_graded`: as ReadGold.
+StatusOr<Problem> ReadProblem(const nlohmann::json& obj, int64_t line_number,
+                              const DatasetOptions& opts, std::optional<bool> dataset_graded,
+                              LineFields* fields) {
+  Problem p;
+  p.line_number = line_number;
+  CANOPY_RETURN_IF_ERROR(ReadQuestion(obj, opts, &p, &fields->question));
+  CANOPY_RETURN_IF_ERROR(ReadGold(obj, opts, dataset_graded, &p, fields));
+  CANOPY_RETURN_IF_ERROR(ReadId(obj, opts, &p, &fields->id));
+  return p;
+}
+
+}  // namespace
+
 StatusOr<Dataset> ParseDataset(std::string_view contents, const std::string& path,
                                const DatasetOptions& opts) {
   if (opts.offset < 0) return InvalidArgumentError("dataset offset must be >= 0");
@@ -183,97 +292,36 @@ StatusOr<Dataset> ParseDataset(std::string_view contents, const std::string& pat
     auto error = [&](const std::string& what) {
       ds.errors.push_back({line_number, "line " + std::to_string(line_number) + ": " + what});
     };
-
-    if (const int depth = JsonNestingDepth(line); depth > kMaxJsonDepth) {
-      error("nested " + std::to_string(depth) + " levels deep, more than the limit of " +
-            std::to_string(kMaxJsonDepth));
+    StatusOr<nlohmann::json> obj = ParseObjectLine(line);
+    if (!obj.ok()) {
+      error(obj.status().message());
       continue;
     }
-    nlohmann::json obj;
-    try {
-      obj = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::exception& e) {  // parse_error, or out_of_range for 1e999
-      error("not valid JSON: " + Shorten(e.what()));
+    LineFields fields;
+    StatusOr<Problem> p =
+        ReadProblem(*obj, line_number, opts,
+                    good == 0 ? std::nullopt : std::optional<bool>(ds.graded), &fields);
+    if (!p.ok()) {
+      error(p.status().message());
       continue;
     }
-    if (!obj.is_object()) {
-      error(std::string("not a JSON object but a ") + obj.type_name());
-      continue;
-    }
-
-    Problem p;
-    p.line_number = line_number;
-    const std::string qfield = PickField(obj, opts.question_field, kQuestionFields);
-    if (qfield.empty()) {
-      error("no question field (looked for " + CandidateList(opts.question_field, kQuestionFields) +
-            ")");
-      continue;
-    }
-    const nlohmann::json& q = obj[qfield];
-    if (!q.is_string()) {
-      error("question field '" + qfield + "' is a " + q.type_name() + ", not a string");
-      continue;
-    }
-    p.question = q.get<std::string>();
-    if (IsBlank(p.question)) {
-      error("question field '" + qfield + "' is empty");
-      continue;
-    }
-    if (obj.contains(kContextField) && obj[kContextField].is_string()) {
-      p.context = obj[kContextField].get<std::string>();
-    }
-
-    const std::string afield = PickField(obj, opts.answer_field, kAnswerFields);
-    if (!afield.empty()) {
-      p.gold_raw = obj[afield];
-      auto gold = GoldFromJson(p.gold_raw, afield, opts.gold_format);
-      if (!gold.ok()) {
-        error(gold.status().message());
-        continue;
-      }
-      p.gold = std::move(gold).value();
-    }
-    // A graded dataset (its first problem has a gold answer, or --answer-field names one)
-    // needs one on every line: a problem without it could only ever count as wrong.
-    const bool graded = good == 0 ? !p.gold.empty() || !opts.answer_field.empty() : ds.graded;
-    if (graded && p.gold.empty()) {
-      error(afield.empty() ? "no gold field (looked for " +
-                                 CandidateList(opts.answer_field, kAnswerFields) + ")"
-                           : "gold field '" + afield + "' holds no answer");
-      continue;
-    }
-
-    const std::string idfield = PickField(obj, opts.id_field, kIdFields);
-    if (!idfield.empty() && !obj[idfield].is_null()) {
-      const nlohmann::json& id = obj[idfield];
-      if (id.is_object() || id.is_array()) {
-        error("id field '" + idfield + "' is a " + id.type_name());
-        continue;
-      }
-      p.id = id.is_string() ? id.get<std::string>() : id.dump();
-    } else if (!opts.id_field.empty()) {
-      error("no id field '" + opts.id_field + "'");
-      continue;
-    } else {
-      p.id = std::to_string(line_number);
-    }
-    auto [it, inserted] = id_lines.emplace(p.id, line_number);
+    auto [it, inserted] = id_lines.emplace(p->id, line_number);
     if (!inserted) {
-      error("duplicate id '" + Shorten(p.id, 60) + "' (first on line " +
+      error("duplicate id '" + Shorten(p->id, 60) + "' (first on line " +
             std::to_string(it->second) + ")");
       continue;
     }
 
     if (good == 0) {
-      ds.graded = graded;
-      ds.question_field = qfield;
-      ds.answer_field = afield;
-      ds.id_field = idfield;
-      if (!family) family = TaskFamilyFromFields(obj, p, qfield);
+      ds.graded = fields.graded;
+      ds.question_field = fields.question;
+      ds.answer_field = fields.answer;
+      ds.id_field = fields.id;
+      if (!family) family = TaskFamilyFromFields(*obj, *p, fields.question);
     }
     ++good;
     if (good <= opts.offset) continue;
-    ds.problems.push_back(std::move(p));
+    ds.problems.push_back(std::move(p).value());
   }
   ds.family = family.value_or(TaskFamily::kCompetitionMath);
   return ds;

@@ -118,110 +118,142 @@ std::string XmlEscape(const std::string& text) {
   return out;
 }
 
-std::string AccuracyVsBudgetSvg(const std::vector<PlotSeries>& series, const PlotOptions& o) {
-  const int width = std::max(o.width, 200), height = std::max(o.height, 160);
-  const double px0 = kMarginLeft, px1 = width - kMarginRight;
-  const double py0 = kMarginTop, py1 = height - kMarginBottom;
+namespace {
 
-  // The drawable points of each series, sorted by x.
+// The plot area in pixels, its axes, and how data values map onto it.
+struct Frame {
+  int width = 0, height = 0;
+  double px0 = 0, px1 = 0, py0 = 0, py1 = 0;  // the plot area: left, right, top, bottom
+  Axis xa, ya;
+  bool log2 = false;      // the x axis is log2
+  bool has_data = false;  // some point has finite coordinates
+
+  double X(double v) const { return px0 + xa.Frac(v) * (px1 - px0); }
+  double Y(double v) const { return py1 - ya.Frac(v) * (py1 - py0); }
+  bool Drawable(const PlotPoint& p) const {
+    return std::isfinite(p.tokens) && std::isfinite(p.accuracy) && (!log2 || p.tokens > 0);
+  }
+};
+
+// The x and y ranges of the points with finite coordinates (min > max when there are none).
+struct Extent {
   double xmin = INFINITY, xmax = -INFINITY, ymin = INFINITY, ymax = -INFINITY;
-  bool all_positive = true;
+  bool all_positive = true;  // every such x > 0
+};
+
+Extent DataExtent(const std::vector<PlotSeries>& series) {
+  Extent e;
   for (const auto& s : series) {
     for (const auto& p : s.points) {
       if (!std::isfinite(p.tokens) || !std::isfinite(p.accuracy)) continue;
-      xmin = std::min(xmin, p.tokens);
-      xmax = std::max(xmax, p.tokens);
-      ymin = std::min(ymin, p.accuracy);
-      ymax = std::max(ymax, p.accuracy);
-      all_positive = all_positive && p.tokens > 0;
+      e.xmin = std::min(e.xmin, p.tokens);
+      e.xmax = std::max(e.xmax, p.tokens);
+      e.ymin = std::min(e.ymin, p.accuracy);
+      e.ymax = std::max(e.ymax, p.accuracy);
+      e.all_positive = e.all_positive && p.tokens > 0;
     }
   }
-  const bool has_data = xmin <= xmax;
-  if (!has_data) xmin = 0, xmax = 1, ymin = 0, ymax = 1;
-  bool log2 = o.x_scale == AxisScale::kLog2;
-  if (o.x_scale == AxisScale::kAuto) log2 = has_data && all_positive && xmax / xmin >= 16;
-  if (log2 && !has_data) xmin = 1, xmax = 2;
-  if (log2 && xmin <= 0) {  // a forced log axis drops the x <= 0 points
-    xmin = INFINITY;
+  return e;
+}
+
+Frame MakeFrame(const std::vector<PlotSeries>& series, const PlotOptions& o) {
+  Frame f;
+  f.width = std::max(o.width, 200), f.height = std::max(o.height, 160);
+  f.px0 = kMarginLeft, f.px1 = f.width - kMarginRight;
+  f.py0 = kMarginTop, f.py1 = f.height - kMarginBottom;
+
+  Extent e = DataExtent(series);
+  f.has_data = e.xmin <= e.xmax;
+  if (!f.has_data) e.xmin = 0, e.xmax = 1, e.ymin = 0, e.ymax = 1;
+  f.log2 = o.x_scale == AxisScale::kLog2;
+  if (o.x_scale == AxisScale::kAuto) f.log2 = f.has_data && e.all_positive && e.xmax / e.xmin >= 16;
+  if (f.log2 && !f.has_data) e.xmin = 1, e.xmax = 2;
+  if (f.log2 && e.xmin <= 0) {  // a forced log axis drops the x <= 0 points
+    e.xmin = INFINITY;
     for (const auto& s : series)
       for (const auto& p : s.points)
-        if (p.tokens > 0 && std::isfinite(p.tokens)) xmin = std::min(xmin, p.tokens);
-    if (!std::isfinite(xmin)) xmin = 1, xmax = 2;
+        if (p.tokens > 0 && std::isfinite(p.tokens)) e.xmin = std::min(e.xmin, p.tokens);
+    if (!std::isfinite(e.xmin)) e.xmin = 1, e.xmax = 2;
   }
-  const Axis xa = log2 ? Log2Axis(xmin, xmax) : LinearAxis(xmin, xmax, true, -INFINITY, INFINITY);
-  Axis ya;
-  if (o.auto_y && has_data) {
-    const double pad = std::max(0.02, 0.05 * (ymax - ymin));
-    ya = LinearAxis(std::max(0.0, ymin - pad), std::min(1.0, ymax + pad), false, 0, 1);
+  f.xa = f.log2 ? Log2Axis(e.xmin, e.xmax) : LinearAxis(e.xmin, e.xmax, true, -INFINITY, INFINITY);
+  if (o.auto_y && f.has_data) {
+    const double pad = std::max(0.02, 0.05 * (e.ymax - e.ymin));
+    f.ya = LinearAxis(std::max(0.0, e.ymin - pad), std::min(1.0, e.ymax + pad), false, 0, 1);
   } else {
-    ya = LinearAxis(0, 1, false, 0, 1);
+    f.ya = LinearAxis(0, 1, false, 0, 1);
   }
-  auto X = [&](double v) { return px0 + xa.Frac(v) * (px1 - px0); };
-  auto Y = [&](double v) { return py1 - ya.Frac(v) * (py1 - py0); };
-  auto drawable = [&](const PlotPoint& p) {
-    return std::isfinite(p.tokens) && std::isfinite(p.accuracy) && (!log2 || p.tokens > 0);
-  };
+  return f;
+}
 
-  std::ostringstream svg;
+// The document's start: background, title, grid, ticks, tick labels, axis labels, and the
+// "no data" note when there is none.
+void WriteFrame(const Frame& f, const PlotOptions& o, std::ostringstream& svg) {
+  const double px0 = f.px0, px1 = f.px1, py0 = f.py0, py1 = f.py1;
   svg << "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
-      << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width << "\" height=\"" << height
-      << "\" viewBox=\"0 0 " << width << " " << height
+      << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << f.width << "\" height=\""
+      << f.height << "\" viewBox=\"0 0 " << f.width << " " << f.height
       << "\" font-family=\"sans-serif\" font-size=\"12\">\n"
-      << "<rect x=\"0\" y=\"0\" width=\"" << width << "\" height=\"" << height
+      << "<rect x=\"0\" y=\"0\" width=\"" << f.width << "\" height=\"" << f.height
       << "\" fill=\"white\"/>\n"
       << "<text class=\"title\" x=\"" << Num((px0 + px1) / 2) << "\" y=\"28\" "
       << "text-anchor=\"middle\" font-size=\"16\">" << XmlEscape(o.title) << "</text>\n";
 
   // Grid, ticks and tick labels.
   svg << "<g class=\"x-axis\" stroke-width=\"1\">\n";
-  for (const auto& [v, label] : xa.ticks) {
-    const std::string x = Num(X(v));
+  for (const auto& [v, label] : f.xa.ticks) {
+    const std::string x = Num(f.X(v));
     svg << "<line x1=\"" << x << "\" y1=\"" << Num(py0) << "\" x2=\"" << x << "\" y2=\"" << Num(py1)
         << "\" stroke=\"#e5e5e5\"/>"
         << "<text class=\"tick\" x=\"" << x << "\" y=\"" << Num(py1 + 18)
         << "\" text-anchor=\"middle\">" << XmlEscape(label) << "</text>\n";
   }
   svg << "</g>\n<g class=\"y-axis\" stroke-width=\"1\">\n";
-  for (const auto& [v, label] : ya.ticks) {
-    const std::string y = Num(Y(v));
+  for (const auto& [v, label] : f.ya.ticks) {
+    const std::string y = Num(f.Y(v));
     svg << "<line x1=\"" << Num(px0) << "\" y1=\"" << y << "\" x2=\"" << Num(px1) << "\" y2=\"" << y
         << "\" stroke=\"#e5e5e5\"/>"
-        << "<text class=\"tick\" x=\"" << Num(px0 - 8) << "\" y=\"" << Num(Y(v) + 4)
+        << "<text class=\"tick\" x=\"" << Num(px0 - 8) << "\" y=\"" << Num(f.Y(v) + 4)
         << "\" text-anchor=\"end\">" << XmlEscape(label) << "</text>\n";
   }
   svg << "</g>\n"
       << "<rect x=\"" << Num(px0) << "\" y=\"" << Num(py0) << "\" width=\"" << Num(px1 - px0)
       << "\" height=\"" << Num(py1 - py0) << "\" fill=\"none\" stroke=\"#333\"/>\n"
-      << "<text class=\"x-label\" x=\"" << Num((px0 + px1) / 2) << "\" y=\"" << height - 16
-      << "\" text-anchor=\"middle\">" << XmlEscape(o.x_label + (log2 ? " (log2 scale)" : ""))
+      << "<text class=\"x-label\" x=\"" << Num((px0 + px1) / 2) << "\" y=\"" << f.height - 16
+      << "\" text-anchor=\"middle\">" << XmlEscape(o.x_label + (f.log2 ? " (log2 scale)" : ""))
       << "</text>\n"
       << "<text class=\"y-label\" x=\"18\" y=\"" << Num((py0 + py1) / 2)
       << "\" text-anchor=\"middle\" transform=\"rotate(-90 18 " << Num((py0 + py1) / 2) << ")\">"
       << XmlEscape(o.y_label) << "</text>\n";
-  if (!has_data) {
+  if (!f.has_data) {
     svg << "<text class=\"no-data\" x=\"" << Num((px0 + px1) / 2) << "\" y=\""
         << Num((py0 + py1) / 2) << "\" text-anchor=\"middle\" fill=\"#888\">no data</text>\n";
   }
+}
 
-  // Lines and markers.
+// The colour of series `i`, escaped: its own, else the palette's.
+std::string SeriesColor(const PlotSeries& s, size_t i) {
+  return XmlEscape(s.color.empty() ? kPalette[i % std::size(kPalette)] : s.color);
+}
+
+// Each series' line and markers (with a tooltip each), its drawable points sorted by x.
+void WriteSeries(const Frame& f, const std::vector<PlotSeries>& series, std::ostringstream& svg) {
   for (size_t i = 0; i < series.size(); ++i) {
     const auto& s = series[i];
-    const std::string color =
-        XmlEscape(s.color.empty() ? kPalette[i % std::size(kPalette)] : s.color);
+    const std::string color = SeriesColor(s, i);
     std::vector<PlotPoint> pts;
     for (const auto& p : s.points)
-      if (drawable(p)) pts.push_back(p);
+      if (f.Drawable(p)) pts.push_back(p);
     if (pts.empty()) continue;
     std::sort(pts.begin(), pts.end(),
               [](const PlotPoint& a, const PlotPoint& b) { return a.tokens < b.tokens; });
     svg << "<g class=\"series\">\n<polyline fill=\"none\" stroke=\"" << color
         << "\" stroke-width=\"2\" points=\"";
     for (size_t k = 0; k < pts.size(); ++k) {
-      svg << (k ? " " : "") << Num(X(pts[k].tokens)) << "," << Num(Y(pts[k].accuracy));
+      svg << (k ? " " : "") << Num(f.X(pts[k].tokens)) << "," << Num(f.Y(pts[k].accuracy));
     }
     svg << "\"/>\n";
     for (const auto& p : pts) {
-      svg << "<circle cx=\"" << Num(X(p.tokens)) << "\" cy=\"" << Num(Y(p.accuracy))
+      svg << "<circle cx=\"" << Num(f.X(p.tokens)) << "\" cy=\"" << Num(f.Y(p.accuracy))
           << "\" r=\"3.5\" fill=\"" << color << "\"><title>"
           << XmlEscape(s.label + ": " + Num(p.tokens, 0) + " tokens, accuracy " +
                        Num(p.accuracy, 3))
@@ -229,28 +261,38 @@ std::string AccuracyVsBudgetSvg(const std::vector<PlotSeries>& series, const Plo
     }
     svg << "</g>\n";
   }
+}
 
-  // Legend, top left inside the plot, where accuracy curves rarely go.
-  if (!series.empty()) {
-    size_t longest = 0;
-    for (const auto& s : series) longest = std::max(longest, s.label.size());
-    const double lx = px0 + 10, ly = py0 + 10;
-    const double lw = 46 + 7.5 * std::min<size_t>(longest, 60), lh = 8 + 18.0 * series.size();
-    svg << "<g class=\"legend\">\n<rect x=\"" << Num(lx) << "\" y=\"" << Num(ly) << "\" width=\""
-        << Num(lw) << "\" height=\"" << Num(lh)
-        << "\" fill=\"white\" fill-opacity=\"0.85\" stroke=\"#999\"/>\n";
-    for (size_t i = 0; i < series.size(); ++i) {
-      const auto& s = series[i];
-      const std::string color =
-          XmlEscape(s.color.empty() ? kPalette[i % std::size(kPalette)] : s.color);
-      const double y = ly + 16 + 18.0 * i;
-      svg << "<line x1=\"" << Num(lx + 6) << "\" y1=\"" << Num(y - 4) << "\" x2=\"" << Num(lx + 28)
-          << "\" y2=\"" << Num(y - 4) << "\" stroke=\"" << color
-          << "\" stroke-width=\"2\"/><text class=\"legend-label\" x=\"" << Num(lx + 34) << "\" y=\""
-          << Num(y) << "\">" << XmlEscape(s.label) << "</text>\n";
-    }
-    svg << "</g>\n";
+// The legend, top left inside the plot, where accuracy curves rarely go.
+void WriteLegend(const Frame& f, const std::vector<PlotSeries>& series, std::ostringstream& svg) {
+  if (series.empty()) return;
+  size_t longest = 0;
+  for (const auto& s : series) longest = std::max(longest, s.label.size());
+  const double lx = f.px0 + 10, ly = f.py0 + 10;
+  const double lw = 46 + 7.5 * std::min<size_t>(longest, 60), lh = 8 + 18.0 * series.size();
+  svg << "<g class=\"legend\">\n<rect x=\"" << Num(lx) << "\" y=\"" << Num(ly) << "\" width=\""
+      << Num(lw) << "\" height=\"" << Num(lh)
+      << "\" fill=\"white\" fill-opacity=\"0.85\" stroke=\"#999\"/>\n";
+  for (size_t i = 0; i < series.size(); ++i) {
+    const auto& s = series[i];
+    const std::string color = SeriesColor(s, i);
+    const double y = ly + 16 + 18.0 * i;
+    svg << "<line x1=\"" << Num(lx + 6) << "\" y1=\"" << Num(y - 4) << "\" x2=\"" << Num(lx + 28)
+        << "\" y2=\"" << Num(y - 4) << "\" stroke=\"" << color
+        << "\" stroke-width=\"2\"/><text class=\"legend-label\" x=\"" << Num(lx + 34) << "\" y=\""
+        << Num(y) << "\">" << XmlEscape(s.label) << "</text>\n";
   }
+  svg << "</g>\n";
+}
+
+}  // namespace
+
+std::string AccuracyVsBudgetSvg(const std::vector<PlotSeries>& series, const PlotOptions& o) {
+  const Frame f = MakeFrame(series, o);
+  std::ostringstream svg;
+  WriteFrame(f, o, svg);
+  WriteSeries(f, series, svg);
+  WriteLegend(f, series, svg);
   svg << "</svg>\n";
   return svg.str();
 }

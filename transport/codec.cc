@@ -251,6 +251,62 @@ Stats Get(wire::Stats::Reader r) {
   return m;
 }
 
+// The Envelope members without a FromWire of their own (messages.h has those).
+
+Challenge Get(wire::Challenge::Reader r) {
+  return Challenge{r.getProtocolVersion(), Str(r.getServerNonce())};
+}
+Welcome Get(wire::Welcome::Reader r) { return Welcome{r.getProtocolVersion(), Str(r.getProof())}; }
+ScoreReply Get(wire::ScoreReply::Reader r) {
+  return ScoreReply{r.getCall(), Str(r.getError()), Vec<double>(r.getScores())};
+}
+Release Get(wire::Release::Reader r) {
+  Release m;
+  for (auto k : r.getNodes()) m.nodes.push_back(FromWire(k));
+  return m;
+}
+StatusOr<KvOffer> Get(wire::KvOffer::Reader r) {
+  KvOffer m;
+  CANOPY_RETURN_IF_ERROR(GetKvTransfer(r, m));
+  return m;
+}
+StatusOr<KvFetch> Get(wire::KvFetch::Reader r) {
+  KvFetch m;
+  m.transfer = r.getTransfer();
+  CANOPY_RETURN_IF_ERROR(GetKvTransfer(r, m));
+  return m;
+}
+KvFetchDone Get(wire::KvFetchDone::Reader r) {
+  return KvFetchDone{r.getTransfer(), FromWire(r.getNode()), r.getBlocks(), r.getBytes(),
+                     Str(r.getError())};
+}
+Heartbeat Get(wire::Heartbeat::Reader r) {
+  return Heartbeat{r.getSequence(), r.getSentUnixMicros()};
+}
+KvRequest Get(wire::KvRequest::Reader r) {
+  return KvRequest{r.getTransfer(), FromWire(r.getNode()), r.getMaxBlocks()};
+}
+KvData Get(wire::KvData::Reader r) {
+  KvData m;
+  m.transfer = r.getTransfer();
+  m.error = Str(r.getError());
+  m.block_tokens = r.getBlockTokens();
+  m.bytes_per_block = r.getBytesPerBlock();
+  m.first_block = r.getFirstBlock();
+  m.tokens = Vec<int32_t>(r.getTokens());
+  m.hashes = Vec<uint64_t>(r.getHashes());
+  m.data = Str(r.getData());
+  m.last = r.getLast();
+  return m;
+}
+
+// A decoded message as an Envelope, or the error that decoding it gave.
+template <typename M>
+StatusOr<Envelope> ToEnvelope(StatusOr<M> m) {
+  if (!m.ok()) return m.status();
+  return Envelope(std::move(m).value());
+}
+
 }  // namespace
 
 // ---- Messages of messages.h ----
@@ -405,60 +461,34 @@ void ToWire(const Envelope& envelope, wire::Envelope::Builder out) {
 
 StatusOr<Envelope> FromWire(wire::Envelope::Reader in) {
   switch (in.which()) {
-    case wire::Envelope::CHALLENGE: {
-      auto r = in.getChallenge();
-      return Envelope(Challenge{r.getProtocolVersion(), Str(r.getServerNonce())});
-    }
-    case wire::Envelope::HELLO: {
-      CANOPY_ASSIGN_OR_RETURN(Hello m, Get(in.getHello()));
-      return Envelope(std::move(m));
-    }
-    case wire::Envelope::WELCOME: {
-      auto r = in.getWelcome();
-      return Envelope(Welcome{r.getProtocolVersion(), Str(r.getProof())});
-    }
+    case wire::Envelope::CHALLENGE:
+      return Envelope(Get(in.getChallenge()));
+    case wire::Envelope::HELLO:
+      return ToEnvelope(Get(in.getHello()));
+    case wire::Envelope::WELCOME:
+      return Envelope(Get(in.getWelcome()));
     case wire::Envelope::REFUSED:
       return Envelope(Refused{Str(in.getRefused().getReason())});
     case wire::Envelope::CREATE_ROOT:
       return Envelope(FromWire(in.getCreateRoot()));
     case wire::Envelope::EXPAND:
       return Envelope(FromWire(in.getExpand()));
-    case wire::Envelope::EXPAND_REPLY: {
-      CANOPY_ASSIGN_OR_RETURN(ExpandReply m, FromWire(in.getExpandReply()));
-      return Envelope(std::move(m));
-    }
+    case wire::Envelope::EXPAND_REPLY:
+      return ToEnvelope(FromWire(in.getExpandReply()));
     case wire::Envelope::SCORE:
       return Envelope(Get(in.getScore()));
-    case wire::Envelope::SCORE_REPLY: {
-      auto r = in.getScoreReply();
-      return Envelope(ScoreReply{r.getCall(), Str(r.getError()), Vec<double>(r.getScores())});
-    }
-    case wire::Envelope::RELEASE: {
-      Release m;
-      for (auto k : in.getRelease().getNodes()) m.nodes.push_back(FromWire(k));
-      return Envelope(std::move(m));
-    }
-    case wire::Envelope::KV_OFFER: {
-      KvOffer m;
-      CANOPY_RETURN_IF_ERROR(GetKvTransfer(in.getKvOffer(), m));
-      return Envelope(std::move(m));
-    }
-    case wire::Envelope::KV_FETCH: {
-      auto r = in.getKvFetch();
-      KvFetch m;
-      m.transfer = r.getTransfer();
-      CANOPY_RETURN_IF_ERROR(GetKvTransfer(r, m));
-      return Envelope(std::move(m));
-    }
-    case wire::Envelope::KV_FETCH_DONE: {
-      auto r = in.getKvFetchDone();
-      return Envelope(KvFetchDone{r.getTransfer(), FromWire(r.getNode()), r.getBlocks(),
-                                  r.getBytes(), Str(r.getError())});
-    }
-    case wire::Envelope::HEARTBEAT: {
-      auto r = in.getHeartbeat();
-      return Envelope(Heartbeat{r.getSequence(), r.getSentUnixMicros()});
-    }
+    case wire::Envelope::SCORE_REPLY:
+      return Envelope(Get(in.getScoreReply()));
+    case wire::Envelope::RELEASE:
+      return Envelope(Get(in.getRelease()));
+    case wire::Envelope::KV_OFFER:
+      return ToEnvelope(Get(in.getKvOffer()));
+    case wire::Envelope::KV_FETCH:
+      return ToEnvelope(Get(in.getKvFetch()));
+    case wire::Envelope::KV_FETCH_DONE:
+      return Envelope(Get(in.getKvFetchDone()));
+    case wire::Envelope::HEARTBEAT:
+      return Envelope(Get(in.getHeartbeat()));
     case wire::Envelope::CANCEL:
       return Envelope(Cancel{Vec<uint64_t>(in.getCancel().getCalls())});
     case wire::Envelope::DRAIN:
@@ -469,24 +499,10 @@ StatusOr<Envelope> FromWire(wire::Envelope::Reader in) {
       return Envelope(StatsRequest{});
     case wire::Envelope::STATS:
       return Envelope(Get(in.getStats()));
-    case wire::Envelope::KV_REQUEST: {
-      auto r = in.getKvRequest();
-      return Envelope(KvRequest{r.getTransfer(), FromWire(r.getNode()), r.getMaxBlocks()});
-    }
-    case wire::Envelope::KV_DATA: {
-      auto r = in.getKvData();
-      KvData m;
-      m.transfer = r.getTransfer();
-      m.error = Str(r.getError());
-      m.block_tokens = r.getBlockTokens();
-      m.bytes_per_block = r.getBytesPerBlock();
-      m.first_block = r.getFirstBlock();
-      m.tokens = Vec<int32_t>(r.getTokens());
-      m.hashes = Vec<uint64_t>(r.getHashes());
-      m.data = Str(r.getData());
-      m.last = r.getLast();
-      return Envelope(std::move(m));
-    }
+    case wire::Envelope::KV_REQUEST:
+      return Envelope(Get(in.getKvRequest()));
+    case wire::Envelope::KV_DATA:
+      return Envelope(Get(in.getKvData()));
   }
   return DataLossError("unknown envelope member " + std::to_string(static_cast<int>(in.which())));
 }

@@ -25,6 +25,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <random>
 #include <set>
 #include <thread>
@@ -33,6 +34,7 @@
 #include "tests/testing/paths.h"
 #include "tests/testing/results.h"
 #include "tests/testing/subprocess.h"
+#include "tests/testing/temp_dir.h"
 
 namespace canopy {
 namespace {
@@ -83,12 +85,11 @@ const std::vector<std::pair<std::string, std::string>> kEnv = {{"OMP_NUM_THREADS
 class DistributedTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    dir_ = fs::temp_directory_path() / ("canopy_distributed_test_" + std::to_string(::getpid()));
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
+    tmp_ = std::make_unique<testing::ScopedTempDir>("distributed_test");
+    dir_ = tmp_->path();
     have_slice_ = testing::WriteMultiArithSlice(dir_ / "slice.jsonl", 6);
   }
-  static void TearDownTestSuite() { fs::remove_all(dir_); }
+  static void TearDownTestSuite() { tmp_.reset(); }
 
   void SetUp() override {
     if (testing::DefaultModelPath().empty()) GTEST_SKIP() << "default model missing: run scripts/fetch_model.sh";
@@ -139,6 +140,7 @@ class DistributedTest : public ::testing::Test {
     }
   }
 
+  static inline std::unique_ptr<testing::ScopedTempDir> tmp_;
   static inline fs::path dir_;
   static inline bool have_slice_ = false;
 };

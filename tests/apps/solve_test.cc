@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "tests/testing/paths.h"
+#include "tests/testing/temp_dir.h"
 
 namespace canopy {
 namespace {
@@ -29,9 +30,6 @@ using nlohmann::json;
 class SolveTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("canopy_solve_test_" + std::to_string(::getpid()));
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
     // Six MultiArith problems, a malformed line and a blank line.
     std::ifstream in(std::string(CANOPY_DATA_DIR) + "/mawps_multiarith.jsonl");
     ASSERT_TRUE(in) << "data/mawps_multiarith.jsonl missing";
@@ -42,7 +40,6 @@ class SolveTest : public ::testing::Test {
       if (i == 2) out << "{\"input\": \"an unterminated line\n\n";
     }
   }
-  void TearDown() override { fs::remove_all(dir_); }
 
   // The common arguments: a short beam search that still has several steps.
   std::string Args(const std::string& out, int in_flight) const {
@@ -78,7 +75,52 @@ class SolveTest : public ::testing::Test {
     }
     return m;
   }
-  fs::path dir_;
+  // Starts Args(out, 1) in the background and waits (up to 300 s) until it has answered two
+  // problems; returns its pid (the caller kills and reaps it).
+  pid_t StartAndWaitForTwoResults(const fs::path& out) const {
+    pid_t pid = fork();
+    if (pid == 0) {
+      std::string cmd = "exec env OMP_NUM_THREADS=1 " + std::string(CANOPY_BIN) + " " + Args(out.string(), 1) + " > /dev/null 2>&1";
+      execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(300);
+    while (pid > 0 && Results(out).size() < 2 && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return pid;
+  }
+  // SIGUSR1 (a scheduler's time-limit warning) drains: in-flight problems finish, nothing new
+  // starts, exit 3 outside Slurm (nothing to requeue), and the journal says so; SIGTERM stops
+  // at once (exit 143). Either way the results are whole lines and a rerun completes the job
+  // with the results `expected`. SIGHUP (a closed terminal) ends the job as TERM does.
+  void ExpectSignalStopsCleanly(int sig, const std::vector<json>& expected) const {
+    fs::path d = dir_ / (sig == SIGUSR1 ? "usr1" : sig == SIGTERM ? "term" : "hup");
+    pid_t p = StartAndWaitForTwoResults(d);
+    ASSERT_GE(p, 0);
+    kill(p, sig);
+    int st = 0;
+    waitpid(p, &st, 0);
+    ASSERT_TRUE(WIFEXITED(st)) << "killed by the signal instead of handling it";
+    ASSERT_FALSE(WIFSIGNALED(st)) << "killed by signal " << WTERMSIG(st);
+    EXPECT_EQ(WEXITSTATUS(st), sig == SIGUSR1 ? 3 : 143);
+    const size_t got = Results(d).size();
+    EXPECT_GE(got, 2u);
+    if (sig == SIGUSR1) {
+      EXPECT_LE(got, 3u) << "a drain finishes at most the problem in flight";
+    }
+    std::ifstream journal(d / "journal.jsonl");
+    std::string text(std::istreambuf_iterator<char>(journal), {});
+    EXPECT_THAT(text, ::testing::HasSubstr(sig == SIGUSR1 ? "\"event\":\"drained\"" : "\"event\":\"stopped\""));
+    json status = json::parse(std::ifstream(d / "status.json"));
+    EXPECT_EQ(status["state"], "interrupted");
+    std::string log;
+    ASSERT_EQ(Run(Args(d.string(), 1), &log), 0) << log;
+    EXPECT_EQ(ById(Results(d)), ById(expected));
+  }
+
+  const testing::ScopedTempDir tmp_{"solve_test"};
+  const fs::path dir_ = tmp_.path();
 };
 
 TEST_F(SolveTest, ResultsResumeAndDeterminism) {
@@ -112,17 +154,8 @@ TEST_F(SolveTest, ResultsResumeAndDeterminism) {
   EXPECT_EQ(ById(Results(b)), ById(ra));
 
   // Killed mid-run, then restarted: every problem once, the same results.
-  pid_t pid = fork();
+  pid_t pid = StartAndWaitForTwoResults(c);
   ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    std::string cmd = "exec env OMP_NUM_THREADS=1 " + std::string(CANOPY_BIN) + " " + Args(c.string(), 1) + " > /dev/null 2>&1";
-    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(300);
-  while (Results(c).size() < 2 && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
   kill(pid, SIGKILL);
   int status = 0;
   waitpid(pid, &status, 0);
@@ -134,41 +167,10 @@ TEST_F(SolveTest, ResultsResumeAndDeterminism) {
   }
   EXPECT_EQ(ById(Results(c)), ById(ra));
 
-  // SIGUSR1 (a scheduler's time-limit warning) drains: in-flight problems finish, nothing new
-  // starts, exit 3 outside Slurm (nothing to requeue), and the journal says so; SIGTERM stops
-  // at once (exit 143). Either way the results are whole lines and a rerun completes the job.
-  // SIGHUP (a closed terminal) ends the job as TERM does.
+  // Drained or stopped by a signal, then rerun: the same results.
   for (int sig : {SIGUSR1, SIGTERM, SIGHUP}) {
-    fs::path d = dir_ / (sig == SIGUSR1 ? "usr1" : sig == SIGTERM ? "term" : "hup");
-    pid_t p = fork();
-    ASSERT_GE(p, 0);
-    if (p == 0) {
-      std::string cmd = "exec env OMP_NUM_THREADS=1 " + std::string(CANOPY_BIN) + " " + Args(d.string(), 1) + " > /dev/null 2>&1";
-      execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
-      _exit(127);
-    }
-    auto until = std::chrono::steady_clock::now() + std::chrono::seconds(300);
-    while (Results(d).size() < 2 && std::chrono::steady_clock::now() < until) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    kill(p, sig);
-    int st = 0;
-    waitpid(p, &st, 0);
-    ASSERT_TRUE(WIFEXITED(st)) << "killed by the signal instead of handling it";
-    ASSERT_FALSE(WIFSIGNALED(st)) << "killed by signal " << WTERMSIG(st);
-    EXPECT_EQ(WEXITSTATUS(st), sig == SIGUSR1 ? 3 : 143);
-    const size_t got = Results(d).size();
-    EXPECT_GE(got, 2u);
-    if (sig == SIGUSR1) {
-      EXPECT_LE(got, 3u) << "a drain finishes at most the problem in flight";
-    }
-    std::ifstream journal(d / "journal.jsonl");
-    std::string text(std::istreambuf_iterator<char>(journal), {});
-    EXPECT_THAT(text, ::testing::HasSubstr(sig == SIGUSR1 ? "\"event\":\"drained\"" : "\"event\":\"stopped\""));
-    json status = json::parse(std::ifstream(d / "status.json"));
-    EXPECT_EQ(status["state"], "interrupted");
-    ASSERT_EQ(Run(Args(d.string(), 1), &log), 0) << log;
-    EXPECT_EQ(ById(Results(d)), ById(ra));
+    SCOPED_TRACE(sig);
+    ASSERT_NO_FATAL_FAILURE(ExpectSignalStopsCleanly(sig, ra));
   }
 
   // Other settings into the same folder are refused.

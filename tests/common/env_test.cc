@@ -10,6 +10,7 @@
 #include <set>
 
 #include "tests/testing/fault_env.h"
+#include "tests/testing/temp_dir.h"
 
 namespace canopy {
 namespace {
@@ -20,16 +21,6 @@ using ::canopy::testing::FaultOp;
 
 class EnvTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    dir_ = (fs::temp_directory_path() /
-            ("canopy_env_test_" + std::to_string(::getpid()) + "_" +
-             ::testing::UnitTest::GetInstance()->current_test_info()->name()))
-               .string();
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
   std::string Path(const std::string& name) const { return dir_ + "/" + name; }
   std::string Read(const std::string& name) const {
     auto s = Env::Default()->ReadFileToString(Path(name));
@@ -42,7 +33,8 @@ class EnvTest : public ::testing::Test {
     return names;
   }
 
-  std::string dir_;
+  const testing::ScopedTempDir tmp_{"env_test"};
+  const std::string dir_ = tmp_.str();
 };
 
 TEST_F(EnvTest, AppendableFileAppendsTruncatesAndSizes) {

@@ -12,6 +12,8 @@
 #include <sstream>
 #include <string>
 
+#include "tests/testing/temp_dir.h"
+
 namespace canopy {
 namespace {
 
@@ -46,10 +48,10 @@ std::map<std::string, std::string> ListedHashes() {
 }
 
 TEST(DataFilesTest, Sha256KnownAnswer) {
-  const fs::path p = fs::temp_directory_path() / "canopy_data_files_test_abc";
-  std::ofstream(p, std::ios::binary) << "abc";
+  const testing::ScopedTempDir dir("data_files_test");
+  const fs::path p = dir.path() / "abc";
+  testing::WriteStringToFile(p, "abc");
   EXPECT_EQ(Sha256Hex(p), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-  fs::remove(p);
 }
 
 TEST(DataFilesTest, EveryListedFileMatchesItsHash) {

@@ -4,10 +4,11 @@
 #include "common/mapped_file.h"
 
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
+
+#include "tests/testing/temp_dir.h"
 
 namespace canopy {
 namespace {
@@ -22,19 +23,17 @@ Dataset MustRead(const std::string& path, const DatasetOptions& opts = {}) {
   return ds.ok() ? std::move(ds).value() : Dataset{};
 }
 
-// A file under the test's temp dir with `contents`, removed with the fixture.
+// A file `name` holding `contents`, in a temp folder of its own that goes with the object.
 class TempFile {
  public:
-  TempFile(const std::string& name, const std::string& contents) {
-    path_ = (std::filesystem::temp_directory_path() /
-             ("canopy_dataset_test_" + std::to_string(::getpid()) + "_" + name))
-                .string();
-    std::ofstream(path_, std::ios::binary) << contents;
+  TempFile(const std::string& name, const std::string& contents)
+      : dir_("dataset_test_" + name), path_(dir_.Path(name)) {
+    testing::WriteStringToFile(path_, contents);
   }
-  ~TempFile() { std::filesystem::remove(path_); }
   const std::string& path() const { return path_; }
 
  private:
+  testing::ScopedTempDir dir_;
   std::string path_;
 };
 

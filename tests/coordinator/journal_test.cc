@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tests/testing/fault_env.h"
+#include "tests/testing/temp_dir.h"
 
 namespace canopy {
 namespace {
@@ -20,15 +21,6 @@ using ::canopy::testing::FaultOp;
 
 class JournalTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    dir_ = (fs::temp_directory_path() /
-            ("canopy_journal_test_" + std::to_string(::getpid()) + "_" +
-             ::testing::UnitTest::GetInstance()->current_test_info()->name()))
-               .string();
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
   std::string JournalPath() const { return dir_ + "/journal.jsonl"; }
   std::string Contents() const {
     auto s = Env::Default()->ReadFileToString(JournalPath());
@@ -48,7 +40,8 @@ class JournalTest : public ::testing::Test {
     return lines;
   }
 
-  std::string dir_;
+  const testing::ScopedTempDir tmp_{"journal_test"};
+  const std::string dir_ = tmp_.str();
 };
 
 TEST_F(JournalTest, ASecondSessionSeesWhatWasInFlight) {

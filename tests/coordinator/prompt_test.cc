@@ -2,10 +2,8 @@
 #include "coordinator/prompt.h"
 
 #include <gtest/gtest.h>
-#include <unistd.h>
 
-#include <filesystem>
-#include <fstream>
+#include "tests/testing/temp_dir.h"
 
 namespace canopy {
 namespace {
@@ -28,14 +26,12 @@ TEST(PromptTest, Resolve) {
   EXPECT_EQ(*ResolveSystemPrompt("Be brief.", TaskFamily::kArithmetic), "Be brief.");
   EXPECT_EQ(*ResolveSystemPrompt("@@handle", TaskFamily::kArithmetic), "@handle");
 
-  const std::string path = (std::filesystem::temp_directory_path() /
-                            ("canopy_prompt_test_" + std::to_string(::getpid()) + ".txt"))
-                               .string();
-  std::ofstream(path) << "Think hard.\nThen answer.\n\n";
+  const testing::ScopedTempDir dir("prompt_test");
+  const std::string path = dir.Path("prompt.txt");
+  testing::WriteStringToFile(path, "Think hard.\nThen answer.\n\n");
   EXPECT_EQ(*ResolveSystemPrompt("@" + path, TaskFamily::kProof), "Think hard.\nThen answer.");
-  std::ofstream(path) << "  \n";
+  testing::WriteStringToFile(path, "  \n");
   EXPECT_FALSE(ResolveSystemPrompt("@" + path, TaskFamily::kProof).ok());
-  std::filesystem::remove(path);
 
   auto missing = ResolveSystemPrompt("@/nonexistent/prompt.txt", TaskFamily::kArithmetic);
   ASSERT_FALSE(missing.ok());

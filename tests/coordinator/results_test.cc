@@ -12,6 +12,7 @@
 
 #include "common/mapped_file.h"
 #include "tests/testing/fault_env.h"
+#include "tests/testing/temp_dir.h"
 
 namespace canopy {
 namespace {
@@ -20,14 +21,6 @@ namespace fs = std::filesystem;
 
 class ResultsTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    dir_ = (fs::temp_directory_path() /
-            ("canopy_results_test_" + std::to_string(::getpid()) + "_" +
-             ::testing::UnitTest::GetInstance()->current_test_info()->name()))
-               .string();
-    fs::remove_all(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
   std::string ResultsPath() const { return dir_ + "/results.jsonl"; }
   std::string Contents() const {
     auto s = ReadFileToString(ResultsPath());
@@ -37,7 +30,8 @@ class ResultsTest : public ::testing::Test {
     std::ofstream(ResultsPath(), std::ios::binary | std::ios::app) << bytes;
   }
 
-  std::string dir_;
+  const testing::ScopedTempDir tmp_{"results_test", /*create=*/false};  // Open creates it
+  const std::string dir_ = tmp_.str();
 };
 
 ResultRecord Record(const std::string& id, bool correct, int64_t tokens, double seconds) {

@@ -7,22 +7,19 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
-#include <filesystem>
-#include <fstream>
+#include <cstdlib>
 
 #include "tests/testing/subprocess.h"
+#include "tests/testing/temp_dir.h"
 
 namespace canopy {
 namespace {
 
-namespace fs = std::filesystem;
-
 int BashCheck(const std::string& script) {
-  fs::path p = fs::temp_directory_path() / ("sbatch_test_" + std::to_string(::getpid()) + ".sh");
-  std::ofstream(p) << script;
-  int rc = std::system(("bash -n " + p.string()).c_str());
-  fs::remove(p);
-  return rc;
+  const testing::ScopedTempDir dir("sbatch_test");
+  const std::string p = dir.Path("job.sh");
+  testing::WriteStringToFile(p, script);
+  return std::system(("bash -n " + p).c_str());
 }
 
 // What bash makes of a quoted word.

@@ -20,12 +20,14 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <thread>
 
 #include "tests/testing/datasets.h"
 #include "tests/testing/paths.h"
 #include "tests/testing/results.h"
 #include "tests/testing/subprocess.h"
+#include "tests/testing/temp_dir.h"
 
 namespace canopy {
 namespace {
@@ -49,12 +51,11 @@ std::vector<json> Lines(const fs::path& file) { return testing::ResultLines(file
 class SlurmTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    dir_ = fs::temp_directory_path() / ("canopy_slurm_test_" + std::to_string(getpid()));
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
+    tmp_ = std::make_unique<testing::ScopedTempDir>("slurm_test");
+    dir_ = tmp_->path();
     have_slice_ = testing::WriteMultiArithSlice(dir_ / "slice.jsonl", 6);
   }
-  static void TearDownTestSuite() { fs::remove_all(dir_); }
+  static void TearDownTestSuite() { tmp_.reset(); }
 
   void SetUp() override {
     if (testing::DefaultModelPath().empty()) GTEST_SKIP() << "default model missing: run scripts/fetch_model.sh";
@@ -132,6 +133,7 @@ class SlurmTest : public ::testing::Test {
     return n;
   }
 
+  static inline std::unique_ptr<testing::ScopedTempDir> tmp_;
   static inline fs::path dir_;
   static inline bool have_slice_ = false;
 };

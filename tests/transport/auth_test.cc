@@ -5,29 +5,22 @@
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <cerrno>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 
 #include "tests/testing/fault_env.h"
+#include "tests/testing/temp_dir.h"
 
 namespace canopy {
 namespace {
 
 class SecretFileTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    dir_ =
-        std::filesystem::temp_directory_path() / ("canopy_auth_test_" + std::to_string(::getpid()));
-    std::filesystem::create_directories(dir_);
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
-  std::string Path(const std::string& name) const { return (dir_ / name).string(); }
+  std::string Path(const std::string& name) const { return dir_.Path(name); }
 
-  std::filesystem::path dir_;
+  const testing::ScopedTempDir dir_{"auth_test"};
 };
 
 TEST(AuthTest, GeneratedSecretsAreHexAndDiffer) {

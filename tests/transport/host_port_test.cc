@@ -4,12 +4,12 @@
 #include "transport/host_port.h"
 
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <filesystem>
-#include <fstream>
 #include <string>
 #include <utility>
+
+#include "tests/testing/temp_dir.h"
 
 namespace canopy {
 namespace {
@@ -83,13 +83,10 @@ TEST(HostPortTest, NamesWhatWasParsed) {
 // The coordinator's address file (apps/solve.cc writes "HOST:PORT\n" atomically).
 class HostPortFileTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    path_ = std::filesystem::temp_directory_path() / ("canopy_host_port_test_" + std::to_string(::getpid()));
-  }
-  void TearDown() override { std::filesystem::remove(path_); }
-  void Write(const std::string& text) { std::ofstream(path_) << text; }
+  void Write(const std::string& text) { testing::WriteStringToFile(path_, text); }
 
-  std::filesystem::path path_;
+  const testing::ScopedTempDir dir_{"host_port_test"};
+  const std::filesystem::path path_ = dir_.path() / "address";
 };
 
 TEST_F(HostPortFileTest, ReadsTheFirstLineIgnoringBlanks) {

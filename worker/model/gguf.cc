@@ -134,9 +134,110 @@ class Parser {
     return Status::Ok();
   }
 
+  // The fixed header: magic, version (2 or 3), tensor and metadata counts.
+  Status ReadHeader(uint32_t* version, uint64_t* n_tensors, uint64_t* n_kv) {
+    CANOPY_ASSIGN_OR_RETURN(uint32_t magic, r_.Read<uint32_t>("magic"));
+    if (magic != 0x46554747) {  // "GGUF"
+      return DataLossError("not a GGUF file (bad magic at offset 0)");
+    }
+    CANOPY_ASSIGN_OR_RETURN(*version, r_.Read<uint32_t>("version"));
+    if (*version != 2 && *version != 3) {
+      return UnimplementedError("GGUF version " + std::to_string(*version) +
+                                " (supported: 2, 3) at offset 4");
+    }
+    CANOPY_ASSIGN_OR_RETURN(*n_tensors, r_.Read<uint64_t>("tensor count"));
+    CANOPY_ASSIGN_OR_RETURN(*n_kv, r_.Read<uint64_t>("metadata count"));
+    // Each KV takes at least 8 (key len) + 4 (type) + 1 bytes; each tensor info at least 8+4+8+4+8.
+    if (*n_kv > r_.remaining() / 13 || *n_tensors > r_.remaining() / 32) {
+      return DataLossError("counts (" + std::to_string(*n_tensors) + " tensors, " +
+                           std::to_string(*n_kv) + " keys) exceed the file at offset 8");
+    }
+    return Status::Ok();
+  }
+
+  // One metadata entry: key, value type, value.
+  Status ReadKeyValue(std::string* key, GgufValue* value) {
+    size_t at = r_.offset();
+    CANOPY_ASSIGN_OR_RETURN(*key, ReadString("metadata key"));
+    CANOPY_ASSIGN_OR_RETURN(uint32_t type_raw, r_.Read<uint32_t>("metadata type"));
+    if (type_raw > static_cast<uint32_t>(GgufValueType::kFloat64)) {
+      return DataLossError("key '" + *key + "': bad value type " + std::to_string(type_raw) +
+                           OffsetMsg(at));
+    }
+    return ReadValue(static_cast<GgufValueType>(type_raw), *key, value);
+  }
+
+  // One tensor info: name, dims, type, offset (which must be a multiple of `alignment`);
+  // `data` is left unset.
+  StatusOr<GgufTensorInfo> ReadTensorInfo(uint64_t alignment) {
+    size_t at = r_.offset();
+    GgufTensorInfo t;
+    CANOPY_ASSIGN_OR_RETURN(t.name, ReadString("tensor name"));
+    CANOPY_ASSIGN_OR_RETURN(uint32_t n_dims, r_.Read<uint32_t>("tensor dims"));
+    if (n_dims == 0 || n_dims > kMaxDims) {
+      return DataLossError("tensor '" + t.name + "': " + std::to_string(n_dims) + " dims" +
+                           OffsetMsg(at));
+    }
+    int64_t elems = 1;
+    for (uint32_t d = 0; d < n_dims; ++d) {
+      CANOPY_ASSIGN_OR_RETURN(int64_t dim, r_.Read<int64_t>("tensor dim"));
+      if (dim <= 0 || dim > (int64_t{1} << 40) || elems > (int64_t{1} << 42) / dim) {
+        return DataLossError("tensor '" + t.name + "': bad dimension " + std::to_string(dim) +
+                             OffsetMsg(at));
+      }
+      elems *= dim;
+      t.dims.push_back(dim);
+    }
+    CANOPY_ASSIGN_OR_RETURN(uint32_t type_raw, r_.Read<uint32_t>("tensor type"));
+    std::optional<TensorType> type = TensorTypeFromGgml(type_raw);
+    if (!type) {
+      return UnimplementedError("tensor '" + t.name + "': unsupported tensor type " +
+                                std::to_string(type_raw) + OffsetMsg(at));
+    }
+    t.type = *type;
+    if (t.dims[0] % TensorTypeBlockSize(t.type) != 0) {
+      return DataLossError("tensor '" + t.name + "': row of " + std::to_string(t.dims[0]) +
+                           " is not a multiple of the " + TensorTypeName(t.type) + " block");
+    }
+    t.nbytes = static_cast<uint64_t>(TensorRowBytes(t.type, t.dims[0]) * (elems / t.dims[0]));
+    CANOPY_ASSIGN_OR_RETURN(t.offset, r_.Read<uint64_t>("tensor offset"));
+    if (t.offset % alignment != 0) {
+      return DataLossError("tensor '" + t.name + "': offset " + std::to_string(t.offset) +
+                           " not aligned to " + std::to_string(alignment));
+    }
+    return t;
+  }
+
  private:
   ByteReader r_;
 };
+
+// general.alignment when the file sets it (a power of two up to 65536), else `fallback`.
+StatusOr<uint64_t> Alignment(const std::map<std::string, GgufValue>& metadata, uint64_t fallback) {
+  auto it = metadata.find("general.alignment");
+  if (it == metadata.end()) return fallback;
+  const auto* a = std::get_if<int64_t>(&it->second.value);
+  if (a == nullptr || *a <= 0 || (*a & (*a - 1)) != 0 || *a > 65536) {
+    return DataLossError("general.alignment must be a power of two up to 65536");
+  }
+  return static_cast<uint64_t>(*a);
+}
+
+// Points each tensor at its data, which starts at `data_start` + its offset and must end
+// inside the `size` bytes of `data`.
+Status PlaceTensorData(const uint8_t* data, size_t size, uint64_t data_start,
+                       std::vector<GgufTensorInfo>* tensors) {
+  for (GgufTensorInfo& t : *tensors) {
+    uint64_t begin = data_start + t.offset;
+    if (begin < data_start || begin > size || t.nbytes > size - begin) {
+      return DataLossError("tensor '" + t.name + "': data at offset [" + std::to_string(begin) +
+                           ", " + std::to_string(begin + t.nbytes) +
+                           ") is past the end of the file (" + std::to_string(size) + " bytes)");
+    }
+    t.data = data + begin;
+  }
+  return Status::Ok();
+}
 
 }  // namespace
 
@@ -167,97 +268,29 @@ StatusOr<std::unique_ptr<GgufFile>> GgufFile::Parse(const uint8_t* data, size_t 
 
 Status GgufFile::ParseImpl(const uint8_t* data, size_t size) {
   Parser p(data, size);
-  ByteReader& r = p.reader();
-  CANOPY_ASSIGN_OR_RETURN(uint32_t magic, r.Read<uint32_t>("magic"));
-  if (magic != 0x46554747) {  // "GGUF"
-    return DataLossError("not a GGUF file (bad magic at offset 0)");
-  }
-  CANOPY_ASSIGN_OR_RETURN(version_, r.Read<uint32_t>("version"));
-  if (version_ != 2 && version_ != 3) {
-    return UnimplementedError("GGUF version " + std::to_string(version_) +
-                              " (supported: 2, 3) at offset 4");
-  }
-  CANOPY_ASSIGN_OR_RETURN(uint64_t n_tensors, r.Read<uint64_t>("tensor count"));
-  CANOPY_ASSIGN_OR_RETURN(uint64_t n_kv, r.Read<uint64_t>("metadata count"));
-  // Each KV takes at least 8 (key len) + 4 (type) + 1 bytes; each tensor info at least 8+4+8+4+8.
-  if (n_kv > r.remaining() / 13 || n_tensors > r.remaining() / 32) {
-    return DataLossError("counts (" + std::to_string(n_tensors) + " tensors, " +
-                         std::to_string(n_kv) + " keys) exceed the file at offset 8");
-  }
+  uint64_t n_tensors = 0, n_kv = 0;
+  CANOPY_RETURN_IF_ERROR(p.ReadHeader(&version_, &n_tensors, &n_kv));
   for (uint64_t i = 0; i < n_kv; ++i) {
-    size_t at = r.offset();
-    CANOPY_ASSIGN_OR_RETURN(std::string key, p.ReadString("metadata key"));
-    CANOPY_ASSIGN_OR_RETURN(uint32_t type_raw, r.Read<uint32_t>("metadata type"));
-    if (type_raw > static_cast<uint32_t>(GgufValueType::kFloat64)) {
-      return DataLossError("key '" + key + "': bad value type " + std::to_string(type_raw) +
-                           OffsetMsg(at));
-    }
+    const size_t at = p.reader().offset();
+    std::string key;
     GgufValue value;
-    CANOPY_RETURN_IF_ERROR(p.ReadValue(static_cast<GgufValueType>(type_raw), key, &value));
+    CANOPY_RETURN_IF_ERROR(p.ReadKeyValue(&key, &value));
     if (metadata_.count(key)) return DataLossError("duplicate key '" + key + "'" + OffsetMsg(at));
     metadata_.emplace(std::move(key), std::move(value));
   }
-  if (auto it = metadata_.find("general.alignment"); it != metadata_.end()) {
-    const auto* a = std::get_if<int64_t>(&it->second.value);
-    if (a == nullptr || *a <= 0 || (*a & (*a - 1)) != 0 || *a > 65536) {
-      return DataLossError("general.alignment must be a power of two up to 65536");
-    }
-    alignment_ = static_cast<uint64_t>(*a);
-  }
+  CANOPY_ASSIGN_OR_RETURN(alignment_, Alignment(metadata_, alignment_));
   tensors_.reserve(n_tensors);
   for (uint64_t i = 0; i < n_tensors; ++i) {
-    size_t at = r.offset();
-    GgufTensorInfo t;
-    CANOPY_ASSIGN_OR_RETURN(t.name, p.ReadString("tensor name"));
-    CANOPY_ASSIGN_OR_RETURN(uint32_t n_dims, r.Read<uint32_t>("tensor dims"));
-    if (n_dims == 0 || n_dims > kMaxDims) {
-      return DataLossError("tensor '" + t.name + "': " + std::to_string(n_dims) + " dims" +
-                           OffsetMsg(at));
-    }
-    int64_t elems = 1;
-    for (uint32_t d = 0; d < n_dims; ++d) {
-      CANOPY_ASSIGN_OR_RETURN(int64_t dim, r.Read<int64_t>("tensor dim"));
-      if (dim <= 0 || dim > (int64_t{1} << 40) || elems > (int64_t{1} << 42) / dim) {
-        return DataLossError("tensor '" + t.name + "': bad dimension " + std::to_string(dim) +
-                             OffsetMsg(at));
-      }
-      elems *= dim;
-      t.dims.push_back(dim);
-    }
-    CANOPY_ASSIGN_OR_RETURN(uint32_t type_raw, r.Read<uint32_t>("tensor type"));
-    std::optional<TensorType> type = TensorTypeFromGgml(type_raw);
-    if (!type) {
-      return UnimplementedError("tensor '" + t.name + "': unsupported tensor type " +
-                                std::to_string(type_raw) + OffsetMsg(at));
-    }
-    t.type = *type;
-    if (t.dims[0] % TensorTypeBlockSize(t.type) != 0) {
-      return DataLossError("tensor '" + t.name + "': row of " + std::to_string(t.dims[0]) +
-                           " is not a multiple of the " + TensorTypeName(t.type) + " block");
-    }
-    t.nbytes = static_cast<uint64_t>(TensorRowBytes(t.type, t.dims[0]) * (elems / t.dims[0]));
-    CANOPY_ASSIGN_OR_RETURN(t.offset, r.Read<uint64_t>("tensor offset"));
-    if (t.offset % alignment_ != 0) {
-      return DataLossError("tensor '" + t.name + "': offset " + std::to_string(t.offset) +
-                           " not aligned to " + std::to_string(alignment_));
-    }
+    const size_t at = p.reader().offset();
+    CANOPY_ASSIGN_OR_RETURN(GgufTensorInfo t, p.ReadTensorInfo(alignment_));
     if (tensor_index_.count(t.name)) {
       return DataLossError("duplicate tensor '" + t.name + "'" + OffsetMsg(at));
     }
     tensor_index_[t.name] = tensors_.size();
     tensors_.push_back(std::move(t));
   }
-  uint64_t data_start = (r.offset() + alignment_ - 1) / alignment_ * alignment_;
-  for (GgufTensorInfo& t : tensors_) {
-    uint64_t begin = data_start + t.offset;
-    if (begin < data_start || begin > size || t.nbytes > size - begin) {
-      return DataLossError("tensor '" + t.name + "': data at offset [" + std::to_string(begin) + ", " +
-                           std::to_string(begin + t.nbytes) + ") is past the end of the file (" +
-                           std::to_string(size) + " bytes)");
-    }
-    t.data = data + begin;
-  }
-  return Status::Ok();
+  const uint64_t data_start = (p.reader().offset() + alignment_ - 1) / alignment_ * alignment_;
+  return PlaceTensorData(data, size, data_start, &tensors_);
 }
 
 const GgufTensorInfo* GgufFile::FindTensor(const std::string& name) const {

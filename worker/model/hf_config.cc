@@ -126,77 +126,81 @@ Status ParseRopeScaling(const Fields& f, const std::string& source, RopeScaling*
   return Status::Ok();
 }
 
-StatusOr<ModelConfig> ParseImpl(const json& root, const std::string& source) {
-  if (!root.is_object()) return InvalidArgumentError(source + ": config is not a JSON object");
-  Fields f(root, source);
-  ModelConfig c;
-
-  // Architecture: architectures[0], else model_type.
+// The architecture: architectures[0], else model_type. `arch_name` gets the name as written.
+StatusOr<const ArchInfo*> FindArchitecture(const Fields& f, const std::string& source,
+                                           std::string* arch_name) {
   const ArchInfo* arch = nullptr;
-  std::string arch_name;
   if (const json* a = f.Find("architectures")) {
     if (!a->is_array() || a->empty() || !(*a)[0].is_string()) {
       return InvalidArgumentError(f.Where("architectures") +
                                   ": expected a non-empty array of strings");
     }
-    arch_name = (*a)[0].get<std::string>();
+    *arch_name = (*a)[0].get<std::string>();
     for (const ArchInfo& info : kArchs) {
-      if (arch_name == info.hf_name) arch = &info;
+      if (*arch_name == info.hf_name) arch = &info;
     }
   } else {
-    CANOPY_ASSIGN_OR_RETURN(arch_name, f.StringOr("model_type", ""));
-    if (arch_name.empty())
+    CANOPY_ASSIGN_OR_RETURN(*arch_name, f.StringOr("model_type", ""));
+    if (arch_name->empty())
       return InvalidArgumentError(f.Where("architectures") + ": missing required field");
     for (const ArchInfo& info : kArchs) {
-      if (arch_name == info.name) arch = &info;
+      if (*arch_name == info.name) arch = &info;
     }
   }
   if (arch == nullptr) {
     return UnimplementedError(
-        source + ": architecture '" + arch_name +
+        source + ": architecture '" + *arch_name +
         "' is not supported (LlamaForCausalLM, Qwen2ForCausalLM, MistralForCausalLM, "
         "Qwen2ForProcessRewardModel)");
   }
-  c.architecture = arch->name;
-  CANOPY_ASSIGN_OR_RETURN(c.name, f.StringOr("_name_or_path", ""));
+  return arch;
+}
 
-  CANOPY_ASSIGN_OR_RETURN(c.hidden_size, f.Int("hidden_size"));
-  CANOPY_ASSIGN_OR_RETURN(c.intermediate_size, f.Int("intermediate_size"));
-  CANOPY_ASSIGN_OR_RETURN(c.num_layers, f.Int("num_hidden_layers"));
-  CANOPY_ASSIGN_OR_RETURN(c.num_heads, f.Int("num_attention_heads"));
-  CANOPY_ASSIGN_OR_RETURN(c.vocab_size, f.Int("vocab_size"));
-  CANOPY_RETURN_IF_ERROR(CheckRange(source, "hidden_size", c.hidden_size, kMaxDim));
-  CANOPY_RETURN_IF_ERROR(CheckRange(source, "intermediate_size", c.intermediate_size, kMaxDim));
-  CANOPY_RETURN_IF_ERROR(CheckRange(source, "num_hidden_layers", c.num_layers, kMaxLayers));
-  CANOPY_RETURN_IF_ERROR(CheckRange(source, "num_attention_heads", c.num_heads, kMaxDim));
-  CANOPY_RETURN_IF_ERROR(CheckRange(source, "vocab_size", c.vocab_size, kMaxDim));
-  CANOPY_ASSIGN_OR_RETURN(c.num_kv_heads, f.IntOr("num_key_value_heads", c.num_heads));
-  CANOPY_ASSIGN_OR_RETURN(c.head_dim, f.IntOr("head_dim", c.hidden_size / c.num_heads));
-  CANOPY_RETURN_IF_ERROR(CheckRange(source, "num_key_value_heads", c.num_kv_heads, c.num_heads));
-  CANOPY_RETURN_IF_ERROR(CheckRange(source, "head_dim", c.head_dim, kMaxDim / c.num_heads));
-  if (c.num_heads % c.num_kv_heads != 0) {
-    return InvalidArgumentError(source + ": num_attention_heads " + std::to_string(c.num_heads) +
+// The sizes: hidden, intermediate, layers, heads, vocabulary, context, and the norm's epsilon.
+Status ParseDimensions(const Fields& f, const std::string& source, const ArchInfo& arch,
+                       ModelConfig* c) {
+  CANOPY_ASSIGN_OR_RETURN(c->hidden_size, f.Int("hidden_size"));
+  CANOPY_ASSIGN_OR_RETURN(c->intermediate_size, f.Int("intermediate_size"));
+  CANOPY_ASSIGN_OR_RETURN(c->num_layers, f.Int("num_hidden_layers"));
+  CANOPY_ASSIGN_OR_RETURN(c->num_heads, f.Int("num_attention_heads"));
+  CANOPY_ASSIGN_OR_RETURN(c->vocab_size, f.Int("vocab_size"));
+  CANOPY_RETURN_IF_ERROR(CheckRange(source, "hidden_size", c->hidden_size, kMaxDim));
+  CANOPY_RETURN_IF_ERROR(CheckRange(source, "intermediate_size", c->intermediate_size, kMaxDim));
+  CANOPY_RETURN_IF_ERROR(CheckRange(source, "num_hidden_layers", c->num_layers, kMaxLayers));
+  CANOPY_RETURN_IF_ERROR(CheckRange(source, "num_attention_heads", c->num_heads, kMaxDim));
+  CANOPY_RETURN_IF_ERROR(CheckRange(source, "vocab_size", c->vocab_size, kMaxDim));
+  CANOPY_ASSIGN_OR_RETURN(c->num_kv_heads, f.IntOr("num_key_value_heads", c->num_heads));
+  CANOPY_ASSIGN_OR_RETURN(c->head_dim, f.IntOr("head_dim", c->hidden_size / c->num_heads));
+  CANOPY_RETURN_IF_ERROR(CheckRange(source, "num_key_value_heads", c->num_kv_heads, c->num_heads));
+  CANOPY_RETURN_IF_ERROR(CheckRange(source, "head_dim", c->head_dim, kMaxDim / c->num_heads));
+  if (c->num_heads % c->num_kv_heads != 0) {
+    return InvalidArgumentError(source + ": num_attention_heads " + std::to_string(c->num_heads) +
                                 " is not a multiple of num_key_value_heads " +
-                                std::to_string(c.num_kv_heads));
+                                std::to_string(c->num_kv_heads));
   }
-  if (c.head_dim % 2 != 0) {
-    return InvalidArgumentError(source + ": head_dim " + std::to_string(c.head_dim) + " is odd");
+  if (c->head_dim % 2 != 0) {
+    return InvalidArgumentError(source + ": head_dim " + std::to_string(c->head_dim) + " is odd");
   }
-  CANOPY_ASSIGN_OR_RETURN(c.max_position,
-                          f.IntOr("max_position_embeddings", arch->default_max_position));
+  CANOPY_ASSIGN_OR_RETURN(c->max_position,
+                          f.IntOr("max_position_embeddings", arch.default_max_position));
   CANOPY_RETURN_IF_ERROR(
-      CheckRange(source, "max_position_embeddings", c.max_position, kMaxContextLength));
-  CANOPY_ASSIGN_OR_RETURN(c.rms_eps, f.FloatOr("rms_norm_eps", 1e-6));
-  CANOPY_RETURN_IF_ERROR(CheckFloatField(source, "rms_norm_eps", c.rms_eps, 0.0, kMaxRmsEps));
-  CANOPY_ASSIGN_OR_RETURN(c.tied_embeddings, f.BoolOr("tie_word_embeddings", false));
+      CheckRange(source, "max_position_embeddings", c->max_position, kMaxContextLength));
+  CANOPY_ASSIGN_OR_RETURN(c->rms_eps, f.FloatOr("rms_norm_eps", 1e-6));
+  CANOPY_RETURN_IF_ERROR(CheckFloatField(source, "rms_norm_eps", c->rms_eps, 0.0, kMaxRmsEps));
+  return Status::Ok();
+}
 
+// The activation, biases and sliding window: Unimplemented for what the engine lacks.
+// `c->architecture` and `c->max_position` must be set.
+Status ParseLayerOptions(const Fields& f, const std::string& source, const std::string& arch_name,
+                         ModelConfig* c) {
   CANOPY_ASSIGN_OR_RETURN(std::string act, f.StringOr("hidden_act", "silu"));
   if (act != "silu")
     return UnimplementedError(source + ": hidden_act '" + act + "' is not supported (silu)");
   CANOPY_ASSIGN_OR_RETURN(bool mlp_bias, f.BoolOr("mlp_bias", false));
   if (mlp_bias) return UnimplementedError(source + ": mlp_bias is not supported");
-  if (c.architecture == "qwen2") {
-    c.attention_bias = true;  // Qwen2Attention always has q/k/v biases (and none on o_proj)
+  if (c->architecture == "qwen2") {
+    c->attention_bias = true;  // Qwen2Attention always has q/k/v biases (and none on o_proj)
     CANOPY_ASSIGN_OR_RETURN(bool sliding, f.BoolOr("use_sliding_window", false));
     if (sliding) return UnimplementedError(source + ": use_sliding_window is not supported");
   } else {
@@ -205,32 +209,51 @@ StatusOr<ModelConfig> ParseImpl(const json& root, const std::string& source) {
     if (bias)
       return UnimplementedError(source + ": attention_bias is not supported for " + arch_name);
   }
-  if (c.architecture == "mistral" && f.Has("sliding_window")) {
+  if (c->architecture == "mistral" && f.Has("sliding_window")) {
     // Without a sliding-window kernel, attention is exact only up to the window; so the
     // usable context is capped there (Mistral 7B v0.1: 4096 of 32768).
     CANOPY_ASSIGN_OR_RETURN(int64_t window, f.Int("sliding_window"));
     CANOPY_RETURN_IF_ERROR(
         CheckRange(source, "sliding_window", window, std::numeric_limits<int32_t>::max()));
-    c.max_position = std::min(c.max_position, window);
+    c->max_position = std::min(c->max_position, window);
   }
+  return Status::Ok();
+}
 
-  // RoPE: the old place, then the new place overriding it.
-  CANOPY_ASSIGN_OR_RETURN(c.rope_theta, f.FloatOr("rope_theta", 10000.0));
+// RoPE: the old place (rope_theta, rope_scaling), then the new place (rope_parameters)
+// overriding it.
+Status ParseRope(const Fields& f, const std::string& source, ModelConfig* c) {
+  CANOPY_ASSIGN_OR_RETURN(c->rope_theta, f.FloatOr("rope_theta", 10000.0));
   if (const json* s = f.Find("rope_scaling")) {
     if (!s->is_object())
       return InvalidArgumentError(f.Where("rope_scaling") + ": expected an object");
     CANOPY_RETURN_IF_ERROR(
-        ParseRopeScaling(Fields(*s, source, "rope_scaling."), source, &c.rope_scaling));
+        ParseRopeScaling(Fields(*s, source, "rope_scaling."), source, &c->rope_scaling));
   }
   if (const json* p = f.Find("rope_parameters")) {
     if (!p->is_object())
       return InvalidArgumentError(f.Where("rope_parameters") + ": expected an object");
     Fields pf(*p, source, "rope_parameters.");
-    CANOPY_ASSIGN_OR_RETURN(c.rope_theta, pf.FloatOr("rope_theta", c.rope_theta));
-    CANOPY_RETURN_IF_ERROR(ParseRopeScaling(pf, source, &c.rope_scaling));
+    CANOPY_ASSIGN_OR_RETURN(c->rope_theta, pf.FloatOr("rope_theta", c->rope_theta));
+    CANOPY_RETURN_IF_ERROR(ParseRopeScaling(pf, source, &c->rope_scaling));
   }
-  if (c.rope_theta <= 0) return InvalidArgumentError(f.Where("rope_theta") + ": must be > 0");
-  c.rope_style = RopeStyle::kHalf;
+  if (c->rope_theta <= 0) return InvalidArgumentError(f.Where("rope_theta") + ": must be > 0");
+  c->rope_style = RopeStyle::kHalf;
+  return Status::Ok();
+}
+
+StatusOr<ModelConfig> ParseImpl(const json& root, const std::string& source) {
+  if (!root.is_object()) return InvalidArgumentError(source + ": config is not a JSON object");
+  Fields f(root, source);
+  ModelConfig c;
+  std::string arch_name;
+  CANOPY_ASSIGN_OR_RETURN(const ArchInfo* arch, FindArchitecture(f, source, &arch_name));
+  c.architecture = arch->name;
+  CANOPY_ASSIGN_OR_RETURN(c.name, f.StringOr("_name_or_path", ""));
+  CANOPY_RETURN_IF_ERROR(ParseDimensions(f, source, *arch, &c));
+  CANOPY_ASSIGN_OR_RETURN(c.tied_embeddings, f.BoolOr("tie_word_embeddings", false));
+  CANOPY_RETURN_IF_ERROR(ParseLayerOptions(f, source, arch_name, &c));
+  CANOPY_RETURN_IF_ERROR(ParseRope(f, source, &c));
   return c;
 }
 

@@ -52,6 +52,146 @@ const char* SafetensorsDtypeName(TensorType type) {
   }
 }
 
+namespace {
+
+// The JSON header (an object) of the image `data`; `data_start` gets the offset of the data
+// section. Errors start with `where`.
+StatusOr<json> ReadHeader(const uint8_t* data, size_t size, const std::string& where,
+                          uint64_t* data_start) {
+  ByteReader reader(data, size);
+  auto header_len_or = reader.Read<uint64_t>("header length");
+  if (!header_len_or.ok()) return header_len_or.status().WithContext(where);
+  const uint64_t header_len = *header_len_or;
+  if (header_len > SafetensorsFile::kMaxHeaderBytes) {
+    return DataLossError(where + ": header length " + std::to_string(header_len) +
+                         " at offset 0 exceeds the limit of " +
+                         std::to_string(SafetensorsFile::kMaxHeaderBytes));
+  }
+  auto header_or = reader.ReadBytes(header_len, "JSON header");
+  if (!header_or.ok()) return header_or.status().WithContext(where);
+  *data_start = reader.offset();
+
+  json header;
+  try {
+    header = json::parse(header_or->begin(), header_or->end());
+  } catch (const json::parse_error& e) {
+    return DataLossError(where + ": bad JSON header at offset " + std::to_string(8 + e.byte) +
+                         ": " + e.what());
+  } catch (const std::exception& e) {
+    return DataLossError(where + ": bad JSON header: " + e.what());
+  }
+  if (!header.is_object())
+    return DataLossError(where + ": JSON header at offset 8 is not an object");
+  return header;
+}
+
+struct ParsedShape {
+  std::vector<int64_t> dims;
+  std::optional<uint64_t> bytes;  // product(dims) * element size; nullopt when it overflows
+};
+
+// A header entry's "shape" (a JSON array): at most kMaxDims dimensions, each fitting in
+// int64. Errors start with `what` (the file and the tensor).
+StatusOr<ParsedShape> ParseShape(const json& shape, uint64_t elem_size, const std::string& what) {
+  if (shape.size() > kMaxDims) {
+    return DataLossError(what + ": " + std::to_string(shape.size()) + " dimensions (max " +
+                         std::to_string(kMaxDims) + ")");
+  }
+  ParsedShape out;
+  uint64_t expected = elem_size;
+  bool overflow = false;
+  for (const json& d : shape) {
+    std::optional<uint64_t> dim = AsUint(d);
+    if (!dim || *dim > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+      return DataLossError(what + ": shape " + shape.dump() + " has a bad dimension");
+    }
+    out.dims.push_back(static_cast<int64_t>(*dim));
+    if (*dim != 0 && expected > std::numeric_limits<uint64_t>::max() / *dim) {
+      overflow = true;
+    } else {
+      expected *= *dim;
+    }
+  }
+  // A zero dimension makes the tensor empty whatever the others say.
+  if (std::find(out.dims.begin(), out.dims.end(), 0) != out.dims.end()) {
+    expected = 0;
+    overflow = false;
+  }
+  if (!overflow) out.bytes = expected;
+  return out;
+}
+
+// A header entry's "data_offsets" [begin, end) (relative to the data section, which starts
+// at `data_start` of a file of `size` bytes), checked against the file and against the
+// `expected` bytes of `shape` of `dtype`; returns begin.
+StatusOr<uint64_t> CheckDataOffsets(const json& offsets, const json& shape,
+                                    const std::string& dtype, std::optional<uint64_t> expected,
+                                    uint64_t data_start, size_t size, const std::string& what) {
+  std::optional<uint64_t> begin = AsUint(offsets[0]);
+  std::optional<uint64_t> end = AsUint(offsets[1]);
+  if (!begin || !end) {
+    return DataLossError(what + ": data_offsets " + offsets.dump() +
+                         " are not non-negative integers");
+  }
+  if (*begin > *end) {
+    return DataLossError(what + ": data_offsets begin " + std::to_string(*begin) + " > end " +
+                         std::to_string(*end));
+  }
+  if (*end > size - data_start) {
+    return DataLossError(what + ": data [" + std::to_string(data_start + *begin) + ", " +
+                         std::to_string(data_start + *end) +
+                         ") ends past the end of the file at offset " + std::to_string(size) +
+                         " (truncated?)");
+  }
+  if (!expected || *end - *begin != *expected) {
+    return DataLossError(what + " at offset " + std::to_string(data_start + *begin) + ": " +
+                         std::to_string(*end - *begin) + " bytes, but shape " + shape.dump() +
+                         " of " + dtype + " needs " +
+                         (expected ? std::to_string(*expected) : std::string("more than 2^64")));
+  }
+  return *begin;
+}
+
+// The header entry {"dtype", "shape", "data_offsets"} of tensor `name`, checked against a
+// file of `size` bytes whose data section starts at `data_start`; `data` is left unset.
+// Errors start with `where` (the file).
+StatusOr<SafetensorsTensor> ParseTensorEntry(const std::string& name, const json& entry,
+                                             const std::string& where, uint64_t data_start,
+                                             size_t size) {
+  const std::string what = where + ": tensor '" + name + "'";
+  if (!entry.is_object()) return DataLossError(what + ": header entry is not an object");
+  auto dtype_it = entry.find("dtype");
+  auto shape_it = entry.find("shape");
+  auto offsets_it = entry.find("data_offsets");
+  if (dtype_it == entry.end() || !dtype_it->is_string()) {
+    return DataLossError(what + ": missing or non-string 'dtype'");
+  }
+  if (shape_it == entry.end() || !shape_it->is_array()) {
+    return DataLossError(what + ": missing or non-array 'shape'");
+  }
+  if (offsets_it == entry.end() || !offsets_it->is_array() || offsets_it->size() != 2) {
+    return DataLossError(what + ": 'data_offsets' must be an array [begin, end]");
+  }
+  SafetensorsTensor t;
+  t.name = name;
+  t.dtype = dtype_it->get<std::string>();
+  std::optional<uint64_t> elem_size = SafetensorsDtypeSize(t.dtype);
+  if (!elem_size) return UnimplementedError(what + ": unknown dtype '" + t.dtype + "'");
+  if (t.dtype == "F32") t.type = TensorType::kF32;
+  if (t.dtype == "F16") t.type = TensorType::kF16;
+  if (t.dtype == "BF16") t.type = TensorType::kBF16;
+
+  CANOPY_ASSIGN_OR_RETURN(ParsedShape shape, ParseShape(*shape_it, *elem_size, what));
+  t.shape = std::move(shape.dims);
+  CANOPY_ASSIGN_OR_RETURN(uint64_t begin, CheckDataOffsets(*offsets_it, *shape_it, t.dtype,
+                                                           shape.bytes, data_start, size, what));
+  t.file_offset = data_start + begin;
+  t.nbytes = *shape.bytes;  // == end - begin
+  return t;
+}
+
+}  // namespace
+
 StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string& path) {
   CANOPY_ASSIGN_OR_RETURN(auto mapped, MappedFile::Open(path));
   std::unique_ptr<SafetensorsFile> f(new SafetensorsFile());
@@ -87,103 +227,12 @@ StatusOr<const SafetensorsTensor*> SafetensorsFile::GetTensor(const std::string&
 
 Status SafetensorsFile::ParseImpl(const uint8_t* data, size_t size) {
   const std::string where = "safetensors: " + path_;
-  ByteReader reader(data, size);
-  auto header_len_or = reader.Read<uint64_t>("header length");
-  if (!header_len_or.ok()) return header_len_or.status().WithContext(where);
-  const uint64_t header_len = *header_len_or;
-  if (header_len > kMaxHeaderBytes) {
-    return DataLossError(where + ": header length " + std::to_string(header_len) +
-                         " at offset 0 exceeds the limit of " + std::to_string(kMaxHeaderBytes));
-  }
-  auto header_or = reader.ReadBytes(header_len, "JSON header");
-  if (!header_or.ok()) return header_or.status().WithContext(where);
-  const uint64_t data_start = reader.offset();
-  const uint64_t data_size = size - data_start;
-
-  json header;
-  try {
-    header = json::parse(header_or->begin(), header_or->end());
-  } catch (const json::parse_error& e) {
-    return DataLossError(where + ": bad JSON header at offset " + std::to_string(8 + e.byte) +
-                         ": " + e.what());
-  } catch (const std::exception& e) {
-    return DataLossError(where + ": bad JSON header: " + e.what());
-  }
-  if (!header.is_object())
-    return DataLossError(where + ": JSON header at offset 8 is not an object");
-
+  uint64_t data_start = 0;
+  CANOPY_ASSIGN_OR_RETURN(json header, ReadHeader(data, size, where, &data_start));
   for (const auto& [name, entry] : header.items()) {
     if (name == "__metadata__") continue;
-    const std::string what = where + ": tensor '" + name + "'";
-    if (!entry.is_object()) return DataLossError(what + ": header entry is not an object");
-    auto dtype_it = entry.find("dtype");
-    auto shape_it = entry.find("shape");
-    auto offsets_it = entry.find("data_offsets");
-    if (dtype_it == entry.end() || !dtype_it->is_string()) {
-      return DataLossError(what + ": missing or non-string 'dtype'");
-    }
-    if (shape_it == entry.end() || !shape_it->is_array()) {
-      return DataLossError(what + ": missing or non-array 'shape'");
-    }
-    if (offsets_it == entry.end() || !offsets_it->is_array() || offsets_it->size() != 2) {
-      return DataLossError(what + ": 'data_offsets' must be an array [begin, end]");
-    }
-    SafetensorsTensor t;
-    t.name = name;
-    t.dtype = dtype_it->get<std::string>();
-    std::optional<uint64_t> elem_size = SafetensorsDtypeSize(t.dtype);
-    if (!elem_size) return UnimplementedError(what + ": unknown dtype '" + t.dtype + "'");
-    if (t.dtype == "F32") t.type = TensorType::kF32;
-    if (t.dtype == "F16") t.type = TensorType::kF16;
-    if (t.dtype == "BF16") t.type = TensorType::kBF16;
-
-    if (shape_it->size() > kMaxDims) {
-      return DataLossError(what + ": " + std::to_string(shape_it->size()) + " dimensions (max " +
-                           std::to_string(kMaxDims) + ")");
-    }
-    uint64_t expected = *elem_size;  // bytes; stays <= data_size or we fail first
-    bool overflow = false;
-    for (const json& d : *shape_it) {
-      std::optional<uint64_t> dim = AsUint(d);
-      if (!dim || *dim > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
-        return DataLossError(what + ": shape " + shape_it->dump() + " has a bad dimension");
-      }
-      t.shape.push_back(static_cast<int64_t>(*dim));
-      if (*dim != 0 && expected > std::numeric_limits<uint64_t>::max() / *dim) {
-        overflow = true;
-      } else {
-        expected *= *dim;
-      }
-    }
-    // A zero dimension makes the tensor empty whatever the others say.
-    if (std::find(t.shape.begin(), t.shape.end(), 0) != t.shape.end()) {
-      expected = 0;
-      overflow = false;
-    }
-    std::optional<uint64_t> begin = AsUint((*offsets_it)[0]);
-    std::optional<uint64_t> end = AsUint((*offsets_it)[1]);
-    if (!begin || !end) {
-      return DataLossError(what + ": data_offsets " + offsets_it->dump() +
-                           " are not non-negative integers");
-    }
-    if (*begin > *end) {
-      return DataLossError(what + ": data_offsets begin " + std::to_string(*begin) + " > end " +
-                           std::to_string(*end));
-    }
-    if (*end > data_size) {
-      return DataLossError(what + ": data [" + std::to_string(data_start + *begin) + ", " +
-                           std::to_string(data_start + *end) +
-                           ") ends past the end of the file at offset " + std::to_string(size) +
-                           " (truncated?)");
-    }
-    if (overflow || *end - *begin != expected) {
-      return DataLossError(what + " at offset " + std::to_string(data_start + *begin) + ": " +
-                           std::to_string(*end - *begin) + " bytes, but shape " + shape_it->dump() +
-                           " of " + t.dtype + " needs " +
-                           (overflow ? std::string("more than 2^64") : std::to_string(expected)));
-    }
-    t.file_offset = data_start + *begin;
-    t.nbytes = *end - *begin;
+    CANOPY_ASSIGN_OR_RETURN(SafetensorsTensor t,
+                            ParseTensorEntry(name, entry, where, data_start, size));
     t.data = data + t.file_offset;
     tensors_.push_back(std::move(t));
   }

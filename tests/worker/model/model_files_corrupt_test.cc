@@ -5,14 +5,12 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
-#include <filesystem>
-#include <fstream>
 #include <functional>
 #include <limits>
 #include <random>
 
-#include "common/mapped_file.h"
 #include "tests/testing/model_writer.h"
+#include "tests/testing/temp_dir.h"
 #include "worker/model/gguf.h"
 #include "worker/model/hf_config.h"
 #include "worker/model/model.h"
@@ -21,26 +19,6 @@
 
 namespace canopy {
 namespace {
-
-namespace fs = std::filesystem;
-
-std::string TempDir(const std::string& name) {
-  std::string dir = (fs::path(::testing::TempDir()) / ("canopy_corrupt_" + name)).string();
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
-
-void WriteString(const std::string& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(bytes.data(), bytes.size());
-}
-
-std::string ReadAll(const std::string& path) {
-  auto s = ReadFileToString(path);
-  EXPECT_TRUE(s.ok()) << s.status().ToString();
-  return s.ok() ? *s : "";
-}
 
 ModelConfig TinyConfig(const std::string& arch) {
   ModelConfig c;
@@ -82,7 +60,8 @@ void AddTokenizer(GgufWriter& w) {
 
 TEST(GgufWriterTest, LlamaKeysTensorsAndPermutation) {
   DenseModel dense = RandomDenseModel(TinyConfig("llama"), 5);
-  const std::string path = TempDir("gguf_llama") + "/m.gguf";
+  const testing::ScopedTempDir dir("corrupt_gguf_llama");
+  const std::string path = dir.Path("m.gguf");
   ASSERT_TRUE(WriteGgufModel(dense, path, TensorType::kF32, AddTokenizer).ok());
   auto f = GgufFile::Open(path);
   ASSERT_TRUE(f.ok()) << f.status().ToString();
@@ -140,7 +119,8 @@ TEST(GgufWriterTest, LlamaKeysTensorsAndPermutation) {
 
 TEST(GgufWriterTest, Qwen2TiedBiasesF16NotPermuted) {
   DenseModel dense = RandomDenseModel(TinyConfig("qwen2"), 6);
-  const std::string path = TempDir("gguf_qwen") + "/m.gguf";
+  const testing::ScopedTempDir dir("corrupt_gguf_qwen");
+  const std::string path = dir.Path("m.gguf");
   ASSERT_TRUE(WriteGgufModel(dense, path, TensorType::kF16).ok());
   auto f = GgufFile::Open(path);
   ASSERT_TRUE(f.ok()) << f.status().ToString();
@@ -176,7 +156,8 @@ TEST(GgufWriterTest, Llama3RopeFreqsAndHeadDim) {
   c.rope_scaling.factor = 32;
   c.rope_scaling.original_max_position = 32;
   DenseModel dense = RandomDenseModel(c, 1);
-  const std::string path = TempDir("gguf_l3") + "/m.gguf";
+  const testing::ScopedTempDir dir("corrupt_gguf_l3");
+  const std::string path = dir.Path("m.gguf");
   ASSERT_TRUE(WriteGgufModel(dense, path, TensorType::kF32).ok());
   auto f = GgufFile::Open(path);
   ASSERT_TRUE(f.ok()) << f.status().ToString();
@@ -199,7 +180,8 @@ TEST(GgufWriterTest, HfAndGgufLoadTheSameWeights) {
   for (const char* arch : {"llama", "qwen2", "mistral"}) {
     SCOPED_TRACE(arch);
     DenseModel dense = RandomDenseModel(TinyConfig(arch), 9);
-    const std::string dir = TempDir(std::string("same_") + arch);
+    const testing::ScopedTempDir tmp(std::string("corrupt_same_") + arch);
+    const std::string dir = tmp.str();
     ASSERT_TRUE(WriteSafetensorsModel(dense, dir, TensorType::kF16).ok());
     ASSERT_TRUE(WriteGgufModel(dense, dir + "/m.gguf", TensorType::kF16).ok());
     auto hf = LoadHfModel(dir);
@@ -235,7 +217,8 @@ void ExpectGgufRefused(const std::string& name, const std::function<void(ModelCo
   SCOPED_TRACE(name);
   DenseModel dense = RandomDenseModel(TinyConfig("llama"), 5);
   edit(&dense.config);
-  const std::string path = TempDir("limits_" + name) + "/m.gguf";
+  const testing::ScopedTempDir dir("corrupt_limits_" + name);
+  const std::string path = dir.Path("m.gguf");
   ASSERT_TRUE(WriteGgufModel(dense, path, TensorType::kF32).ok());
   auto m = LoadGgufModel(path);
   ASSERT_FALSE(m.ok()) << "loaded " << name;
@@ -281,7 +264,8 @@ TEST(GgufLimitsTest, TheLimitsThemselvesLoad) {
   DenseModel dense = RandomDenseModel(TinyConfig("llama"), 5);
   dense.config.max_position = int64_t{1} << 24;  // kMaxContextLength
   dense.config.rms_eps = 1e-6;
-  const std::string path = TempDir("limits_ok") + "/m.gguf";
+  const testing::ScopedTempDir dir("corrupt_limits_ok");
+  const std::string path = dir.Path("m.gguf");
   ASSERT_TRUE(WriteGgufModel(dense, path, TensorType::kF32).ok());
   auto m = LoadGgufModel(path);
   ASSERT_TRUE(m.ok()) << m.status().ToString();
@@ -334,13 +318,14 @@ struct Images {
 const Images& GetImages() {
   static const Images* images = [] {
     auto* im = new Images;
-    const std::string dir = TempDir("images");
+    const testing::ScopedTempDir tmp("corrupt_images");
+    const std::string dir = tmp.str();
     DenseModel llama = RandomDenseModel(TinyConfig("llama"), 11);
     EXPECT_TRUE(WriteGgufModel(llama, dir + "/m.gguf", TensorType::kF16, AddTokenizer).ok());
-    im->gguf = ReadAll(dir + "/m.gguf");
+    im->gguf = testing::ReadFileOrFail(dir + "/m.gguf");
     im->st_model = RandomDenseModel(TinyConfig("qwen2"), 12);
     EXPECT_TRUE(WriteSafetensorsModel(im->st_model, dir, TensorType::kBF16).ok());
-    im->safetensors = ReadAll(dir + "/model.safetensors");
+    im->safetensors = testing::ReadFileOrFail(dir + "/model.safetensors");
     return im;
   }();
   return *images;
@@ -463,7 +448,8 @@ TEST(CorruptGgufTest, RandomMutations) {
     header_end =
         std::min<size_t>(header_end, t.data - reinterpret_cast<const uint8_t*>(image.data()));
   }
-  const std::string path = TempDir("mut_gguf") + "/m.gguf";
+  const testing::ScopedTempDir dir("corrupt_mut_gguf");
+  const std::string path = dir.Path("m.gguf");
   std::mt19937_64 rng(20240601);
   int ok = 0, loaded = 0;
   for (int i = 0; i < kMutations; ++i) {
@@ -476,7 +462,7 @@ TEST(CorruptGgufTest, RandomMutations) {
     }
     ok += r.ok();
     if (i % kFileEvery == 0) {
-      WriteString(path, std::string(buf.begin(), buf.end()));
+      testing::WriteStringToFile(path, std::string(buf.begin(), buf.end()));
       auto m = LoadGgufModel(path);
       if (!m.ok()) {
         EXPECT_NE(m.status().message().find(path), std::string::npos)
@@ -495,8 +481,9 @@ TEST(CorruptSafetensorsTest, RandomMutations) {
   const std::string& image = im.safetensors;
   uint64_t header_len;
   std::memcpy(&header_len, image.data(), 8);
-  const std::string dir = TempDir("mut_st");
-  WriteString(dir + "/config.json", HfConfigToJson(im.st_model.config));
+  const testing::ScopedTempDir tmp("corrupt_mut_st");
+  const std::string dir = tmp.str();
+  testing::WriteStringToFile(dir + "/config.json", HfConfigToJson(im.st_model.config));
   const std::string path = dir + "/model.safetensors";
   std::mt19937_64 rng(777);
   int ok = 0, loaded = 0;
@@ -510,7 +497,7 @@ TEST(CorruptSafetensorsTest, RandomMutations) {
     }
     ok += r.ok();
     if (i % kFileEvery == 0) {
-      WriteString(path, std::string(buf.begin(), buf.end()));
+      testing::WriteStringToFile(path, std::string(buf.begin(), buf.end()));
       auto m = LoadHfModel(dir);
       if (!m.ok()) {
         EXPECT_NE(m.status().message().find(dir), std::string::npos)

@@ -7,11 +7,11 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <random>
 
 #include "common/half.h"
 #include "tests/testing/model_writer.h"
+#include "tests/testing/temp_dir.h"
 #include "worker/model/hf_config.h"
 #include "worker/model/model.h"
 #include "worker/model/model_hf.h"
@@ -20,18 +20,6 @@ namespace canopy {
 namespace {
 
 namespace fs = std::filesystem;
-
-std::string TempDir(const std::string& name) {
-  std::string dir = (fs::path(::testing::TempDir()) / ("canopy_st_" + name)).string();
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
-
-void WriteString(const std::string& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary);
-  out.write(bytes.data(), bytes.size());
-}
 
 // A file from a raw JSON header and data section.
 std::string RawImage(const std::string& header, const std::string& data) {
@@ -90,7 +78,8 @@ TEST_P(DtypeTest, FileRoundTrip) {
       {"b.bias", t, {7}, EncodeTensorData(b, t)},
       {"empty", t, {0, 3}, EncodeTensorData(c, t)},
   };
-  const std::string path = TempDir("rt_" + std::string(TensorTypeName(t))) + "/x.safetensors";
+  const testing::ScopedTempDir dir("st_rt_" + std::string(TensorTypeName(t)));
+  const std::string path = dir.Path("x.safetensors");
   ASSERT_TRUE(WriteSafetensorsFile(path, entries).ok());
   auto f = SafetensorsFile::Open(path);
   ASSERT_TRUE(f.ok()) << f.status().ToString();
@@ -141,8 +130,9 @@ class HfModelTest : public ::testing::TestWithParam<HfCase> {};
 TEST_P(HfModelTest, WriteThenLoad) {
   const HfCase& p = GetParam();
   DenseModel dense = RandomDenseModel(TinyConfig(p.arch, p.tied), 42);
-  const std::string dir = TempDir("hf_" + p.arch + std::to_string(p.tied) +
-                                  TensorTypeName(p.dtype) + std::to_string(p.shards));
+  const testing::ScopedTempDir tmp("st_hf_" + p.arch + std::to_string(p.tied) +
+                                   TensorTypeName(p.dtype) + std::to_string(p.shards));
+  const std::string dir = tmp.str();
   ASSERT_TRUE(WriteSafetensorsModel(dense, dir, p.dtype, p.shards).ok());
   EXPECT_EQ(fs::exists(dir + "/model.safetensors.index.json"), p.shards > 1);
   EXPECT_EQ(fs::exists(dir + "/model.safetensors"), p.shards == 1);
@@ -329,7 +319,8 @@ TEST(SafetensorsErrorsTest, UnsupportedDtypeNamedOnUse) {
 TEST(HfLoaderErrorsTest, MissingTensorNamesTensorAndFile) {
   DenseModel dense = RandomDenseModel(TinyConfig("llama", false), 3);
   dense.tensors.erase("model.layers.1.mlp.up_proj.weight");
-  const std::string dir = TempDir("missing");
+  const testing::ScopedTempDir tmp("st_missing");
+  const std::string dir = tmp.str();
   // The writer refuses an incomplete model...
   EXPECT_EQ(WriteSafetensorsModel(dense, dir, TensorType::kF32).code(),
             StatusCode::kInvalidArgument);
@@ -341,7 +332,7 @@ TEST(HfLoaderErrorsTest, MissingTensorNamesTensorAndFile) {
                        EncodeTensorData(dense.tensors.at(s.name), TensorType::kF32)});
   }
   ASSERT_TRUE(WriteSafetensorsFile(dir + "/model.safetensors", entries).ok());
-  WriteString(dir + "/config.json", HfConfigToJson(dense.config));
+  testing::WriteStringToFile(dir + "/config.json", HfConfigToJson(dense.config));
   auto m = LoadHfModel(dir);
   ASSERT_FALSE(m.ok());
   EXPECT_EQ(m.status().code(), StatusCode::kNotFound);
@@ -351,11 +342,12 @@ TEST(HfLoaderErrorsTest, MissingTensorNamesTensorAndFile) {
 
 TEST(HfLoaderErrorsTest, ShapeMismatchNamesTensor) {
   DenseModel dense = RandomDenseModel(TinyConfig("llama", true), 3);
-  const std::string dir = TempDir("shape");
+  const testing::ScopedTempDir tmp("st_shape");
+  const std::string dir = tmp.str();
   ASSERT_TRUE(WriteSafetensorsModel(dense, dir, TensorType::kF16).ok());
   ModelConfig other = dense.config;
   other.intermediate_size = 32;
-  WriteString(dir + "/config.json", HfConfigToJson(other));
+  testing::WriteStringToFile(dir + "/config.json", HfConfigToJson(other));
   auto m = LoadHfModel(dir);
   ASSERT_FALSE(m.ok());
   EXPECT_NE(m.status().message().find("model.layers.0.mlp.gate_proj.weight"), std::string::npos)
@@ -365,14 +357,15 @@ TEST(HfLoaderErrorsTest, ShapeMismatchNamesTensor) {
 
 TEST(HfLoaderErrorsTest, IndexErrors) {
   DenseModel dense = RandomDenseModel(TinyConfig("qwen2", true), 3);
-  const std::string dir = TempDir("index");
+  const testing::ScopedTempDir tmp("st_index");
+  const std::string dir = tmp.str();
   ASSERT_TRUE(WriteSafetensorsModel(dense, dir, TensorType::kBF16, 2).ok());
-  WriteString(dir + "/model.safetensors.index.json",
+  testing::WriteStringToFile(dir + "/model.safetensors.index.json",
               R"({"weight_map": {"model.embed_tokens.weight": "../evil.safetensors"}})");  // repo-paths: ok
   auto m = LoadHfModel(dir);
   ASSERT_FALSE(m.ok());
   EXPECT_NE(m.status().message().find("not a file name"), std::string::npos);
-  WriteString(
+  testing::WriteStringToFile(
       dir + "/model.safetensors.index.json",
       R"({"weight_map": {"model.embed_tokens.weight": "model-00001-of-00002.safetensors"}})");
   m = LoadHfModel(dir);
@@ -380,12 +373,13 @@ TEST(HfLoaderErrorsTest, IndexErrors) {
   EXPECT_EQ(m.status().code(), StatusCode::kNotFound);
   EXPECT_NE(m.status().message().find("model.layers.0.input_layernorm.weight"), std::string::npos);
   EXPECT_NE(m.status().message().find("index.json"), std::string::npos);
-  WriteString(dir + "/model.safetensors.index.json", "{not json");
+  testing::WriteStringToFile(dir + "/model.safetensors.index.json", "{not json");
   m = LoadHfModel(dir);
   ASSERT_FALSE(m.ok());
   EXPECT_EQ(m.status().code(), StatusCode::kDataLoss);
 
-  auto none = LoadHfModel(TempDir("empty"));
+  const testing::ScopedTempDir empty("st_empty");
+  auto none = LoadHfModel(empty.str());
   ASSERT_FALSE(none.ok());
   EXPECT_EQ(none.status().code(), StatusCode::kNotFound);
 }

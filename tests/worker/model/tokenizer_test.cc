@@ -3,16 +3,15 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <atomic>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <thread>
 
 #include "tests/testing/model_writer.h"
+#include "tests/testing/temp_dir.h"
 #include "worker/model/gguf.h"
 #include "worker/model/unicode.h"
 
@@ -319,13 +318,6 @@ TEST(TokenizerTest, FromGguf) {
 
 class HfJsonTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() /
-           ("canopy_tokenizer_test_" + std::to_string(::getpid()));
-    std::filesystem::create_directories(dir_);
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
-
   // Writes a tokenizer.json for the tiny spec with the given pre_tokenizer section;
   // merges alternate between the "a b" and ["a", "b"] forms.
   std::string Write(const nlohmann::json& pre_tokenizer) {
@@ -348,11 +340,12 @@ class HfJsonTest : public ::testing::Test {
                              {{"id", kImEnd}, {"content", "<|im_end|>"}, {"special", true}},
                              {{"id", kTool}, {"content", "<tool>"}, {"special", false}}}}};
     const std::string path = (dir_ / "tokenizer.json").string();
-    std::ofstream(path) << root.dump();
+    testing::WriteStringToFile(path, root.dump());
     return path;
   }
 
-  std::filesystem::path dir_;
+  const testing::ScopedTempDir tmp_{"tokenizer_test"};
+  const std::filesystem::path dir_ = tmp_.path();
 };
 
 TEST_F(HfJsonTest, DetectsFlavours) {
@@ -395,8 +388,9 @@ TEST_F(HfJsonTest, DetectsFlavours) {
 
 TEST_F(HfJsonTest, ReadsBosEosFromTokenizerConfig) {
   const std::string path = Write({{"type", "ByteLevel"}});
-  std::ofstream(dir_ / "tokenizer_config.json")
-      << R"({"bos_token": "<|im_start|>", "eos_token": {"content": "<|im_end|>"}})";
+  testing::WriteStringToFile(
+      dir_ / "tokenizer_config.json",
+      R"({"bos_token": "<|im_start|>", "eos_token": {"content": "<|im_end|>"}})");
   StatusOr<Tokenizer> t = Tokenizer::FromHfJson(path);
   ASSERT_TRUE(t.ok()) << t.status().ToString();
   EXPECT_EQ(t->bos_id(), kImStart);
@@ -412,7 +406,7 @@ TEST_F(HfJsonTest, SparseIdsAreBoundedByTheNumberOfEntries) {
         {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", nlohmann::json::array()}}},
         {"pre_tokenizer", {{"type", "ByteLevel"}}},
         {"added_tokens", added}};
-    std::ofstream(path, std::ios::trunc) << root.dump();
+    testing::WriteStringToFile(path, root.dump());
   };
   write({{"a", 0}, {"b", 2000000000}}, nlohmann::json::array());
   StatusOr<TokenizerSpec> spec = Tokenizer::SpecFromHfJson(path);
@@ -444,11 +438,11 @@ TEST_F(HfJsonTest, Errors) {
   EXPECT_EQ(Tokenizer::FromHfJson((dir_ / "missing.json").string()).status().code(),
             StatusCode::kNotFound);
   const std::string path = (dir_ / "tokenizer.json").string();
-  std::ofstream(path) << "{not json";
+  testing::WriteStringToFile(path, "{not json");
   EXPECT_EQ(Tokenizer::FromHfJson(path).status().code(), StatusCode::kDataLoss);
-  std::ofstream(path) << R"({"model": {"type": "BPE", "vocab": 3}})";
+  testing::WriteStringToFile(path, R"({"model": {"type": "BPE", "vocab": 3}})");
   EXPECT_EQ(Tokenizer::FromHfJson(path).status().code(), StatusCode::kDataLoss);
-  std::ofstream(path) << R"({"model": {"type": "Unigram"}})";
+  testing::WriteStringToFile(path, R"({"model": {"type": "Unigram"}})");
   EXPECT_EQ(Tokenizer::FromHfJson(path).status().code(), StatusCode::kUnimplemented);
 }
 

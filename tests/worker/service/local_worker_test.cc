@@ -7,14 +7,13 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <numeric>
 
 #include "tests/testing/model_writer.h"
+#include "tests/testing/temp_dir.h"
 #include "tests/testing/tiny_model.h"
 #include "worker/model/chat_template.h"
 #include "worker/scoring/value_head.h"
@@ -66,14 +65,7 @@ class LocalWorkerTest : public ::testing::Test {
  protected:
   static constexpr int32_t kNewline = '\n';
 
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("canopy_local_worker_test_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::create_directories(dir_);
-    engine_ = BiasedEngine();
-  }
-  void TearDown() override { fs::remove_all(dir_); }
+  void SetUp() override { engine_ = BiasedEngine(); }
 
   // The tiny Llama with a large constant in dimension 0 of every embedding, which the
   // residual stream keeps, and LM-head weight on that dimension for a few tokens only: the
@@ -104,10 +96,11 @@ class LocalWorkerTest : public ::testing::Test {
   // terminal), so equal scores mean equal queries.
   std::unique_ptr<Scorer> LengthVerifier() {
     const std::string path = (dir_ / "verifier.sh").string();
-    std::ofstream(path) << "while IFS= read -r line; do\n"
-                           "  n=${#line}\n"
-                           "  echo \"{\\\"score\\\": 0.$(( n % 90 + 10 ))}\"\n"
-                           "done\n";
+    testing::WriteStringToFile(path,
+                               "while IFS= read -r line; do\n"
+                               "  n=${#line}\n"
+                               "  echo \"{\\\"score\\\": 0.$(( n % 90 + 10 ))}\"\n"
+                               "done\n");
     ScorerOptions o;
     o.kind = "verifier";
     o.verifier_command = "exec sh " + path;
@@ -156,6 +149,67 @@ class LocalWorkerTest : public ::testing::Test {
     }
   }
 
+  // The children of a step-mode reply `r` to `root`: one step each, scored as `verifier`
+  // scores the query the worker made for them (`queries`, in order): the question, the step
+  // (stripped), all of the child's logprobs. `stopped` counts those that ended their step.
+  static void ExpectFirstStepsScored(const ExpandReply& r, const RootSpec& root,
+                                     const std::vector<ScoreQuery>& queries, Scorer& verifier,
+                                     int* stopped) {
+    ASSERT_EQ(queries.size(), r.children.size());
+    for (size_t i = 0; i < r.children.size(); ++i) {
+      const ChildReply& c = r.children[i];
+      ASSERT_EQ(c.step_scores.size(), 1u) << i;
+      EXPECT_GT(c.tokens, 0);
+      if (c.finish == FinishReason::kStop) {
+        ++*stopped;
+        EXPECT_TRUE(c.text.ends_with("\n\n")) << c.text;
+        EXPECT_EQ(c.text.find("\n\n"), c.text.size() - 2) << c.text;  // one step
+      }
+      const ScoreQuery& q = queries[i];
+      EXPECT_EQ(q.question, root.question);
+      const std::vector<std::string> steps = SplitSteps(c.text);
+      ASSERT_LE(steps.size(), 1u);
+      EXPECT_THAT(q.steps, ElementsAre(steps.empty() ? "" : steps[0]));
+      EXPECT_EQ(q.terminal, c.finish != FinishReason::kStop);
+      EXPECT_EQ(static_cast<int32_t>(q.step_logprobs.size()), c.tokens);
+      EXPECT_NEAR(std::accumulate(q.step_logprobs.begin(), q.step_logprobs.end(), 0.0),
+                  c.sum_logprob, 1e-4);
+      // The scorer's own score of that query.
+      auto own = verifier.Score({q});
+      ASSERT_TRUE(own.ok());
+      EXPECT_EQ(c.step_scores[0], (*own)[0]);
+    }
+  }
+
+  // The replies to calls 10 + i expanding child i of `first` into two: each child scored as
+  // `verifier` scores the question, its parent's step, then its own.
+  static void ExpectSecondStepsScored(const std::vector<ExpandReply>& replies,
+                                      const ExpandReply& first, const RootSpec& root,
+                                      Scorer& verifier) {
+    for (const ExpandReply& r : replies) {
+      ASSERT_GE(r.call, 10u);
+      ASSERT_LE(r.call, 12u);
+      EXPECT_TRUE(r.error.empty()) << r.error;
+      const int32_t parent = static_cast<int32_t>(r.call - 10);
+      ASSERT_EQ(r.children.size(), 2u);
+      for (size_t j = 0; j < r.children.size(); ++j) {
+        const ChildReply& c = r.children[j];
+        ASSERT_EQ(c.step_scores.size(), 1u);
+        // The path: the parent's step, then this one.
+        ScoreQuery q;
+        q.question = root.question;
+        const std::vector<std::string> p = SplitSteps(first.children[parent].text);
+        q.steps.push_back(p.empty() ? "" : p[0]);
+        const std::vector<std::string> s = SplitSteps(c.text);
+        q.steps.push_back(s.empty() ? "" : s[0]);
+        q.terminal = c.finish != FinishReason::kStop;
+        auto own = verifier.Score({q});
+        ASSERT_TRUE(own.ok());
+        EXPECT_EQ(c.step_scores[0], (*own)[0]) << r.call << "/" << j;
+      }
+    }
+  }
+
   // The engine's node ids in use (CreateRoot gives none back through the worker).
   std::vector<NodeId> EngineNodes() const {
     std::vector<NodeId> ids;
@@ -165,7 +219,8 @@ class LocalWorkerTest : public ::testing::Test {
     return ids;
   }
 
-  fs::path dir_;
+  const testing::ScopedTempDir tmp_{"local_worker_test"};
+  const fs::path dir_ = tmp_.path();
   std::unique_ptr<Engine> engine_;
 };
 
@@ -291,30 +346,7 @@ TEST_F(LocalWorkerTest, StepModeExpandAgainAndReleaseAll) {
   ASSERT_EQ(scorer.calls.size(), 1u);
   ASSERT_EQ(scorer.calls[0].size(), 3u);  // one query per child
   int stopped = 0;
-  for (size_t i = 0; i < r2.children.size(); ++i) {
-    const ChildReply& c = r2.children[i];
-    ASSERT_EQ(c.step_scores.size(), 1u) << i;
-    EXPECT_GT(c.tokens, 0);
-    if (c.finish == FinishReason::kStop) {
-      ++stopped;
-      EXPECT_TRUE(c.text.ends_with("\n\n")) << c.text;
-      EXPECT_EQ(c.text.find("\n\n"), c.text.size() - 2) << c.text;  // one step
-    }
-    // The query: the question, the one step (stripped), all of the child's logprobs.
-    const ScoreQuery& q = scorer.calls[0][i];
-    EXPECT_EQ(q.question, root.question);
-    const std::vector<std::string> steps = SplitSteps(c.text);
-    ASSERT_LE(steps.size(), 1u);
-    EXPECT_THAT(q.steps, ElementsAre(steps.empty() ? "" : steps[0]));
-    EXPECT_EQ(q.terminal, c.finish != FinishReason::kStop);
-    EXPECT_EQ(static_cast<int32_t>(q.step_logprobs.size()), c.tokens);
-    EXPECT_NEAR(std::accumulate(q.step_logprobs.begin(), q.step_logprobs.end(), 0.0),
-                c.sum_logprob, 1e-4);
-    // The scorer's own score of that query.
-    auto own = verifier->Score({q});
-    ASSERT_TRUE(own.ok());
-    EXPECT_EQ(c.step_scores[0], (*own)[0]);
-  }
+  ASSERT_NO_FATAL_FAILURE(ExpectFirstStepsScored(r2, root, scorer.calls[0], *verifier, &stopped));
   EXPECT_GT(stopped, 0) << "the biased model should stop at a blank line";
 
   // Expand every child again, in one batch of calls.
@@ -328,28 +360,7 @@ TEST_F(LocalWorkerTest, StepModeExpandAgainAndReleaseAll) {
   }
   ASSERT_EQ(replies.size(), 3u);
   scorer.calls.clear();
-  for (const ExpandReply& r : replies) {
-    ASSERT_GE(r.call, 10u);
-    ASSERT_LE(r.call, 12u);
-    EXPECT_TRUE(r.error.empty()) << r.error;
-    const int32_t parent = static_cast<int32_t>(r.call - 10);
-    ASSERT_EQ(r.children.size(), 2u);
-    for (size_t j = 0; j < r.children.size(); ++j) {
-      const ChildReply& c = r.children[j];
-      ASSERT_EQ(c.step_scores.size(), 1u);
-      // The path: the parent's step, then this one.
-      ScoreQuery q;
-      q.question = root.question;
-      const std::vector<std::string> p = SplitSteps(r2.children[parent].text);
-      q.steps.push_back(p.empty() ? "" : p[0]);
-      const std::vector<std::string> s = SplitSteps(c.text);
-      q.steps.push_back(s.empty() ? "" : s[0]);
-      q.terminal = c.finish != FinishReason::kStop;
-      auto own = verifier->Score({q});
-      ASSERT_TRUE(own.ok());
-      EXPECT_EQ(c.step_scores[0], (*own)[0]) << r.call << "/" << j;
-    }
-  }
+  ASSERT_NO_FATAL_FAILURE(ExpectSecondStepsScored(replies, r2, root, *verifier));
   EXPECT_EQ(w.num_nodes(), 1 + 3 + 6);
   EXPECT_EQ(engine_->num_nodes(), 1 + 3 + 6);
 
