@@ -235,11 +235,13 @@ StatusOr<Dataset> ParseDataset(std::string_view contents, const std::string& pat
     }
     // A graded dataset (its first problem has a gold answer, or --answer-field names one)
     // needs one on every line: a problem without it could only ever count as wrong.
-    const bool graded = good == 0 ? !p.gold.empty() || !opts.answer_field.empty() : ds.graded;
+    const bool graded = opts.require_gold ||
+                        (good == 0 ? !p.gold.empty() || !opts.answer_field.empty() : ds.graded);
     if (graded && p.gold.empty()) {
-      error(afield.empty() ? "no gold field (looked for " +
-                                 CandidateList(opts.answer_field, kAnswerFields) + ")"
-                           : "gold field '" + afield + "' holds no answer");
+      error((afield.empty() ? "no gold field (looked for " +
+                                  CandidateList(opts.answer_field, kAnswerFields) + ")"
+                            : "gold field '" + afield + "' holds no answer") +
+            (opts.require_gold ? "; labelling needs a gold answer for every problem" : ""));
       continue;
     }
 
