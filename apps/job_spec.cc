@@ -43,7 +43,8 @@ void AddClusterOptions(CLI::App& app, JobSpec* s, JobCommand command) {
                                         : "HOST:PORT of /healthz, /status, /metrics (default: none)");
 }
 
-void AddSearchOptions(CLI::App& app, JobSpec* s) {
+// The search's own options (canopy solve, canopy coordinator).
+void AddStrategyOptions(CLI::App& app, JobSpec* s) {
   app.add_option("--strategy", s->strategies, "greedy, self-consistency, best-of-n, beam, dvts, mcts; comma-separated for several runs")
       ->delimiter(',');
   app.add_option("--n", s->ns, "samples (best-of-N), beams (beam, DVTS) or expansions (MCTS); comma-separated for a budget sweep")
@@ -54,6 +55,18 @@ void AddSearchOptions(CLI::App& app, JobSpec* s) {
   app.add_option("--scorer", s->scorer, "auto, none, policy-logprob, prm-token, prm-head, judge, verifier");
   app.add_option("--aggregation", s->aggregation, "step scores per path: last, min, prod, mean");
   app.add_option("--selection", s->selection, "auto, best, majority, weighted");
+  app.add_flag("!--no-stop-at-boxed", s->stop_at_boxed, "keep growing a path after a step with a \\boxed{} answer");
+}
+
+// canopy label's instead.
+void AddLabelOptions(CLI::App& app, JobSpec* s) {
+  app.add_option("--method", s->label_method, "mc (every step measured) or binary (OmegaPRM-style search for the first bad step)");
+  app.add_option("--samples", s->label_samples, "K: solutions sampled step by step per problem");
+  app.add_option("--rollouts", s->label_rollouts, "M: whole solutions rolled out from each measured step");
+}
+
+// Sampling, caps and budgets (every job command).
+void AddSearchOptions(CLI::App& app, JobSpec* s) {
   app.add_option("--seed", s->seed, "job seed: the same seed gives the same results");
   app.add_option("--temperature", s->temperature, "sampling temperature (greedy uses 0)");
   app.add_option("--top-p", s->top_p);
@@ -69,7 +82,6 @@ void AddSearchOptions(CLI::App& app, JobSpec* s) {
   app.add_option("--problems-in-flight", s->in_flight, "problems searched at once (0: about 64 sequences)");
   app.add_option("--system-prompt", s->system_prompt, "the system prompt, or @FILE (default: per task family)");
   app.add_flag("--dump-trees", s->dump_trees, "write each problem's search tree to OUTPUT/trees/<id>.json");
-  app.add_flag("!--no-stop-at-boxed", s->stop_at_boxed, "keep growing a path after a step with a \\boxed{} answer");
 }
 
 void AddDatasetOptions(CLI::App& app, JobSpec* s) {
@@ -103,6 +115,7 @@ Status ValidateSampling(const JobSpec& s) {
 
 Status ValidateRanges(const JobSpec& s) {
   const std::pair<const char*, int> at_least_one[] = {
+      {"--samples", s.label_samples},           {"--rollouts", s.label_rollouts},
       {"--beam-width", s.beam_width},           {"--mcts-children", s.mcts_children},
       {"--mcts-parallel", s.mcts_parallel},     {"--step-tokens", s.step_tokens},
       {"--solution-tokens", s.solution_tokens}, {"--workers", s.workers}};
@@ -141,6 +154,11 @@ void AddJobOptions(CLI::App& app, JobSpec* spec, JobCommand command) {
   AddClusterOptions(app, spec, command);
   AddDatasetOptions(app, spec);
   AddWorkerOptions(app, &spec->worker);
+  if (command == JobCommand::kLabel) {
+    AddLabelOptions(app, spec);
+  } else {
+    AddStrategyOptions(app, spec);
+  }
   AddSearchOptions(app, spec);
 }
 
@@ -150,6 +168,9 @@ Status ValidateJobSpec(const JobSpec& s) {
   }
   if (s.launcher != "embedded" && s.launcher != "mpi" && s.launcher != "listen") {
     return InvalidArgumentError("unknown --launcher '" + s.launcher + "' (embedded, mpi)");
+  }
+  if (s.label_method != "mc" && s.label_method != "binary") {
+    return InvalidArgumentError("unknown --method '" + s.label_method + "' (mc, binary)");
   }
   CANOPY_RETURN_IF_ERROR(ValidateSampling(s));
   return ValidateRanges(s);
@@ -162,6 +183,7 @@ StatusOr<DatasetOptions> DatasetOptionsFor(const JobSpec& s) {
   d.id_field = s.id_field;
   d.limit = s.limit;
   d.offset = s.offset;
+  d.require_gold = s.require_gold;
   if (!s.task.empty()) {
     CANOPY_ASSIGN_OR_RETURN(d.task_family, ParseTaskFamily(s.task));
   }
