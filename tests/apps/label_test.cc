@@ -208,6 +208,22 @@ TEST_F(LabelTest, LabelsFileResumeAndRefusedSettings) {
   EXPECT_EQ(FileText(out / "labels.jsonl"), before);
 }
 
+TEST_F(LabelTest, ClearErrors) {
+  std::string log;
+  EXPECT_EQ(Run(Args(dir_ / "bad", {"--method", "foo"}), "bad-method", &log), 1);
+  EXPECT_THAT(log, ::testing::HasSubstr("unknown --method 'foo' (mc, binary)"));
+  EXPECT_EQ(Run({"--dataset", (dir_ / "slice.jsonl").string(), "--rollouts", "0"}, "bad-m", &log), 1);
+  EXPECT_THAT(log, ::testing::HasSubstr("--rollouts 0: must be >= 1"));
+  EXPECT_NE(Run(Args(dir_ / "bad", {"--strategy", "beam"}), "bad-flag", &log), 0);  // solve's, not label's
+  // No line with a gold answer: nothing to label, and it says why.
+  std::ofstream(dir_ / "nogold.jsonl") << "{\"input\": \"a\"}\n{\"input\": \"b\"}\n";
+  EXPECT_EQ(Run({"--dataset", (dir_ / "nogold.jsonl").string(), "--output", (dir_ / "nogold").string()},
+                "nogold", &log),
+            1);
+  EXPECT_THAT(log, ::testing::HasSubstr("labelling needs a gold answer for every problem"));
+  EXPECT_THAT(log, ::testing::HasSubstr("no usable problems"));
+}
+
 TEST_F(LabelTest, BinarySearchLabels) {
   const fs::path out = dir_ / "binary";
   std::string log;
