@@ -23,6 +23,12 @@ void AddClusterOptions(CLI::App& app, JobSpec* s, JobCommand command) {
     app.add_option("--listen", s->listen, "HOST:PORT for workers (default 127.0.0.1:7070; 0.0.0.0 must be asked for)");
     app.add_option("--workers", s->workers, "workers to wait for before starting (more may join later)");
     app.add_option("--address-file", s->address_file, "write the listening HOST:PORT here (for canopy worker --connect-file)");
+  } else if (command == JobCommand::kLabel) {
+    // canopy label has no coordinator command of its own: --launcher listen is one.
+    app.add_option("--launcher", s->launcher, "embedded (in-process worker), mpi (mpirun: rank 0 coordinates) or listen (canopy worker processes connect)");
+    app.add_option("--listen", s->listen, "listen: HOST:PORT for workers (default 127.0.0.1:7070); mpi: the coordinator's (default: 127.0.0.1 on one host, else the host's address; any port)");
+    app.add_option("--workers", s->workers, "listen: workers to wait for before starting (more may join later)");
+    app.add_option("--address-file", s->address_file, "listen: write the listening HOST:PORT here (for canopy worker --connect-file)");
   } else {
     app.add_option("--launcher", s->launcher, "embedded (in-process worker) or mpi (mpirun: rank 0 coordinates)");
     app.add_option("--listen", s->listen, "mpi: the coordinator's HOST:PORT (default: 127.0.0.1 on one host, else the host's address; any port)");
@@ -40,7 +46,7 @@ void AddClusterOptions(CLI::App& app, JobSpec* s, JobCommand command) {
   app.add_option("--drain-seconds", s->drain_seconds, "on SIGUSR1, how long problems in flight may still finish");
   app.add_option("--http", s->http, command == JobCommand::kCoordinator
                                         ? "HOST:PORT of /healthz, /status, /metrics (default 127.0.0.1:0; 'none' for none)"
-                                        : "HOST:PORT of /healthz, /status, /metrics (default: none)");
+                                        : "HOST:PORT of /healthz, /status, /metrics (default: none; 127.0.0.1:0 with worker processes)");
 }
 
 // The search's own options (canopy solve, canopy coordinator).

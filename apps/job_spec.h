@@ -54,7 +54,8 @@ enum class JobCommand { kSolve, kCoordinator, kLabel };
 
 // Registers every job option on `app`, writing into `*spec`; `canopy coordinator` gets
 // --listen/--workers/--address-file and listens by default, `canopy solve` and `canopy
-// label` get --launcher; `canopy label` gets --method/--samples/--rollouts instead of the
+// label` get --launcher (label's takes listen, with --workers/--address-file, as its
+// coordinator mode); `canopy label` gets --method/--samples/--rollouts instead of the
 // search's options (--strategy, --n, --scorer, ...).
 void AddJobOptions(CLI::App& app, JobSpec* spec, JobCommand command);
 // The worker's model, KV pool and scorer options (--model, --kv-cache-mb, --batch-invariant,

@@ -3,8 +3,9 @@
 // samples, M = 2 rollouts, short caps. labels.jsonl's structure and the consistency of
 // its labels; a rerun resumes without relabelling and a rerun with other settings is
 // refused; binary search labels; TERM mid-job, then a rerun, gives the same labels; and
-// in batch-invariant mode `mpirun -np 3 canopy label --launcher mpi` (2 workers) gives the
-// embedded run's (1 worker) labels.
+// in batch-invariant mode `mpirun -np 3 canopy label --launcher mpi` and `canopy label
+// --launcher listen` with two `canopy worker`s (2 workers) give the embedded run's (1
+// worker) labels.
 // ctest-labels: model
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -18,6 +19,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <sstream>
 #include <thread>
 
@@ -279,6 +281,31 @@ TEST_F(LabelTest, TwoMpiWorkersGiveTheEmbeddedLabels) {
   EXPECT_EQ(ById(Lines(out / "labels.jsonl")), ById(Lines(Reference() / "labels.jsonl")));
   json summary = json::parse(std::ifstream(out / "summary.json"));
   EXPECT_EQ(summary["settings"]["launcher"], "mpi");
+  EXPECT_EQ(summary["settings"]["dispatch"]["workers_joined"], 2);
+}
+
+// canopy label's coordinator mode: two `canopy worker`s connect over TCP.
+TEST_F(LabelTest, TwoConnectedWorkersGiveTheEmbeddedLabels) {
+  const fs::path out = dir_ / "listen";
+  const fs::path addr = dir_ / "listen.addr";
+  const std::vector<std::pair<std::string, std::string>> env = {
+      {"OMP_NUM_THREADS", "1"},
+      {"CANOPY_JOB_SECRET", "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}};
+  Subprocess job(Label(Args(out, {"--launcher", "listen", "--listen", "127.0.0.1:0", "--workers", "2",
+                                  "--address-file", addr.string()})),
+                 (dir_ / "listen.log").string(), env);
+  std::vector<std::unique_ptr<Subprocess>> workers;
+  for (const std::string name : {"w1", "w2"}) {
+    workers.push_back(std::make_unique<Subprocess>(
+        std::vector<std::string>{CANOPY_BIN, "worker", "--connect-file", addr.string(), "--batch-invariant",
+                                 "--kv-cache-mb", "64", "--name", name},
+        (dir_ / ("listen-" + name + ".log")).string(), env));
+  }
+  ASSERT_EQ(job.Wait(600), 0) << job.log();
+  for (auto& w : workers) EXPECT_EQ(w->Wait(30), 0) << w->log();  // told to shut down
+  EXPECT_EQ(ById(Lines(out / "labels.jsonl")), ById(Lines(Reference() / "labels.jsonl")));
+  json summary = json::parse(std::ifstream(out / "summary.json"));
+  EXPECT_EQ(summary["settings"]["launcher"], "listen");
   EXPECT_EQ(summary["settings"]["dispatch"]["workers_joined"], 2);
 }
 
