@@ -23,6 +23,12 @@ void AddClusterOptions(CLI::App& app, JobSpec* s, JobCommand command) {
     app.add_option("--listen", s->listen, "HOST:PORT for workers (default 127.0.0.1:7070; 0.0.0.0 must be asked for)");
     app.add_option("--workers", s->workers, "workers to wait for before starting (more may join later)");
     app.add_option("--address-file", s->address_file, "write the listening HOST:PORT here (for canopy worker --connect-file)");
+  } else if (command == JobCommand::kLabel) {
+    // canopy label has no coordinator command of its own: --launcher listen is one.
+    app.add_option("--launcher", s->launcher, "embedded (in-process worker), mpi (mpirun: rank 0 coordinates) or listen (canopy worker processes connect)");
+    app.add_option("--listen", s->listen, "listen: HOST:PORT for workers (default 127.0.0.1:7070); mpi: the coordinator's (default: 127.0.0.1 on one host, else the host's address; any port)");
+    app.add_option("--workers", s->workers, "listen: workers to wait for before starting (more may join later)");
+    app.add_option("--address-file", s->address_file, "listen: write the listening HOST:PORT here (for canopy worker --connect-file)");
   } else {
     app.add_option("--launcher", s->launcher, "embedded (in-process worker) or mpi (mpirun: rank 0 coordinates)");
     app.add_option("--listen", s->listen, "mpi: the coordinator's HOST:PORT (default: 127.0.0.1 on one host, else the host's address; any port)");
@@ -40,10 +46,11 @@ void AddClusterOptions(CLI::App& app, JobSpec* s, JobCommand command) {
   app.add_option("--drain-seconds", s->drain_seconds, "on SIGUSR1, how long problems in flight may still finish");
   app.add_option("--http", s->http, command == JobCommand::kCoordinator
                                         ? "HOST:PORT of /healthz, /status, /metrics (default 127.0.0.1:0; 'none' for none)"
-                                        : "HOST:PORT of /healthz, /status, /metrics (default: none)");
+                                        : "HOST:PORT of /healthz, /status, /metrics (default: none; 127.0.0.1:0 with worker processes)");
 }
 
-void AddSearchOptions(CLI::App& app, JobSpec* s) {
+// The search's own options (canopy solve, canopy coordinator).
+void AddStrategyOptions(CLI::App& app, JobSpec* s) {
   app.add_option("--strategy", s->strategies, "greedy, self-consistency, best-of-n, beam, dvts, mcts; comma-separated for several runs")
       ->delimiter(',');
   app.add_option("--n", s->ns, "samples (best-of-N), beams (beam, DVTS) or expansions (MCTS); comma-separated for a budget sweep")
@@ -54,6 +61,18 @@ void AddSearchOptions(CLI::App& app, JobSpec* s) {
   app.add_option("--scorer", s->scorer, "auto, none, policy-logprob, prm-token, prm-head, policy-head, judge, verifier");
   app.add_option("--aggregation", s->aggregation, "step scores per path: last, min, prod, mean");
   app.add_option("--selection", s->selection, "auto, best, majority, weighted");
+  app.add_flag("!--no-stop-at-boxed", s->stop_at_boxed, "keep growing a path after a step with a \\boxed{} answer");
+}
+
+// canopy label's instead.
+void AddLabelOptions(CLI::App& app, JobSpec* s) {
+  app.add_option("--method", s->label_method, "mc (every step measured) or binary (OmegaPRM-style search for the first bad step)");
+  app.add_option("--samples", s->label_samples, "K: solutions sampled step by step per problem");
+  app.add_option("--rollouts", s->label_rollouts, "M: whole solutions rolled out from each measured step");
+}
+
+// Sampling, caps and budgets (every job command).
+void AddSearchOptions(CLI::App& app, JobSpec* s) {
   app.add_option("--seed", s->seed, "job seed: the same seed gives the same results");
   app.add_option("--temperature", s->temperature, "sampling temperature (greedy uses 0)");
   app.add_option("--top-p", s->top_p);
@@ -69,7 +88,6 @@ void AddSearchOptions(CLI::App& app, JobSpec* s) {
   app.add_option("--problems-in-flight", s->in_flight, "problems searched at once (0: about 64 sequences)");
   app.add_option("--system-prompt", s->system_prompt, "the system prompt, or @FILE (default: per task family)");
   app.add_flag("--dump-trees", s->dump_trees, "write each problem's search tree to OUTPUT/trees/<id>.json");
-  app.add_flag("!--no-stop-at-boxed", s->stop_at_boxed, "keep growing a path after a step with a \\boxed{} answer");
 }
 
 void AddDatasetOptions(CLI::App& app, JobSpec* s) {
@@ -103,6 +121,7 @@ Status ValidateSampling(const JobSpec& s) {
 
 Status ValidateRanges(const JobSpec& s) {
   const std::pair<const char*, int> at_least_one[] = {
+      {"--samples", s.label_samples},           {"--rollouts", s.label_rollouts},
       {"--beam-width", s.beam_width},           {"--mcts-children", s.mcts_children},
       {"--mcts-parallel", s.mcts_parallel},     {"--step-tokens", s.step_tokens},
       {"--solution-tokens", s.solution_tokens}, {"--workers", s.workers}};
@@ -141,6 +160,11 @@ void AddJobOptions(CLI::App& app, JobSpec* spec, JobCommand command) {
   AddClusterOptions(app, spec, command);
   AddDatasetOptions(app, spec);
   AddWorkerOptions(app, &spec->worker);
+  if (command == JobCommand::kLabel) {
+    AddLabelOptions(app, spec);
+  } else {
+    AddStrategyOptions(app, spec);
+  }
   AddSearchOptions(app, spec);
 }
 
@@ -150,6 +174,9 @@ Status ValidateJobSpec(const JobSpec& s) {
   }
   if (s.launcher != "embedded" && s.launcher != "mpi" && s.launcher != "listen") {
     return InvalidArgumentError("unknown --launcher '" + s.launcher + "' (embedded, mpi)");
+  }
+  if (s.label_method != "mc" && s.label_method != "binary") {
+    return InvalidArgumentError("unknown --method '" + s.label_method + "' (mc, binary)");
   }
   CANOPY_RETURN_IF_ERROR(ValidateSampling(s));
   return ValidateRanges(s);
@@ -162,6 +189,7 @@ StatusOr<DatasetOptions> DatasetOptionsFor(const JobSpec& s) {
   d.id_field = s.id_field;
   d.limit = s.limit;
   d.offset = s.offset;
+  d.require_gold = s.require_gold;
   if (!s.task.empty()) {
     CANOPY_ASSIGN_OR_RETURN(d.task_family, ParseTaskFamily(s.task));
   }

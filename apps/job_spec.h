@@ -1,5 +1,5 @@
-// The options of a job, defined once: `canopy solve`, `canopy coordinator` (and the job
-// commands to come) register them on their command line from here, `canopy worker` shares
+// The options of a job, defined once: `canopy solve`, `canopy coordinator` and `canopy
+// label` register them on their command line from here, `canopy worker` shares
 // the worker's part, and one function checks them all before anything starts.
 #pragma once
 
@@ -29,6 +29,11 @@ struct JobSpec {
   float temperature = 0.8f, top_p = 1.0f;
   uint64_t seed = 1;
   bool stop_at_boxed = true, dump_trees = false;
+  // canopy label: mc or binary, K samples per problem, M rollouts per measured step; every
+  // problem needs a gold answer (a line without one is a dataset error).
+  std::string label_method = "mc";
+  int label_samples = 4, label_rollouts = 4;
+  bool require_gold = false;
   // The workers' model, pool and scorers (also `canopy worker`'s options).
   WorkerSetupOptions worker;
   // Worker processes (canopy coordinator, --launcher mpi).
@@ -45,10 +50,13 @@ struct JobSpec {
   bool remote() const { return launcher != "embedded"; }
 };
 
-enum class JobCommand { kSolve, kCoordinator };
+enum class JobCommand { kSolve, kCoordinator, kLabel };
 
 // Registers every job option on `app`, writing into `*spec`; `canopy coordinator` gets
-// --listen/--workers/--address-file and listens by default, `canopy solve` gets --launcher.
+// --listen/--workers/--address-file and listens by default, `canopy solve` and `canopy
+// label` get --launcher (label's takes listen, with --workers/--address-file, as its
+// coordinator mode); `canopy label` gets --method/--samples/--rollouts instead of the
+// search's options (--strategy, --n, --scorer, ...).
 void AddJobOptions(CLI::App& app, JobSpec* spec, JobCommand command);
 // The worker's model, KV pool and scorer options (--model, --kv-cache-mb, --batch-invariant,
 // --backend, --prm-model, --verifier).

@@ -7,6 +7,7 @@ namespace canopy {
 int GenerateMain(int argc, char** argv);
 int DevicesMain(int argc, char** argv);
 int SolveMain(int argc, char** argv, bool coordinator_command);
+int LabelMain(int argc, char** argv);
 int WorkerMain(int argc, char** argv);
 int SubmitMain(int argc, char** argv);
 int MergeMain(int argc, char** argv);
@@ -22,6 +23,7 @@ void Usage() {
                "commands:\n"
                "  solve        batch-solve a dataset with a search strategy (the main job)\n"
                "  coordinator  the same job, with worker processes that connect over TCP\n"
+               "  label        label the steps of sampled solutions by rollouts (PRM training data)\n"
                "  worker       serve expansions for a coordinator\n"
                "  submit       write and submit a Slurm batch script for a job\n"
                "  merge        join the shards of a job array\n"
@@ -42,6 +44,7 @@ int main(int argc, char** argv) {
   std::string cmd = argv[1];
   if (cmd == "solve") return canopy::SolveMain(argc - 1, argv + 1, false);
   if (cmd == "coordinator") return canopy::SolveMain(argc - 1, argv + 1, true);
+  if (cmd == "label") return canopy::LabelMain(argc - 1, argv + 1);
   if (cmd == "worker") return canopy::WorkerMain(argc - 1, argv + 1);
   if (cmd == "submit") return canopy::SubmitMain(argc - 1, argv + 1);
   if (cmd == "merge") return canopy::MergeMain(argc - 1, argv + 1);

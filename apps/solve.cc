@@ -54,7 +54,7 @@ int JobContext::Fail(const std::string& msg) {
     (void)MpiBroadcast(*mpi, {});
     broadcast_done = true;
   }
-  std::fprintf(stderr, "canopy solve: %s\n", msg.c_str());
+  std::fprintf(stderr, "canopy %s: %s\n", command.c_str(), msg.c_str());
   return 1;
 }
 
@@ -313,10 +313,10 @@ int ServeMpiRank(JobContext& job) {
 }
 
 // The runs until one is interrupted, then the sweep over what the folder holds; the exit code.
-int SolveRuns(JobContext& job) {
+int SolveRuns(JobContext& job, RunSidecar* sidecar) {
   RunOutcome last;
   for (Run& run : job.runs) {
-    StatusOr<RunOutcome> outcome = SolveRun(job, run);
+    StatusOr<RunOutcome> outcome = SolveRun(job, run, sidecar);
     if (!outcome.ok()) return job.Fail(outcome.status().ToString());
     last = *outcome;
     if (last.interrupted) break;
@@ -342,6 +342,10 @@ int SolveMain(int argc, char** argv, bool coordinator_command) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
+  return RunJob(job, &argc, &argv);
+}
+
+int RunJob(JobContext& job, int* argc, char*** argv, RunSidecar* sidecar) {
   if (Status s = ValidateJobSpec(job.spec); !s.ok()) return job.Fail(s.message());
   struct MpiFinisher {
     bool on = false;
@@ -350,7 +354,7 @@ int SolveMain(int argc, char** argv, bool coordinator_command) {
     }
   } mpi_finisher;
   if (job.spec.launcher == "mpi") {
-    StatusOr<MpiJob> started = MpiStart(&argc, &argv);
+    StatusOr<MpiJob> started = MpiStart(argc, argv);
     if (!started.ok()) return job.Fail(started.status().ToString());
     job.mpi = *started;
     job.broadcast_done = job.mpi->rank != 0;  // only rank 0 broadcasts
@@ -361,7 +365,7 @@ int SolveMain(int argc, char** argv, bool coordinator_command) {
   for (Status (*step)(JobContext&) : {LoadDataset, PlanRuns, StartWorkers, StartWatching}) {
     if (Status s = step(job); !s.ok()) return job.Fail(s.ToString());
   }
-  return SolveRuns(job);
+  return SolveRuns(job, sidecar);
 }
 
 }  // namespace canopy

@@ -46,11 +46,14 @@ StatusOr<SolveOptions> RunOptions(const JobContext& job, const Run& run) {
   std::optional<AnswerSelection> selection = ParseAnswerSelection(sel);
   if (!selection) return InvalidArgumentError("unknown --selection '" + sel + "' (best, majority, weighted)");
   st.selection = *selection;
+  st.rollouts = f.label_rollouts;  // the labelers' M (canopy label); the searches ignore it
   st.budget.max_tokens = f.max_tokens;
   st.budget.max_expansions = f.max_expansions;
   st.budget.max_depth = f.max_depth;
   st.budget.max_seconds = f.max_seconds;
-  if (auto check = MakeStrategy(st); !check.ok()) return InvalidArgumentError(check.status().message());
+  StrategyOptions check = st;
+  check.gold = "0";  // the labelers' gold is each problem's own; here the rest is checked
+  if (auto made = MakeStrategy(check); !made.ok()) return InvalidArgumentError(made.status().message());
   so.label = run.strategy + (run.scorer == "none" ? "" : "/" + run.scorer);
   so.temperature = run.strategy == "greedy" ? 0.0f : f.temperature;
   so.top_p = f.top_p;
@@ -123,12 +126,18 @@ struct RunFolder {
 
 // Settings are checked before anything is written; run.json is written only once the results
 // file is known to be canopy's own (or new).
-StatusOr<RunFolder> OpenRunFolder(const JobContext& job, const Run& run, const nlohmann::json& settings) {
+// With a sidecar, a problem is done only when its file holds it too.
+StatusOr<RunFolder> OpenRunFolder(const JobContext& job, const Run& run, const nlohmann::json& settings,
+                                  RunSidecar* sidecar) {
   std::error_code ec;
   fs::create_directories(run.dir, ec);
   CANOPY_ASSIGN_OR_RETURN(bool same_run, CheckSettings(run.dir, settings));
   RunFolder folder;
   CANOPY_ASSIGN_OR_RETURN(folder.writer, ResultsWriter::Open(run.dir, &folder.loaded));
+  std::optional<std::set<std::string>> beside;  // the ids the sidecar's file holds
+  if (sidecar) {
+    CANOPY_ASSIGN_OR_RETURN(beside, sidecar->Open(run.dir));
+  }
   if (!same_run) CANOPY_RETURN_IF_ERROR(WriteFileAtomically(run.dir + "/run.json", settings.dump(2) + "\n"));
   for (const std::string& issue : folder.loaded.issues) CANOPY_LOG(Warn) << run.dir << "/results.jsonl: " << issue;
   // Only records of this run's problems count: a record of another selection (--limit,
@@ -140,6 +149,7 @@ StatusOr<RunFolder> OpenRunFolder(const JobContext& job, const Run& run, const n
       ++folder.others;
       continue;
     }
+    if (beside && !beside->count(r.id)) continue;  // its sidecar line was never written
     folder.done_ids.insert(r.id);
     folder.records.push_back(r);
   }
@@ -306,11 +316,12 @@ void SetTreeSink(SolveJob& solver, const Run& run) {
 
 }  // namespace
 
-StatusOr<RunOutcome> SolveRun(JobContext& job, Run& run) {
+StatusOr<RunOutcome> SolveRun(JobContext& job, Run& run, RunSidecar* sidecar) {
   CANOPY_ASSIGN_OR_RETURN(SolveOptions so, RunOptions(job, run));
   if (job.setup && run.scorer != "none") CANOPY_RETURN_IF_ERROR(job.setup->GetScorer(run.scorer).status());
-  const nlohmann::json settings = RunSettings(job, run, so);
-  CANOPY_ASSIGN_OR_RETURN(RunFolder folder, OpenRunFolder(job, run, settings));
+  nlohmann::json settings = RunSettings(job, run, so);
+  if (sidecar) CANOPY_RETURN_IF_ERROR(sidecar->AddSettings(&settings));
+  CANOPY_ASSIGN_OR_RETURN(RunFolder folder, OpenRunFolder(job, run, settings, sidecar));
   RunCounts counts;
   counts.done = static_cast<int64_t>(folder.records.size());
   for (const ResultRecord& r : folder.records) {
@@ -336,6 +347,7 @@ StatusOr<RunOutcome> SolveRun(JobContext& job, Run& run) {
     if (Status s = journal->Started(p.id); !s.ok()) CANOPY_LOG(Warn) << s.ToString();
   });
   if (job.spec.dump_trees) SetTreeSink(solver, run);
+  if (sidecar) solver.set_strategy_sink([sidecar](const Problem& p, const Strategy& s) { sidecar->Capture(p, s); });
   solver.set_stop_flag(&SolveStopFlag(), job.spec.drain_seconds);
   RunStatusPublisher status(job, run, so.label, *journal, counts);
   status.Publish("running", true);
@@ -343,6 +355,7 @@ StatusOr<RunOutcome> SolveRun(JobContext& job, Run& run) {
   Status solved = solver.Run(folder.todo, [&](const ResultRecord& r) -> Status {
     if (r.error) CANOPY_LOG(Warn) << "problem " << r.id << ": " << *r.error;
     CANOPY_RETURN_IF_ERROR(folder.writer->Append(r));
+    if (sidecar) CANOPY_RETURN_IF_ERROR(sidecar->Append(r));
     folder.records.push_back(r);
     ++counts.done;
     counts.correct += r.correct;

@@ -222,12 +222,15 @@ Status ReadGold(const nlohmann::json& obj, const DatasetOptions& opts,
   }
   // A graded dataset (its first problem has a gold answer, or --answer-field names one)
   // needs one on every line: a problem without it could only ever count as wrong.
-  fields->graded = dataset_graded.value_or(!p->gold.empty() || !opts.answer_field.empty());
+  // With require_gold (canopy label) every line needs one, whatever the first one has.
+  fields->graded = opts.require_gold ||
+                   dataset_graded.value_or(!p->gold.empty() || !opts.answer_field.empty());
   if (fields->graded && p->gold.empty()) {
-    return InvalidArgumentError(afield.empty()
-                                    ? "no gold field (looked for " +
-                                          CandidateList(opts.answer_field, kAnswerFields) + ")"
-                                    : "gold field '" + afield + "' holds no answer");
+    return InvalidArgumentError(
+        (afield.empty() ? "no gold field (looked for " +
+                              CandidateList(opts.answer_field, kAnswerFields) + ")"
+                        : "gold field '" + afield + "' holds no answer") +
+        (opts.require_gold ? "; labelling needs a gold answer for every problem" : ""));
   }
   return Status::Ok();
 }

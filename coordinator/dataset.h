@@ -61,6 +61,9 @@ struct DatasetOptions {
   std::optional<GoldFormat> gold_format;
   // nullopt detects it from the file name, then from the fields of the first problem.
   std::optional<TaskFamily> task_family;
+  // Every problem must have a gold answer, whatever the first one has: a line without one
+  // is an error (canopy label, whose labels are measured against the gold).
+  bool require_gold = false;
   int64_t offset = 0;  // skip this many good problems
   int64_t limit = -1;  // keep at most this many (after the offset); negative = all
 };

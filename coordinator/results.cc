@@ -1,10 +1,8 @@
 #include "coordinator/results.h"
 
-#include <filesystem>
 #include <type_traits>
-#include <unordered_map>
 
-#include "common/json_depth.h"
+#include "common/check.h"
 
 namespace canopy {
 namespace {
@@ -35,19 +33,6 @@ Status GetOptional(const nlohmann::json& j, const char* key, std::optional<T>* o
   T value{};
   CANOPY_RETURN_IF_ERROR(GetField(j, key, &value));
   *out = std::move(value);
-  return Status::Ok();
-}
-
-// results.jsonl must be a regular file: canopy never follows a link to cut and rewrite
-// whatever it points at (a user's file, /dev/full).
-Status CheckOwnResultsFile(const std::string& path, FileKind kind) {
-  if (kind == FileKind::kSymlink) {
-    return FailedPreconditionError(path + ": is a symbolic link; canopy writes results only "
-                                   "into a regular file of its own: use another --output");
-  }
-  if (kind != FileKind::kRegular) {
-    return FailedPreconditionError(path + ": is not a regular file; use another --output");
-  }
   return Status::Ok();
 }
 
@@ -100,17 +85,25 @@ StatusOr<ResultRecord> ResultFromJson(const nlohmann::json& j) {
 
 namespace {
 
-// Why one non-blank line is not a result record; "" when it is one (then `*record` is set).
-std::string ParseResultLine(std::string_view line, ResultRecord* record) {
-  if (const int depth = JsonNestingDepth(line); depth > kMaxJsonDepth) {
-    return "nested " + std::to_string(depth) + " levels deep";
+// What makes a line of results.jsonl a record.
+const RecordKind& ResultKind() {
+  static const RecordKind kind{"result", [](const nlohmann::json& j) { return ResultFromJson(j).status(); }};
+  return kind;
+}
+
+LoadedResults FromRecordLines(RecordLines lines) {
+  LoadedResults out;
+  for (const nlohmann::json& j : lines.records) {
+    StatusOr<ResultRecord> r = ResultFromJson(j);  // checked when the line was read
+    CANOPY_CHECK(r.ok()) << r.status().ToString();
+    out.records.push_back(std::move(r).value());
   }
-  nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return "not valid JSON (" + std::to_string(line.size()) + " bytes)";
-  auto parsed = ResultFromJson(j);
-  if (!parsed.ok()) return parsed.status().message();
-  *record = std::move(parsed).value();
-  return "";
+  out.issues = std::move(lines.issues);
+  out.foreign_lines = lines.foreign_lines;
+  out.first_foreign_line = lines.first_foreign_line;
+  out.valid_bytes = lines.valid_bytes;
+  out.file_bytes = lines.file_bytes;
+  return out;
 }
 
 }  // namespace
@@ -125,108 +118,21 @@ StatusOr<LoadedResults> LoadResults(const std::string& path, Env* env) {
 }
 
 LoadedResults ParseResults(std::string_view contents) {
-  LoadedResults out;
-  out.file_bytes = out.valid_bytes = contents.size();
-  std::unordered_map<std::string, size_t> index;  // id -> position in out.records
-  size_t pos = 0;
-  int64_t line_number = 0;
-  while (pos < contents.size()) {
-    size_t end = contents.find('\n', pos);
-    const bool has_newline = end != std::string::npos;
-    if (!has_newline) end = contents.size();
-    const std::string_view line(contents.data() + pos, end - pos);
-    const size_t start = pos;
-    pos = has_newline ? end + 1 : end;
-    ++line_number;
-    if (line.find_first_not_of(" \t\r") == std::string_view::npos) continue;
-
-    const std::string where = "line " + std::to_string(line_number);
-    ResultRecord record;
-    const std::string why = ParseResultLine(line, &record);
-    if (!why.empty() && !has_newline) {
-      // Only an unterminated last line can be a write cut short by a crash.
-      out.valid_bytes = start;
-      out.issues.push_back(where + ": " + why + ", no newline (torn tail: " +
-                           std::to_string(out.file_bytes - start) +
-                           " bytes after the last complete line)");
-      continue;
-    }
-    if (!why.empty()) {
-      if (out.foreign_lines++ == 0) out.first_foreign_line = line_number;
-      out.issues.push_back(where + ": " + why + " (not a canopy result record; skipped)");
-      continue;
-    }
-    auto [it, inserted] = index.emplace(record.id, out.records.size());
-    if (inserted) {
-      out.records.push_back(std::move(record));
-    } else {
-      out.issues.push_back(where + ": duplicate id '" + record.id +
-                           "' replaces an earlier record");
-      out.records[it->second] = std::move(record);
-    }
-  }
-  return out;
+  return FromRecordLines(ParseRecordLines(contents, ResultKind()));
 }
 
 StatusOr<std::unique_ptr<ResultsWriter>> ResultsWriter::Open(const std::string& dir,
                                                              LoadedResults* loaded, Env* env) {
-  CANOPY_RETURN_IF_ERROR(env->CreateDirs(dir));
-  const std::string path = (std::filesystem::path(dir) / "results.jsonl").string();
-
-  LoadedResults existing;
-  bool ends_mid_line = false;  // the last complete record has no newline
-  CANOPY_ASSIGN_OR_RETURN(const FileKind kind, env->GetFileKind(path));
-  const bool existed = kind != FileKind::kMissing;
-  if (existed) {
-    CANOPY_RETURN_IF_ERROR(CheckOwnResultsFile(path, kind));
-    CANOPY_ASSIGN_OR_RETURN(const std::string contents, env->ReadFileToString(path));
-    existing = ParseResults(contents);
-    if (existing.foreign_lines > 0) {
-      return FailedPreconditionError(
-          path + ": line " + std::to_string(existing.first_foreign_line) +
-          " is a complete line but not a canopy result record (" +
-          std::to_string(existing.foreign_lines) +
-          " such lines); canopy does not change a file it did not write: use another "
-          "--output, or mend or move the file");
-    }
-    ends_mid_line = existing.valid_bytes > 0 && contents[existing.valid_bytes - 1] != '\n';
-  }
-  // Opened without following a link: one put in place after the check is refused.
-  CANOPY_ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> file, env->NewAppendableFile(path));
-  if (!existed) {
-    CANOPY_RETURN_IF_ERROR(env->SyncDir(dir));
-  } else {
-    if (existing.torn_tail()) {
-      CANOPY_RETURN_IF_ERROR(
-          file->Truncate(existing.valid_bytes).WithContext("cutting the torn tail"));
-    }
-    // A last record whose newline was never written: finish its line first.
-    if (ends_mid_line) CANOPY_RETURN_IF_ERROR(file->Append("\n"));
-    CANOPY_RETURN_IF_ERROR(file->Sync());
-  }
-  if (loaded) *loaded = std::move(existing);
+  RecordLines existing;
+  CANOPY_ASSIGN_OR_RETURN(std::unique_ptr<RecordFileWriter> file,
+                          RecordFileWriter::Open(dir, "results.jsonl", ResultKind(), &existing, env));
+  if (loaded) *loaded = FromRecordLines(std::move(existing));
   return std::unique_ptr<ResultsWriter>(new ResultsWriter(std::move(file)));
 }
 
 ResultsWriter::~ResultsWriter() = default;
 
-Status ResultsWriter::Append(const ResultRecord& record) {
-  const std::string line = ResultToLine(record) + "\n";
-  CANOPY_ASSIGN_OR_RETURN(const uint64_t size, file_->Size());
-  Status s = file_->Append(line);
-  if (s.ok()) s = file_->Sync();
-  if (!s.ok()) {
-    // Do not leave half a line (or a line not known to be durable) for the next Append to
-    // follow: cut back to the last whole record.
-    if (Status t = file_->Truncate(size); !t.ok()) {
-      s = Status(s.code(), s.message() + "; then cutting back to " + std::to_string(size) +
-                               " bytes failed too (" + t.message() + ")");
-    }
-    return s;
-  }
-  ++appended_;
-  return Status::Ok();
-}
+Status ResultsWriter::Append(const ResultRecord& record) { return file_->Append(ResultToLine(record)); }
 
 Summary Summarize(const std::vector<ResultRecord>& records, double wall_seconds,
                   bool graded) {

@@ -2,15 +2,8 @@
 // fsync'd as each finishes, so a killed job loses nothing it finished and a restarted one
 // skips what is done) and summary.json (rewritten atomically).
 //
-// NOTE crash safety of results.jsonl
-//   Each record is one write() of "{...}\n" followed by fsync(). A process killed mid-write
-//   can leave a partial last line:
-//       {"id":"1",...}\n{"id":"2",...}\n{"id":"3","questi        <- garbage tail
-//   LoadResults() reports it; ResultsWriter::Open() truncates the file back to the end of
-//   the last complete line before appending, so the garbage never ends up mid-file. Only an
-//   unterminated last line is such a tail: a complete line that is not a record means the
-//   file is not canopy's own, and Open() refuses it (as it refuses a symbolic link) rather
-//   than cut or rewrite it.
+// The file is a RecordFileWriter's (coordinator/record_file.h): whole lines only, a torn
+// tail cut before appending, a file canopy did not write refused.
 #pragma once
 
 #include <cstdint>
@@ -24,6 +17,7 @@
 
 #include "common/env.h"
 #include "common/status.h"
+#include "coordinator/record_file.h"
 
 namespace canopy {
 
@@ -100,12 +94,11 @@ class ResultsWriter {
   // cuts the torn tail.
   Status Append(const ResultRecord& record);
   const std::string& path() const { return file_->path(); }
-  int64_t appended() const { return appended_; }
+  int64_t appended() const { return file_->appended(); }
 
  private:
-  explicit ResultsWriter(std::unique_ptr<WritableFile> file) : file_(std::move(file)) {}
-  std::unique_ptr<WritableFile> file_;
-  int64_t appended_ = 0;
+  explicit ResultsWriter(std::unique_ptr<RecordFileWriter> file) : file_(std::move(file)) {}
+  std::unique_ptr<RecordFileWriter> file_;
 };
 
 struct Summary {

@@ -43,6 +43,7 @@ Status SolveJob::Start(const Problem& p, int64_t slot) {
   a.start = Now();
   StrategyOptions so = options_.strategy;
   so.seed = ProblemSeed(options_.seed, p.id);
+  so.gold = p.gold;  // the labelers measure steps against it; searches ignore it
   CANOPY_ASSIGN_OR_RETURN(a.strategy, MakeStrategy(so));
   a.root_call = next_call_++;
   RootSpec root;
@@ -118,6 +119,7 @@ ResultRecord SolveJob::Finish(int64_t slot) {
   const Strategy& s = *a.strategy;
   SearchAnswer ans = s.Answer();
   if (tree_sink_) tree_sink_(*a.problem, s.tree(), ans.node);
+  if (strategy_sink_) strategy_sink_(*a.problem, s);
   for (int32_t n : s.tree().Unreleased()) {
     if (n != SearchTree::kRoot || a.root_created) worker_->Release(KeyOf(a, n));
   }

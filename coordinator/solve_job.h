@@ -35,7 +35,7 @@
 namespace canopy {
 
 struct SolveOptions {
-  StrategyOptions strategy;      // its seed is replaced per problem
+  StrategyOptions strategy;      // its seed and gold are replaced per problem
   std::string label;             // the `strategy` written in results, e.g. "beam/policy-logprob"
   std::string scorer;            // the workers' step scorer ("" or "none": none), per root
   float temperature = 0.8f;      // 0: greedy
@@ -69,6 +69,11 @@ class SolveJob {
   // is reported; for tree dumps.
   using TreeSink = std::function<void(const Problem&, const SearchTree&, int32_t chosen)>;
   void set_tree_sink(TreeSink sink) { tree_sink_ = std::move(sink); }
+  // Called with each finished problem's strategy before its result is reported, and
+  // before the nodes it still holds are released; for what a strategy knows beyond its
+  // answer (canopy label reads a Labeler's labels()).
+  using StrategySink = std::function<void(const Problem&, const Strategy&)>;
+  void set_strategy_sink(StrategySink sink) { strategy_sink_ = std::move(sink); }
   // Called after each round of replies (for status boards); keep it cheap.
   void set_tick_sink(std::function<void()> sink) { tick_sink_ = std::move(sink); }
   // Called as each problem starts (for the coordinator's journal).
@@ -111,6 +116,7 @@ class SolveJob {
   WorkerLink* worker_;
   std::function<double()> clock_;
   TreeSink tree_sink_;
+  StrategySink strategy_sink_;
   std::function<void(const Problem&)> start_sink_;
   std::function<void()> tick_sink_;
   const std::atomic<int>* stop_flag_ = nullptr;

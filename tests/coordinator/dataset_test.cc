@@ -399,5 +399,20 @@ TEST(DatasetTest, DatasetWithoutGoldIsUngraded) {
   EXPECT_TRUE(ds.errors.empty());
 }
 
+// canopy label: every problem needs a gold answer, even when the first one has none.
+TEST(DatasetTest, RequiredGoldMakesEveryLineWithoutOneAnError) {
+  TempFile f("required.jsonl", "{\"input\": \"a\"}\n{\"input\": \"b\", \"target\": 3}\n{\"input\": \"c\"}\n");
+  DatasetOptions opts;
+  opts.require_gold = true;
+  Dataset ds = MustRead(f.path(), opts);
+  EXPECT_TRUE(ds.graded);
+  ASSERT_EQ(ds.problems.size(), 1u);
+  EXPECT_EQ(ds.problems[0].gold, "3");
+  ASSERT_EQ(ds.errors.size(), 2u);
+  EXPECT_EQ(ds.errors[0].line_number, 1);
+  EXPECT_EQ(ds.errors[1].line_number, 3);
+  EXPECT_NE(ds.errors[0].message.find("labelling needs a gold answer"), std::string::npos) << ds.errors[0].message;
+}
+
 }  // namespace
 }  // namespace canopy
