@@ -60,16 +60,19 @@ class LabelsSidecar : public RunSidecar {
     return ids;
   }
 
-  void Capture(const Problem& p, const Strategy& s) override {
+  void Capture(const Problem& p, const Strategy& s, const std::string& system_prompt,
+               const std::string& user_message) override {
     const auto* labeler = dynamic_cast<const Labeler*>(&s);
     CANOPY_CHECK(labeler != nullptr) << "canopy label ran a strategy that is not a labeler: " << s.options().kind;
-    pending_[p.id] = Pending{p.gold, s.options().seed, labeler->labels()};
+    pending_[p.id] = Pending{p.gold, s.options().seed, labeler->labels(), system_prompt, user_message};
   }
 
   Status Append(const ResultRecord& r) override {
     auto it = pending_.find(r.id);
     CANOPY_CHECK(it != pending_.end()) << "no labels captured for problem " << r.id;
-    const nlohmann::json j = LabelsToJson(r.id, it->second.gold, it->second.seed, info_, it->second.labels, r.error);
+    nlohmann::json j = LabelsToJson(r.id, it->second.gold, it->second.seed, info_, it->second.labels, r.error);
+    // What the policy was asked, so that `canopy train-prm` reads features at its tokens.
+    j["prompt"] = {{"system", it->second.system_prompt}, {"user", it->second.user_message}};
     pending_.erase(it);
     return writer_->Append(j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
   }
@@ -83,6 +86,7 @@ class LabelsSidecar : public RunSidecar {
     std::string gold;
     uint64_t seed = 0;
     ProblemLabels labels;
+    std::string system_prompt, user_message;
   };
   const JobContext& job_;
   LabelJobInfo info_;

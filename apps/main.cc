@@ -12,6 +12,7 @@ int WorkerMain(int argc, char** argv);
 int SubmitMain(int argc, char** argv);
 int MergeMain(int argc, char** argv);
 int StatusMain(int argc, char** argv);
+int TrainPrmMain(int argc, char** argv);
 }  // namespace canopy
 
 namespace {
@@ -28,6 +29,7 @@ void Usage() {
                "  submit       write and submit a Slurm batch script for a job\n"
                "  merge        join the shards of a job array\n"
                "  status       a job's progress, from its folder\n"
+               "  train-prm    train a value head on step labels (for --scorer policy-head)\n"
                "  generate     sample continuations of a prompt from a model\n"
                "  devices      list the CPU threads and CUDA devices canopy can use\n"
                "\n"
@@ -49,6 +51,7 @@ int main(int argc, char** argv) {
   if (cmd == "submit") return canopy::SubmitMain(argc - 1, argv + 1);
   if (cmd == "merge") return canopy::MergeMain(argc - 1, argv + 1);
   if (cmd == "status") return canopy::StatusMain(argc - 1, argv + 1);
+  if (cmd == "train-prm") return canopy::TrainPrmMain(argc - 1, argv + 1);
   if (cmd == "generate") return canopy::GenerateMain(argc - 1, argv + 1);
   if (cmd == "devices") return canopy::DevicesMain(argc - 1, argv + 1);
   std::fprintf(stderr, "canopy: unknown command '%s'\n", cmd.c_str());

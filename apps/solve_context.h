@@ -84,7 +84,8 @@ class RunSidecar {
   // Opens its file in `dir` once the settings are known to match; the ids it holds.
   virtual StatusOr<std::set<std::string>> Open(const std::string& dir) = 0;
   // A finished problem's strategy, just before its result is reported.
-  virtual void Capture(const Problem& problem, const Strategy& strategy) = 0;
+  virtual void Capture(const Problem& problem, const Strategy& strategy, const std::string& system_prompt,
+                       const std::string& user_message) = 0;
   // Writes the finished problem's line, after its results line.
   virtual Status Append(const ResultRecord& result) = 0;
 };

@@ -347,7 +347,8 @@ StatusOr<RunOutcome> SolveRun(JobContext& job, Run& run, RunSidecar* sidecar) {
     if (Status s = journal->Started(p.id); !s.ok()) CANOPY_LOG(Warn) << s.ToString();
   });
   if (job.spec.dump_trees) SetTreeSink(solver, run);
-  if (sidecar) solver.set_strategy_sink([sidecar](const Problem& p, const Strategy& s) { sidecar->Capture(p, s); });
+  if (sidecar) solver.set_strategy_sink([sidecar](const Problem& p, const Strategy& s, const std::string& system,
+                                                const std::string& user) { sidecar->Capture(p, s, system, user); });
   solver.set_stop_flag(&SolveStopFlag(), job.spec.drain_seconds);
   RunStatusPublisher status(job, run, so.label, *journal, counts);
   status.Publish("running", true);

@@ -12,7 +12,8 @@
 //                            "source": "rollouts"}, …]}, …],
 //    "totals": {"rollouts": 6, "rollouts_correct": 3, "rollout_tokens": 301,
 //               "sample_tokens": 120, "expansions": 9},
-//    "complete": true, "stop_reason": "finished"}
+//    "complete": true, "stop_reason": "finished",
+//    "prompt": {"system": "Solve …", "user": "…"}}   (written by canopy label: what the policy was asked)
 //
 // Step fields are search/labeler.h's StepLabel; `source` is one of rollouts, own_answer,
 // inferred, incomplete (never train on an incomplete one). Nothing in a line depends on

@@ -119,7 +119,7 @@ ResultRecord SolveJob::Finish(int64_t slot) {
   const Strategy& s = *a.strategy;
   SearchAnswer ans = s.Answer();
   if (tree_sink_) tree_sink_(*a.problem, s.tree(), ans.node);
-  if (strategy_sink_) strategy_sink_(*a.problem, s);
+  if (strategy_sink_) strategy_sink_(*a.problem, s, options_.system_prompt, BuildUserMessage(*a.problem, options_.family));
   for (int32_t n : s.tree().Unreleased()) {
     if (n != SearchTree::kRoot || a.root_created) worker_->Release(KeyOf(a, n));
   }

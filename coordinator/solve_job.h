@@ -72,7 +72,9 @@ class SolveJob {
   // Called with each finished problem's strategy before its result is reported, and
   // before the nodes it still holds are released; for what a strategy knows beyond its
   // answer (canopy label reads a Labeler's labels()).
-  using StrategySink = std::function<void(const Problem&, const Strategy&)>;
+  // The prompt (system, user) is the one its root was given.
+  using StrategySink = std::function<void(const Problem&, const Strategy&, const std::string& system_prompt,
+                                          const std::string& user_message)>;
   void set_strategy_sink(StrategySink sink) { strategy_sink_ = std::move(sink); }
   // Called after each round of replies (for status boards); keep it cheap.
   void set_tick_sink(std::function<void()> sink) { tick_sink_ = std::move(sink); }

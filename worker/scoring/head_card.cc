@@ -29,7 +29,8 @@ json SplitJson(const HeadSplitMetrics& m) {
 }  // namespace
 
 std::string HeadCardPath(const std::string& head_path) {
-  return (std::filesystem::path(head_path).parent_path() / "HEAD.json").string();
+  // Beside the head, its extension replaced: two heads in one folder keep their own cards.
+  return std::filesystem::path(head_path).replace_extension(".json").string();
 }
 
 std::string HeadCardJson(const ValueHead& head, const HeadTrainOptions& o, const HeadTrainReport& r,

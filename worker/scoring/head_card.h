@@ -1,4 +1,4 @@
-// The card of a trained value head: a JSON file beside the head's safetensors (HEAD.json)
+// The card of a trained value head: a JSON file beside the head's safetensors (HEAD.safetensors → HEAD.json)
 // saying what it is, what it was trained on and how well it did, so that a head found on
 // disk can be matched to its base model and judged without retraining.
 //
@@ -37,7 +37,7 @@ struct HeadCardInfo {
   std::map<std::string, int64_t> label_counts;  // e.g. {"rollouts_per_step": 8, "steps": ...}
 };
 
-// "DIR/HEAD.json" for a head at "DIR/anything.safetensors".
+// "DIR/NAME.json" for a head at "DIR/NAME.safetensors".
 std::string HeadCardPath(const std::string& head_path);
 
 // The card as pretty-printed JSON text (keys sorted; the same inputs give the same text).

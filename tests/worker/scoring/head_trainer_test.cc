@@ -374,7 +374,7 @@ TEST(HeadCardTest, SaysWhatTheHeadIs) {
   EXPECT_EQ(card["metrics"]["validation"]["ece"].get<double>(),
             *t.report.validation.calibration.ece);
   EXPECT_EQ(card["metrics"]["validation"]["calibration_bins"].size(), 10u);
-  EXPECT_EQ(HeadCardPath("/tmp/heads/step.safetensors"), "/tmp/heads/HEAD.json");
+  EXPECT_EQ(HeadCardPath("/tmp/heads/step.safetensors"), "/tmp/heads/step.json");
 
   // Without validation the validation metrics are null, not made up.
   o.validation_fraction = 0;

@@ -1,0 +1,280 @@
+// canopy train-prm: a value head (worker/scoring/value_head.h) trained on the step labels
+// of `canopy label` (labels.jsonl) from the hidden states of a base model.
+//
+//   labels.jsonl ─► every labelled step (source rollouts / own_answer / inferred; never
+//                   incomplete): its problem's prompt and the sample's steps up to it
+//   base model   ─► the final-normed hidden state after the step's last token: the prompt
+//                   rendered as the policy saw it (RenderPromptTokens), then the steps' text
+//                   as generated (each ends with its separator), encoded
+//   TrainHead    ─► HEAD.safetensors + HEAD.json (the card: base name and hash, label
+//                   method and counts, losses, validation AUC and calibration)
+//
+// The base is the policy that made the labels unless --base names another model; with no
+// --base, the default model's content hash must be the one the labels record. Features are
+// read from the steps' text encoded again, which gives the policy's own tokens for all but
+// rare non-canonical tokenizations (the hidden state after "\n\n" either way).
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+
+#include "common/content_hash.h"
+#include "common/json_depth.h"
+#include "common/mapped_file.h"
+#include "worker/engine/engine.h"
+#include "worker/model/default_model.h"
+#include "worker/scoring/head_card.h"
+#include "worker/scoring/head_trainer.h"
+#include "worker/service/local_worker.h"
+
+namespace canopy {
+namespace {
+
+struct TrainPrmFlags {
+  std::vector<std::string> labels;
+  std::string output, base, head = "logistic";
+  int64_t hidden_units = 64, batch_size = 256, kv_cache_mb = 512;
+  double learning_rate = 1e-3, weight_decay = 1e-2, validation_fraction = 0.1;
+  int epochs = 20, patience = 3;
+  uint64_t seed = 0;
+  bool hard_labels = false;
+};
+
+struct LabeledStep {
+  size_t problem = 0;               // index into LabelSet::problems
+  std::string text_so_far;          // the sample's steps up to and including this one
+  double soft = 0.0;
+  bool hard = false;
+};
+
+struct LabeledProblem {
+  std::string id, system_prompt, user_message;
+};
+
+struct LabelSet {
+  std::vector<LabeledProblem> problems;
+  std::vector<LabeledStep> steps;
+  std::set<std::string> methods;
+  std::string model_name, model_hash;
+  int64_t records = 0, skipped_records = 0, incomplete_steps = 0, rollouts = 0;
+};
+
+Status Fail(const std::string& where, const std::string& what) {
+  return InvalidArgumentError(where + ": " + what);
+}
+
+// One labels.jsonl line into `set`. Errors name the file and line.
+Status ReadRecord(const nlohmann::json& r, const std::string& where, LabelSet* set) {
+  if (!r.is_object() || !r.contains("samples") || !r.contains("method") || !r.contains("id")) {
+    return Fail(where, "not a canopy label record (labels.jsonl of `canopy label`: id, method, "
+                       "samples; a results.jsonl of `canopy solve` has no labels)");
+  }
+  if (r.contains("error")) {
+    ++set->skipped_records;
+    return Status::Ok();
+  }
+  if (!r.contains("prompt") || !r["prompt"].is_object() || !r["prompt"].value("user", nlohmann::json()).is_string() ||
+      !r.contains("model") || !r["model"].is_object()) {
+    return Fail(where, "a label record needs \"prompt\" {system, user} and \"model\" {name, hash}");
+  }
+  const std::string name = r["model"].value("name", ""), hash = r["model"].value("hash", "");
+  if (set->model_hash.empty()) {
+    set->model_name = name;
+    set->model_hash = hash;
+  } else if (hash != set->model_hash) {
+    return Fail(where, "labels of another policy (" + name + ", " + hash + ") beside those of " +
+                           set->model_name + " (" + set->model_hash + ")");
+  }
+  set->methods.insert(r["method"].get<std::string>());
+  set->problems.push_back({r["id"].is_string() ? r["id"].get<std::string>() : r["id"].dump(),
+                           r["prompt"].value("system", ""), r["prompt"]["user"].get<std::string>()});
+  ++set->records;
+  for (const nlohmann::json& sample : r["samples"]) {
+    std::string so_far;
+    for (const nlohmann::json& step : sample.at("steps")) {
+      so_far += step.at("text").get<std::string>();
+      if (step.value("source", "incomplete") == "incomplete") {
+        ++set->incomplete_steps;
+        continue;
+      }
+      const double soft = step.at("soft").get<double>();
+      if (!(soft >= 0.0 && soft <= 1.0)) return Fail(where, "a soft label outside [0, 1]");
+      set->rollouts += step.value("rollouts", 0);
+      set->steps.push_back({set->problems.size() - 1, so_far, soft, step.at("hard").get<bool>()});
+    }
+  }
+  return Status::Ok();
+}
+
+StatusOr<LabelSet> ReadLabels(const std::vector<std::string>& paths) {
+  LabelSet set;
+  for (const std::string& p : paths) {
+    std::error_code ec;
+    const std::string file = std::filesystem::is_directory(p, ec) ? p + "/labels.jsonl" : p;
+    CANOPY_ASSIGN_OR_RETURN(std::string text, ReadFileToString(file));
+    std::istringstream in(text);
+    std::string line;
+    int64_t n = 0, records_before = set.records + set.skipped_records;
+    while (std::getline(in, line)) {
+      const std::string where = file + ":" + std::to_string(++n);
+      if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+      if (JsonNestingDepth(line) > kMaxJsonDepth) return Fail(where, "nested too deeply");
+      nlohmann::json r = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+      if (r.is_discarded()) return Fail(where, "not JSON");
+      try {
+        CANOPY_RETURN_IF_ERROR(ReadRecord(r, where, &set));
+      } catch (const nlohmann::json::exception& e) {
+        return Fail(where, std::string("a malformed label record: ") + e.what());
+      }
+    }
+    if (set.records + set.skipped_records == records_before) {
+      return InvalidArgumentError(file + ": no label records");
+    }
+  }
+  if (set.steps.empty()) return InvalidArgumentError("no usable step labels in " + paths.front());
+  return set;
+}
+
+// The base model: --base, or the default model, which must be the labels' policy.
+StatusOr<std::string> ResolveBase(const TrainPrmFlags& f, const LabelSet& set, std::string* hash) {
+  CANOPY_ASSIGN_OR_RETURN(std::string path, ResolveModelPath(f.base));
+  CANOPY_ASSIGN_OR_RETURN(*hash, ContentHash(path));
+  if (f.base.empty() && *hash != set.model_hash) {
+    return InvalidArgumentError("the labels were made by " + set.model_name + " (" + set.model_hash +
+                                "), the default model " + path + " is " + *hash +
+                                ": pass that policy (or another base) with --base");
+  }
+  return path;
+}
+
+StatusOr<std::vector<HeadExample>> ExtractFeatures(Engine& engine, const LabelSet& set) {
+  std::vector<HeadExample> out;
+  std::map<size_t, std::vector<int32_t>> prompts;
+  std::vector<std::vector<int32_t>> batch;
+  std::vector<const LabeledStep*> batch_steps;
+  auto flush = [&]() -> Status {
+    if (batch.empty()) return Status::Ok();
+    CANOPY_ASSIGN_OR_RETURN(std::vector<std::vector<float>> h, engine.LastHidden(batch));
+    for (size_t i = 0; i < h.size(); ++i) {
+      const LabeledStep& s = *batch_steps[i];
+      out.push_back({set.problems[s.problem].id, std::move(h[i]), s.soft, s.hard});
+    }
+    batch.clear();
+    batch_steps.clear();
+    return Status::Ok();
+  };
+  for (const LabeledStep& s : set.steps) {
+    auto it = prompts.find(s.problem);
+    if (it == prompts.end()) {
+      const LabeledProblem& p = set.problems[s.problem];
+      it = prompts.emplace(s.problem, RenderPromptTokens(engine, p.system_prompt, p.user_message)).first;
+    }
+    std::vector<int32_t> tokens = it->second;
+    const std::vector<int32_t> steps = engine.tokenizer().Encode(s.text_so_far, /*add_special=*/false);
+    tokens.insert(tokens.end(), steps.begin(), steps.end());
+    batch.push_back(std::move(tokens));
+    batch_steps.push_back(&s);
+    if (batch.size() >= 16) CANOPY_RETURN_IF_ERROR(flush());
+  }
+  CANOPY_RETURN_IF_ERROR(flush());
+  return out;
+}
+
+void AddFlags(CLI::App& app, TrainPrmFlags* f) {
+  app.add_option("--labels", f->labels, "label folders (or labels.jsonl files) of `canopy label`")->required();
+  app.add_option("--output,-o", f->output, "the head to write (.safetensors; the card goes beside it as .json)")->required();
+  app.add_option("--base", f->base, "the model whose hidden states are the features (default: the policy that made the labels)");
+  app.add_option("--head", f->head, "logistic or mlp");
+  app.add_option("--hidden-units", f->hidden_units, "mlp width")->check(CLI::PositiveNumber);
+  app.add_option("--epochs", f->epochs, "at most")->check(CLI::PositiveNumber);
+  app.add_option("--lr", f->learning_rate, "AdamW learning rate")->check(CLI::PositiveNumber);
+  app.add_option("--weight-decay", f->weight_decay)->check(CLI::NonNegativeNumber);
+  app.add_option("--batch-size", f->batch_size)->check(CLI::PositiveNumber);
+  app.add_option("--validation-fraction", f->validation_fraction, "share of problems held out")->check(CLI::Range(0.0, 0.9));
+  app.add_option("--patience", f->patience, "epochs without a better validation loss (0: never stop)")->check(CLI::NonNegativeNumber);
+  app.add_option("--seed", f->seed);
+  app.add_flag("--hard-labels", f->hard_labels, "train on hard labels instead of soft ones");
+  app.add_option("--kv-cache-mb", f->kv_cache_mb, "the base model's KV cache")->check(CLI::PositiveNumber);
+}
+
+void PrintReport(const TrainPrmFlags& f, const LabelSet& set, const TrainedHead& t) {
+  auto num = [](const std::optional<double>& v) {
+    return v ? std::to_string(*v).substr(0, 6) : std::string("n/a");
+  };
+  const HeadTrainReport& r = t.report;
+  std::printf("labels: %lld problems, %zu steps (%lld incomplete skipped), methods:",
+              static_cast<long long>(set.records), set.steps.size(),
+              static_cast<long long>(set.incomplete_steps));
+  for (const std::string& m : set.methods) std::printf(" %s", m.c_str());
+  std::printf("\n%-10s %8s %8s %9s %8s %8s %8s\n", "split", "problems", "steps", "positive", "loss", "auc", "ece");
+  for (const auto& [name, m] : {std::pair{"train", &r.train}, std::pair{"validation", &r.validation}}) {
+    std::printf("%-10s %8lld %8lld %9lld %8s %8s %8s\n", name, static_cast<long long>(m->problems),
+                static_cast<long long>(m->examples), static_cast<long long>(m->positives),
+                num(m->loss).c_str(), num(m->auc).c_str(), num(m->calibration.ece).c_str());
+  }
+  std::printf("epochs %d (best %d%s); head %s written to %s\n", r.epochs_run, r.best_epoch,
+              r.stopped_early ? ", stopped early" : "", f.head.c_str(), f.output.c_str());
+}
+
+Status Run(const TrainPrmFlags& f) {
+  CANOPY_ASSIGN_OR_RETURN(LabelSet set, ReadLabels(f.labels));
+  HeadTrainOptions o;
+  CANOPY_ASSIGN_OR_RETURN(o.kind, ParseValueHeadKind(f.head));
+  o.hidden_units = f.hidden_units;
+  o.learning_rate = f.learning_rate;
+  o.weight_decay = f.weight_decay;
+  o.epochs = f.epochs;
+  o.batch_size = f.batch_size;
+  o.validation_fraction = f.validation_fraction;
+  o.patience = f.patience;
+  o.seed = f.seed;
+  o.use_hard_labels = f.hard_labels;
+  std::string base_hash;
+  CANOPY_ASSIGN_OR_RETURN(std::string base, ResolveBase(f, set, &base_hash));
+  EngineOptions eo;
+  eo.model_path = base;
+  eo.kv_cache_bytes = f.kv_cache_mb << 20;
+  eo.batch_invariant = true;  // the same features whatever is batched with what
+  eo.needs_lm_head = false;
+  CANOPY_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, Engine::Create(eo));
+  CANOPY_ASSIGN_OR_RETURN(std::vector<HeadExample> examples, ExtractFeatures(*engine, set));
+  CANOPY_ASSIGN_OR_RETURN(TrainedHead trained, TrainHead(examples, o));
+  CANOPY_RETURN_IF_ERROR(trained.head.Save(f.output));
+  HeadCardInfo info;
+  info.head_file = std::filesystem::path(f.output).filename().string();
+  info.base_model = ModelName(base);
+  info.base_model_hash = base_hash;
+  for (const std::string& m : set.methods) info.label_method += (info.label_method.empty() ? "" : "+") + m;
+  info.label_counts = {{"problems", set.records},
+                       {"steps", static_cast<int64_t>(set.steps.size())},
+                       {"incomplete_steps_skipped", set.incomplete_steps},
+                       {"rollouts", set.rollouts}};
+  CANOPY_RETURN_IF_ERROR(WriteHeadCard(HeadCardPath(f.output), trained.head, o, trained.report, info));
+  PrintReport(f, set, trained);
+  return Status::Ok();
+}
+
+}  // namespace
+
+int TrainPrmMain(int argc, char** argv) {
+  CLI::App app{"Train a value head on step labels from a base model's hidden states",
+               "canopy train-prm"};
+  TrainPrmFlags f;
+  AddFlags(app, &f);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  Status s = Run(f);
+  if (!s.ok()) {
+    std::fprintf(stderr, "canopy train-prm: %s\n", s.ToString().c_str());
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace canopy

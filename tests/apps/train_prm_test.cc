@@ -1,0 +1,155 @@
+// `canopy train-prm` end to end on the default model: step labels in labels.jsonl (written
+// here in canopy label's format, with the default model's content hash) give a head and
+// its card; the same seed gives the same head file; incomplete steps are skipped; a
+// malformed line, a results.jsonl, an empty file and labels of another model are refused
+// with errors that name the file, the line or the remedy.
+// ctest-labels: model
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "common/content_hash.h"
+#include "tests/testing/paths.h"
+#include "tests/testing/subprocess.h"
+
+namespace canopy {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using ::testing::HasSubstr;
+
+std::string FileText(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// A label record as canopy label writes it: samples of steps whose last one holds an
+// answer; right answers are labelled good.
+json Record(int id, const std::string& hash, bool incomplete_step = false) {
+  json samples = json::array();
+  for (int s = 0; s < 2; ++s) {
+    const bool right = (id + s) % 2 == 0;
+    json steps = json::array();
+    steps.push_back({{"text", "There are " + std::to_string(id + 3) + " apples and " + std::to_string(s + 2) +
+                                  " more come.\n\n"},
+                     {"tokens", 12}, {"soft", right ? 0.75 : 0.25}, {"hard", true}, {"rollouts", 4},
+                     {"correct", right ? 3 : 1}, {"source", "rollouts"}});
+    steps.push_back({{"text", "So the answer is \\boxed{" + std::to_string(right ? id + 5 : id + 50) + "}"},
+                     {"tokens", 9}, {"soft", right ? 1.0 : 0.0}, {"hard", right}, {"rollouts", 0},
+                     {"correct", 0}, {"source", incomplete_step && s == 1 ? "incomplete" : "own_answer"}});
+    samples.push_back({{"index", s}, {"steps", steps}, {"final", true}, {"correct", right}});
+  }
+  return {{"id", std::to_string(id)},
+          {"gold", std::to_string(id + 5)},
+          {"method", "mc"},
+          {"k", 2},
+          {"m", 4},
+          {"model", {{"name", "SmolLM2-135M-Instruct.Q4_1.gguf"}, {"hash", hash}}},
+          {"prompt", {{"system", "Solve the problem."}, {"user", "Problem " + std::to_string(id)}}},
+          {"samples", samples},
+          {"totals", {{"rollouts", 8}}}};
+}
+
+class TrainPrmTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    model_ = testing::DefaultModelPath();
+    if (model_.empty()) GTEST_SKIP() << "default model missing: run scripts/fetch_model.sh";
+    dir_ = fs::temp_directory_path() / ("canopy_train_prm_test_" + std::to_string(::getpid()));
+    fs::remove_all(dir_);
+    fs::create_directories(dir_ / "labels");
+    auto hash = ContentHash(model_);
+    ASSERT_TRUE(hash.ok()) << hash.status().ToString();
+    hash_ = *hash;
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  void WriteLabels(const fs::path& dir, const std::vector<std::string>& lines) {
+    fs::create_directories(dir);
+    std::ofstream out(dir / "labels.jsonl");
+    for (const std::string& l : lines) out << l << "\n";
+  }
+  // Runs canopy train-prm; its exit code, its output in `*log`.
+  int Run(std::vector<std::string> args, std::string* log) {
+    std::vector<std::string> cmd = {CANOPY_BIN, "train-prm"};
+    cmd.insert(cmd.end(), args.begin(), args.end());
+    testing::Subprocess p(cmd, (dir_ / ("run" + std::to_string(++runs_) + ".log")).string(),
+                          {{"OMP_NUM_THREADS", "1"}});
+    const int rc = p.Wait(300);
+    *log = p.log();
+    return rc;
+  }
+
+  std::string model_, hash_;
+  fs::path dir_;
+  int runs_ = 0;
+};
+
+TEST_F(TrainPrmTest, TrainsAHeadWithItsCardDeterministically) {
+  std::vector<std::string> lines;
+  for (int id = 1; id <= 6; ++id) lines.push_back(Record(id, hash_, /*incomplete_step=*/id == 1).dump());
+  WriteLabels(dir_ / "labels", lines);
+  std::string log;
+  const fs::path head = dir_ / "a.safetensors";
+  ASSERT_EQ(Run({"--labels", (dir_ / "labels").string(), "--output", head.string(), "--seed", "3",
+                 "--epochs", "5", "--validation-fraction", "0.34"},
+                &log),
+            0)
+      << log;
+  ASSERT_TRUE(fs::exists(head));
+  EXPECT_THAT(log, HasSubstr("6 problems, 23 steps (1 incomplete skipped)"));
+  const json card = json::parse(FileText(dir_ / "a.json"));
+  EXPECT_EQ(card.dump().find(hash_) != std::string::npos, true) << "the card names the base's hash";
+  EXPECT_THAT(card.dump(), HasSubstr("SmolLM2-135M-Instruct"));
+  // Same labels, same seed: the same bytes; another seed: another head.
+  ASSERT_EQ(Run({"--labels", (dir_ / "labels" / "labels.jsonl").string(), "--output",
+                 (dir_ / "b.safetensors").string(), "--seed", "3", "--epochs", "5", "--validation-fraction",
+                 "0.34"},
+                &log),
+            0)
+      << log;
+  EXPECT_EQ(FileText(head), FileText(dir_ / "b.safetensors"));
+  ASSERT_EQ(Run({"--labels", (dir_ / "labels").string(), "--output", (dir_ / "c.safetensors").string(),
+                 "--seed", "4", "--epochs", "5", "--validation-fraction", "0.34"},
+                &log),
+            0)
+      << log;
+  EXPECT_NE(FileText(head), FileText(dir_ / "c.safetensors"));
+}
+
+TEST_F(TrainPrmTest, BadLabelsAreClearErrors) {
+  std::string log;
+  const std::string out = (dir_ / "h.safetensors").string();
+  // A malformed second line: named by file and line.
+  json broken = Record(2, hash_);
+  broken["samples"][0]["steps"][0]["soft"] = "high";  // not a number
+  WriteLabels(dir_ / "bad", {Record(1, hash_).dump(), broken.dump()});
+  EXPECT_EQ(Run({"--labels", (dir_ / "bad").string(), "--output", out}, &log), 1);
+  EXPECT_THAT(log, HasSubstr("bad/labels.jsonl:2: a malformed label record"));
+  // Not JSON.
+  WriteLabels(dir_ / "garbage", {"{not json"});
+  EXPECT_EQ(Run({"--labels", (dir_ / "garbage").string(), "--output", out}, &log), 1);
+  EXPECT_THAT(log, HasSubstr("garbage/labels.jsonl:1: not JSON"));
+  // A results.jsonl of canopy solve.
+  WriteLabels(dir_ / "results", {R"({"id": "1", "prediction": "3", "gold": "3", "correct": true})"});
+  EXPECT_EQ(Run({"--labels", (dir_ / "results").string(), "--output", out}, &log), 1);
+  EXPECT_THAT(log, HasSubstr("not a canopy label record"));
+  // An empty file.
+  WriteLabels(dir_ / "empty", {});
+  EXPECT_EQ(Run({"--labels", (dir_ / "empty").string(), "--output", out}, &log), 1);
+  EXPECT_THAT(log, HasSubstr("no label records"));
+  // Labels of another policy, with no --base: the default model is not theirs.
+  WriteLabels(dir_ / "other", {Record(1, "xxh3-128:00000000000000000000000000000000").dump(),
+                               Record(2, "xxh3-128:00000000000000000000000000000000").dump()});
+  EXPECT_EQ(Run({"--labels", (dir_ / "other").string(), "--output", out}, &log), 1);
+  EXPECT_THAT(log, HasSubstr("pass that policy (or another base) with --base"));
+  EXPECT_FALSE(fs::exists(out)) << "nothing written on an error";
+}
+
+}  // namespace
+}  // namespace canopy
