@@ -114,6 +114,44 @@ void SolveJob::Deliver(const ExpandReply& reply) {
   for (int32_t r : a.strategy->Update(o)) worker_->Release(KeyOf(a, r));
 }
 
+void SolveJob::Abandon() {
+  interrupted_ = true;
+  abandoned_ = static_cast<int64_t>(active_.size());
+  // Nobody needs what is in flight: the workers drop it.
+  std::vector<uint64_t> in_flight;
+  for (const auto& [call, ref] : calls_) in_flight.push_back(call);
+  if (!in_flight.empty()) worker_->Cancel(in_flight);
+  cancelled_ += static_cast<int64_t>(in_flight.size());
+  calls_.clear();
+  for (auto& [slot, a] : active_) {
+    for (int32_t n : a.strategy->tree().Unreleased()) {
+      if (n != SearchTree::kRoot || a.root_created) worker_->Release(KeyOf(a, n));
+    }
+  }
+}
+
+void SolveJob::StopAndCancel(int64_t slot, StopReason reason) {
+  Active& a = active_.at(slot);
+  a.strategy->Stop(reason);
+  std::vector<uint64_t> calls, expansions;
+  for (auto it = calls_.begin(); it != calls_.end();) {
+    if (it->second.slot != slot) {
+      ++it;
+      continue;
+    }
+    calls.push_back(it->first);
+    expansions.push_back(it->second.expansion);
+    it = calls_.erase(it);
+  }
+  if (calls.empty()) return;
+  worker_->Cancel(calls);
+  cancelled_ += static_cast<int64_t>(calls.size());
+  // The strategy gets them back with no children and answers with what it has.
+  for (uint64_t e : expansions) {
+    for (int32_t r : a.strategy->Update(ExpansionOutcome{e, {}})) worker_->Release(KeyOf(a, r));
+  }
+}
+
 ResultRecord SolveJob::Finish(int64_t slot) {
   Active& a = active_.at(slot);
   const Strategy& s = *a.strategy;
@@ -160,13 +198,7 @@ Status SolveJob::Run(const std::vector<Problem>& problems,
       }
       if (stop_flag_->load() >= 2) drain_until = std::min(drain_until, Now());
       if (active_.empty() || Now() >= drain_until) {
-        interrupted_ = true;
-        abandoned_ = static_cast<int64_t>(active_.size());
-        for (auto& [slot, a] : active_) {
-          for (int32_t n : a.strategy->tree().Unreleased()) {
-            if (n != SearchTree::kRoot || a.root_created) worker_->Release(KeyOf(a, n));
-          }
-        }
+        Abandon();
         return Status::Ok();
       }
     }
@@ -188,9 +220,10 @@ Status SolveJob::Run(const std::vector<Problem>& problems,
                        << " are not started";
     }
     for (auto& [slot, a] : active_) {
-      if (job_stopped) a.strategy->Stop(StopReason::kJobBudget);
+      // A budget that ends a search also ends its expansions in flight (StopAndCancel).
+      if (job_stopped) StopAndCancel(slot, StopReason::kJobBudget);
       double limit = options_.strategy.budget.max_seconds;
-      if (limit > 0 && now - a.start >= limit) a.strategy->Stop(StopReason::kSeconds);
+      if (limit > 0 && now - a.start >= limit) StopAndCancel(slot, StopReason::kSeconds);
       Dispatch(slot);
     }
     for (auto it = active_.begin(); it != active_.end();) {

@@ -90,6 +90,8 @@ class SolveJob {
     drain_seconds_ = drain_seconds;
   }
   bool interrupted() const { return interrupted_; }
+  // Expansions cancelled on the workers: of problems a budget stopped, or abandoned.
+  int64_t cancelled() const { return cancelled_; }
   int64_t abandoned() const { return abandoned_; }
 
  private:
@@ -111,6 +113,12 @@ class SolveJob {
   void Dispatch(int64_t slot);
   void Deliver(const ExpandReply& reply);
   ResultRecord Finish(int64_t slot);
+  // Stops the problem's search and cancels its expansions in flight on the workers; the
+  // strategy gets them back with no children.
+  void StopAndCancel(int64_t slot, StopReason reason);
+  // Stop now: the problems in flight get no record; their expansions are cancelled and
+  // their nodes released.
+  void Abandon();
   NodeKey KeyOf(const Active& a, int32_t node) const;
   double Now() const;
 
@@ -124,6 +132,7 @@ class SolveJob {
   const std::atomic<int>* stop_flag_ = nullptr;
   double drain_seconds_ = 0.0;
   bool interrupted_ = false;
+  int64_t cancelled_ = 0;
   int64_t abandoned_ = 0;
   std::map<int64_t, Active> active_;  // slot -> problem
   std::map<uint64_t, CallRef> calls_;

@@ -58,8 +58,17 @@ class FakeWorker : public WorkerLink {
     return out;
   }
   int32_t outstanding() const override { return static_cast<int32_t>(queue_.size()); }
+  void Cancel(const std::vector<uint64_t>& calls) override {
+    for (uint64_t c : calls) {
+      auto it = std::find_if(queue_.begin(), queue_.end(), [&](const ExpandCall& q) { return q.call == c; });
+      EXPECT_NE(it, queue_.end()) << "cancel of call " << c << ", which is not outstanding";
+      if (it != queue_.end()) queue_.erase(it);
+      cancelled_.push_back(c);
+    }
+  }
 
   std::set<NodeKey> live_;
+  std::vector<uint64_t> cancelled_;
   int roots_ = 0;
 
  private:
@@ -214,6 +223,10 @@ TEST(SolveJob, ProblemSecondsAndJobTokenBudgets) {
   EXPECT_EQ(out.size(), 2u);
   for (const auto& r : out) EXPECT_EQ(r.stop_reason, "job_budget");
   EXPECT_THAT(w2.live_, ::testing::IsEmpty());
+  // The expansions in flight when the budget ran out were cancelled, not waited for.
+  EXPECT_FALSE(w2.cancelled_.empty());
+  EXPECT_EQ(job.cancelled(), static_cast<int64_t>(w2.cancelled_.size()));
+  EXPECT_EQ(w2.outstanding(), 0);
 }
 
 TEST(SolveJob, TreeSinkSeesEveryTreeAndItsChosenLeaf) {
@@ -269,6 +282,9 @@ TEST(SolveJob, DrainFinishesWhatIsInFlightAndStopAbandonsIt) {
     if (mode == 2) {
       EXPECT_EQ(got.size(), 2u);
       EXPECT_GT(job.abandoned(), 0);
+      // What the abandoned problems had in flight is cancelled on the worker.
+      EXPECT_GT(job.cancelled(), 0);
+      EXPECT_EQ(w.outstanding(), 0);
     } else {
       EXPECT_GT(got.size(), 2u);
       EXPECT_LT(got.size(), ps.size());

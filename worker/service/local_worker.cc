@@ -280,10 +280,8 @@ ExpandReply LocalWorker::Convert(const ExpandResult& result) {
   ExpandReply reply;
   reply.call = call.call;
   reply.first_sample = call.first_sample;
-  std::vector<ScoreQuery> queries;
-  std::vector<size_t> owner;  // query -> child
-  std::vector<std::vector<int32_t>> missing;  // sequences whose hidden state is computed here
-  std::vector<size_t> missing_of;             // -> query
+  StepQueries sq;
+  std::vector<ScoreQuery>& queries = sq.queries;
   for (size_t i = 0; i < result.children.size(); ++i) {
     const ExpandedChild& c = result.children[i];
     ChildReply child;
@@ -322,10 +320,10 @@ ExpandReply LocalWorker::Convert(const ExpandResult& result) {
         q.step_logprobs = step_logprobs[k];
         q.terminal = k + 1 == new_steps.size() && (call.full_solution || c.finish != FinishReason::kStop);
         queries.push_back(std::move(q));
-        owner.push_back(i);
+        sq.owner.push_back(i);
         if (scorer->wants_policy_hidden()) {
           PolicyHiddenFor(*engine_, c, spans, k, new_steps.size(), queries.size() - 1, &queries.back(),
-                          &missing, &missing_of);
+                          &sq.missing, &sq.missing_of);
         }
       }
     }
@@ -337,23 +335,29 @@ ExpandReply LocalWorker::Convert(const ExpandResult& result) {
       Release(call.node);
     }
   }
-  if (!missing.empty() && reply.error.empty()) {
-    StatusOr<std::vector<std::vector<float>>> h = engine_->LastHidden(missing);
-    if (!h.ok()) {
-      reply.error = "scorer " + scorer->name() + ": " + h.status().ToString();
-      return reply;
-    }
-    for (size_t m = 0; m < missing.size(); ++m) queries[missing_of[m]].policy_hidden = std::move((*h)[m]);
-  }
-  if (scorer && !queries.empty()) {
-    StatusOr<std::vector<double>> scores = scorer->Score(queries);
-    if (!scores.ok()) {
-      reply.error = "scorer " + scorer->name() + ": " + scores.status().ToString();
-    } else {
-      for (size_t q = 0; q < owner.size(); ++q) reply.children[owner[q]].step_scores.push_back((*scores)[q]);
-    }
-  }
+  if (scorer && !queries.empty()) ScoreSteps(scorer, &sq, &reply);
   return reply;
+}
+
+void LocalWorker::ScoreSteps(Scorer* scorer, StepQueries* sq, ExpandReply* reply) {
+  if (!sq->missing.empty()) {
+    StatusOr<std::vector<std::vector<float>>> h = engine_->LastHidden(sq->missing);
+    if (!h.ok()) {
+      reply->error = "scorer " + scorer->name() + ": " + h.status().ToString();
+      return;
+    }
+    for (size_t m = 0; m < sq->missing.size(); ++m) {
+      sq->queries[sq->missing_of[m]].policy_hidden = std::move((*h)[m]);
+    }
+  }
+  StatusOr<std::vector<double>> scores = scorer->Score(sq->queries);
+  if (!scores.ok()) {
+    reply->error = "scorer " + scorer->name() + ": " + scores.status().ToString();
+    return;
+  }
+  for (size_t q = 0; q < sq->owner.size(); ++q) {
+    reply->children[sq->owner[q]].step_scores.push_back((*scores)[q]);
+  }
 }
 
 }  // namespace canopy

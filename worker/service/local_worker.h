@@ -85,6 +85,16 @@ class LocalWorker : public WorkerLink {
     Scorer* scorer = nullptr;        // the root's
   };
   ExpandReply Convert(const ExpandResult& result);
+  // The step queries of one reply, and the sequences whose policy hidden state is computed
+  // here (steps of a whole solution that end inside it).
+  struct StepQueries {
+    std::vector<ScoreQuery> queries;
+    std::vector<size_t> owner;  // query -> child
+    std::vector<std::vector<int32_t>> missing;
+    std::vector<size_t> missing_of;  // -> query
+  };
+  // Scores the queries into the reply's children (or sets its error).
+  void ScoreSteps(Scorer* scorer, StepQueries* sq, ExpandReply* reply);
 
   Engine* engine_;
   Scorer* fixed_scorer_ = nullptr;
