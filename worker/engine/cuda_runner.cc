@@ -113,54 +113,14 @@ class Runner final : public CudaRunnerBase {
                                   " query heads per KV head");
     if (options_.block_size <= 0 || kAttentionChunk % options_.block_size != 0)
       return InvalidArgumentError("the CUDA backend needs a block size dividing " + std::to_string(kAttentionChunk));
-    const int64_t H = c_.hidden_size, QD = c_.num_heads * D, KVD = c_.num_kv_heads * D;
-    const int64_t FF = c_.intermediate_size, V = c_.vocab_size;
     sm_count_ = Multiprocessors();
     SetProgrammaticLaunch(options_.programmatic_launch && ComputeCapability() >= 90);
     resident_ctas_ = static_cast<int64_t>(sm_count_) * TreeAttentionCtasPerMultiprocessor(D);
     layers_.resize(c_.num_layers);
     if (model) {
-      has_lm_head_ = model->has_lm_head();
-      for (int64_t l = 0; l < c_.num_layers; ++l) {
-        const LayerWeights& w = model->layers[l];
-        LayerDevice& d = layers_[l];
-        d.wqkv = UploadBf16({&w.wq, &w.wk, &w.wv}, stream_);
-        d.wo = UploadBf16({&w.wo}, stream_);
-        d.wgu = UploadBf16({&w.w_gate, &w.w_up}, stream_);
-        d.wdown = UploadBf16({&w.w_down}, stream_);
-        d.attn_norm = UploadF32(ToF32(w.attn_norm), stream_);
-        d.ffn_norm = UploadF32(ToF32(w.ffn_norm), stream_);
-        if (c_.attention_bias) {
-          std::vector<float> b = ToF32(w.bq), bk = ToF32(w.bk), bv = ToF32(w.bv);
-          b.insert(b.end(), bk.begin(), bk.end());
-          b.insert(b.end(), bv.begin(), bv.end());
-          d.bqkv = UploadF32(b, stream_);
-        }
-      }
-      embed_ = UploadBf16({&model->tok_embd}, stream_);
-      if (has_lm_head_ && model->output.data != model->tok_embd.data) {
-        output_ = UploadBf16({&model->output}, stream_);
-      }
-      output_norm_ = UploadF32(ToF32(model->output_norm), stream_);
-      rope_factors_ = model->rope_freq_factors;
+      UploadModel(*model);
     } else {
-      has_lm_head_ = true;
-      uint64_t seed = dummy->seed * 1000003;
-      const float scale = 0.02f;
-      std::vector<float> ones(static_cast<size_t>(H), 1.0f);
-      for (int64_t l = 0; l < c_.num_layers; ++l) {
-        LayerDevice& d = layers_[l];
-        d.wqkv = RandomBf16((QD + 2 * KVD) * H, ++seed, scale, stream_);
-        d.wo = RandomBf16(H * QD, ++seed, scale, stream_);
-        d.wgu = RandomBf16(2 * FF * H, ++seed, scale, stream_);
-        d.wdown = RandomBf16(H * FF, ++seed, scale, stream_);
-        d.attn_norm = UploadF32(ones, stream_);
-        d.ffn_norm = UploadF32(ones, stream_);
-        if (c_.attention_bias) d.bqkv = UploadF32(std::vector<float>((QD + 2 * KVD), 0.01f), stream_);
-      }
-      embed_ = RandomBf16(V * H, ++seed, 1.0f, stream_);
-      if (!c_.tied_embeddings) output_ = RandomBf16(V * H, ++seed, scale, stream_);
-      output_norm_ = UploadF32(ones, stream_);
+      UploadDummy(*dummy);
     }
     weight_bytes_ = embed_.bytes() + output_.bytes();
     for (const LayerDevice& d : layers_) weight_bytes_ += d.wqkv.bytes() + d.wo.bytes() + d.wgu.bytes() + d.wdown.bytes();
@@ -179,7 +139,63 @@ class Runner final : public CudaRunnerBase {
     ReserveRows(options_.max_batch_tokens);  // a decode batch of that many sequences
     ChooseSmallBatchPath();
 
-    // The KV pool.
+    return AllocateKvPool();
+  }
+
+  // The model's weights on the device (BF16 matrices, F32 norms and biases).
+  void UploadModel(const ModelWeights& model) {
+    has_lm_head_ = model.has_lm_head();
+    for (int64_t l = 0; l < c_.num_layers; ++l) {
+      const LayerWeights& w = model.layers[l];
+      LayerDevice& d = layers_[l];
+      d.wqkv = UploadBf16({&w.wq, &w.wk, &w.wv}, stream_);
+      d.wo = UploadBf16({&w.wo}, stream_);
+      d.wgu = UploadBf16({&w.w_gate, &w.w_up}, stream_);
+      d.wdown = UploadBf16({&w.w_down}, stream_);
+      d.attn_norm = UploadF32(ToF32(w.attn_norm), stream_);
+      d.ffn_norm = UploadF32(ToF32(w.ffn_norm), stream_);
+      if (c_.attention_bias) {
+        std::vector<float> b = ToF32(w.bq), bk = ToF32(w.bk), bv = ToF32(w.bv);
+        b.insert(b.end(), bk.begin(), bk.end());
+        b.insert(b.end(), bv.begin(), bv.end());
+        d.bqkv = UploadF32(b, stream_);
+      }
+    }
+    embed_ = UploadBf16({&model.tok_embd}, stream_);
+    if (has_lm_head_ && model.output.data != model.tok_embd.data) {
+      output_ = UploadBf16({&model.output}, stream_);
+    }
+    output_norm_ = UploadF32(ToF32(model.output_norm), stream_);
+    rope_factors_ = model.rope_freq_factors;
+  }
+
+  // Random BF16 weights of the config's shapes (benchmarks).
+  void UploadDummy(const DummyWeights& dummy) {
+    const int64_t D = c_.head_dim, H = c_.hidden_size, QD = c_.num_heads * D, KVD = c_.num_kv_heads * D;
+    const int64_t FF = c_.intermediate_size, V = c_.vocab_size;
+    has_lm_head_ = true;
+    uint64_t seed = dummy.seed * 1000003;
+    const float scale = 0.02f;
+    std::vector<float> ones(static_cast<size_t>(H), 1.0f);
+    for (int64_t l = 0; l < c_.num_layers; ++l) {
+      LayerDevice& d = layers_[l];
+      d.wqkv = RandomBf16((QD + 2 * KVD) * H, ++seed, scale, stream_);
+      d.wo = RandomBf16(H * QD, ++seed, scale, stream_);
+      d.wgu = RandomBf16(2 * FF * H, ++seed, scale, stream_);
+      d.wdown = RandomBf16(H * FF, ++seed, scale, stream_);
+      d.attn_norm = UploadF32(ones, stream_);
+      d.ffn_norm = UploadF32(ones, stream_);
+      if (c_.attention_bias) d.bqkv = UploadF32(std::vector<float>((QD + 2 * KVD), 0.01f), stream_);
+    }
+    embed_ = RandomBf16(V * H, ++seed, 1.0f, stream_);
+    if (!c_.tied_embeddings) output_ = RandomBf16(V * H, ++seed, scale, stream_);
+    output_norm_ = UploadF32(ones, stream_);
+  }
+
+  // The KV pool: options_.num_blocks, or what the device memory holds after the weights
+  // less the headroom. FailedPrecondition when that is fewer than 2 blocks.
+  Status AllocateKvPool() {
+    const int64_t KVD = c_.num_kv_heads * c_.head_dim;
     kv_row_ = KVD;
     block_bytes_per_layer_ = static_cast<int64_t>(options_.block_size) * KVD * sizeof(bf16);
     const int64_t per_block = 2 * c_.num_layers * block_bytes_per_layer_;
@@ -205,6 +221,18 @@ class Runner final : public CudaRunnerBase {
 
   void Forward(std::span<const ForwardItem> items, std::vector<float>* logits,
                std::vector<float>* hidden, std::vector<SampledToken>* drawn) override;
+
+  // The rows of the forward pass's outputs, by kind, in item order.
+  struct OutputRows {
+    std::vector<int32_t> sample, logits, hidden;
+  };
+  // Token ids, positions and KV slots of the batch (Tb rows, padded) into the metadata, and
+  // the sampling parameters of the drawn rows; the rows each output reads.
+  OutputRows FillTokenMeta(std::span<const ForwardItem> items, int64_t Tb);
+  // Draws the ns sampled rows on the device, then copies the drawn tokens, nl logits rows
+  // and nh hidden rows to the host outputs.
+  void CopyOutputs(size_t ns, size_t nl, size_t nh, std::vector<float>* logits,
+                   std::vector<float>* hidden, std::vector<SampledToken>* drawn);
 
   // Copies are batched: one kernel moves every pending copy in all layers (a fork round of a
   // beam search makes dozens), launched before anything else touches the cache.
@@ -524,7 +552,6 @@ class Runner final : public CudaRunnerBase {
 void Runner::Forward(std::span<const ForwardItem> items, std::vector<float>* logits,
                      std::vector<float>* hidden, std::vector<SampledToken>* drawn) {
   FlushCopies();
-  const int64_t H = c_.hidden_size, V = c_.vocab_size;
   const int32_t bs = options_.block_size;
   int64_t T = 0;
   bool decode_only = true;
@@ -559,41 +586,11 @@ void Runner::Forward(std::span<const ForwardItem> items, std::vector<float>* log
   Reserve(Tb, static_cast<int64_t>(plan_.items.size()), static_cast<int64_t>(plan_.item_blocks.size()),
           static_cast<int64_t>(plan_.queries.size()));
 
-  // Per-token metadata; rows T..Tb-1 are padding (token 0, no KV slot, no attention).
-  int32_t* tok = MetaHost<int32_t>(meta_.tok);
-  int32_t* pos = MetaHost<int32_t>(meta_.pos);
-  int32_t* slot = MetaHost<int32_t>(meta_.slot);
+  OutputRows out_rows = FillTokenMeta(items, Tb);
+  std::vector<int32_t>& sample_rows = out_rows.sample;
+  std::vector<int32_t>& logit_rows = out_rows.logits;
+  const std::vector<int32_t>& hidden_rows = out_rows.hidden;
   int32_t* row_map = MetaHost<int32_t>(meta_.row_map);
-  // Logits rows: the rows drawn on the device (their params in the metadata), then the rows
-  // copied to the host.
-  std::vector<int32_t> sample_rows, logit_rows, hidden_rows;
-  SampleRowParams* sample_params = MetaHost<SampleRowParams>(meta_.sample);
-  {
-    int64_t t = 0;
-    for (const ForwardItem& it : items) {
-      for (size_t j = 0; j < it.tokens.size(); ++j, ++t) {
-        CANOPY_CHECK(it.tokens[j] >= 0 && it.tokens[j] < V) << "token " << it.tokens[j];
-        const int64_t p = it.start_pos + static_cast<int64_t>(j);
-        CANOPY_CHECK_LT(p, c_.max_position) << "sequence longer than the model's context";
-        const int32_t block = it.block_table[p / bs];
-        CANOPY_CHECK(block >= 0 && block < num_blocks_) << "block " << block;
-        tok[t] = it.tokens[j];
-        pos[t] = static_cast<int32_t>(p);
-        slot[t] = block * bs + static_cast<int32_t>(p % bs);
-      }
-      if (!it.tokens.empty()) {
-        if (it.want_logits && it.sample) {
-          const SamplingParams& sp = *it.sample;
-          sample_params[sample_rows.size()] = SampleRowParams{sp.temperature, sp.top_p, sp.top_k, it.u};
-          sample_rows.push_back(static_cast<int32_t>(t - 1));
-        } else if (it.want_logits) {
-          logit_rows.push_back(static_cast<int32_t>(t - 1));
-        }
-        if (it.want_hidden) hidden_rows.push_back(static_cast<int32_t>(t - 1));
-      }
-    }
-    for (; t < Tb; ++t) tok[t] = 0, pos[t] = 0, slot[t] = -1;
-  }
   const size_t ns = sample_rows.size();
   if (ns + logit_rows.size() > 0) CANOPY_CHECK(has_lm_head_) << "logits wanted from a model without an LM head";
   if (ns > 0) CANOPY_CHECK(drawn != nullptr) << "an item asks for a draw but no output was given";
@@ -630,17 +627,58 @@ void Runner::Forward(std::span<const ForwardItem> items, std::vector<float>* log
     ++eager_launches_;
   }
 
+  CopyOutputs(ns, logit_rows.size() - ns, hidden_rows.size(), logits, hidden, drawn);
+}
+
+Runner::OutputRows Runner::FillTokenMeta(std::span<const ForwardItem> items, int64_t Tb) {
+  const int64_t V = c_.vocab_size;
+  const int32_t bs = options_.block_size;
+  // Per-token metadata; rows T..Tb-1 are padding (token 0, no KV slot, no attention).
+  int32_t* tok = MetaHost<int32_t>(meta_.tok);
+  int32_t* pos = MetaHost<int32_t>(meta_.pos);
+  int32_t* slot = MetaHost<int32_t>(meta_.slot);
+  // Logits rows: the rows drawn on the device (their params in the metadata), then the rows
+  // copied to the host.
+  OutputRows rows;
+  SampleRowParams* sample_params = MetaHost<SampleRowParams>(meta_.sample);
+  int64_t t = 0;
+  for (const ForwardItem& it : items) {
+    for (size_t j = 0; j < it.tokens.size(); ++j, ++t) {
+      CANOPY_CHECK(it.tokens[j] >= 0 && it.tokens[j] < V) << "token " << it.tokens[j];
+      const int64_t p = it.start_pos + static_cast<int64_t>(j);
+      CANOPY_CHECK_LT(p, c_.max_position) << "sequence longer than the model's context";
+      const int32_t block = it.block_table[p / bs];
+      CANOPY_CHECK(block >= 0 && block < num_blocks_) << "block " << block;
+      tok[t] = it.tokens[j];
+      pos[t] = static_cast<int32_t>(p);
+      slot[t] = block * bs + static_cast<int32_t>(p % bs);
+    }
+    if (it.tokens.empty()) continue;
+    if (it.want_logits && it.sample) {
+      const SamplingParams& sp = *it.sample;
+      sample_params[rows.sample.size()] = SampleRowParams{sp.temperature, sp.top_p, sp.top_k, it.u};
+      rows.sample.push_back(static_cast<int32_t>(t - 1));
+    } else if (it.want_logits) {
+      rows.logits.push_back(static_cast<int32_t>(t - 1));
+    }
+    if (it.want_hidden) rows.hidden.push_back(static_cast<int32_t>(t - 1));
+  }
+  for (; t < Tb; ++t) tok[t] = 0, pos[t] = 0, slot[t] = -1;
+  return rows;
+}
+
+void Runner::CopyOutputs(size_t ns, size_t nl, size_t nh, std::vector<float>* logits,
+                         std::vector<float>* hidden, std::vector<SampledToken>* drawn) {
+  const int64_t H = c_.hidden_size, V = c_.vocab_size;
   if (ns > 0) {
     SampleRows(logits_.as<float>(), static_cast<int64_t>(ns), V, MetaDev<SampleRowParams>(meta_.sample),
                drawn_.as<SampleRowResult>(), stream_.get());
     CopyToHost(drawn_host_.as<void>(), drawn_.get(), ns * sizeof(SampleRowResult), stream_);
   }
-  const size_t nl = logit_rows.size() - ns;
   if (nl > 0) CopyToHost(logits_host_.as<void>(), logits_.as<float>() + ns * V, nl * V * sizeof(float), stream_);
-  if (!hidden_rows.empty()) {
+  if (nh > 0) {
     CANOPY_CHECK(hidden != nullptr) << "an item wants its hidden state but no output was given";
-    CopyToHost(hidden_host_.as<void>(), hidden_.as<float>() + logit_rows.size() * H,
-               hidden_rows.size() * H * sizeof(float), stream_);
+    CopyToHost(hidden_host_.as<void>(), hidden_.as<float>() + (ns + nl) * H, nh * H * sizeof(float), stream_);
   }
   stream_.Synchronize();
   for (size_t i = 0; i < ns; ++i) {
@@ -651,9 +689,9 @@ void Runner::Forward(std::span<const ForwardItem> items, std::vector<float>* log
     const float* src = logits_host_.as<float>();
     logits->insert(logits->end(), src, src + nl * V);
   }
-  if (!hidden_rows.empty()) {
+  if (nh > 0) {
     const float* src = hidden_host_.as<float>();
-    hidden->insert(hidden->end(), src, src + hidden_rows.size() * H);
+    hidden->insert(hidden->end(), src, src + nh * H);
   }
 }
 
