@@ -22,6 +22,12 @@ namespace {
 
 // The root's prompt in tokens, estimated (about 4 bytes a token, plus the chat template):
 // the coordinator never tokenizes.
+// The most tokens a worker's KV pool holds for one sequence (as Engine::max_sequence_tokens
+// without the context: 2 blocks kept free for forking); 0 when it did not say.
+int64_t SequenceCapacity(const Capabilities& c) {
+  return c.kv_pool_blocks > 2 ? int64_t{c.kv_pool_blocks - 2} * c.kv_block_tokens : 0;
+}
+
 int64_t PromptTokensEstimate(const RootSpec& root) {
   return static_cast<int64_t>(root.system_prompt.size() + root.user_message.size()) / 4 + 16;
 }
@@ -170,6 +176,26 @@ void Dispatcher::Route(uint64_t call_id, size_t part_index) {
   if (exclude.size() >= workers_.size()) exclude.clear();
   std::set<int32_t> holders;
   if (entry != nodes_.end()) holders = entry->second.holders;
+  // A worker whose KV pool cannot hold the node's path (and one more token) never gets it.
+  std::set<int32_t> too_small;
+  int64_t largest = 0;
+  for (const auto& [id, w] : workers_) {
+    const int64_t cap = SequenceCapacity(w.capabilities);
+    largest = std::max(largest, cap);
+    if (cap > 0 && cap <= p.recipe->path_tokens && !holders.count(id)) too_small.insert(id);
+  }
+  if (too_small.size() == workers_.size()) {
+    part.done = true;
+    part.reply.call = p.call.call;
+    part.reply.first_sample = part.first_sample;
+    part.reply.error = "no worker's KV pool holds the node's path of " + std::to_string(p.recipe->path_tokens) +
+                       " tokens and one more (the largest holds " + std::to_string(largest) + " per sequence)";
+    ++stats_.unplaceable;
+    MaybeComplete(pending_.find(call_id));
+    return;
+  }
+  if (exclude.size() + too_small.size() >= workers_.size()) exclude.clear();
+  exclude.insert(too_small.begin(), too_small.end());
   Worker* holder = holders.empty() ? nullptr : LeastLoaded(holders, exclude);
   Worker* least = LeastLoaded({}, exclude);
   Worker* target = least;
@@ -260,6 +286,11 @@ void Dispatcher::OnReply(Worker& w, ExpandReply reply) {
     w.held.insert(key);
   }
   part->reply = std::move(reply);
+  MaybeComplete(it);
+}
+
+void Dispatcher::MaybeComplete(std::map<uint64_t, Pending>::iterator it) {
+  Pending& p = it->second;
   for (const Part& other : p.parts) {
     if (!other.done) return;
   }

@@ -21,6 +21,10 @@
 //     first part's worker computes the prompt; the others fetch its pages from it (the
 //     prompt prefilled once, its pages broadcast) when the cost model says so.
 //
+// A worker whose KV pool cannot hold a node's path and one more token (its Capabilities:
+// (kv_pool_blocks - 2) × kv_block_tokens) never gets that node; when no live worker can, the
+// part is answered with an error saying so (DispatcherStats::unplaceable).
+//
 // Worker loss (its connection closes, or it is silent past the heartbeat deadline): its
 // outstanding parts are routed again elsewhere (recomputing the node), the nodes it held
 // are forgotten there, and replies it may still send are dropped. Replies are delivered
@@ -111,6 +115,7 @@ struct DispatcherStats {
   int64_t redispatched = 0;    // parts re-sent after their worker died
   int64_t duplicates = 0;      // replies dropped as already delivered or not expected
   int64_t cancelled = 0;       // calls cancelled (Cancel) before all their parts replied
+  int64_t unplaceable = 0;     // parts no worker's KV pool could hold (answered with an error)
   int64_t workers_joined = 0;
   int64_t workers_lost = 0;
   int64_t workers_refused = 0;
@@ -185,6 +190,8 @@ class Dispatcher : public WorkerLink {
   void Process(std::vector<DispatcherEvent> events);
   void Join(DispatcherEvent& e);
   void OnReply(Worker& w, ExpandReply reply);
+  // Once every part of the call is done: its merged reply is ready and the call forgotten.
+  void MaybeComplete(std::map<uint64_t, Pending>::iterator it);
   void WorkerLost(int32_t id, const std::string& reason);
   void Route(uint64_t call, size_t part);
   void Send(Worker& w, const Envelope& m);

@@ -40,7 +40,7 @@ class SimWorker : public WorkerPort {
   bool hold = false;          // keep expands queued until Flush()
   bool ignore_cancel = false; // a Cancel comes too late: queued expands are still answered
 
-  void JoinAs(const std::string& model = "m.gguf") {
+  void JoinAs(const std::string& model = "m.gguf", uint32_t pool_blocks = 0) {
     DispatcherEvent e;
     e.kind = DispatcherEvent::kJoin;
     e.peer = peer_;
@@ -49,6 +49,8 @@ class SimWorker : public WorkerPort {
     e.hello.capabilities.models = {model};
     e.hello.capabilities.block_hash_version = kBlockHashVersion;
     e.hello.capabilities.kv_bytes_per_token = 18432;
+    e.hello.capabilities.kv_pool_blocks = pool_blocks;  // blocks of one token
+    e.hello.capabilities.kv_block_tokens = pool_blocks > 0 ? 1 : 0;
     d_->Post(std::move(e));
   }
   void set_self(const std::shared_ptr<SimWorker>& s) { self_ = s; }
@@ -180,12 +182,12 @@ struct Cluster {
     for (int i = 0; i < n; ++i) Add();
     EXPECT_TRUE(d->WaitForWorkers(n, 5.0));
   }
-  SimWorker& Add() {
+  SimWorker& Add(uint32_t pool_blocks = 0) {
     auto w = std::make_shared<SimWorker>(d.get(), static_cast<uint64_t>(workers.size() + 1));
     w->set_self(w);
     w->set_peers(&workers);
     workers.push_back(w);
-    w->JoinAs();
+    w->JoinAs("m.gguf", pool_blocks);
     return *w;
   }
   std::unique_ptr<Dispatcher> d;
@@ -397,6 +399,50 @@ TEST(DispatcherTest, CancelledCallsAreDroppedOnTheirWorkersAndLateRepliesIgnored
   while (c.d->stats().duplicates == 0) c.d->Poll(std::chrono::steady_clock::now() + std::chrono::milliseconds(50));
   EXPECT_EQ(c.d->stats().duplicates, 1);
   for (const auto& [id, load] : c.d->loads()) EXPECT_EQ(load, 0) << "worker " << id;
+}
+
+TEST(DispatcherTest, APathGoesToNoWorkerWhosePoolCannotHoldIt) {
+  DispatcherOptions o;
+  o.split_across_idle = false;
+  o.overload_margin = 0;  // work leaves a busy holder at the first chance
+  Cluster c(1, o);        // worker 1: a pool it did not size
+  c.Add(/*pool_blocks=*/5);  // worker 2: 3 tokens per sequence (2 blocks kept for forks)
+  ASSERT_TRUE(c.d->WaitForWorkers(2, 5.0));
+  ASSERT_TRUE(c.d->CreateRoot(Root(1)).ok());
+  ASSERT_TRUE(c.d->Expand(Call(2, {1, 0}, 1)).ok());
+  PollAll(*c.d);
+  const NodeKey child = {2, 0};  // a path of 2 tokens
+  ASSERT_TRUE(c.d->Expand(Call(3, child, 1)).ok());
+  PollAll(*c.d);
+  const NodeKey grandchild = {3, 0};  // a path of 4 tokens: more than worker 2 holds
+  c.workers[0]->hold = true;
+  for (uint64_t call = 10; call < 16; ++call) ASSERT_TRUE(c.d->Expand(Call(call, grandchild, 1)).ok());
+  for (const Envelope& e : c.workers[1]->sent) {
+    if (auto* call = std::get_if<ExpandCall>(&e)) {
+      EXPECT_LT(call->call, 10u) << "worker 2 got the 4-token path";
+    }
+  }
+  EXPECT_FALSE(c.d->holders(grandchild).count(2));
+  // Worker 1 dies holding them: worker 2 cannot take them, so each is answered with an error
+  // that says why, and nothing is sent to it.
+  c.workers[0]->hold = false;
+  c.workers[0]->die_at_expand = c.workers[0]->expands;
+  ASSERT_TRUE(c.d->Expand(Call(20, grandchild, 1)).ok());
+  std::vector<ExpandReply> r = PollAll(*c.d);
+  ASSERT_FALSE(r.empty());
+  int errors = 0;
+  for (const ExpandReply& x : r) {
+    if (x.error.empty()) continue;
+    ++errors;
+    EXPECT_NE(x.error.find("no worker's KV pool holds the node's path of 4 tokens"), std::string::npos) << x.error;
+  }
+  EXPECT_GT(errors, 0);
+  EXPECT_EQ(c.d->stats().unplaceable, errors);
+  for (const Envelope& e : c.workers[1]->sent) {
+    if (auto* call = std::get_if<ExpandCall>(&e)) {
+      EXPECT_LT(call->call, 10u);
+    }
+  }
 }
 
 TEST(DispatcherTest, ReleasedWhileResentIsReleasedOnTheNewWorker) {
