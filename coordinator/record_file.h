@@ -34,8 +34,9 @@ struct RecordKind {
   std::function<Status(const nlohmann::json&)> check;
 };
 
-struct RecordLines {
-  std::vector<nlohmann::json> records;  // file order; a later duplicate id replaces the earlier
+// What reading a record file found besides its records (shared by RecordLines and the
+// typed loaders built on it, such as LoadedResults).
+struct RecordFileState {
   // Lines that could not be read (a garbled line, a duplicate id), "line N: what".
   std::vector<std::string> issues;
   // Complete (newline-terminated) lines that are not records, and the first of them.
@@ -46,6 +47,10 @@ struct RecordLines {
   uint64_t valid_bytes = 0;
   uint64_t file_bytes = 0;
   bool torn_tail() const { return valid_bytes < file_bytes; }
+};
+
+struct RecordLines : RecordFileState {
+  std::vector<nlohmann::json> records;  // file order; a later duplicate id replaces the earlier
 };
 
 // Reads the records in a file's contents. A garbled unterminated last line is reported in

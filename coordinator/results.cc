@@ -98,11 +98,7 @@ LoadedResults FromRecordLines(RecordLines lines) {
     CANOPY_CHECK(r.ok()) << r.status().ToString();
     out.records.push_back(std::move(r).value());
   }
-  out.issues = std::move(lines.issues);
-  out.foreign_lines = lines.foreign_lines;
-  out.first_foreign_line = lines.first_foreign_line;
-  out.valid_bytes = lines.valid_bytes;
-  out.file_bytes = lines.file_bytes;
+  static_cast<RecordFileState&>(out) = std::move(lines);
   return out;
 }
 

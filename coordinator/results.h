@@ -50,18 +50,9 @@ StatusOr<ResultRecord> ResultFromJson(const nlohmann::json& j);
 // ResultToJson(record) as one line, without the trailing newline.
 std::string ResultToLine(const ResultRecord& record);
 
-struct LoadedResults {
+// The file's records as ResultRecords, and what else reading it found (RecordFileState).
+struct LoadedResults : RecordFileState {
   std::vector<ResultRecord> records;  // file order; a later duplicate id replaces the earlier
-  // Lines that could not be read (a garbled line, a duplicate id), "line N: what".
-  std::vector<std::string> issues;
-  // Complete (newline-terminated) lines that are not result records, and the first of them.
-  int64_t foreign_lines = 0;
-  int64_t first_foreign_line = 0;
-  // The file's length up to the end of its last complete line or record. Everything after
-  // it is a torn tail (an unterminated line that is not a record) to cut before appending.
-  uint64_t valid_bytes = 0;
-  uint64_t file_bytes = 0;
-  bool torn_tail() const { return valid_bytes < file_bytes; }
 };
 
 // Reads a results.jsonl. NotFound when it does not exist. A garbled unterminated last line

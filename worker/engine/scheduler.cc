@@ -52,8 +52,8 @@ class Scheduler::Planner {
     bool exists = false;
     int32_t tokens = 0;
     int32_t computed = 0;
-    std::vector<int32_t> blocks;  // created in this plan: its blocks (hits, then -1 per fresh one)
-    int32_t extra_blocks = 0;     // fresh blocks appended in this plan
+    std::vector<int32_t> blocks;  // the blocks it shares or holds (created here: its prefix hits)
+    int32_t extra_blocks = 0;     // fresh blocks this plan gives it (admission, fork, appends)
   };
 
   // ---- The shadow pool ----
@@ -383,8 +383,7 @@ StepPlan Scheduler::Schedule() const { return Planner(*this).Run(); }
 // Commit
 // ---------------------------------------------------------------------------------------
 
-bool Scheduler::ApplyAction(const StepPlan& plan, const KvAction& a, NodeId* next_fork,
-                            CommitResult* out) {
+bool Scheduler::ApplyAction(const KvAction& a, NodeId* next_fork, CommitResult* out) {
   switch (a.kind) {
     case KvAction::kEvict:
     case KvAction::kPreempt:
@@ -427,7 +426,6 @@ bool Scheduler::ApplyAction(const StepPlan& plan, const KvAction& a, NodeId* nex
       return true;
     }
   }
-  (void)plan;
   return false;
 }
 
@@ -444,7 +442,7 @@ CommitResult Scheduler::Commit(const StepPlan& plan) {
       out.deferred++;
       continue;
     }
-    if (!ApplyAction(plan, a, &next_fork, &out)) {
+    if (!ApplyAction(a, &next_fork, &out)) {
       deferred.insert(a.seq);
       out.deferred++;
     }

@@ -203,7 +203,7 @@ class Scheduler {
 
   void Unpin(NodeId id);
   bool IsIdleEntry(const IdleEntry& e) const;
-  bool ApplyAction(const StepPlan& plan, const KvAction& a, NodeId* next_fork, CommitResult* out);
+  bool ApplyAction(const KvAction& a, NodeId* next_fork, CommitResult* out);
   // A drawn token: bookkeeping, stop conditions; unpins a child that is done.
   void Accept(SchedRequest* r, int32_t i, const SampledToken& t);
   // Each child's first token that is not drawn yet, from the parent's logits.
