@@ -33,38 +33,51 @@ std::vector<StepSpan> SplitStepSpans(const std::string& text) {
   return steps;
 }
 
-// The logprobs of each step's tokens. The engine renders a child's text as the bytes of its
-// tokens, end-of-turn tokens as nothing; a token belongs to the step its last byte lies in
-// (so a step owns the blank line after it, as a step-mode child owns the "\n\n" that
-// stopped it), an end-of-turn token to the last step. A step that ends up with no token of
+// Where each of a child's tokens lies in its text, and which step owns it. The engine
+// renders a child's text as the bytes of its tokens, end-of-turn tokens as nothing; a token
+// belongs to the step its last byte lies in (so a step owns the blank line after it, as a
+// step-mode child owns the "\n\n" that stopped it). nullopt when there are no steps or the
+// text is not the tokens' bytes.
+struct TokenPlace {
+  size_t start = 0, len = 0, step = 0;
+};
+
+std::optional<std::vector<TokenPlace>> PlaceTokens(const Tokenizer& tok, const ExpandedChild& c,
+                                                   const std::vector<StepSpan>& steps) {
+  if (steps.empty()) return std::nullopt;
+  const std::vector<int32_t> eot = tok.EndOfTurnIds();
+  std::vector<TokenPlace> places(c.tokens.size());
+  size_t offset = 0;
+  for (size_t i = 0; i < c.tokens.size(); ++i) {
+    const bool is_eot = std::find(eot.begin(), eot.end(), c.tokens[i]) != eot.end();
+    TokenPlace& p = places[i];
+    p.start = offset;
+    p.len = is_eot ? 0 : tok.TokenBytes(c.tokens[i]).size();
+    offset += p.len;
+    const size_t last = p.len > 0 ? p.start + p.len - 1 : p.start;
+    while (p.step + 1 < steps.size() && steps[p.step + 1].begin <= last) ++p.step;
+  }
+  if (offset != c.text.size()) return std::nullopt;
+  return places;
+}
+
+// The logprobs of each step's tokens (PlaceTokens). A step that ends up with no token of
 // its own (one token spanning two steps) gets the token its first byte lies in.
 std::vector<std::vector<float>> StepLogprobs(const Tokenizer& tok, const ExpandedChild& c,
                                              const std::vector<StepSpan>& steps) {
   std::vector<std::vector<float>> out(steps.size());
   if (steps.empty()) return out;
-  const std::vector<int32_t> eot = tok.EndOfTurnIds();
-  std::vector<size_t> start(c.tokens.size()), len(c.tokens.size());
-  size_t offset = 0;
-  for (size_t i = 0; i < c.tokens.size(); ++i) {
-    const bool is_eot = std::find(eot.begin(), eot.end(), c.tokens[i]) != eot.end();
-    start[i] = offset;
-    len[i] = is_eot ? 0 : tok.TokenBytes(c.tokens[i]).size();
-    offset += len[i];
-  }
-  if (offset != c.text.size() || c.logprobs.size() != c.tokens.size()) {
+  std::optional<std::vector<TokenPlace>> places = PlaceTokens(tok, c, steps);
+  if (!places || c.logprobs.size() != c.tokens.size()) {
     for (auto& lp : out) lp = c.logprobs;  // cannot map tokens to text: the whole child
     return out;
   }
-  for (size_t i = 0; i < c.tokens.size(); ++i) {
-    const size_t last = len[i] > 0 ? start[i] + len[i] - 1 : start[i];
-    size_t k = 0;
-    while (k + 1 < steps.size() && steps[k + 1].begin <= last) ++k;
-    out[k].push_back(c.logprobs[i]);
-  }
+  for (size_t i = 0; i < c.tokens.size(); ++i) out[(*places)[i].step].push_back(c.logprobs[i]);
   for (size_t k = 0; k < steps.size(); ++k) {
     if (!out[k].empty()) continue;
     for (size_t i = 0; i < c.tokens.size(); ++i) {
-      if (start[i] <= steps[k].begin && steps[k].begin < start[i] + len[i]) {
+      const TokenPlace& p = (*places)[i];
+      if (p.start <= steps[k].begin && steps[k].begin < p.start + p.len) {
         out[k].push_back(c.logprobs[i]);
         break;
       }
@@ -73,24 +86,14 @@ std::vector<std::vector<float>> StepLogprobs(const Tokenizer& tok, const Expande
   return out;
 }
 
-// How many of the child's tokens lie up to and including each step's last token, by the
-// rule of StepLogprobs (a token belongs to the step its last byte lies in; end-of-turn
-// tokens to the last step). nullopt when the text cannot be mapped to the tokens.
+// How many of the child's tokens lie up to and including each step's last token
+// (PlaceTokens); nullopt when the text cannot be mapped to the tokens.
 std::optional<std::vector<size_t>> StepEndTokens(const Tokenizer& tok, const ExpandedChild& c,
                                                  const std::vector<StepSpan>& steps) {
-  const std::vector<int32_t> eot = tok.EndOfTurnIds();
+  std::optional<std::vector<TokenPlace>> places = PlaceTokens(tok, c, steps);
+  if (!places) return std::nullopt;
   std::vector<size_t> end(steps.size(), 0);
-  size_t offset = 0;
-  for (size_t i = 0; i < c.tokens.size(); ++i) {
-    const bool is_eot = std::find(eot.begin(), eot.end(), c.tokens[i]) != eot.end();
-    const size_t len = is_eot ? 0 : tok.TokenBytes(c.tokens[i]).size();
-    const size_t last = len > 0 ? offset + len - 1 : offset;
-    offset += len;
-    size_t k = 0;
-    while (k + 1 < steps.size() && steps[k + 1].begin <= last) ++k;
-    if (!steps.empty()) end[is_eot ? steps.size() - 1 : k] = i + 1;
-  }
-  if (offset != c.text.size()) return std::nullopt;
+  for (size_t i = 0; i < places->size(); ++i) end[(*places)[i].step] = i + 1;
   for (size_t k = 1; k < end.size(); ++k) end[k] = std::max(end[k], end[k - 1]);
   return end;
 }
