@@ -1,14 +1,16 @@
 // The CUDA backend's benchmarks (docs/gpu.md):
 //   1. copy bandwidth (device to device), the roofline's denominator;
 //   2. decode tokens/s at batch 1, 16, 64, 256 with 1K-token contexts for random-weight
-//      Llama-3.2-1B, Qwen2.5-1.5B and Llama-3.1-8B shapes, each next to its memory-bandwidth
+//      SmolLM2-135M (the default model), Llama-3.2-1B and Llama-3.1-8B shapes, each next to its memory-bandwidth
 //      roofline: (weights + KV bytes the step reads) / copy bandwidth; a step includes
 //      drawing each row's token on the device and bringing the tokens back;
 //   3. shared-prefix attention: 256 sequences sharing a P-token prefix plus 256 unique tokens
 //      each, tree attention against the same kernel reading the prefix per sequence;
 //   4. a search-shaped run: step-level beam search (N = 64 beams, width M = 4) over a
 //      1K-token prompt, tokens drawn on the device, with the branches sharing their prefix
-//      blocks against every branch holding its own copy: tokens/s and peak KV blocks.
+//      blocks against every branch holding its own copy: tokens/s and peak KV blocks;
+//   5. (with NCCL, on a GPU) the NCCL page channel looped back through a one-rank
+//      communicator: GB/s for 4 to 256 MiB, as one buffer and as 64 KiB pages.
 // Prints a table and writes JSON (--json). On a build without CUDA it says so and exits 0;
 // --backend cuda-emu --quick runs tiny shapes on the CPU emulator (a smoke test of the
 // bench itself, not a measurement).
@@ -19,6 +21,7 @@
 #include <cstdio>
 #include <fstream>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -31,6 +34,11 @@
 #if defined(CANOPY_HAVE_CUDA)
 #include "kernels/cuda/ops.h"
 #include "kernels/cuda/runtime.h"
+#endif
+#if defined(CANOPY_HAVE_NCCL)
+#include <cuda_runtime.h>
+
+#include "transport/nccl/page_channel.h"
 #endif
 #if defined(CANOPY_HAVE_CUDA_EMU)
 #define CANOPY_CUDA_EMU 1
@@ -47,7 +55,11 @@ ModelConfig Shape(const std::string& name) {
   c.name = name;
   c.architecture = "llama";
   c.rope_style = RopeStyle::kHalf;
-  if (name == "llama-3.2-1b") {
+  if (name == "smollm2-135m") {  // the default model's shape
+    c.vocab_size = 49152, c.hidden_size = 576, c.intermediate_size = 1536, c.num_layers = 30;
+    c.num_heads = 9, c.num_kv_heads = 3, c.head_dim = 64, c.max_position = 8192;
+    c.rope_theta = 100000, c.tied_embeddings = true;
+  } else if (name == "llama-3.2-1b") {
     c.vocab_size = 128256, c.hidden_size = 2048, c.intermediate_size = 8192, c.num_layers = 16;
     c.num_heads = 32, c.num_kv_heads = 8, c.head_dim = 64, c.max_position = 131072;
     c.rope_theta = 500000, c.tied_embeddings = true;
@@ -356,7 +368,7 @@ void BenchDecodeShape(const DecodeSetup& s, const std::vector<int>& batches, nlo
 template <class B>
 void BenchDecode(bool quick, double bw, nlohmann::json& out) {
   const std::vector<std::string> shapes = quick ? std::vector<std::string>{"tiny"}
-                                                : std::vector<std::string>{"llama-3.2-1b", "qwen2.5-1.5b", "llama-3.1-8b"};
+                                                : std::vector<std::string>{"smollm2-135m", "llama-3.2-1b", "llama-3.1-8b"};
   const std::vector<int> batches = quick ? std::vector<int>{1, 4} : std::vector<int>{1, 16, 64, 256};
   const int ctx = quick ? 40 : 1024, steps = quick ? 2 : 30, warm = quick ? 1 : 3;
   std::printf("%-14s %-14s %6s %12s %12s %10s %12s\n", "shape", "variant", "batch", "tokens/s", "roofline", "of roof",
@@ -369,10 +381,10 @@ void BenchDecode(bool quick, double bw, nlohmann::json& out) {
   B::SetProgrammaticLaunch(B::ComputeCapability() >= 90);
 }
 
-// One layer of Llama-3.2-1B's attention shape, over S sequences of a shared prefix plus
-// `unique` tokens each.
+// One layer of Llama-3.1-8B's attention shape (32 query heads, 8 KV heads of 128), over S
+// sequences of a shared prefix plus `unique` tokens each.
 struct PrefixShape {
-  int NH = 32, NKV = 8, D = 64, bs = 16;
+  int NH = 32, NKV = 8, D = 128, bs = 16;
   int S = 0, unique = 0;
 };
 
@@ -496,6 +508,52 @@ void BenchBeamSearch(bool quick, nlohmann::json& out) {
               static_cast<double>(res[0].peak_blocks) / res[1].peak_blocks);
 }
 
+#if defined(CANOPY_HAVE_NCCL)
+// 5. The NCCL page channel, looped back through a one-rank communicator (the send/recv path of
+// a page fetch between two GPU workers, on one GPU): payload GB/s for S bytes as one buffer
+// and as 64 KiB pages, each against the copy bandwidth (both counted as bytes read plus
+// written, 2 S per transfer).
+void BenchNcclLoopback(double bw, nlohmann::json& out) {
+  auto id = NcclPageChannel::NewUniqueId();
+  auto ch = id.ok() ? NcclPageChannel::Join(*id, 0, 1, 0) : StatusOr<std::unique_ptr<NcclPageChannel>>(id.status());
+  if (!ch.ok()) {
+    std::printf("\nNCCL page channel: %s\n", ch.status().ToString().c_str());
+    return;
+  }
+  std::printf("\n%-10s %-12s %8s %12s %10s\n", "MiB", "as", "blocks", "GB/s", "of copy");
+  for (size_t mib : {4, 16, 64, 256}) {
+    const size_t total = mib << 20;
+    char* src = nullptr;
+    char* dst = nullptr;
+    if (cudaMalloc(&src, total) != cudaSuccess || cudaMalloc(&dst, total) != cudaSuccess) break;
+    cudaMemset(src, 0x5A, total);
+    for (size_t page : {total, size_t{64} << 10}) {
+      const size_t blocks = total / page;
+      std::vector<void*> s(blocks), d(blocks);
+      for (size_t b = 0; b < blocks; ++b) s[b] = src + b * page, d[b] = dst + b * page;
+      Status st = (*ch)->Exchange(s, d, page, 0);  // warm-up: NCCL sets up its loopback on first use
+      if (st.ok()) st = (*ch)->Wait();
+      const int reps = 10;
+      const double t0 = Now();
+      for (int r = 0; r < reps && st.ok(); ++r) st = (*ch)->Exchange(s, d, page, 0);
+      if (st.ok()) st = (*ch)->Wait();
+      const double sec = (Now() - t0) / reps;
+      if (!st.ok()) {
+        std::printf("%-10zu %s\n", mib, st.ToString().c_str());
+        continue;
+      }
+      const double gbs = 2.0 * total / sec;  // read plus written, as the copy bandwidth
+      std::printf("%-10zu %-12s %8zu %12.1f %9.1f%%\n", mib, blocks == 1 ? "one buffer" : "64 KiB pages", blocks,
+                  gbs / 1e9, 100 * gbs / bw);
+      out["nccl_loopback"].push_back({{"bytes", total}, {"blocks", blocks}, {"bytes_per_s_read_plus_written", gbs},
+                                      {"fraction_of_copy", gbs / bw}});
+    }
+    cudaFree(src);
+    cudaFree(dst);
+  }
+}
+#endif
+
 template <class B>
 int Run(bool quick, const std::string& json_path) {
   std::string why;
@@ -509,6 +567,9 @@ int Run(bool quick, const std::string& json_path) {
   BenchDecode<B>(quick, bw, out);
   BenchSharedPrefix<B>(stream, quick, out);
   BenchBeamSearch<B>(quick, out);
+#if defined(CANOPY_HAVE_NCCL)
+  if constexpr (std::is_same_v<B, Gpu>) BenchNcclLoopback(bw, out);
+#endif
   if (!json_path.empty()) std::ofstream(json_path) << out.dump(2) << "\n";
   return 0;
 }

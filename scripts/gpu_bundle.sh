@@ -16,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${CANOPY_GPU_BUILD:-build-cuda}
 jobs=${CANOPY_BUILD_JOBS:-2}
-targets="cuda_parity_test cuda_model_parity_test cuda_sampling_test attention_plan_test nccl_page_channel_test gpu_bench"
+targets="cuda_parity_test cuda_model_parity_test cuda_sampling_test attention_plan_test nccl_page_channel_test gpu_bench canopy"
 cmake -S . -B "$build" -DCANOPY_CUDA=ON -DCANOPY_BENCH=ON -DCANOPY_TESTS=ON >/dev/null
 cmake --build "$build" -j"$jobs" --target $targets
 for d in .gpu .gpu-model-a .gpu-model-b; do

@@ -71,16 +71,18 @@ NcclPageChannel::~NcclPageChannel() {
   if (impl_->stream) cudaStreamDestroy(impl_->stream);
 }
 
-Status NcclPageChannel::Transfer(std::span<void* const> buffers, size_t bytes_each, int peer, bool send) {
-  if (peer < 0 || peer >= nranks_ || peer == rank_) return InvalidArgumentError("nccl: bad peer rank");
+Status NcclPageChannel::Transfer(std::span<void* const> send, std::span<void* const> recv, size_t bytes_each,
+                                 int peer) {
   CANOPY_CUDA_TRY(cudaSetDevice(impl_->device));
   CANOPY_NCCL_TRY(ncclGroupStart());
-  for (void* b : buffers) {
-    ncclResult_t r = send ? ncclSend(b, bytes_each, ncclUint8, peer, impl_->comm, impl_->stream)
-                          : ncclRecv(b, bytes_each, ncclUint8, peer, impl_->comm, impl_->stream);
-    if (r != ncclSuccess) {
-      ncclGroupEnd();
-      return CallFailed("NCCL", send ? "ncclSend" : "ncclRecv", CANOPY_NCCL_WHERE(), ncclGetErrorString(r));
+  for (int dir = 0; dir < 2; ++dir) {
+    for (void* b : dir == 0 ? send : recv) {
+      ncclResult_t r = dir == 0 ? ncclSend(b, bytes_each, ncclUint8, peer, impl_->comm, impl_->stream)
+                                : ncclRecv(b, bytes_each, ncclUint8, peer, impl_->comm, impl_->stream);
+      if (r != ncclSuccess) {
+        ncclGroupEnd();
+        return CallFailed("NCCL", dir == 0 ? "ncclSend" : "ncclRecv", CANOPY_NCCL_WHERE(), ncclGetErrorString(r));
+      }
     }
   }
   CANOPY_NCCL_TRY(ncclGroupEnd());
@@ -88,11 +90,22 @@ Status NcclPageChannel::Transfer(std::span<void* const> buffers, size_t bytes_ea
 }
 
 Status NcclPageChannel::Send(std::span<void* const> buffers, size_t bytes_each, int peer) {
-  return Transfer(buffers, bytes_each, peer, true);
+  if (peer < 0 || peer >= nranks_ || peer == rank_) return InvalidArgumentError("nccl: bad peer rank");
+  return Transfer(buffers, {}, bytes_each, peer);
 }
 
 Status NcclPageChannel::Recv(std::span<void* const> buffers, size_t bytes_each, int peer) {
-  return Transfer(buffers, bytes_each, peer, false);
+  if (peer < 0 || peer >= nranks_ || peer == rank_) return InvalidArgumentError("nccl: bad peer rank");
+  return Transfer({}, buffers, bytes_each, peer);
+}
+
+Status NcclPageChannel::Exchange(std::span<void* const> send, std::span<void* const> recv, size_t bytes_each,
+                                 int peer) {
+  if (peer < 0 || peer >= nranks_) return InvalidArgumentError("nccl: bad peer rank");
+  if (peer == rank_ && send.size() != recv.size()) {
+    return InvalidArgumentError("nccl: a loopback exchange needs as many receive buffers as send buffers");
+  }
+  return Transfer(send, recv, bytes_each, peer);
 }
 
 Status NcclPageChannel::Wait() {

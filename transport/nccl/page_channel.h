@@ -35,6 +35,11 @@ class NcclPageChannel {
   // Returns once the operations are queued on the channel's stream.
   Status Send(std::span<void* const> buffers, size_t bytes_each, int peer);
   Status Recv(std::span<void* const> buffers, size_t bytes_each, int peer);
+  // Both directions in one group: `send` to `peer` and `recv` from it, pairwise (send[i] lands
+  // in the peer's recv[i] when the peer exchanges the same counts). `peer` may be this rank:
+  // a loopback through NCCL (a one-GPU machine exercises the whole path that way). Send and
+  // Recv alone refuse this rank, since a lone half of a self-transfer never completes.
+  Status Exchange(std::span<void* const> send, std::span<void* const> recv, size_t bytes_each, int peer);
   // Waits for everything queued on the channel's stream.
   Status Wait();
 
@@ -44,7 +49,7 @@ class NcclPageChannel {
  private:
   struct Impl;
   NcclPageChannel(std::unique_ptr<Impl> impl, int rank, int nranks);
-  Status Transfer(std::span<void* const> buffers, size_t bytes_each, int peer, bool send);
+  Status Transfer(std::span<void* const> send, std::span<void* const> recv, size_t bytes_each, int peer);
   std::unique_ptr<Impl> impl_;
   int rank_, nranks_;
 };
