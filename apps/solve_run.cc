@@ -294,9 +294,10 @@ double RunWallSeconds(const Run& run, bool resumed, double this_session) {
 void PrintRunLine(const JobContext& job, const Run& run, const std::string& label) {
   const Summary& s = run.summary;
   if (job.dataset.graded) {
-    std::printf("%s n=%d: accuracy %.3f (%lld/%lld), %.1f tokens/problem, %s\n", label.c_str(), run.n, s.accuracy,
-                static_cast<long long>(s.num_correct), static_cast<long long>(s.num_problems), s.mean_tokens,
-                (run.dir + "/results.jsonl").c_str());
+    const std::string oracle = s.has_oracle ? ", any candidate right " + std::to_string(s.num_oracle) : "";
+    std::printf("%s n=%d: accuracy %.3f (%lld/%lld%s), %.1f tokens/problem, %s\n", label.c_str(), run.n, s.accuracy,
+                static_cast<long long>(s.num_correct), static_cast<long long>(s.num_problems), oracle.c_str(),
+                s.mean_tokens, (run.dir + "/results.jsonl").c_str());
   } else {
     std::printf("%s n=%d: ungraded (the dataset has no gold answers), %lld problems, %.1f tokens/problem, %s\n",
                 label.c_str(), run.n, static_cast<long long>(s.num_problems), s.mean_tokens,

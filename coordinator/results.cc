@@ -49,6 +49,12 @@ nlohmann::json ResultToJson(const ResultRecord& r) {
   if (r.stop_reason) j["stop_reason"] = *r.stop_reason;
   if (!r.votes.empty()) j["votes"] = r.votes;
   if (r.num_candidates) j["num_candidates"] = *r.num_candidates;
+  if (r.oracle) j["oracle"] = *r.oracle;
+  if (!r.candidates.empty()) {
+    nlohmann::json c = nlohmann::json::array();
+    for (const auto& x : r.candidates) c.push_back({x.answer, x.score, x.correct});
+    j["candidates"] = std::move(c);
+  }
   if (r.error) j["error"] = *r.error;
   return j;
 }
@@ -79,6 +85,16 @@ StatusOr<ResultRecord> ResultFromJson(const nlohmann::json& j) {
   CANOPY_RETURN_IF_ERROR(GetOptional(j, "stop_reason", &r.stop_reason));
   CANOPY_RETURN_IF_ERROR(GetField(j, "votes", &r.votes));
   CANOPY_RETURN_IF_ERROR(GetOptional(j, "num_candidates", &r.num_candidates));
+  CANOPY_RETURN_IF_ERROR(GetOptional(j, "oracle", &r.oracle));
+  if (auto c = j.find("candidates"); c != j.end() && !c->is_null()) {
+    if (!c->is_array()) return InvalidArgumentError("a result's 'candidates' is not an array");
+    for (const auto& x : *c) {
+      if (!x.is_array() || x.size() != 3 || !x[0].is_string() || !x[1].is_number() || !x[2].is_boolean()) {
+        return InvalidArgumentError("a result's candidate is not [answer, score, correct]");
+      }
+      r.candidates.push_back({x[0].get<std::string>(), x[1].get<double>(), x[2].get<bool>()});
+    }
+  }
   CANOPY_RETURN_IF_ERROR(GetOptional(j, "error", &r.error));
   return r;
 }
@@ -139,6 +155,8 @@ Summary Summarize(const std::vector<ResultRecord>& records, double wall_seconds,
     s.num_correct += r.correct ? 1 : 0;
     s.num_errors += r.error ? 1 : 0;
     s.num_budget_exhausted += r.budget_exhausted.value_or(false) ? 1 : 0;
+    s.num_oracle += r.oracle.value_or(false) ? 1 : 0;
+    s.has_oracle = s.has_oracle || r.oracle.has_value();
     s.total_tokens += r.tokens;
     s.total_expansions += r.expansions;
     s.total_seconds += r.seconds;
@@ -161,6 +179,9 @@ nlohmann::json SummaryToJson(const Summary& s) {
       {"num_budget_exhausted", s.num_budget_exhausted},
       {"graded", s.graded},
       {"accuracy", s.graded ? nlohmann::json(s.accuracy) : nlohmann::json(nullptr)},
+      {"oracle_accuracy", s.graded && s.has_oracle && s.num_problems > 0
+                              ? nlohmann::json(static_cast<double>(s.num_oracle) / s.num_problems)
+                              : nlohmann::json(nullptr)},
       {"total_tokens", s.total_tokens},
       {"mean_tokens", s.mean_tokens},
       {"total_expansions", s.total_expansions},

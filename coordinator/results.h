@@ -39,6 +39,17 @@ struct ResultRecord {
   std::optional<std::string> stop_reason;
   std::map<std::string, double> votes;  // answer -> votes (or vote weight); omitted if empty
   std::optional<int64_t> num_candidates;
+  // Graded only: whether any candidate's answer is equivalent to the gold (the oracle, "any
+  // sample right": the headroom a better selection could reach).
+  std::optional<bool> oracle;
+  // Every candidate, in the strategy's order (best-of-N: sample order): its normalized answer
+  // ("" when it has none), path score and correctness.
+  struct Candidate {
+    std::string answer;
+    double score = 0;
+    bool correct = false;
+  };
+  std::vector<Candidate> candidates;  // omitted if empty
   std::optional<std::string> error;  // the problem failed (e.g. a worker error)
 };
 
@@ -97,6 +108,8 @@ struct Summary {
   int64_t num_correct = 0;
   int64_t num_errors = 0;  // records with `error` set
   int64_t num_budget_exhausted = 0;
+  int64_t num_oracle = 0;  // records whose `oracle` is true
+  bool has_oracle = false;  // some record carries `oracle`
   bool graded = true;   // false: the dataset has no gold answers, accuracy means nothing
   double accuracy = 0;  // num_correct / num_problems; 0 when empty or ungraded
   int64_t total_tokens = 0;

@@ -1,5 +1,6 @@
 #include "coordinator/solve_job.h"
 
+#include <algorithm>
 #include <chrono>
 
 #include "common/logging.h"
@@ -177,6 +178,13 @@ ResultRecord SolveJob::Finish(int64_t slot) {
   r.stop_reason = StopReasonName(ans.stop_reason);
   for (const auto& [k, v] : ans.vote_counts) r.votes[k] = v;
   r.num_candidates = ans.num_candidates;
+  for (const auto& [answer, score] : ans.candidate_answers) {
+    const bool right = !r.gold.empty() && !answer.empty() && AnswersEquivalent(answer, r.gold);
+    r.candidates.push_back({answer, score, right});
+  }
+  if (!r.gold.empty()) {
+    r.oracle = std::any_of(r.candidates.begin(), r.candidates.end(), [](const auto& c) { return c.correct; });
+  }
   if (!a.error.empty()) r.error = a.error;
   return r;
 }

@@ -185,7 +185,10 @@ SearchAnswer SelectAnswer(const SearchTree& tree, const std::vector<int32_t>& ca
   std::vector<Group> groups;
   for (int32_t c : candidates) {
     std::optional<std::string> ans = ExtractAnswer(tree.PathText(c));
-    if (!ans || ans->empty()) continue;
+    if (!ans || ans->empty()) {
+      out.candidate_answers.emplace_back("", tree.node(c).path_score);
+      continue;
+    }
     std::string key = NormalizeAnswer(*ans);
     Group* g = nullptr;
     for (Group& x : groups) {
@@ -200,6 +203,7 @@ SearchAnswer SelectAnswer(const SearchTree& tree, const std::vector<int32_t>& ca
     }
     g->members.push_back(c);
     g->score_sum += tree.node(c).path_score;
+    out.candidate_answers.emplace_back(key, tree.node(c).path_score);
   }
   for (const Group& g : groups) out.vote_counts[g.key] += static_cast<int32_t>(g.members.size());
   if (groups.empty()) {  // nothing to vote on: the best leaf, without an answer

@@ -93,6 +93,10 @@ struct SearchAnswer {
   int32_t votes = 0;       // candidates that agree with the answer
   int32_t num_candidates = 0;
   std::map<std::string, int32_t> vote_counts;  // normalized answer -> candidates
+  // Every candidate, in candidate order: (normalized answer, "" for none; path score).
+  // What any other selection over the same samples would choose (majority, weighted, best)
+  // can be computed from it afterwards, and whether any candidate was right (the oracle).
+  std::vector<std::pair<std::string, double>> candidate_answers;
   StopReason stop_reason = StopReason::kNone;
   bool budget_exhausted = false;  // a budget, not the strategy, ended the search
 };

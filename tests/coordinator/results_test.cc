@@ -58,13 +58,16 @@ TEST_F(ResultsTest, JsonRoundTripWithExtras) {
     EXPECT_TRUE(j.contains(key)) << key;
   }
   // Extras are written only when set.
-  for (const char* key : {"budget_exhausted", "stop_reason", "votes", "num_candidates", "error"}) {
+  for (const char* key : {"budget_exhausted", "stop_reason", "votes", "num_candidates", "oracle", "candidates",
+                          "error"}) {
     EXPECT_FALSE(j.contains(key)) << key;
   }
   r.budget_exhausted = true;
   r.stop_reason = "token budget";
   r.votes = {{"42", 3}, {"41", 1.5}};
   r.num_candidates = 8;
+  r.oracle = true;
+  r.candidates = {{"42", 0.75, false}, {"41", -1.5, true}};
   r.error = "worker 2 died";
   const std::string line = ResultToLine(r);
   EXPECT_EQ(line.find('\n'), std::string::npos);
@@ -82,7 +85,17 @@ TEST_F(ResultsTest, JsonRoundTripWithExtras) {
   EXPECT_EQ(back->stop_reason, "token budget");
   EXPECT_EQ(back->votes, r.votes);
   EXPECT_EQ(back->num_candidates, 8);
+  EXPECT_EQ(back->oracle, true);
+  ASSERT_EQ(back->candidates.size(), 2u);
+  EXPECT_EQ(back->candidates[1].answer, "41");
+  EXPECT_DOUBLE_EQ(back->candidates[1].score, -1.5);
+  EXPECT_TRUE(back->candidates[1].correct);
+  EXPECT_FALSE(back->candidates[0].correct);
   EXPECT_EQ(back->error, "worker 2 died");
+  // A candidate that is not [answer, score, correct] is refused, naming the field.
+  auto bad = ResultFromJson(nlohmann::json::parse(R"({"id": "1", "candidates": [["7", 0.5]]})"));
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().ToString().find("candidate"), std::string::npos);
 
   EXPECT_FALSE(ResultFromJson(nlohmann::json::parse(R"({"tokens": 5})")).ok());  // no id
   EXPECT_FALSE(ResultFromJson(nlohmann::json::parse(R"({"id": "1", "tokens": "x"})")).ok());
@@ -304,6 +317,14 @@ TEST_F(ResultsTest, Summary) {
   s = Summarize(records, /*wall_seconds=*/5);
   EXPECT_DOUBLE_EQ(s.wall_seconds, 5);
   EXPECT_DOUBLE_EQ(s.tokens_per_second, 200);
+
+  // The oracle: written only when some record carries it.
+  EXPECT_FALSE(s.has_oracle);
+  EXPECT_TRUE(SummaryToJson(s)["oracle_accuracy"].is_null());
+  records[0].oracle = true, records[1].oracle = true, records[2].oracle = false;
+  Summary o = Summarize(records);
+  EXPECT_EQ(o.num_oracle, 2);
+  EXPECT_DOUBLE_EQ(SummaryToJson(o)["oracle_accuracy"].get<double>(), 0.5);
 
   Summary empty = Summarize({});
   EXPECT_EQ(empty.num_problems, 0);

@@ -143,6 +143,17 @@ TEST(SolveJob, EveryProblemOnceEveryNodeReleased) {
       EXPECT_GT(r.tokens, 0);
       EXPECT_FALSE(r.path.empty());
       EXPECT_EQ(r.correct, r.prediction == r.gold) << kind << " " << r.id;
+      // Every candidate with an answer is listed with its correctness; the oracle is whether
+      // any is right, so it holds whenever the chosen answer is.
+      ASSERT_TRUE(r.oracle.has_value()) << kind;
+      EXPECT_EQ(static_cast<int64_t>(r.candidates.size()), r.num_candidates.value_or(0)) << kind;
+      bool any = false;
+      for (const auto& c : r.candidates) {
+        EXPECT_EQ(c.correct, c.answer == r.gold) << kind << " " << r.id << " " << c.answer;
+        any = any || c.correct;
+      }
+      EXPECT_EQ(*r.oracle, any) << kind << " " << r.id;
+      if (r.correct) EXPECT_TRUE(*r.oracle) << kind << " " << r.id;
     }
     EXPECT_EQ(w.roots_, 13);
     EXPECT_THAT(w.live_, ::testing::IsEmpty()) << kind << ": nodes left pinned on the worker";

@@ -167,6 +167,14 @@ TEST(BestOfN, SelectsByBestScoreMajorityAndWeightedVote) {
     EXPECT_EQ(a.votes, c.votes);
     EXPECT_EQ(a.num_candidates, 4);
     EXPECT_EQ(a.vote_counts.at("3"), 2);
+    // Every candidate in sample order, whatever the selection: another selection over the
+    // same samples can be computed from them.
+    ASSERT_EQ(a.candidate_answers.size(), 4u);
+    const std::vector<std::pair<std::string, double>> want = {{"3", 0.9}, {"5", 0.95}, {"3", 0.2}, {"7", 0.1}};
+    for (size_t i = 0; i < want.size(); ++i) {
+      EXPECT_EQ(a.candidate_answers[i].first, want[i].first) << i;
+      EXPECT_NEAR(a.candidate_answers[i].second, want[i].second, 1e-12) << i;
+    }
     EXPECT_EQ(a.stop_reason, StopReason::kFinished);
     EXPECT_FALSE(a.budget_exhausted);
     EXPECT_EQ(s->tokens_used(), 40);
