@@ -13,11 +13,13 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <sstream>
@@ -263,6 +265,35 @@ TEST_F(LabelTest, TermThenRerunGivesTheSameLabels) {
   std::string log;
   ASSERT_EQ(Run(args, "termed-rerun", &log), 0) << log;
   EXPECT_EQ(ById(Lines(out / "labels.jsonl")), ById(Lines(Reference() / "labels.jsonl")));
+}
+
+// kill -9 once the first problem's labels are written, in the middle of the second: the rerun
+// labels only what is missing, every problem once, and the labels equal an uninterrupted run.
+TEST_F(LabelTest, KillNineThenRerunLabelsEveryProblemOnce) {
+  const fs::path out = dir_ / "killed";
+  const std::vector<std::string> args = Args(out, {"--problems-in-flight", "1"});
+  {
+    Subprocess job(Label(args), (dir_ / "killed.log").string(), kEnv);
+    auto until = std::chrono::steady_clock::now() + std::chrono::seconds(300);
+    auto written = [&] {  // whole lines so far (a line may be half written while we look)
+      std::ifstream in(out / "labels.jsonl");
+      return std::count(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>(), '\n');
+    };
+    while (written() == 0 && job.running() && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    job.Kill(SIGKILL);
+    job.Wait(60);
+  }
+  const size_t before = Lines(out / "labels.jsonl").size();
+  EXPECT_GE(before, 1u);
+  EXPECT_LE(before, 2u);
+  std::string log;
+  ASSERT_EQ(Run(args, "killed-rerun", &log), 0) << log;
+  if (before == 1) EXPECT_THAT(log, ::testing::HasSubstr("1 already done"));
+  const std::vector<json> lines = Lines(out / "labels.jsonl");
+  EXPECT_EQ(lines.size(), 2u);  // ById fails on an id written twice
+  EXPECT_EQ(ById(lines), ById(Lines(Reference() / "labels.jsonl")));
 }
 
 TEST_F(LabelTest, TwoMpiWorkersGiveTheEmbeddedLabels) {
