@@ -17,11 +17,13 @@
 #include <cstdio>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
 
 #include "common/content_hash.h"
+#include "common/env.h"
 #include "common/json_depth.h"
 #include "common/mapped_file.h"
 #include "worker/engine/engine.h"
@@ -37,14 +39,19 @@ struct TrainPrmFlags {
   std::vector<std::string> labels;
   std::string output, base, head = "logistic";
   int64_t hidden_units = 64, batch_size = 256, kv_cache_mb = 512;
-  double learning_rate = 1e-3, weight_decay = 1e-2, validation_fraction = 0.1;
-  int epochs = 20, patience = 3;
+  // Chosen on the default model's MAWPS labels (docs/prm.md): a 576-wide logistic head on a
+  // few thousand steps overfits within a few epochs at weaker decay.
+  double learning_rate = 1e-2, weight_decay = 3.0, validation_fraction = 0.2;
+  int epochs = 300, patience = 30;
   uint64_t seed = 0;
   bool hard_labels = false;
+  std::string features;  // a cache of the extracted features ("" for none)
 };
 
 struct LabeledStep {
   size_t problem = 0;               // index into LabelSet::problems
+  size_t sample = 0;                // the sample's number in the whole set
+  size_t depth = 0;                 // the step's index in its sample
   std::string text_so_far;          // the sample's steps up to and including this one
   double soft = 0.0;
   bool hard = false;
@@ -60,6 +67,7 @@ struct LabelSet {
   std::set<std::string> methods;
   std::string model_name, model_hash;
   int64_t records = 0, skipped_records = 0, incomplete_steps = 0, rollouts = 0;
+  size_t samples = 0;
 };
 
 Status Fail(const std::string& where, const std::string& what) {
@@ -94,8 +102,11 @@ Status ReadRecord(const nlohmann::json& r, const std::string& where, LabelSet* s
   ++set->records;
   for (const nlohmann::json& sample : r["samples"]) {
     std::string so_far;
+    const size_t sample_number = set->samples++;
+    size_t depth = 0;
     for (const nlohmann::json& step : sample.at("steps")) {
       so_far += step.at("text").get<std::string>();
+      ++depth;
       if (step.value("source", "incomplete") == "incomplete") {
         ++set->incomplete_steps;
         continue;
@@ -103,7 +114,7 @@ Status ReadRecord(const nlohmann::json& r, const std::string& where, LabelSet* s
       const double soft = step.at("soft").get<double>();
       if (!(soft >= 0.0 && soft <= 1.0)) return Fail(where, "a soft label outside [0, 1]");
       set->rollouts += step.value("rollouts", 0);
-      set->steps.push_back({set->problems.size() - 1, so_far, soft, step.at("hard").get<bool>()});
+      set->steps.push_back({set->problems.size() - 1, sample_number, depth - 1, so_far, soft, step.at("hard").get<bool>()});
     }
   }
   return Status::Ok();
@@ -118,6 +129,7 @@ StatusOr<LabelSet> ReadLabels(const std::vector<std::string>& paths) {
     std::istringstream in(text);
     std::string line;
     int64_t n = 0, records_before = set.records + set.skipped_records;
+    const size_t problems_before = set.problems.size();
     while (std::getline(in, line)) {
       const std::string where = file + ":" + std::to_string(++n);
       if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
@@ -132,6 +144,15 @@ StatusOr<LabelSet> ReadLabels(const std::vector<std::string>& paths) {
     }
     if (set.records + set.skipped_records == records_before) {
       return InvalidArgumentError(file + ": no label records");
+    }
+    // Ids are a dataset's own ("7" in AddSub is not "7" in SingleOp), so the split by problem
+    // goes by the question as the policy saw it: the same question in two sets lands on one
+    // side, and moving or reordering the files changes nothing.
+    for (size_t i = problems_before; i < set.problems.size(); ++i) {
+      const std::string q = set.problems[i].system_prompt + "\n" + set.problems[i].user_message;
+      char name[40];
+      std::snprintf(name, sizeof(name), "q%016llx", static_cast<unsigned long long>(StringHash(q)));
+      set.problems[i].id = name;
     }
   }
   if (set.steps.empty()) return InvalidArgumentError("no usable step labels in " + paths.front());
@@ -150,36 +171,36 @@ StatusOr<std::string> ResolveBase(const TrainPrmFlags& f, const LabelSet& set, s
   return path;
 }
 
+// The features of every step, in the set's order. A step's sequence (prompt + the sample's
+// steps so far) starts with the one of the step before it, so the steps go in rounds: the
+// first steps of one problem's samples, then their second steps, and so on. Each round finds
+// the blocks of the round before in the prefix cache and computes only the new step's tokens,
+// instead of the whole sequence again (which cost as much as the labelling's own decode).
 StatusOr<std::vector<HeadExample>> ExtractFeatures(Engine& engine, const LabelSet& set) {
-  std::vector<HeadExample> out;
-  std::map<size_t, std::vector<int32_t>> prompts;
-  std::vector<std::vector<int32_t>> batch;
-  std::vector<const LabeledStep*> batch_steps;
-  auto flush = [&]() -> Status {
-    if (batch.empty()) return Status::Ok();
-    CANOPY_ASSIGN_OR_RETURN(std::vector<std::vector<float>> h, engine.LastHidden(batch));
-    for (size_t i = 0; i < h.size(); ++i) {
-      const LabeledStep& s = *batch_steps[i];
-      out.push_back({set.problems[s.problem].id, std::move(h[i]), s.soft, s.hard});
+  std::vector<std::optional<HeadExample>> by_step(set.steps.size());
+  std::map<size_t, std::map<size_t, std::vector<size_t>>> rounds;  // problem -> depth -> steps
+  for (size_t i = 0; i < set.steps.size(); ++i) rounds[set.steps[i].problem][set.steps[i].depth].push_back(i);
+  for (const auto& [problem, by_depth] : rounds) {
+    const LabeledProblem& p = set.problems[problem];
+    const std::vector<int32_t> prompt = RenderPromptTokens(engine, p.system_prompt, p.user_message);
+    for (const auto& [depth, steps] : by_depth) {
+      std::vector<std::vector<int32_t>> batch;
+      for (size_t i : steps) {
+        std::vector<int32_t> tokens = prompt;
+        const std::vector<int32_t> text = engine.tokenizer().Encode(set.steps[i].text_so_far, /*add_special=*/false);
+        tokens.insert(tokens.end(), text.begin(), text.end());
+        batch.push_back(std::move(tokens));
+      }
+      CANOPY_ASSIGN_OR_RETURN(std::vector<std::vector<float>> h, engine.LastHidden(batch));
+      for (size_t k = 0; k < steps.size(); ++k) {
+        const LabeledStep& s = set.steps[steps[k]];
+        by_step[steps[k]] = HeadExample{p.id, std::move(h[k]), s.soft, s.hard};
+      }
     }
-    batch.clear();
-    batch_steps.clear();
-    return Status::Ok();
-  };
-  for (const LabeledStep& s : set.steps) {
-    auto it = prompts.find(s.problem);
-    if (it == prompts.end()) {
-      const LabeledProblem& p = set.problems[s.problem];
-      it = prompts.emplace(s.problem, RenderPromptTokens(engine, p.system_prompt, p.user_message)).first;
-    }
-    std::vector<int32_t> tokens = it->second;
-    const std::vector<int32_t> steps = engine.tokenizer().Encode(s.text_so_far, /*add_special=*/false);
-    tokens.insert(tokens.end(), steps.begin(), steps.end());
-    batch.push_back(std::move(tokens));
-    batch_steps.push_back(&s);
-    if (batch.size() >= 16) CANOPY_RETURN_IF_ERROR(flush());
   }
-  CANOPY_RETURN_IF_ERROR(flush());
+  std::vector<HeadExample> out;
+  out.reserve(by_step.size());
+  for (auto& e : by_step) out.push_back(std::move(*e));
   return out;
 }
 
@@ -198,6 +219,55 @@ void AddFlags(CLI::App& app, TrainPrmFlags* f) {
   app.add_option("--seed", f->seed);
   app.add_flag("--hard-labels", f->hard_labels, "train on hard labels instead of soft ones");
   app.add_option("--kv-cache-mb", f->kv_cache_mb, "the base model's KV cache")->check(CLI::PositiveNumber);
+  app.add_option("--features", f->features,
+                 "a cache of the extracted features: read when it matches the labels and base, else written");
+}
+
+// The features cache: {"kind", "key", "examples": [{id, soft, hard, f}]}. The key is the base
+// model's hash and every labels file's content hash, so other labels or another base
+// re-extract. A file that is not such a cache is never overwritten.
+constexpr char kFeaturesKind[] = "canopy train-prm features";
+
+StatusOr<std::string> FeaturesKey(const TrainPrmFlags& f, const std::string& base_hash) {
+  std::string key = base_hash;
+  for (const std::string& p : f.labels) {
+    std::error_code ec;
+    const std::string file = std::filesystem::is_directory(p, ec) ? p + "/labels.jsonl" : p;
+    CANOPY_ASSIGN_OR_RETURN(std::string h, ContentHash(file));
+    key += " " + h;
+  }
+  return key;
+}
+
+// The cached features when `path` holds them for `key`; nullopt when it does not exist or
+// holds another key's; an error when it is not a features cache at all.
+StatusOr<std::optional<std::vector<HeadExample>>> ReadFeatures(const std::string& path, const std::string& key) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) return std::optional<std::vector<HeadExample>>();
+  CANOPY_ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
+  nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object() || j.value("kind", "") != kFeaturesKind) {
+    return InvalidArgumentError(path + ": not a features cache of canopy train-prm; not touching it");
+  }
+  if (j.value("key", "") != key) return std::optional<std::vector<HeadExample>>();
+  std::vector<HeadExample> out;
+  try {
+    for (const nlohmann::json& e : j.at("examples")) {
+      out.push_back({e.at("id").get<std::string>(), e.at("f").get<std::vector<float>>(), e.at("soft").get<double>(),
+                     e.at("hard").get<bool>()});
+    }
+  } catch (const nlohmann::json::exception& e) {
+    return InvalidArgumentError(path + ": a malformed features cache: " + e.what());
+  }
+  return std::optional<std::vector<HeadExample>>(std::move(out));
+}
+
+Status WriteFeatures(const std::string& path, const std::string& key, const std::vector<HeadExample>& examples) {
+  nlohmann::json j = {{"kind", kFeaturesKind}, {"key", key}, {"examples", nlohmann::json::array()}};
+  for (const HeadExample& e : examples) {
+    j["examples"].push_back({{"id", e.problem_id}, {"soft", e.soft_label}, {"hard", e.hard_label}, {"f", e.features}});
+  }
+  return WriteFileAtomically(path, j.dump() + "\n");
 }
 
 void PrintReport(const TrainPrmFlags& f, const LabelSet& set, const TrainedHead& t) {
@@ -234,13 +304,26 @@ Status Run(const TrainPrmFlags& f) {
   o.use_hard_labels = f.hard_labels;
   std::string base_hash;
   CANOPY_ASSIGN_OR_RETURN(std::string base, ResolveBase(f, set, &base_hash));
-  EngineOptions eo;
-  eo.model_path = base;
-  eo.kv_cache_bytes = f.kv_cache_mb << 20;
-  eo.batch_invariant = true;  // the same features whatever is batched with what
-  eo.needs_lm_head = false;
-  CANOPY_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, Engine::Create(eo));
-  CANOPY_ASSIGN_OR_RETURN(std::vector<HeadExample> examples, ExtractFeatures(*engine, set));
+  std::string key;
+  std::optional<std::vector<HeadExample>> cached;
+  if (!f.features.empty()) {
+    CANOPY_ASSIGN_OR_RETURN(key, FeaturesKey(f, base_hash));
+    CANOPY_ASSIGN_OR_RETURN(cached, ReadFeatures(f.features, key));
+  }
+  std::vector<HeadExample> examples;
+  if (cached) {
+    examples = std::move(*cached);
+    std::printf("features: %zu steps from %s\n", examples.size(), f.features.c_str());
+  } else {
+    EngineOptions eo;
+    eo.model_path = base;
+    eo.kv_cache_bytes = f.kv_cache_mb << 20;
+    eo.batch_invariant = true;  // the same features whatever is batched with what
+    eo.needs_lm_head = false;
+    CANOPY_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, Engine::Create(eo));
+    CANOPY_ASSIGN_OR_RETURN(examples, ExtractFeatures(*engine, set));
+    if (!f.features.empty()) CANOPY_RETURN_IF_ERROR(WriteFeatures(f.features, key, examples));
+  }
   CANOPY_ASSIGN_OR_RETURN(TrainedHead trained, TrainHead(examples, o));
   CANOPY_RETURN_IF_ERROR(trained.head.Save(f.output));
   HeadCardInfo info;

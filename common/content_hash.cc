@@ -64,4 +64,6 @@ StatusOr<std::string> ContentHash(const std::string& path) {
   return std::string("xxh3-128:") + hex;
 }
 
+uint64_t StringHash(std::string_view bytes) { return XXH3_64bits(bytes.data(), bytes.size()); }
+
 }  // namespace canopy

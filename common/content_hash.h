@@ -11,7 +11,9 @@
 // tells versions apart, it does not defend against a forger.
 #pragma once
 
+#include <cstdint>
 #include <string>
+#include <string_view>
 
 #include "common/status.h"
 
@@ -19,5 +21,8 @@ namespace canopy {
 
 // NotFound when `path` does not exist; IoError when a file cannot be read.
 StatusOr<std::string> ContentHash(const std::string& path);
+
+// XXH3-64 of `bytes`: a stable name for a string (the same on every machine and run).
+uint64_t StringHash(std::string_view bytes);
 
 }  // namespace canopy

@@ -122,6 +122,40 @@ TEST_F(TrainPrmTest, TrainsAHeadWithItsCardDeterministically) {
   EXPECT_NE(FileText(head), FileText(dir_ / "c.safetensors"));
 }
 
+// --features: the first run writes the extracted features, the second reads them (no base
+// model pass) and trains the same head byte for byte; other labels re-extract; a file that
+// is not such a cache is refused and left as it was.
+TEST_F(TrainPrmTest, TheFeaturesCacheGivesTheSameHeadAndRefusesOtherFiles) {
+  std::vector<std::string> lines;
+  for (int id = 1; id <= 4; ++id) lines.push_back(Record(id, hash_, /*incomplete_step=*/false).dump());
+  WriteLabels(dir_ / "labels", lines);
+  const std::string cache = (dir_ / "features.json").string();
+  auto train = [&](const std::string& out, std::string* log) {
+    return Run({"--labels", (dir_ / "labels").string(), "--output", (dir_ / out).string(), "--seed", "3",
+                "--epochs", "5", "--validation-fraction", "0.5", "--features", cache},
+               log);
+  };
+  std::string log;
+  ASSERT_EQ(train("a.safetensors", &log), 0) << log;
+  EXPECT_THAT(log, ::testing::Not(HasSubstr("features: ")));
+  ASSERT_TRUE(fs::exists(cache));
+  ASSERT_EQ(train("b.safetensors", &log), 0) << log;
+  EXPECT_THAT(log, HasSubstr("from " + cache));
+  EXPECT_EQ(FileText(dir_ / "a.safetensors"), FileText(dir_ / "b.safetensors"));
+  // Other labels: the key differs, so the features are extracted again (and the cache rewritten).
+  lines.pop_back();
+  WriteLabels(dir_ / "labels", lines);
+  ASSERT_EQ(train("c.safetensors", &log), 0) << log;
+  EXPECT_THAT(log, ::testing::Not(HasSubstr("features: ")));
+  ASSERT_EQ(train("d.safetensors", &log), 0) << log;
+  EXPECT_THAT(log, HasSubstr("from " + cache));
+  // Not a cache: an error naming it, and the file untouched.
+  { std::ofstream(cache) << "{\"mine\": true}\n"; }
+  EXPECT_EQ(train("e.safetensors", &log), 1);
+  EXPECT_THAT(log, HasSubstr("not a features cache"));
+  EXPECT_EQ(FileText(cache), "{\"mine\": true}\n");
+}
+
 TEST_F(TrainPrmTest, BadLabelsAreClearErrors) {
   std::string log;
   const std::string out = (dir_ / "h.safetensors").string();
