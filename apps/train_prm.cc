@@ -223,9 +223,10 @@ void AddFlags(CLI::App& app, TrainPrmFlags* f) {
                  "a cache of the extracted features: read when it matches the labels and base, else written");
 }
 
-// The features cache: {"kind", "key", "examples": [{id, soft, hard, f}]}. The key is the base
-// model's hash and every labels file's content hash, so other labels or another base
-// re-extract. A file that is not such a cache is never overwritten.
+// The features cache: {"kind", "key", "features": [[...], ...]}, one row per step in the
+// labels' order. The key is the base model's hash and every labels file's content hash, so
+// other labels or another base re-extract; ids and labels always come from the labels
+// themselves. A file that is not such a cache is never overwritten.
 constexpr char kFeaturesKind[] = "canopy train-prm features";
 
 StatusOr<std::string> FeaturesKey(const TrainPrmFlags& f, const std::string& base_hash) {
@@ -241,7 +242,8 @@ StatusOr<std::string> FeaturesKey(const TrainPrmFlags& f, const std::string& bas
 
 // The cached features when `path` holds them for `key`; nullopt when it does not exist or
 // holds another key's; an error when it is not a features cache at all.
-StatusOr<std::optional<std::vector<HeadExample>>> ReadFeatures(const std::string& path, const std::string& key) {
+StatusOr<std::optional<std::vector<HeadExample>>> ReadFeatures(const std::string& path, const std::string& key,
+                                                                const LabelSet& set) {
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) return std::optional<std::vector<HeadExample>>();
   CANOPY_ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
@@ -252,9 +254,14 @@ StatusOr<std::optional<std::vector<HeadExample>>> ReadFeatures(const std::string
   if (j.value("key", "") != key) return std::optional<std::vector<HeadExample>>();
   std::vector<HeadExample> out;
   try {
-    for (const nlohmann::json& e : j.at("examples")) {
-      out.push_back({e.at("id").get<std::string>(), e.at("f").get<std::vector<float>>(), e.at("soft").get<double>(),
-                     e.at("hard").get<bool>()});
+    const nlohmann::json& rows = j.at("features");
+    if (!rows.is_array() || rows.size() != set.steps.size()) {
+      return InvalidArgumentError(path + ": a features cache of " + std::to_string(rows.size()) + " steps for " +
+                                  std::to_string(set.steps.size()));
+    }
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const LabeledStep& st = set.steps[i];
+      out.push_back({set.problems[st.problem].id, rows[i].get<std::vector<float>>(), st.soft, st.hard});
     }
   } catch (const nlohmann::json::exception& e) {
     return InvalidArgumentError(path + ": a malformed features cache: " + e.what());
@@ -263,10 +270,8 @@ StatusOr<std::optional<std::vector<HeadExample>>> ReadFeatures(const std::string
 }
 
 Status WriteFeatures(const std::string& path, const std::string& key, const std::vector<HeadExample>& examples) {
-  nlohmann::json j = {{"kind", kFeaturesKind}, {"key", key}, {"examples", nlohmann::json::array()}};
-  for (const HeadExample& e : examples) {
-    j["examples"].push_back({{"id", e.problem_id}, {"soft", e.soft_label}, {"hard", e.hard_label}, {"f", e.features}});
-  }
+  nlohmann::json j = {{"kind", kFeaturesKind}, {"key", key}, {"features", nlohmann::json::array()}};
+  for (const HeadExample& e : examples) j["features"].push_back(e.features);
   return WriteFileAtomically(path, j.dump() + "\n");
 }
 
@@ -308,7 +313,7 @@ Status Run(const TrainPrmFlags& f) {
   std::optional<std::vector<HeadExample>> cached;
   if (!f.features.empty()) {
     CANOPY_ASSIGN_OR_RETURN(key, FeaturesKey(f, base_hash));
-    CANOPY_ASSIGN_OR_RETURN(cached, ReadFeatures(f.features, key));
+    CANOPY_ASSIGN_OR_RETURN(cached, ReadFeatures(f.features, key, set));
   }
   std::vector<HeadExample> examples;
   if (cached) {
