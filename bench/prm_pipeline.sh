@@ -16,7 +16,7 @@
 #   bench/prm_pipeline.sh [OUT]        (default runs/prm)
 #
 # Sizes are parameters, so a short run checks the pipeline and a long one measures:
-# LABEL_PROBLEMS (per training set, default 40), SAMPLES (K, 8), ROLLOUTS (M, 4), METHOD (mc),
+# LABEL_PROBLEMS (per training set, default 40), SAMPLES (K, 8), ROLLOUTS (M, 4), METHOD (binary),
 # EVAL_PROBLEMS (MultiArith, default 300), NS (default "4 16"), SEARCH_PROBLEMS (problems
 # for the beam and DVTS runs, default EVAL_PROBLEMS), GSM8K_PROBLEMS (default 0: none).
 # Every step resumes: rerun the same command to continue after an interruption.
@@ -30,19 +30,19 @@ search_problems=${SEARCH_PROBLEMS:-$eval_problems}
 gsm8k_problems=${GSM8K_PROBLEMS:-0}
 ns=${NS:-"4 16"}
 nmax=$(tr ' ' '\n' <<<"$ns" | sort -n | tail -1)
-common=(--solution-tokens 400 --step-tokens 160 --max-depth 20 --seed 1)
+common=(--solution-tokens 300 --step-tokens 160 --max-depth 10 --seed 1)
 
 for set in mawps_singleop mawps_addsub; do
   start=$(date +%s)
   "$bin" label --dataset "data/$set.jsonl" --limit "$label_problems" "${common[@]}" \
-    --method "${METHOD:-mc}" --samples "${SAMPLES:-8}" --rollouts "${ROLLOUTS:-4}" \
-    --output "$out/labels/$set"
+    --method "${METHOD:-binary}" --samples "${SAMPLES:-8}" --rollouts "${ROLLOUTS:-4}" \
+    --kv-cache-mb 4096 --output "$out/labels/$set"
   echo "$(($(date +%s) - start))" > "$out/labels/$set/wall_seconds"
 done
 head="$out/head/policy_head.safetensors"
 mkdir -p "$out/head"
-[[ -f $head ]] || "$bin" train-prm --labels "$out/labels/mawps_singleop" "$out/labels/mawps_addsub" \
-  --output "$head" --seed 1 | tee "$out/head/train.txt"
+[[ -f $head ]] || "$bin" train-prm --labels "$out"/labels/* --output "$head" --seed 1 \
+  --features "$out/head/features.json" | tee "$out/head/train.txt"
 
 evaluate() {  # dataset, problems, name
   local set=(--dataset "data/$1.jsonl" --limit "$2" --beam-width 4 "${common[@]}")

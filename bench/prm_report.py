@@ -165,7 +165,7 @@ def main():
     out = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "runs/prm")
     ns = sorted(int(a) for a in sys.argv[2:]) or [4, 16]
     result = {"eval": {}, "head_card": None, "labelling": labels_cost(out / "labels")}
-    cards = sorted((out / "head").glob("*.json"))
+    cards = sorted(p for p in (out / "head").glob("*.json") if p.name != "features.json")
     if cards:
         result["head_card"] = json.loads(cards[0].read_text())
     for set_dir in sorted(p for p in (out / "eval").glob("*") if p.is_dir()):
@@ -197,7 +197,9 @@ def main():
           f"per labelled step")
     card = result["head_card"]
     if card:
-        print("head card:", json.dumps({k: card[k] for k in card if k in ("validation", "train", "kind", "labels")}))
+        m = card.get("metrics", {})
+        print("head: " + ", ".join(f"{split} AUC {fmt(m.get(split, {}).get('auc'), '.3f')} loss "
+                                   f"{fmt(m.get(split, {}).get('loss'), '.3f')}" for split in ("train", "validation")))
     print(f"wrote {out / 'prm_pipeline.json'}")
 
 
