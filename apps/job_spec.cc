@@ -11,7 +11,7 @@ void AddWorkerOptions(CLI::App& app, WorkerSetupOptions* o) {
   app.add_option("--kv-cache-mb", o->kv_cache_mb, "KV cache size");
   app.add_flag("--batch-invariant", o->batch_invariant, "logits independent of batch composition");
   app.add_option("--backend", o->backend, "auto (CUDA when a GPU is visible), cpu, cuda, cuda-emu");
-  app.add_option("--prm-model", o->prm_model, "the PRM for prm-token / prm-head; the value head (.safetensors) for policy-head");
+  app.add_option("--prm-model", o->prm_model, "the PRM for prm-token / prm-head; the value head (.safetensors) for policy-head / value-head");
   app.add_option("--verifier", o->verifier, "the verifier command (JSON lines on stdin/stdout)");
 }
 
@@ -58,7 +58,7 @@ void AddStrategyOptions(CLI::App& app, JobSpec* s) {
   app.add_option("--beam-width", s->beam_width, "M: beam keeps n/M beams and expands each M times; DVTS runs n/M subtrees (at most n)");
   app.add_option("--mcts-children", s->mcts_children, "children per MCTS expansion");
   app.add_option("--mcts-parallel", s->mcts_parallel, "MCTS expansions of one tree in flight");
-  app.add_option("--scorer", s->scorer, "auto, none, policy-logprob, prm-token, prm-head, policy-head, judge, verifier");
+  app.add_option("--scorer", s->scorer, "auto, none, policy-logprob, prm-token, prm-head, policy-head, value-head, judge, verifier");
   app.add_option("--aggregation", s->aggregation, "step scores per path: last, min, prod, mean");
   app.add_option("--selection", s->selection, "auto, best, majority, weighted");
   app.add_flag("!--no-stop-at-boxed", s->stop_at_boxed, "keep growing a path after a step with a \\boxed{} answer");

@@ -336,6 +336,9 @@ Status Run(const TrainPrmFlags& f) {
   info.base_model = ModelName(base);
   info.base_model_hash = base_hash;
   for (const std::string& m : set.methods) info.label_method += (info.label_method.empty() ? "" : "+") + m;
+  std::set<std::string> systems;
+  for (const LabeledProblem& p : set.problems) systems.insert(p.system_prompt);
+  if (systems.size() == 1) info.system_prompt = *systems.begin();
   info.label_counts = {{"problems", set.records},
                        {"steps", static_cast<int64_t>(set.steps.size())},
                        {"incomplete_steps_skipped", set.incomplete_steps},

@@ -1,11 +1,13 @@
-// scorer_cost_bench: what scoring a step with --scorer policy-head costs beyond decoding it.
+// scorer_cost_bench: what scoring a step costs beyond decoding it, for a value head read on
+// the policy's own hidden states (--scorer policy-head) and the same head on a separate copy
+// of its base model (--scorer value-head: its own engine, KV pool and forward passes).
 //
 // One step-mode expansion (--children children of up to --step-tokens tokens, the same seed)
-// from a MultiArith question on the default model, once with no scorer and once with a
-// policy-head value head (random weights: the cost does not depend on them), each on a fresh
-// engine, --reps times in alternating order. Prints, per variant, the median wall time of the
-// expansion, the engine's forward passes, decode and prefill tokens, and the extra time of
-// policy-head as a share of the step's decode time; writes JSON with --json.
+// from a MultiArith question on the default model, with no scorer, with policy-head and with
+// value-head (random head weights: the cost does not depend on them), each on a fresh engine,
+// --reps rounds in rotating order. Prints, per variant, the median wall time of the expansion
+// (scoring included), the policy engine's forward passes, decode and prefill tokens, and the
+// extra time as a share of the step's decode time; writes JSON with --json.
 //
 //   build/bench/scorer_cost_bench [--children 8] [--step-tokens 64] [--reps 5] [--json F]
 #include <CLI/CLI.hpp>
@@ -19,7 +21,9 @@
 #include <string>
 #include <vector>
 
+#include "common/content_hash.h"
 #include "worker/engine/engine.h"
+#include "worker/scoring/head_card.h"
 #include "worker/model/default_model.h"
 #include "worker/scoring/scorer.h"
 #include "worker/scoring/value_head.h"
@@ -38,17 +42,19 @@ struct Sample {
   int64_t forward_passes = 0, decode_tokens = 0, prefill_tokens = 0;
 };
 
-// One expansion on a fresh engine, with `head_path` as a policy-head scorer ("" for none).
-Sample RunOnce(const std::string& model, const std::string& head_path, int32_t children, int32_t step_tokens) {
+// One expansion on a fresh engine, with `head_path` as a `kind` scorer ("" for none).
+Sample RunOnce(const std::string& model, const std::string& kind, const std::string& head_path, int32_t children,
+               int32_t step_tokens) {
   EngineOptions eo;
   eo.model_path = model;
   auto engine = Engine::Create(eo);
   if (!engine.ok()) Die(engine.status().ToString());
   std::unique_ptr<Scorer> scorer;
-  if (!head_path.empty()) {
+  if (!kind.empty()) {
     ScorerOptions so;
-    so.kind = "policy-head";
+    so.kind = kind;
     so.model_path = head_path;
+    so.base_model_path = model;
     auto s = MakeScorer(so, engine->get());
     if (!s.ok()) Die(s.status().ToString());
     scorer = std::move(*s);
@@ -127,33 +133,49 @@ int Main(int argc, char** argv) {
       (std::filesystem::temp_directory_path() / ("scorer_cost_bench_" + std::to_string(::getpid()) + ".safetensors"))
           .string();
   if (Status st = head->Save(head_path); !st.ok()) Die(st.ToString());
+  auto hash = ContentHash(*path);
+  if (!hash.ok()) Die(hash.status().ToString());
+  HeadCardInfo info;
+  info.head_file = std::filesystem::path(head_path).filename().string();
+  info.base_model = *path;
+  info.base_model_hash = *hash;
+  info.system_prompt = "Solve the math word problem. Reason step by step.";
+  if (Status st = WriteHeadCard(HeadCardPath(head_path), *head, HeadTrainOptions{}, HeadTrainReport{}, info);
+      !st.ok()) {
+    Die(st.ToString());
+  }
 
-  std::vector<Sample> runs[2];  // 0: no scorer, 1: policy-head
+  const char* kinds[3] = {"", "policy-head", "value-head"};
+  std::vector<Sample> runs[3];
   for (int r = 0; r < reps; ++r) {
-    for (int k = 0; k < 2; ++k) {
-      const int v = (r % 2 == 0) ? k : 1 - k;  // alternate which goes first
-      runs[v].push_back(RunOnce(*path, v == 1 ? head_path : "", children, step_tokens));
+    for (int k = 0; k < 3; ++k) {
+      const int v = (r + k) % 3;  // rotate which goes first
+      runs[v].push_back(RunOnce(*path, kinds[v], head_path, children, step_tokens));
     }
   }
   std::filesystem::remove(head_path);
+  std::filesystem::remove(HeadCardPath(head_path));
   nlohmann::json out = {{"children", children}, {"step_tokens", step_tokens}, {"reps", reps}};
-  double ms[2];
+  double ms[3];
   std::printf("%-14s %10s %10s %10s %10s\n", "scorer", "ms", "forwards", "decode", "prefill");
-  for (int v = 0; v < 2; ++v) {
+  for (int v = 0; v < 3; ++v) {
     std::vector<double> t;
     for (const Sample& s : runs[v]) t.push_back(s.ms);
     ms[v] = Median(t);
     const Sample& s = runs[v].back();
-    const char* name = v == 0 ? "none" : "policy-head";
+    const char* name = v == 0 ? "none" : kinds[v];
     std::printf("%-14s %10.1f %10lld %10lld %10lld\n", name, ms[v], static_cast<long long>(s.forward_passes),
                 static_cast<long long>(s.decode_tokens), static_cast<long long>(s.prefill_tokens));
     out[name] = {{"median_ms", ms[v]}, {"all_ms", t}, {"forward_passes", s.forward_passes},
                  {"decode_tokens", s.decode_tokens}, {"prefill_tokens", s.prefill_tokens}};
   }
-  const double extra = (ms[1] - ms[0]) / ms[0];
-  std::printf("policy-head: %+.1f%% of the step's decode time (%+.1f ms), %+lld forward passes\n", 100 * extra,
-              ms[1] - ms[0], static_cast<long long>(runs[1].back().forward_passes - runs[0].back().forward_passes));
-  out["extra_fraction"] = extra;
+  for (int v = 1; v < 3; ++v) {
+    const double extra = (ms[v] - ms[0]) / ms[0];
+    std::printf("%s: %+.1f%% of the step's decode time (%+.1f ms), %+lld forward passes of the policy\n", kinds[v],
+                100 * extra, ms[v] - ms[0],
+                static_cast<long long>(runs[v].back().forward_passes - runs[0].back().forward_passes));
+    out[kinds[v]]["extra_fraction"] = extra;
+  }
   if (!json_path.empty()) std::ofstream(json_path) << out.dump(2) << "\n";
   return 0;
 }

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/env.h"
+#include "common/mapped_file.h"
 
 namespace canopy {
 namespace {
@@ -70,6 +71,7 @@ std::string HeadCardJson(const ValueHead& head, const HeadTrainOptions& o, const
         {"history", history}}},
       {"metrics", {{"train", SplitJson(r.train)}, {"validation", SplitJson(r.validation)}}},
   };
+  if (info.system_prompt) card["prompt"] = {{"system", *info.system_prompt}};
   // replace: a base model path need not be UTF-8; dump() would throw on it.
   return card.dump(2, ' ', false, json::error_handler_t::replace) + "\n";
 }
@@ -78,6 +80,25 @@ Status WriteHeadCard(const std::string& path, const ValueHead& head,
                      const HeadTrainOptions& options, const HeadTrainReport& report,
                      const HeadCardInfo& info) {
   return WriteFileAtomically(path, HeadCardJson(head, options, report, info));
+}
+
+StatusOr<HeadCardBase> ReadHeadCardBase(const std::string& path) {
+  CANOPY_ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
+  json card = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (card.is_discarded() || !card.is_object() || card.value("format", "") != "canopy.value_head_card") {
+    return InvalidArgumentError(path + ": not a value head card (format canopy.value_head_card)");
+  }
+  const json base = card.value("base_model", json());
+  if (!base.is_object() || !base.value("content_hash", json()).is_string() || !base.value("name", json()).is_string()) {
+    return InvalidArgumentError(path + ": the card has no base_model {name, content_hash}");
+  }
+  HeadCardBase out{base["name"].get<std::string>(), base["content_hash"].get<std::string>(), std::nullopt};
+  if (card.contains("prompt")) {
+    const json system = card["prompt"].is_object() ? card["prompt"].value("system", json()) : json();
+    if (!system.is_string()) return InvalidArgumentError(path + ": the card's prompt.system is not a string");
+    out.system_prompt = system.get<std::string>();
+  }
+  return out;
 }
 
 }  // namespace canopy

@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 
 #include "common/status.h"
@@ -35,7 +36,18 @@ struct HeadCardInfo {
   std::string feature = kHeadFeatureFinalNormLastToken;
   std::string label_method;                     // e.g. "monte-carlo rollouts"
   std::map<std::string, int64_t> label_counts;  // e.g. {"rollouts_per_step": 8, "steps": ...}
+  // The system prompt the features were read under, when every labelled problem had the
+  // same one: a scorer that runs the base model itself renders its prompts with it.
+  std::optional<std::string> system_prompt;
 };
+
+// What a scorer running the head on its base model needs from the card.
+struct HeadCardBase {
+  std::string name, content_hash;
+  std::optional<std::string> system_prompt;
+};
+// Reads "base_model" and "prompt" of the card at `path`. Errors name the file and field.
+StatusOr<HeadCardBase> ReadHeadCardBase(const std::string& path);
 
 // "DIR/NAME.json" for a head at "DIR/NAME.safetensors".
 std::string HeadCardPath(const std::string& head_path);

@@ -161,8 +161,9 @@ StatusOr<std::unique_ptr<Scorer>> MakeScorer(const ScorerOptions& options, Engin
   if (kind == "prm-head") return scorer_internal::MakePrmHeadScorer(options);
   if (kind == "verifier") return scorer_internal::MakeVerifierScorer(options);
   if (kind == "policy-head") return scorer_internal::MakePolicyHeadScorer(options, policy);
+  if (kind == "value-head") return scorer_internal::MakeValueHeadScorer(options);
   return InvalidArgumentError("unknown scorer kind '" + kind +
-                              "' (policy-logprob, prm-token, prm-head, policy-head, judge, verifier)");
+                              "' (policy-logprob, prm-token, prm-head, policy-head, value-head, judge, verifier)");
 }
 
 }  // namespace canopy

@@ -58,9 +58,10 @@ class Scorer {
 };
 
 struct ScorerOptions {
-  std::string kind = "policy-logprob";   // policy-logprob | prm-token | prm-head | policy-head | judge | verifier
+  std::string kind = "policy-logprob";   // policy-logprob | prm-token | prm-head | policy-head | value-head | judge | verifier
   std::string model_path;                // prm-token, prm-head: the PRM (GGUF or HF directory);
-                                         // policy-head: the value head's safetensors file
+                                         // policy-head, value-head: the value head's safetensors file
+  std::string base_model_path;           // value-head: the head's base model ("" = the default model)
   int64_t kv_cache_bytes = 256ll << 20;  // the PRM engine's own pool
   // prm-token: the tag appended after each step and the good/bad tokens whose probabilities
   // are compared there (Math-Shepherd: tag "ки", good "+", bad "-").

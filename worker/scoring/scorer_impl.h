@@ -31,5 +31,6 @@ StatusOr<std::unique_ptr<Scorer>> MakePrmTokenScorer(const ScorerOptions& option
 StatusOr<std::unique_ptr<Scorer>> MakePrmHeadScorer(const ScorerOptions& options);
 StatusOr<std::unique_ptr<Scorer>> MakeVerifierScorer(const ScorerOptions& options);
 StatusOr<std::unique_ptr<Scorer>> MakePolicyHeadScorer(const ScorerOptions& options, Engine* policy);
+StatusOr<std::unique_ptr<Scorer>> MakeValueHeadScorer(const ScorerOptions& options);
 
 }  // namespace canopy::scorer_internal

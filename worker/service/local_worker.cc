@@ -133,17 +133,6 @@ LocalWorker::LocalWorker(Engine* engine, Scorer* scorer) : engine_(engine), fixe
 LocalWorker::LocalWorker(Engine* engine, ScorerProvider scorers)
     : engine_(engine), scorers_(std::move(scorers)) {}
 
-std::vector<int32_t> RenderPromptTokens(const Engine& engine, const std::string& system_prompt,
-                                        const std::string& user_message) {
-  std::vector<ChatMessage> messages;
-  if (!system_prompt.empty()) messages.push_back({"system", system_prompt});
-  messages.push_back({"user", user_message});
-  const ChatTemplateKind kind = engine.chat_template();
-  const std::string text = RenderChat(kind, messages, /*add_generation_prompt=*/true,
-                                      system_prompt.empty() ? engine.default_system_prompt() : "");
-  return engine.tokenizer().Encode(text, kind != ChatTemplateKind::kRaw);
-}
-
 Status LocalWorker::CreateRoot(const RootSpec& root) {
   if (nodes_.count(root.key)) return InvalidArgumentError("worker: root key already exists");
   std::vector<int32_t> ids = RenderPromptTokens(*engine_, root.system_prompt, root.user_message);

@@ -25,6 +25,7 @@
 
 #include "transport/messages.h"
 #include "worker/engine/engine.h"
+#include "worker/engine/prompt_tokens.h"  // RenderPromptTokens: the roots' prompts
 #include "worker/scoring/scorer.h"
 
 namespace canopy {
@@ -36,12 +37,6 @@ std::vector<std::string> SplitSteps(const std::string& text);
 // The scorer of a kind named in RootSpec::scorer (never called for ""); it must outlive
 // the worker. An error fails the roots that name that kind.
 using ScorerProvider = std::function<StatusOr<Scorer*>(const std::string& kind)>;
-
-// The policy's prompt for a root as CreateRoot makes it: the chat (system, user) rendered
-// with the engine's template (the model's default system prompt when `system_prompt` is
-// empty) and encoded. `canopy train-prm` reads features at the same tokens.
-std::vector<int32_t> RenderPromptTokens(const Engine& engine, const std::string& system_prompt,
-                                        const std::string& user_message);
 
 class LocalWorker : public WorkerLink {
  public:
