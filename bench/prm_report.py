@@ -52,6 +52,21 @@ def select(cands, how):
     return max(groups.values(), key=key)[3]
 
 
+def candidate_auc(records):
+    """How well the scores rank right candidates above wrong ones: over all pairs, and over
+    pairs of one problem (what a selection among a problem's samples can use)."""
+    def auc(pairs):
+        pairs = list(pairs)
+        return sum((p > n) + 0.5 * (p == n) for p, n in pairs) / len(pairs) if pairs else None
+    cands = [c for r in records for c in r.get("candidates", [])]
+    pos = [c[1] for c in cands if c[2]]
+    neg = [c[1] for c in cands if not c[2]]
+    within = [(p[1], n[1]) for r in records for p in r.get("candidates", []) if p[2]
+              for n in r.get("candidates", []) if not n[2]]
+    return {"all_pairs": auc((p, n) for p in pos for n in neg), "within_problem": auc(within),
+            "right_candidates": len(pos), "wrong_candidates": len(neg)}
+
+
 def summary(run_dir):
     s = json.loads((run_dir / "summary.json").read_text())
     return s.get("summary", s), s.get("settings", {})
@@ -62,6 +77,7 @@ def bon_rows(run_dir, ns):
     s, settings = summary(run_dir)
     nmax = max(len(r.get("candidates", [])) for r in records) if records else 0
     rows = []
+    print(f"{run_dir}: candidate AUC of the scores {json.dumps(candidate_auc(records))}")
     for n in ns:
         if n > nmax:
             continue
@@ -174,6 +190,9 @@ def main():
             if not (run / "summary.json").exists():
                 continue
             rows += bon_rows(run, ns) if run.name.startswith("bon-") else search_rows(run)
+            if run.name.startswith("bon-"):
+                result.setdefault("candidate_auc", {})[f"{set_dir.name}/{run.name}"] = candidate_auc(
+                    read_jsonl(run / "results.jsonl"))
         result["eval"][set_dir.name] = rows
         series = {}
         for r in rows:
