@@ -4,13 +4,25 @@
 //   prm-token  P(good)/(P(good)+P(bad)) from the LM logits after the newest step tag
 //   prm-head   the classification head (worker/scoring/prm_head.h) on the final-normed hidden state
 //              at the newest step separator
+//   value-head a value head of `canopy train-prm` (worker/scoring/value_head.h) on its base
+//              model, for a policy that is not that base: the card beside the head names the
+//              base (its content hash must match the model found) and the system prompt the
+//              features were read under; a step is scored on the base's hidden state after
+//              the question, rendered with that prompt, and the steps so far, as train-prm
+//              read them
 //
 // Formats: worker/scoring/scorer.h (PrmTokenInput, PrmHeadInput).
 #include <filesystem>
+#include <functional>
 
+#include "common/content_hash.h"
 #include "worker/engine/engine.h"
+#include "worker/engine/prompt_tokens.h"
+#include "worker/model/default_model.h"
+#include "worker/scoring/head_card.h"
 #include "worker/scoring/prm_head.h"
 #include "worker/scoring/scorer_impl.h"
+#include "worker/scoring/value_head.h"
 
 namespace canopy::scorer_internal {
 namespace {
@@ -22,9 +34,9 @@ StatusOr<std::unique_ptr<Engine>> OpenPrm(const ScorerOptions& options) {
   EngineOptions eo;
   eo.model_path = options.model_path;
   eo.kv_cache_bytes = options.kv_cache_bytes;
-  // prm-head reads hidden states only: a Qwen2ForProcessRewardModel checkpoint has its
-  // `score` head in place of lm_head.weight.
-  eo.needs_lm_head = options.kind != "prm-head";
+  // prm-head and value-head read hidden states only (a Qwen2ForProcessRewardModel
+  // checkpoint has its `score` head in place of lm_head.weight).
+  eo.needs_lm_head = options.kind == "prm-token";
   StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(eo);
   if (!engine.ok()) return engine.status().WithContext(options.kind + ": loading the PRM");
   return engine;
@@ -54,30 +66,32 @@ class PrmTokenScorer : public Scorer {
   int32_t tag_, good_, bad_;
 };
 
-class PrmHeadScorer : public Scorer {
+// A head on the final-normed hidden state the scorer's own engine computes at the end of
+// each query's input (prm-head, value-head).
+class HiddenStateScorer : public Scorer {
  public:
-  PrmHeadScorer(std::unique_ptr<Engine> engine, PrmHead head, int32_t separator)
-      : engine_(std::move(engine)), head_(std::move(head)), separator_(separator) {}
+  using Input = std::function<std::vector<int32_t>(const Engine&, const ScoreQuery&)>;
+  using Head = std::function<double(const std::vector<float>&)>;
+  HiddenStateScorer(std::string name, std::unique_ptr<Engine> engine, Input input, Head head)
+      : name_(std::move(name)), engine_(std::move(engine)), input_(std::move(input)), head_(std::move(head)) {}
   const std::string& name() const override { return name_; }
 
   StatusOr<std::vector<double>> Score(const std::vector<ScoreQuery>& queries) override {
     CANOPY_RETURN_IF_ERROR(CheckQueries(name_, queries));
     std::vector<std::vector<int32_t>> inputs;
-    for (const ScoreQuery& q : queries) {
-      inputs.push_back(PrmHeadInput(engine_->tokenizer(), q, separator_));
-    }
+    for (const ScoreQuery& q : queries) inputs.push_back(input_(*engine_, q));
     StatusOr<std::vector<std::vector<float>>> hidden = engine_->LastHidden(inputs);
     if (!hidden.ok()) return hidden.status().WithContext(name_);
     std::vector<double> out;
-    for (const std::vector<float>& h : *hidden) out.push_back(head_.Score(h));
+    for (const std::vector<float>& h : *hidden) out.push_back(head_(h));
     return out;
   }
 
  private:
-  std::string name_ = "prm-head";
+  std::string name_;
   std::unique_ptr<Engine> engine_;
-  PrmHead head_;
-  int32_t separator_;
+  Input input_;
+  Head head_;
 };
 
 // A token id the PRM's logits cover.
@@ -127,7 +141,46 @@ StatusOr<std::unique_ptr<Scorer>> MakePrmHeadScorer(const ScorerOptions& options
     return InvalidArgumentError("prm-head: step separator id " + std::to_string(sep) +
                                 " is beyond the embeddings of " + options.model_path);
   }
-  return std::unique_ptr<Scorer>(new PrmHeadScorer(std::move(engine), std::move(*head), sep));
+  auto shared = std::make_shared<PrmHead>(std::move(*head));
+  return std::unique_ptr<Scorer>(new HiddenStateScorer(
+      "prm-head", std::move(engine),
+      [sep](const Engine& e, const ScoreQuery& q) { return PrmHeadInput(e.tokenizer(), q, sep); },
+      [shared](const std::vector<float>& h) { return shared->Score(h); }));
+}
+
+StatusOr<std::unique_ptr<Scorer>> MakeValueHeadScorer(const ScorerOptions& options) {
+  if (options.model_path.empty()) {
+    return InvalidArgumentError("value-head: no head file given (--prm-model HEAD.safetensors)");
+  }
+  CANOPY_ASSIGN_OR_RETURN(ValueHead head, ValueHead::Load(options.model_path));
+  const std::string card_path = HeadCardPath(options.model_path);
+  StatusOr<HeadCardBase> card = ReadHeadCardBase(card_path);
+  if (!card.ok()) return card.status().WithContext("value-head: the head's card " + card_path);
+  ScorerOptions base = options;
+  CANOPY_ASSIGN_OR_RETURN(base.model_path, ResolveModelPath(options.base_model_path));
+  CANOPY_ASSIGN_OR_RETURN(std::string hash, ContentHash(base.model_path));
+  if (hash != card->content_hash) {
+    return InvalidArgumentError("value-head: " + options.model_path + " was trained on " + card->name + " (" +
+                                card->content_hash + "); " + base.model_path + " is " + hash);
+  }
+  CANOPY_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, OpenPrm(base));
+  if (engine->config().hidden_size != head.hidden_size()) {
+    return InvalidArgumentError("value-head: the head reads " + std::to_string(head.hidden_size()) +
+                                " floats, " + base.model_path + " has " +
+                                std::to_string(engine->config().hidden_size));
+  }
+  auto shared = std::make_shared<ValueHead>(std::move(head));
+  return std::unique_ptr<Scorer>(new HiddenStateScorer(
+      "value-head", std::move(engine),
+      [system = card->system_prompt.value_or("")](const Engine& e, const ScoreQuery& q) {
+        std::vector<int32_t> tokens = RenderPromptTokens(e, system, q.question);
+        std::string steps;
+        for (const std::string& s : q.steps) steps += s;
+        const std::vector<int32_t> ids = e.tokenizer().Encode(steps, /*add_special=*/false);
+        tokens.insert(tokens.end(), ids.begin(), ids.end());
+        return tokens;
+      },
+      [shared](const std::vector<float>& h) { return shared->Score(h); }));
 }
 
 }  // namespace canopy::scorer_internal
