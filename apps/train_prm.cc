@@ -50,7 +50,6 @@ struct TrainPrmFlags {
 
 struct LabeledStep {
   size_t problem = 0;               // index into LabelSet::problems
-  size_t sample = 0;                // the sample's number in the whole set
   size_t depth = 0;                 // the step's index in its sample
   std::string text_so_far;          // the sample's steps up to and including this one
   double soft = 0.0;
@@ -67,7 +66,6 @@ struct LabelSet {
   std::set<std::string> methods;
   std::string model_name, model_hash;
   int64_t records = 0, skipped_records = 0, incomplete_steps = 0, rollouts = 0;
-  size_t samples = 0;
 };
 
 Status Fail(const std::string& where, const std::string& what) {
@@ -102,7 +100,6 @@ Status ReadRecord(const nlohmann::json& r, const std::string& where, LabelSet* s
   ++set->records;
   for (const nlohmann::json& sample : r["samples"]) {
     std::string so_far;
-    const size_t sample_number = set->samples++;
     size_t depth = 0;
     for (const nlohmann::json& step : sample.at("steps")) {
       so_far += step.at("text").get<std::string>();
@@ -114,7 +111,7 @@ Status ReadRecord(const nlohmann::json& r, const std::string& where, LabelSet* s
       const double soft = step.at("soft").get<double>();
       if (!(soft >= 0.0 && soft <= 1.0)) return Fail(where, "a soft label outside [0, 1]");
       set->rollouts += step.value("rollouts", 0);
-      set->steps.push_back({set->problems.size() - 1, sample_number, depth - 1, so_far, soft, step.at("hard").get<bool>()});
+      set->steps.push_back({set->problems.size() - 1, depth - 1, so_far, soft, step.at("hard").get<bool>()});
     }
   }
   return Status::Ok();

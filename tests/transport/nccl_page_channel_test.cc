@@ -7,6 +7,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -33,6 +34,19 @@ class NcclPageChannelTest : public ::testing::Test {
     setenv("SLURM_PROCID", "3", 1);
   }
   void TearDown() override { unsetenv("SLURM_PROCID"); }
+  // A one-rank communicator on device 0; null where there is no GPU (`*why` says so) or
+  // where making it failed (recorded as a failure).
+  static std::unique_ptr<NcclPageChannel> OneRank(std::string* why) {
+    if (!cuda::Available(why)) return nullptr;
+    auto id = NcclPageChannel::NewUniqueId();
+    auto ch = id.ok() ? NcclPageChannel::Join(*id, 0, 1, 0)
+                      : StatusOr<std::unique_ptr<NcclPageChannel>>(id.status());
+    if (!ch.ok()) {
+      ADD_FAILURE() << ch.status().ToString();
+      return nullptr;
+    }
+    return std::move(*ch);
+  }
 };
 
 TEST_F(NcclPageChannelTest, AFailedCallNamesItselfFileHostAndRank) {
@@ -59,29 +73,29 @@ TEST_F(NcclPageChannelTest, MalformedArgumentsAreRefusedBeforeAnyCall) {
 
 TEST_F(NcclPageChannelTest, OneRankCommunicatorOnAGpu) {
   std::string why;
-  if (!cuda::Available(&why)) GTEST_SKIP() << "no GPU: " << why;
-  auto id = NcclPageChannel::NewUniqueId();
-  ASSERT_TRUE(id.ok()) << id.status().ToString();
-  auto ch = NcclPageChannel::Join(*id, 0, 1, 0);
-  ASSERT_TRUE(ch.ok()) << ch.status().ToString();
-  EXPECT_EQ((*ch)->rank(), 0);
-  EXPECT_EQ((*ch)->nranks(), 1);
+  auto ch = OneRank(&why);
+  if (!ch) {
+    if (!why.empty()) GTEST_SKIP() << "no GPU: " << why;
+    return;
+  }
+  EXPECT_EQ(ch->rank(), 0);
+  EXPECT_EQ(ch->nranks(), 1);
   void* none[1] = {nullptr};
-  Status self = (*ch)->Send(none, 16, 0);
+  Status self = ch->Send(none, 16, 0);
   EXPECT_FALSE(self.ok());
   EXPECT_THAT(self.ToString(), HasSubstr("bad peer rank"));
-  EXPECT_TRUE((*ch)->Wait().ok());
+  EXPECT_TRUE(ch->Wait().ok());
 }
 
 // Random pages sent by the one rank to itself (NCCL's loopback: the whole send/recv path on a
 // one-GPU machine) land in poisoned buffers; every block is compared with its source's bytes.
 TEST_F(NcclPageChannelTest, PagesLoopedBackArriveBlockByBlock) {
   std::string why;
-  if (!cuda::Available(&why)) GTEST_SKIP() << "no GPU: " << why;
-  auto id = NcclPageChannel::NewUniqueId();
-  ASSERT_TRUE(id.ok()) << id.status().ToString();
-  auto ch = NcclPageChannel::Join(*id, 0, 1, 0);
-  ASSERT_TRUE(ch.ok()) << ch.status().ToString();
+  auto ch = OneRank(&why);
+  if (!ch) {
+    if (!why.empty()) GTEST_SKIP() << "no GPU: " << why;
+    return;
+  }
   std::mt19937 rng(std::random_device{}());
   // (blocks, bytes each): KV-page-sized blocks, large blocks, and an odd size.
   for (auto [count, bytes] : std::vector<std::pair<int, size_t>>{{64, 65536}, {5, 4u << 20}, {7, 1001}}) {
@@ -94,9 +108,9 @@ TEST_F(NcclPageChannelTest, PagesLoopedBackArriveBlockByBlock) {
       ASSERT_EQ(cudaMemcpy(src[b], host[b].data(), bytes, cudaMemcpyHostToDevice), cudaSuccess);
       ASSERT_EQ(cudaMemset(dst[b], 0xAB, bytes), cudaSuccess);
     }
-    Status st = (*ch)->Exchange(src, dst, bytes, 0);
+    Status st = ch->Exchange(src, dst, bytes, 0);
     ASSERT_TRUE(st.ok()) << st.ToString();
-    ASSERT_TRUE((*ch)->Wait().ok());
+    ASSERT_TRUE(ch->Wait().ok());
     std::vector<unsigned char> back(bytes);
     for (int b = 0; b < count; ++b) {
       ASSERT_EQ(cudaMemcpy(back.data(), dst[b], bytes, cudaMemcpyDeviceToHost), cudaSuccess);
@@ -107,7 +121,7 @@ TEST_F(NcclPageChannelTest, PagesLoopedBackArriveBlockByBlock) {
     }
   }
   void* one[1] = {nullptr};
-  Status uneven = (*ch)->Exchange(one, {}, 16, 0);
+  Status uneven = ch->Exchange(one, {}, 16, 0);
   EXPECT_FALSE(uneven.ok());
   EXPECT_THAT(uneven.ToString(), HasSubstr("as many receive buffers"));
 }
