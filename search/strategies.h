@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "search/strategy_base.h"
+#include "search/strategy_state.h"
 
 namespace canopy {
 
@@ -20,6 +21,8 @@ class BestOfN : public StrategyBase {
   std::vector<int32_t> OnChildren(const Expansion& e, const std::vector<int32_t>& children) override;
   bool Finished() const override { return planned_ && outstanding() == 0; }
   std::vector<int32_t> Candidates() const override { return tree_.node(SearchTree::kRoot).children; }
+  Status SaveExtra(StrategyState* out) const override;
+  Status RestoreExtra(const StrategyState& state) override;
   bool planned_ = false;
 };
 
@@ -40,6 +43,8 @@ class BeamSearch : public StrategyBase {
   std::vector<int32_t> OnChildren(const Expansion& e, const std::vector<int32_t>& children) override;
   bool Finished() const override { return finished_; }
   std::vector<int32_t> Candidates() const override;
+  Status SaveExtra(StrategyState* out) const override;
+  Status RestoreExtra(const StrategyState& state) override;
   std::vector<int32_t> EndRound();
 
   int32_t round_ = 0;
@@ -70,6 +75,8 @@ class Dvts : public StrategyBase {
   bool Finished() const override;
   std::vector<int32_t> Candidates() const override;
   // Moves subtree `t` to the best of `children`; returns the nodes to release.
+  Status SaveExtra(StrategyState* out) const override;
+  Status RestoreExtra(const StrategyState& state) override;
   std::vector<int32_t> Choose(Subtree* t, const std::vector<int32_t>& children);
 
   bool root_planned_ = false;
@@ -101,6 +108,8 @@ class Mcts : public StrategyBase {
   // The leaf to expand next, or -1 when every open leaf is pending or finished.
   int32_t Select(int32_t node) const;
   double Puct(const SearchNode& parent, const SearchNode& child) const;
+  Status SaveExtra(StrategyState* out) const override;
+  Status RestoreExtra(const StrategyState& state) override;
   int32_t limit() const { return options_.n; }
 };
 

@@ -85,6 +85,8 @@ struct StrategyOptions {
   std::string gold;
 };
 
+struct StrategyState;  // search/strategy_state.h
+
 struct SearchAnswer {
   std::string answer;      // extracted from the chosen path ("" when none was found)
   std::string normalized;  // NormalizeAnswer(answer): the vote key
@@ -119,6 +121,12 @@ class Strategy {
   virtual int32_t expansions_planned() const = 0;
   virtual int32_t outstanding() const = 0;
   virtual const StrategyOptions& options() const = 0;
+
+  // Checkpoints (search/strategy_state.h): the whole state into `out`; Unimplemented for
+  // a strategy that cannot be checkpointed (the labelers). Restore is for a fresh strategy
+  // made with the same options; use RestoreStrategy, which checks that.
+  virtual Status Save(StrategyState* out) const = 0;
+  virtual Status Restore(const StrategyState& state) = 0;
 };
 
 // Errors: an unknown kind, n or beam width that do not fit (beam and DVTS need M | n), a

@@ -27,6 +27,8 @@ class StrategyBase : public Strategy {
   int32_t expansions_planned() const final { return expansions_planned_; }
   int32_t outstanding() const final { return static_cast<int32_t>(outstanding_.size()); }
   const StrategyOptions& options() const final { return options_; }
+  Status Save(StrategyState* out) const final;
+  Status Restore(const StrategyState& state) final;
 
  protected:
   // Plans an expansion of `node` into `out` if the budgets allow it: marks the node pending,
@@ -39,6 +41,7 @@ class StrategyBase : public Strategy {
   // Generated tokens the budget still leaves for new reservations (INT64_MAX: no budget).
   // A strategy that must not have its caps cut checks this before TryPlan.
   int64_t tokens_left() const;
+  bool is_outstanding(uint64_t expansion) const { return outstanding_.count(expansion) > 0; }
 
   virtual void PlanImpl(std::vector<Expansion>* out) = 0;
   // `children` were just added under e.node (already marked terminal or not); returns the
@@ -46,6 +49,11 @@ class StrategyBase : public Strategy {
   virtual std::vector<int32_t> OnChildren(const Expansion& e, const std::vector<int32_t>& children) = 0;
   virtual bool Finished() const = 0;
   virtual std::vector<int32_t> Candidates() const = 0;
+  // The concrete strategy's own fields into / out of a checkpoint. RestoreExtra runs after
+  // the tree and the shared fields are restored and checks what it reads against them.
+  // Both Unimplemented unless overridden (the labelers are not checkpointed).
+  virtual Status SaveExtra(StrategyState* out) const;
+  virtual Status RestoreExtra(const StrategyState& state);
 
   StrategyOptions options_;
   SearchTree tree_;

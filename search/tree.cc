@@ -47,6 +47,32 @@ SearchTree::SearchTree(Aggregation aggregation) : aggregation_(aggregation) {
   nodes_.emplace_back();  // the root
 }
 
+StatusOr<SearchTree> SearchTree::FromNodes(Aggregation aggregation, std::vector<SearchNode> nodes) {
+  if (nodes.empty() || nodes[0].parent != -1) return InvalidArgumentError("tree: no root");
+  SearchTree t(aggregation);
+  t.nodes_ = std::move(nodes);
+  for (size_t i = 0; i < t.nodes_.size(); ++i) {
+    SearchNode& n = t.nodes_[i];
+    n.id = static_cast<int32_t>(i);
+    n.children.clear();
+    n.path = PathScore{};
+    if (i == 0) {
+      n.depth = 0;
+    } else {
+      if (n.parent < 0 || n.parent >= n.id) {
+        return InvalidArgumentError("tree: node " + std::to_string(i) + " has parent " + std::to_string(n.parent));
+      }
+      SearchNode& p = t.nodes_[static_cast<size_t>(n.parent)];
+      n.depth = p.depth + 1;
+      n.path = p.path;
+      p.children.push_back(n.id);
+    }
+    for (double s : n.step_scores) n.path.Add(s);
+    n.path_score = n.path.Value(aggregation);
+  }
+  return t;
+}
+
 const SearchNode& SearchTree::node(int32_t id) const {
   CANOPY_CHECK(id >= 0 && id < size()) << "node " << id << " of " << size();
   return nodes_[id];
@@ -69,6 +95,8 @@ int32_t SearchTree::AddChild(int32_t parent, const StepOutcome& outcome, uint64_
   child.end = outcome.end;
   child.sum_logprob = outcome.sum_logprob;
   child.step_scores = outcome.step_scores;
+  child.token_ids = outcome.token_ids;
+  child.steps = outcome.steps;
   child.path = nodes_[parent].path;
   for (double s : outcome.step_scores) child.path.Add(s);
   child.path_score = child.path.Value(aggregation_);

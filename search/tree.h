@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "common/finish_reason.h"
+#include "common/status.h"
 
 namespace canopy {
 
@@ -46,6 +47,10 @@ struct StepOutcome {
   // Scores of the steps in `text` in order: one for a step, one per blank-line-separated
   // step of a whole solution; empty when there is no scorer.
   std::vector<double> step_scores;
+  // The generated token ids and `text` split into the steps the scorer saw (what a worker
+  // needs to make the node again from scratch, e.g. after a restore); may be empty.
+  std::vector<int32_t> token_ids;
+  std::vector<std::string> steps;
 };
 
 struct SearchNode {
@@ -57,6 +62,8 @@ struct SearchNode {
   FinishReason end = FinishReason::kStop;
   double sum_logprob = 0.0;
   std::vector<double> step_scores;
+  std::vector<int32_t> token_ids;  // as in StepOutcome
+  std::vector<std::string> steps;
   PathScore path;
   double path_score = 0.0;   // path.Value(tree aggregation)
   bool terminal = false;     // a finished solution (or cut at the depth limit)
@@ -77,6 +84,12 @@ struct SearchNode {
 class SearchTree {
  public:
   explicit SearchTree(Aggregation aggregation = Aggregation::kLast);
+
+  // A tree from its nodes in id order (a checkpoint's): ids, depths, children lists and
+  // path scores are derived from the parents and step scores, as AddChild would have.
+  // InvalidArgument when they do not make a tree (no root, a parent at or after its child).
+  static StatusOr<SearchTree> FromNodes(Aggregation aggregation, std::vector<SearchNode> nodes);
+  const std::vector<SearchNode>& nodes() const { return nodes_; }
 
   static constexpr int32_t kRoot = 0;
   int32_t size() const { return static_cast<int32_t>(nodes_.size()); }
