@@ -32,10 +32,98 @@ SolveJob::SolveJob(const SolveOptions& options, WorkerLink* worker, std::functio
 
 double SolveJob::Now() const { return clock_(); }
 
-NodeKey SolveJob::KeyOf(const Active& a, int32_t node) const {
-  if (node == SearchTree::kRoot) return NodeKey{a.root_call, 0};
+std::optional<NodeKey> SolveJob::HeldKey(const Active& a, int32_t node) const {
+  if (node == SearchTree::kRoot) return a.root_created ? std::optional<NodeKey>(NodeKey{a.root_call, 0}) : std::nullopt;
+  if (auto m = a.made.find(node); m != a.made.end()) return m->second;
   const SearchNode& n = a.strategy->tree().node(node);
-  return NodeKey{a.call_of.at(n.expansion), n.sample};
+  if (auto c = a.call_of.find(n.expansion); c != a.call_of.end()) return NodeKey{c->second, n.sample};
+  return std::nullopt;  // grown before a restore and not made again
+}
+
+StatusOr<NodeKey> SolveJob::ExpandKey(Active& a, int32_t node) {
+  if (std::optional<NodeKey> k = HeldKey(a, node)) return *k;
+  if (node == SearchTree::kRoot) return FailedPreconditionError("solve: the problem's root was not created");
+  // A node of a restored tree: the prompt, then its path's tokens.
+  const SearchTree& t = a.strategy->tree();
+  RootSpec spec = a.root;
+  spec.key = NodeKey{next_call_++, 0};
+  for (int32_t n : t.Path(node)) {
+    const SearchNode& s = t.node(n);
+    if (static_cast<int32_t>(s.token_ids.size()) != s.tokens) {
+      return DataLossError("solve: restored node " + std::to_string(n) + " has " + std::to_string(s.token_ids.size()) +
+                           " token ids for " + std::to_string(s.tokens) + " tokens");
+    }
+    spec.path_tokens.insert(spec.path_tokens.end(), s.token_ids.begin(), s.token_ids.end());
+    if (s.steps.empty()) {
+      spec.path_steps.push_back(s.text);
+    } else {
+      spec.path_steps.insert(spec.path_steps.end(), s.steps.begin(), s.steps.end());
+    }
+  }
+  CANOPY_RETURN_IF_ERROR(worker_->CreateRoot(spec));
+  a.made[node] = spec.key;
+  return spec.key;
+}
+
+void SolveJob::ReleaseNode(const Active& a, int32_t node) {
+  if (std::optional<NodeKey> k = HeldKey(a, node)) worker_->Release(*k);
+}
+
+void SolveJob::TryRestore(const Problem& p, const StrategyOptions& so, Active* a) {
+  auto it = restored_.find(p.id);
+  if (it == restored_.end()) return;
+  const ProblemCheckpoint c = std::move(it->second);
+  restored_.erase(it);
+  const std::string file = checkpoint_store_ ? checkpoint_store_->PathOf(p.id) : "checkpoint";
+  StatusOr<std::unique_ptr<Strategy>> s = RestoreStrategy(so, c.state);
+  if (!s.ok()) {
+    ++checkpoint_stats_.refused;
+    CANOPY_LOG(Warn) << file << ": not restored (" << s.status().message() << "); problem " << p.id
+                     << " starts again from its root";
+    return;
+  }
+  a->strategy = std::move(s).value();
+  a->start = Now() - c.seconds_spent;
+  CheckpointEvent ev;
+  ev.what = "restored";
+  ev.problem = p.id;
+  ev.expansions = a->strategy->expansions_planned() - a->strategy->outstanding();
+  ev.tokens = a->strategy->tokens_used();
+  ++checkpoint_stats_.restored;
+  checkpoint_stats_.expansions_restored += ev.expansions;
+  checkpoint_stats_.tokens_restored += ev.tokens;
+  if (checkpoint_sink_) checkpoint_sink_(ev);
+}
+
+void SolveJob::WriteCheckpoints(const char* why) {
+  if (!checkpoint_store_ || active_.empty()) return;
+  const auto t0 = std::chrono::steady_clock::now();
+  CheckpointEvent ev;
+  ev.what = "checkpoint";
+  ev.reason = why;
+  for (auto& [slot, a] : active_) {
+    if (!a.error.empty()) continue;  // it answers with its error
+    ProblemCheckpoint c;
+    c.problem_id = a.problem->id;
+    c.seconds_spent = Now() - a.start;
+    if (Status s = a.strategy->Save(&c.state); !s.ok()) continue;  // a labeler: not checkpointed
+    StatusOr<uint64_t> bytes = checkpoint_store_->Write(c);
+    if (!bytes.ok()) {
+      ++checkpoint_stats_.failed;
+      CANOPY_LOG(Warn) << "checkpoint of problem " << c.problem_id << ": " << bytes.status().message();
+      continue;
+    }
+    ++ev.problems;
+    ev.bytes += *bytes;
+    checkpoint_stats_.nodes += static_cast<int64_t>(c.state.nodes.size());
+  }
+  ev.milliseconds = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  ++checkpoint_stats_.rounds;
+  checkpoint_stats_.written += ev.problems;
+  checkpoint_stats_.bytes += ev.bytes;
+  checkpoint_stats_.write_seconds += ev.milliseconds / 1000.0;
+  last_checkpoint_ = Now();
+  if (checkpoint_sink_ && ev.problems > 0) checkpoint_sink_(ev);
 }
 
 Status SolveJob::Start(const Problem& p, int64_t slot) {
@@ -46,14 +134,21 @@ Status SolveJob::Start(const Problem& p, int64_t slot) {
   so.seed = ProblemSeed(options_.seed, p.id);
   so.gold = p.gold;  // the labelers measure steps against it; searches ignore it
   CANOPY_ASSIGN_OR_RETURN(a.strategy, MakeStrategy(so));
+  TryRestore(p, so, &a);
   a.root_call = next_call_++;
-  RootSpec root;
+  RootSpec& root = a.root;
   root.key = NodeKey{a.root_call, 0};
   root.question = p.question;
   root.system_prompt = options_.system_prompt;
   root.user_message = BuildUserMessage(p, options_.family);
   root.scorer = options_.scorer == "none" ? "" : options_.scorer;
   if (start_sink_) start_sink_(p);
+  // A restored tree whose root was already expanded and released needs no root on a worker:
+  // its open nodes are made from their paths when expanded.
+  if (a.strategy->tree().node(SearchTree::kRoot).released) {
+    active_[slot] = std::move(a);
+    return Status::Ok();
+  }
   Status s = worker_->CreateRoot(root);
   a.root_created = s.ok();
   if (!s.ok()) {
@@ -67,9 +162,10 @@ Status SolveJob::Start(const Problem& p, int64_t slot) {
 void SolveJob::Dispatch(int64_t slot) {
   Active& a = active_.at(slot);
   for (const Expansion& e : a.strategy->Plan()) {
+    StatusOr<NodeKey> node = ExpandKey(a, e.node);
     ExpandCall call;
     call.call = next_call_++;
-    call.node = KeyOf(a, e.node);
+    call.node = node.ok() ? *node : NodeKey{};
     call.num_children = e.num_children;
     call.max_tokens = e.max_tokens;
     call.full_solution = e.full_solution;
@@ -78,7 +174,7 @@ void SolveJob::Dispatch(int64_t slot) {
     call.top_p = options_.top_p;
     call.top_k = options_.top_k;
     a.call_of[e.id] = call.call;
-    Status s = worker_->Expand(call);
+    Status s = node.ok() ? worker_->Expand(call) : node.status();
     if (!s.ok()) {
       // The strategy still waits for this expansion: answer it with no children.
       if (a.error.empty()) a.error = s.ToString();
@@ -105,6 +201,8 @@ void SolveJob::Deliver(const ExpandReply& reply) {
     s.end = c.finish;
     s.sum_logprob = c.sum_logprob;
     s.step_scores = c.step_scores;
+    s.token_ids = c.token_ids;
+    s.steps = c.steps;
     tokens_ += c.tokens;
     o.children.push_back(std::move(s));
   }
@@ -112,10 +210,11 @@ void SolveJob::Deliver(const ExpandReply& reply) {
     if (a.error.empty()) a.error = reply.error;
     a.strategy->Stop(StopReason::kError);
   }
-  for (int32_t r : a.strategy->Update(o)) worker_->Release(KeyOf(a, r));
+  for (int32_t r : a.strategy->Update(o)) ReleaseNode(a, r);
 }
 
 void SolveJob::Abandon() {
+  WriteCheckpoints("stop");  // before anything in flight is cancelled: it is planned again on restore
   interrupted_ = true;
   abandoned_ = static_cast<int64_t>(active_.size());
   // Nobody needs what is in flight: the workers drop it.
@@ -125,9 +224,7 @@ void SolveJob::Abandon() {
   cancelled_ += static_cast<int64_t>(in_flight.size());
   calls_.clear();
   for (auto& [slot, a] : active_) {
-    for (int32_t n : a.strategy->tree().Unreleased()) {
-      if (n != SearchTree::kRoot || a.root_created) worker_->Release(KeyOf(a, n));
-    }
+    for (int32_t n : a.strategy->tree().Unreleased()) ReleaseNode(a, n);
   }
 }
 
@@ -149,7 +246,7 @@ void SolveJob::StopAndCancel(int64_t slot, StopReason reason) {
   cancelled_ += static_cast<int64_t>(calls.size());
   // The strategy gets them back with no children and answers with what it has.
   for (uint64_t e : expansions) {
-    for (int32_t r : a.strategy->Update(ExpansionOutcome{e, {}})) worker_->Release(KeyOf(a, r));
+    for (int32_t r : a.strategy->Update(ExpansionOutcome{e, {}})) ReleaseNode(a, r);
   }
 }
 
@@ -159,9 +256,7 @@ ResultRecord SolveJob::Finish(int64_t slot) {
   SearchAnswer ans = s.Answer();
   if (tree_sink_) tree_sink_(*a.problem, s.tree(), ans.node);
   if (strategy_sink_) strategy_sink_(*a.problem, s, options_.system_prompt, BuildUserMessage(*a.problem, options_.family));
-  for (int32_t n : s.tree().Unreleased()) {
-    if (n != SearchTree::kRoot || a.root_created) worker_->Release(KeyOf(a, n));
-  }
+  for (int32_t n : s.tree().Unreleased()) ReleaseNode(a, n);
   ResultRecord r;
   r.id = a.problem->id;
   r.question = a.problem->question;
@@ -192,6 +287,15 @@ ResultRecord SolveJob::Finish(int64_t slot) {
 Status SolveJob::Run(const std::vector<Problem>& problems,
                      const std::function<Status(const ResultRecord&)>& on_result) {
   job_start_ = Now();
+  last_checkpoint_ = job_start_;
+  // Problems with a checkpoint go first: their work so far is not held up behind new ones.
+  std::vector<const Problem*> order;
+  for (const Problem& p : problems) {
+    if (restored_.count(p.id)) order.push_back(&p);
+  }
+  for (const Problem& p : problems) {
+    if (!restored_.count(p.id)) order.push_back(&p);
+  }
   size_t next = 0;
   int64_t next_slot = 0;
   bool job_stopped = false;
@@ -199,6 +303,7 @@ Status SolveJob::Run(const std::vector<Problem>& problems,
   while (next < problems.size() || !active_.empty()) {
     if (stop_flag_ && stop_flag_->load() > 0) {
       if (drain_until < 0) {
+        WriteCheckpoints(stop_flag_->load() >= 2 ? "stop" : "drain");
         drain_until = Now() + (stop_flag_->load() >= 2 ? 0.0 : drain_seconds_);
         CANOPY_LOG(Warn) << "solve: stopping: " << active_.size() << " problems in flight"
                          << (stop_flag_->load() >= 2 ? "" : " may finish within " + std::to_string(static_cast<int>(drain_seconds_)) + " s")
@@ -212,7 +317,7 @@ Status SolveJob::Run(const std::vector<Problem>& problems,
     }
     while (!job_stopped && drain_until < 0 && next < problems.size() &&
            static_cast<int32_t>(active_.size()) < options_.problems_in_flight) {
-      CANOPY_RETURN_IF_ERROR(Start(problems[next++], next_slot++));
+      CANOPY_RETURN_IF_ERROR(Start(*order[next++], next_slot++));
     }
     // Budgets the strategies cannot see: seconds, and the job's tokens and seconds.
     double now = Now();
@@ -242,6 +347,13 @@ Status SolveJob::Run(const std::vector<Problem>& problems,
       ResultRecord r = Finish(it->first);
       it = active_.erase(it);
       CANOPY_RETURN_IF_ERROR(on_result(r));
+      // Its result line is written: the checkpoint has served.
+      if (checkpoint_store_) {
+        if (Status s = checkpoint_store_->Remove(r.id); !s.ok()) CANOPY_LOG(Warn) << s.ToString();
+      }
+    }
+    if (options_.checkpoint_seconds > 0 && Now() - last_checkpoint_ >= options_.checkpoint_seconds) {
+      WriteCheckpoints("period");
     }
     if (job_stopped && active_.empty()) break;
     if (worker_->outstanding() > 0) {

@@ -11,6 +11,13 @@
 // call that grew it, its sample index), so the coordinator never waits for the worker to
 // name a node.
 //
+// Checkpoints (coordinator/checkpoint.h): each problem in flight is saved every period,
+// when a drain or a stop begins, and when the job abandons it; its file goes once its
+// result is reported. A problem with a checkpoint at the start continues from it: nodes of
+// the restored tree are made again on a worker (CreateRoot with the path's tokens) only
+// when one is expanded, and expansions that were outstanding are sent again with their
+// ids and seeds, so in batch-invariant mode the result is the one an uninterrupted run gives.
+//
 // Determinism: each problem's strategy is seeded from (job seed, problem id), and strategies
 // are independent of arrival order, so the same seed gives the same trees whatever else is
 // in flight (bitwise, in the engine's batch-invariant mode).
@@ -23,16 +30,32 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "common/status.h"
+#include "coordinator/checkpoint.h"
 #include "coordinator/dataset.h"
 #include "coordinator/results.h"
 #include "search/strategy.h"
 #include "transport/messages.h"
 
 namespace canopy {
+
+// What the job did with checkpoints.
+struct CheckpointStats {
+  int64_t rounds = 0;              // times the problems in flight were saved
+  int64_t written = 0;             // files written
+  int64_t failed = 0;              // writes that failed (the older file stays)
+  uint64_t bytes = 0;              // written, all files
+  int64_t nodes = 0;               // in the trees written
+  double write_seconds = 0.0;      // encoding and writing, all rounds
+  int64_t restored = 0;            // problems that went on from a checkpoint
+  int64_t refused = 0;             // checkpoints that could not be restored (started again)
+  int64_t expansions_restored = 0; // applied expansions the restored problems did not repeat
+  int64_t tokens_restored = 0;     // and their generated tokens
+};
 
 struct SolveOptions {
   StrategyOptions strategy;      // its seed and gold are replaced per problem
@@ -46,6 +69,7 @@ struct SolveOptions {
   int64_t job_max_tokens = 0;    // 0: unlimited; on reaching it every problem answers now
   double job_max_seconds = 0.0;
   std::string system_prompt;     // resolved (see coordinator/prompt.h)
+  double checkpoint_seconds = 0.0;  // period of checkpoints of problems in flight; 0: only on stops
   TaskFamily family = TaskFamily::kArithmetic;
 };
 
@@ -90,6 +114,27 @@ class SolveJob {
     drain_seconds_ = drain_seconds;
   }
   bool interrupted() const { return interrupted_; }
+
+  // Checkpoints go to `store` (not owned; null: none). `restored` are the checkpoints found
+  // at the start, by problem id; one whose options differ or whose state does not hold
+  // together is refused with a warning and its problem starts from its root.
+  void set_checkpoints(CheckpointStore* store, std::map<std::string, ProblemCheckpoint> restored) {
+    checkpoint_store_ = store;
+    restored_ = std::move(restored);
+  }
+  // Told of each round of checkpoints written and of each problem restored (the journal).
+  struct CheckpointEvent {
+    std::string what;        // "checkpoint" (a round) or "restored" (one problem)
+    std::string problem;     // restored: its id
+    std::string reason;      // checkpoint: "period", "drain" or "stop"
+    int64_t problems = 0;    // checkpoint: files written
+    uint64_t bytes = 0;
+    double milliseconds = 0.0;
+    int64_t expansions = 0;  // restored: applied expansions not repeated
+    int64_t tokens = 0;      // and their tokens
+  };
+  void set_checkpoint_sink(std::function<void(const CheckpointEvent&)> sink) { checkpoint_sink_ = std::move(sink); }
+  const CheckpointStats& checkpoint_stats() const { return checkpoint_stats_; }
   // Expansions cancelled on the workers: of problems a budget stopped, or abandoned.
   int64_t cancelled() const { return cancelled_; }
   int64_t abandoned() const { return abandoned_; }
@@ -103,6 +148,8 @@ class SolveJob {
     double start = 0.0;
     std::string error;
     bool root_created = false;  // the worker holds the root (CreateRoot succeeded)
+    RootSpec root;              // as created (restored nodes are made from it)
+    std::map<int32_t, NodeKey> made;  // restored nodes made again on a worker
   };
   struct CallRef {
     int64_t slot;
@@ -119,7 +166,16 @@ class SolveJob {
   // Stop now: the problems in flight get no record; their expansions are cancelled and
   // their nodes released.
   void Abandon();
-  NodeKey KeyOf(const Active& a, int32_t node) const;
+  // The key of a node a worker holds; nullopt for the root when CreateRoot failed and for
+  // a restored node not made again yet (nothing to release).
+  std::optional<NodeKey> HeldKey(const Active& a, int32_t node) const;
+  // The key to expand `node` by: a restored node is made on a worker first.
+  StatusOr<NodeKey> ExpandKey(Active& a, int32_t node);
+  void ReleaseNode(const Active& a, int32_t node);
+  // A checkpoint of every problem in flight.
+  void WriteCheckpoints(const char* why);
+  // Restores `p`'s strategy from its checkpoint into `a` if there is a good one.
+  void TryRestore(const Problem& p, const StrategyOptions& so, Active* a);
   double Now() const;
 
   SolveOptions options_;
@@ -129,6 +185,11 @@ class SolveJob {
   StrategySink strategy_sink_;
   std::function<void(const Problem&)> start_sink_;
   std::function<void()> tick_sink_;
+  std::function<void(const CheckpointEvent&)> checkpoint_sink_;
+  CheckpointStore* checkpoint_store_ = nullptr;
+  std::map<std::string, ProblemCheckpoint> restored_;
+  CheckpointStats checkpoint_stats_;
+  double last_checkpoint_ = 0.0;
   const std::atomic<int>* stop_flag_ = nullptr;
   double drain_seconds_ = 0.0;
   bool interrupted_ = false;

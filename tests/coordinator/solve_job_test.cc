@@ -5,6 +5,7 @@
 #include "coordinator/solve_job.h"
 #include "coordinator/tree_dump.h"
 #include "tests/testing/datasets.h"
+#include "tests/testing/temp_dir.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -34,11 +35,13 @@ class FakeWorker : public WorkerLink {
     EXPECT_FALSE(live_.count(root.key));
     live_.insert(root.key);
     ++roots_;
+    if (!root.path_tokens.empty()) made_.push_back(root);
     return Status::Ok();
   }
   Status Expand(const ExpandCall& call) override {
     EXPECT_TRUE(live_.count(call.node)) << "expand of a released or unknown node";
     queue_.push_back(call);
+    ++expansions_;
     return Status::Ok();
   }
   void Release(const NodeKey& key) override {
@@ -68,7 +71,9 @@ class FakeWorker : public WorkerLink {
   }
 
   std::set<NodeKey> live_;
+  std::vector<RootSpec> made_;  // nodes below a root made from their path (restored)
   std::vector<uint64_t> cancelled_;
+  int64_t expansions_ = 0;
   int roots_ = 0;
 
  private:
@@ -85,6 +90,8 @@ class FakeWorker : public WorkerLink {
       ch.finish = final ? FinishReason::kEndOfTurn : FinishReason::kStop;
       ch.sum_logprob = -0.1 * ch.tokens;
       ch.step_scores = {static_cast<double>(h % 100) / 100.0};
+      for (int32_t t = 0; t < ch.tokens; ++t) ch.token_ids.push_back(static_cast<int32_t>((h + t) % 1000));
+      ch.steps = {ch.text};
       live_.insert(NodeKey{c.call, i});
       r.children.push_back(ch);
     }
@@ -314,6 +321,135 @@ TEST(SolveJob, DrainFinishesWhatIsInFlightAndStopAbandonsIt) {
       EXPECT_TRUE(w.live_.empty()) << w.live_.size() << " nodes left";
     }
   }
+}
+
+// A job stopped at a random moment and started again from its checkpoints: every record
+// equals the uninterrupted run's, no problem is answered twice, the restored problems do
+// not repeat their applied expansions, and every node made again is released.
+TEST(SolveJob, CheckpointsCarryProblemsInFlightAcrossAStop) {
+  const std::vector<Problem> ps = Problems(10);
+  for (std::string kind : {"self-consistency", "beam", "dvts", "mcts"}) {
+    SCOPED_TRACE(kind);
+    SolveOptions o = Options(kind, kind == "mcts" ? 16 : 4, 4);
+    FakeWorker reference_worker;
+    const auto reference = Solve(o, &reference_worker, ps);
+    for (int stop_tick : {1, 3, 6}) {
+      SCOPED_TRACE("stopped at tick " + std::to_string(stop_tick));
+      testing::ScopedTempDir dir("solve_job_checkpoints");
+      CheckpointStore store(dir.Path("checkpoints"));
+      std::map<std::string, ResultRecord> got;
+      std::atomic<int> flag{0};
+      int64_t first_expansions = 0, cancelled = 0;
+      {
+        FakeWorker w;
+        w.shuffle = true;
+        SolveJob job(o, &w);
+        job.set_checkpoints(&store, {});
+        job.set_stop_flag(&flag, 0.0);
+        int ticks = 0;
+        job.set_tick_sink([&] {
+          if (++ticks == stop_tick) flag = 2;  // TERM
+        });
+        ASSERT_TRUE(job.Run(ps, [&](const ResultRecord& r) {
+                        EXPECT_TRUE(got.emplace(r.id, r).second) << r.id << " answered twice";
+                        return Status::Ok();
+                      }).ok());
+        ASSERT_TRUE(job.interrupted());
+        EXPECT_GT(job.checkpoint_stats().written, 0);
+        first_expansions = w.expansions_;
+        cancelled = job.cancelled();
+      }
+      std::vector<std::string> refused;
+      auto restored = store.Load(&refused);
+      EXPECT_TRUE(refused.empty());
+      EXPECT_FALSE(restored.empty());
+      for (const auto& [id, c] : restored) EXPECT_FALSE(got.count(id)) << id << " is done and still checkpointed";
+      std::vector<Problem> rest;
+      for (const Problem& p : ps) {
+        if (!got.count(p.id)) rest.push_back(p);
+      }
+      FakeWorker w2;
+      SolveJob again(o, &w2);
+      const size_t checkpoints = restored.size();
+      again.set_checkpoints(&store, std::move(restored));
+      ASSERT_TRUE(again.Run(rest, [&](const ResultRecord& r) {
+                    EXPECT_TRUE(got.emplace(r.id, r).second) << r.id << " answered twice";
+                    return Status::Ok();
+                  }).ok());
+      EXPECT_EQ(again.checkpoint_stats().restored, static_cast<int64_t>(checkpoints));
+      EXPECT_EQ(again.checkpoint_stats().refused, 0);
+      ASSERT_EQ(got.size(), reference.size());
+      for (const ResultRecord& r : reference) EXPECT_EQ(Fingerprint(got.at(r.id)), Fingerprint(r));
+      EXPECT_TRUE(store.Load(nullptr).empty()) << "checkpoints of answered problems stay";
+      EXPECT_THAT(w2.live_, ::testing::IsEmpty()) << "nodes left pinned after the restore";
+      // Work not repeated: the two sessions together did the uninterrupted run's expansions
+      // and, again, only those cancelled in flight at the stop.
+      if (kind != "self-consistency") {
+        EXPECT_GT(again.checkpoint_stats().expansions_restored, 0);
+        if (kind != "dvts") EXPECT_FALSE(w2.made_.empty()) << "no restored node was made again";
+      }
+      for (const RootSpec& m : w2.made_) EXPECT_EQ(m.path_tokens.size() > 0, m.path_steps.size() > 0);
+      EXPECT_EQ(first_expansions + w2.expansions_, reference_worker.expansions_ + cancelled);
+    }
+  }
+}
+
+TEST(SolveJob, ACheckpointOfOtherOptionsIsRefusedAndTheProblemStartsOver) {
+  const std::vector<Problem> ps = Problems(3);
+  testing::ScopedTempDir dir("solve_job_checkpoints");
+  CheckpointStore store(dir.Path("checkpoints"));
+  SolveOptions o = Options("mcts", 16, 3);
+  {
+    FakeWorker w;
+    std::atomic<int> flag{0};
+    SolveJob job(o, &w);
+    job.set_checkpoints(&store, {});
+    job.set_stop_flag(&flag, 0.0);
+    job.set_tick_sink([&] { flag = 2; });
+    ASSERT_TRUE(job.Run(ps, [](const ResultRecord&) { return Status::Ok(); }).ok());
+  }
+  auto restored = store.Load(nullptr);
+  ASSERT_FALSE(restored.empty());
+  SolveOptions other = o;
+  other.seed = 99;  // another job seed: other problem seeds
+  FakeWorker fresh;
+  const auto reference = Solve(other, &fresh, ps);
+  FakeWorker w;
+  SolveJob job(other, &w);
+  const auto n = static_cast<int64_t>(restored.size());
+  job.set_checkpoints(&store, std::move(restored));
+  std::map<std::string, ResultRecord> got;
+  ASSERT_TRUE(job.Run(ps, [&](const ResultRecord& r) {
+                got.emplace(r.id, r);
+                return Status::Ok();
+              }).ok());
+  EXPECT_EQ(job.checkpoint_stats().refused, n);
+  EXPECT_EQ(job.checkpoint_stats().restored, 0);
+  for (const ResultRecord& r : reference) EXPECT_EQ(Fingerprint(got.at(r.id)), Fingerprint(r));
+}
+
+TEST(SolveJob, PeriodicCheckpointsFollowTheClock) {
+  const std::vector<Problem> ps = Problems(4);
+  testing::ScopedTempDir dir("solve_job_checkpoints");
+  CheckpointStore store(dir.Path("checkpoints"));
+  SolveOptions o = Options("mcts", 16, 4);
+  o.checkpoint_seconds = 10.0;
+  double now = 0.0;
+  FakeWorker w;
+  SolveJob job(o, &w, [&] { return now; });
+  job.set_checkpoints(&store, {});
+  std::vector<SolveJob::CheckpointEvent> events;
+  job.set_checkpoint_sink([&](const SolveJob::CheckpointEvent& e) { events.push_back(e); });
+  job.set_tick_sink([&] { now += 4.0; });  // each round of replies: 4 s
+  ASSERT_TRUE(job.Run(ps, [](const ResultRecord&) { return Status::Ok(); }).ok());
+  ASSERT_FALSE(events.empty());
+  for (const auto& e : events) {
+    EXPECT_EQ(e.what, "checkpoint");
+    EXPECT_EQ(e.reason, "period");
+    EXPECT_GT(e.bytes, 0u);
+  }
+  EXPECT_EQ(job.checkpoint_stats().rounds, static_cast<int64_t>(events.size()));
+  EXPECT_TRUE(store.Load(nullptr).empty());  // every problem answered: none left
 }
 
 TEST(SolveJob, ProblemSeedIsStable) {
