@@ -44,6 +44,8 @@ void AddClusterOptions(CLI::App& app, JobSpec* s, JobCommand command) {
   app.add_option("--num-shards", s->num_shards, "shards of the dataset (canopy merge combines them)");
   app.add_option("--max-restarts", s->max_restarts, "Slurm: requeues after a time-limit warning (SIGUSR1) while work remains");
   app.add_option("--drain-seconds", s->drain_seconds, "on SIGUSR1, how long problems in flight may still finish");
+  app.add_option("--checkpoint-seconds", s->checkpoint_seconds,
+                 "checkpoint problems in flight to RUN/checkpoints/ this often (0: only at drains and stops)");
   app.add_option("--http", s->http, command == JobCommand::kCoordinator
                                         ? "HOST:PORT of /healthz, /status, /metrics (default 127.0.0.1:0; 'none' for none)"
                                         : "HOST:PORT of /healthz, /status, /metrics (default: none; 127.0.0.1:0 with worker processes)");
@@ -138,6 +140,7 @@ Status ValidateRanges(const JobSpec& s) {
       {"--max-seconds", s.max_seconds},
       {"--job-max-seconds", s.job_max_seconds},
       {"--drain-seconds", s.drain_seconds},
+      {"--checkpoint-seconds", s.checkpoint_seconds},
       {"--max-restarts", static_cast<double>(s.max_restarts)},
       {"--overload-margin", static_cast<double>(s.overload_margin)}};
   for (const auto& [flag, v] : non_negative) {

@@ -45,6 +45,7 @@ struct JobSpec {
   // Slurm and operations.
   int shard = 0, num_shards = 1, max_restarts = 3;
   double drain_seconds = 60;
+  double checkpoint_seconds = 60;  // 0: no periodic checkpoints (drains and stops still write them)
   std::string http;
 
   bool remote() const { return launcher != "embedded"; }

@@ -62,6 +62,7 @@ StatusOr<SolveOptions> RunOptions(const JobContext& job, const Run& run) {
   so.problems_in_flight = f.in_flight > 0 ? f.in_flight : std::clamp(64 / std::max(1, run.n), 1, 64);
   so.job_max_tokens = f.job_max_tokens;
   so.job_max_seconds = f.job_max_seconds;
+  so.checkpoint_seconds = f.checkpoint_seconds;
   so.system_prompt = job.system_prompt;
   so.family = job.dataset.family;
   so.scorer = run.scorer;
@@ -169,12 +170,26 @@ struct RunCounts {
   int64_t done = 0, correct = 0, tokens = 0;
 };
 
+nlohmann::json CheckpointStatsJson(const CheckpointStats& c) {
+  return {{"rounds", c.rounds},
+          {"written", c.written},
+          {"failed", c.failed},
+          {"bytes", c.bytes},
+          {"nodes", c.nodes},
+          {"write_seconds", c.write_seconds},
+          {"restored", c.restored},
+          {"refused", c.refused},
+          {"expansions_restored", c.expansions_restored},
+          {"tokens_restored", c.tokens_restored}};
+}
+
 // status.json and the HTTP board of one run, at most every 2 s unless forced.
 class RunStatusPublisher {
  public:
   RunStatusPublisher(JobContext& job, const Run& run, const std::string& label, const Journal& journal,
-                     const RunCounts& counts)
-      : job_(job), run_(run), label_(label), journal_(journal), counts_(counts), tokens_before_(counts.tokens) {}
+                     const RunCounts& counts, const SolveJob& solver)
+      : job_(job), run_(run), label_(label), journal_(journal), counts_(counts), solver_(solver),
+        tokens_before_(counts.tokens) {}
 
   void Publish(const std::string& state, bool force) {
     const auto now = Clock::now();
@@ -202,7 +217,8 @@ class RunStatusPublisher {
                          {"tokens", c.tokens},
                          {"elapsed_seconds", elapsed},
                          {"tokens_per_second", elapsed > 0 ? static_cast<double>(c.tokens - tokens_before_) / elapsed : 0.0},
-                         {"session", journal_.session()}};
+                         {"session", journal_.session()},
+                         {"checkpoints", CheckpointStatsJson(solver_.checkpoint_stats())}};
     st.update(JobIdentity());
     if (job_.status_server) st["http_port"] = job_.status_server->port();
     AddWorkers(&st);
@@ -235,6 +251,7 @@ class RunStatusPublisher {
   const std::string label_;
   const Journal& journal_;
   const RunCounts& counts_;
+  const SolveJob& solver_;
   const int64_t tokens_before_;
   Clock::time_point last_ = Clock::now() - std::chrono::hours(1);
 };
@@ -338,12 +355,36 @@ StatusOr<RunOutcome> SolveRun(JobContext& job, Run& run, RunSidecar* sidecar) {
   po.graded = job.dataset.graded;
   Progress progress(static_cast<int64_t>(job.dataset.problems.size()), po);
   CANOPY_ASSIGN_OR_RETURN(std::unique_ptr<Journal> journal, Journal::Open(run.dir, job.spec.launcher, folder.done_ids));
-  if (!journal->interrupted().empty()) {
-    CANOPY_LOG(Warn) << "journal: " << journal->interrupted().size()
-                     << " problems were in flight when the last session ended; solving them again";
-  }
   const auto t0 = Clock::now();
   SolveJob solver(so, job.link);
+  // Checkpoints of this run's problems in flight: those of an earlier session are restored,
+  // those of problems already answered (a stop between the result line and the removal)
+  // removed.
+  CheckpointStore checkpoints(run.dir + "/checkpoints");
+  {
+    std::vector<std::string> refused;
+    std::map<std::string, ProblemCheckpoint> restored = checkpoints.Load(&refused);
+    for (const std::string& r : refused) CANOPY_LOG(Warn) << r << "; its problem starts again from its root";
+    for (auto it = restored.begin(); it != restored.end();) {
+      if (!folder.done_ids.count(it->first)) {
+        ++it;
+        continue;
+      }
+      if (Status s = checkpoints.Remove(it->first); !s.ok()) CANOPY_LOG(Warn) << s.ToString();
+      it = restored.erase(it);
+    }
+    if (!journal->interrupted().empty()) {
+      CANOPY_LOG(Warn) << "journal: " << journal->interrupted().size()
+                       << " problems were in flight when the last session ended; " << restored.size()
+                       << " go on from their checkpoints, the others start again";
+    }
+    solver.set_checkpoints(&checkpoints, std::move(restored));
+  }
+  solver.set_checkpoint_sink([&](const SolveJob::CheckpointEvent& e) {
+    Status s = e.what == "restored" ? journal->Restored(e.problem, e.expansions, e.tokens)
+                                    : journal->Checkpointed(e.reason, e.problems, e.bytes, e.milliseconds);
+    if (!s.ok()) CANOPY_LOG(Warn) << s.ToString();
+  });
   solver.set_start_sink([&](const Problem& p) {
     if (Status s = journal->Started(p.id); !s.ok()) CANOPY_LOG(Warn) << s.ToString();
   });
@@ -351,7 +392,7 @@ StatusOr<RunOutcome> SolveRun(JobContext& job, Run& run, RunSidecar* sidecar) {
   if (sidecar) solver.set_strategy_sink([sidecar](const Problem& p, const Strategy& s, const std::string& system,
                                                 const std::string& user) { sidecar->Capture(p, s, system, user); });
   solver.set_stop_flag(&SolveStopFlag(), job.spec.drain_seconds);
-  RunStatusPublisher status(job, run, so.label, *journal, counts);
+  RunStatusPublisher status(job, run, so.label, *journal, counts, solver);
   status.Publish("running", true);
   solver.set_tick_sink([&] { status.Publish("running", false); });
   Status solved = solver.Run(folder.todo, [&](const ResultRecord& r) -> Status {
@@ -382,6 +423,7 @@ StatusOr<RunOutcome> SolveRun(JobContext& job, Run& run, RunSidecar* sidecar) {
   full["launcher"] = job.spec.launcher;
   full["session"] = journal->session();
   AddWorkerSummary(job, &full);
+  full["checkpoints"] = CheckpointStatsJson(solver.checkpoint_stats());
   CANOPY_RETURN_IF_ERROR(WriteSummaryJson(run.dir + "/summary.json", run.summary, full));
   PrintRunLine(job, run, so.label);
   return outcome;

@@ -24,6 +24,7 @@ namespace {
 struct RunStatus {
   std::string name, state = "not started";
   int64_t done = 0, correct = 0, total = -1, tokens = 0, sessions = 0, interrupted = 0;
+  int64_t checkpoints = 0, restored = 0, tokens_restored = 0;  // from the journal, all sessions
   double tokens_per_second = 0, age_seconds = -1;
   int workers = -1;
 };
@@ -76,6 +77,11 @@ RunStatus Read(const fs::path& dir) {
     if (e.is_discarded()) continue;
     if (e.value("event", "") == "session") ++s.sessions;
     if (e.value("event", "") == "drained" || e.value("event", "") == "stopped") ++s.interrupted;
+    if (e.value("event", "") == "checkpoint") s.checkpoints += e.value("problems", int64_t{0});
+    if (e.value("event", "") == "restored") {
+      ++s.restored;
+      s.tokens_restored += e.value("tokens", int64_t{0});
+    }
   }
   return s;
 }
@@ -87,6 +93,11 @@ void Print(const RunStatus& s) {
               s.name.c_str(), s.state.c_str(), static_cast<long long>(s.done), total.c_str(), acc,
               static_cast<long long>(s.tokens), s.tokens_per_second, static_cast<long long>(s.sessions));
   if (s.workers >= 0) std::printf("  workers %d", s.workers);
+  if (s.checkpoints > 0) std::printf("  checkpoints %lld", static_cast<long long>(s.checkpoints));
+  if (s.restored > 0) {
+    std::printf("  restored %lld (%lld tokens kept)", static_cast<long long>(s.restored),
+                static_cast<long long>(s.tokens_restored));
+  }
   if (s.age_seconds >= 0) std::printf("  updated %.0f s ago", s.age_seconds);
   std::printf("\n");
 }
@@ -135,11 +146,15 @@ int StatusMain(int argc, char** argv) {
     all.tokens += s.tokens;
     all.total = s.total >= 0 && all.total >= 0 ? all.total + s.total : -1;
     all.sessions = std::max(all.sessions, s.sessions);
+    all.checkpoints += s.checkpoints;
+    all.restored += s.restored;
+    all.tokens_restored += s.tokens_restored;
     all.tokens_per_second += s.state == "running" ? s.tokens_per_second : 0.0;
     if (as_json) {
       out.push_back({{"run", r.string()}, {"state", s.state}, {"done", s.done}, {"total", s.total},
                      {"correct", s.correct}, {"tokens", s.tokens}, {"sessions", s.sessions},
-                     {"interrupted", s.interrupted}, {"tokens_per_second", s.tokens_per_second}});
+                     {"interrupted", s.interrupted}, {"tokens_per_second", s.tokens_per_second},
+                     {"checkpoints", s.checkpoints}, {"restored", s.restored}, {"tokens_restored", s.tokens_restored}});
     } else {
       Print(s);
     }

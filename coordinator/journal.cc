@@ -61,6 +61,17 @@ Status Journal::Started(const std::string& id) {
   return Append(e.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
 }
 
+Status Journal::Checkpointed(const std::string& reason, int64_t problems, uint64_t bytes, double milliseconds) {
+  nlohmann::json e = {{"event", "checkpoint"}, {"reason", reason}, {"problems", problems},
+                      {"bytes", bytes},        {"ms", milliseconds}, {"session", session_}};
+  return Append(e.dump());
+}
+
+Status Journal::Restored(const std::string& id, int64_t expansions, int64_t tokens) {
+  nlohmann::json e = {{"event", "restored"}, {"id", id}, {"expansions", expansions}, {"tokens", tokens}, {"session", session_}};
+  return Append(e.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+}
+
 Status Journal::Note(const std::string& how, int64_t abandoned) {
   nlohmann::json e = {{"event", how}, {"session", session_}, {"abandoned", abandoned}};
   return Append(e.dump());

@@ -6,6 +6,9 @@
 //
 //   {"event":"session","session":2,"pid":1234,"launcher":"listen","unix_time":...}
 //   {"event":"start","id":"gsm8k-17","session":2}
+//   {"event":"checkpoint","reason":"period","problems":8,"bytes":91234,"ms":3.1,"session":2}
+//   {"event":"restored","id":"gsm8k-17","expansions":41,"tokens":5120,"session":3}
+// A restored problem continues from its checkpoint (coordinator/checkpoint.h) instead.
 #pragma once
 
 #include <cstdint>
@@ -33,6 +36,10 @@ class Journal {
   // Each appends one line. On failure (a full disk, an I/O error) the IoError names the file
   // and the file is cut back to its size before, so it never holds half a line.
   Status Started(const std::string& id);
+  // A round of checkpoints written (`reason`: period, drain, stop), and a problem that went
+  // on from its checkpoint with the expansions and tokens it did not have to repeat.
+  Status Checkpointed(const std::string& reason, int64_t problems, uint64_t bytes, double milliseconds);
+  Status Restored(const std::string& id, int64_t expansions, int64_t tokens);
   // The session ends early: `how` ("drained", "stopped"), with `abandoned` problems in flight.
   Status Note(const std::string& how, int64_t abandoned);
 

@@ -114,6 +114,15 @@ std::string MetricsText(const nlohmann::json& s) {
   Metric(o, "canopy_tokens_generated", "counter", "tokens generated", Num(s, "tokens"));
   Metric(o, "canopy_tokens_per_second", "gauge", "tokens generated per second of this session", Num(s, "tokens_per_second"));
   Metric(o, "canopy_elapsed_seconds", "gauge", "seconds since this session started", Num(s, "elapsed_seconds"));
+  if (s.contains("checkpoints") && s["checkpoints"].is_object()) {
+    const nlohmann::json& c = s["checkpoints"];
+    Metric(o, "canopy_checkpoints_written", "counter", "checkpoint files written this session", Num(c, "written"));
+    Metric(o, "canopy_checkpoint_bytes", "counter", "checkpoint bytes written this session", Num(c, "bytes"));
+    Metric(o, "canopy_checkpoint_write_seconds", "counter", "seconds spent writing checkpoints", Num(c, "write_seconds"));
+    Metric(o, "canopy_problems_restored", "counter", "problems that went on from a checkpoint", Num(c, "restored"));
+    Metric(o, "canopy_expansions_restored", "counter", "expansions restored problems did not repeat", Num(c, "expansions_restored"));
+    Metric(o, "canopy_tokens_restored", "counter", "generated tokens restored problems did not repeat", Num(c, "tokens_restored"));
+  }
   Metric(o, "canopy_kv_prefix_hit_rate", "gauge", "prefix blocks found in KV caches / looked up", Num(s, "kv_hit_rate"));
   if (s.contains("workers") && s["workers"].is_array()) {
     Metric(o, "canopy_workers_alive", "gauge", "live workers", static_cast<double>(s["workers"].size()));
