@@ -77,7 +77,10 @@ void PutNodes(capnp::List<ckpt::Node>::Builder out, const std::vector<SearchNode
     b.setSumLogprob(n.sum_logprob);
     Fill(b.initStepScores(static_cast<unsigned>(n.step_scores.size())), n.step_scores);
     Fill(b.initTokenIds(static_cast<unsigned>(n.token_ids.size())), n.token_ids);
-    FillTexts(b.initSteps(static_cast<unsigned>(n.steps.size())), n.steps);
+    // A step node's steps are its text (the common case): not stored twice.
+    if (!(n.steps.size() == 1 && n.steps[0] == n.text)) {
+      FillTexts(b.initSteps(static_cast<unsigned>(n.steps.size())), n.steps);
+    }
     b.setTerminal(n.terminal);
     b.setTruncated(n.truncated);
     b.setPending(n.pending);
@@ -103,7 +106,7 @@ StatusOr<std::vector<SearchNode>> GetNodes(capnp::List<ckpt::Node>::Reader in) {
     n.sum_logprob = r.getSumLogprob();
     n.step_scores = Vec<double>(r.getStepScores());
     n.token_ids = Vec<int32_t>(r.getTokenIds());
-    n.steps = Texts(r.getSteps());
+    n.steps = r.hasSteps() ? Texts(r.getSteps()) : std::vector<std::string>{n.text};
     n.terminal = r.getTerminal();
     n.truncated = r.getTruncated();
     n.pending = r.getPending();
