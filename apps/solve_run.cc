@@ -424,6 +424,7 @@ StatusOr<RunOutcome> SolveRun(JobContext& job, Run& run, RunSidecar* sidecar) {
   full["session"] = journal->session();
   AddWorkerSummary(job, &full);
   full["checkpoints"] = CheckpointStatsJson(solver.checkpoint_stats());
+  full["cancelled"] = {{"expansions", solver.cancelled()}, {"token_cap", solver.cancelled_token_cap()}};
   CANOPY_RETURN_IF_ERROR(WriteSummaryJson(run.dir + "/summary.json", run.summary, full));
   PrintRunLine(job, run, so.label);
   return outcome;

@@ -182,7 +182,7 @@ void SolveJob::Dispatch(int64_t slot) {
       a.strategy->Update(ExpansionOutcome{e.id, {}});
       continue;
     }
-    calls_[call.call] = CallRef{slot, e.id};
+    calls_[call.call] = CallRef{slot, e.id, int64_t{e.num_children} * e.max_tokens};
   }
 }
 
@@ -214,12 +214,16 @@ void SolveJob::Deliver(const ExpandReply& reply) {
 }
 
 void SolveJob::Abandon() {
-  WriteCheckpoints("stop");  // before anything in flight is cancelled: it is planned again on restore
+  // Before anything in flight is cancelled: it is planned again on restore.
+  WriteCheckpoints(stop_flag_ && stop_flag_->load() >= 2 ? "stop" : "drain");
   interrupted_ = true;
   abandoned_ = static_cast<int64_t>(active_.size());
   // Nobody needs what is in flight: the workers drop it.
   std::vector<uint64_t> in_flight;
-  for (const auto& [call, ref] : calls_) in_flight.push_back(call);
+  for (const auto& [call, ref] : calls_) {
+    in_flight.push_back(call);
+    cancelled_token_cap_ += ref.token_cap;
+  }
   if (!in_flight.empty()) worker_->Cancel(in_flight);
   cancelled_ += static_cast<int64_t>(in_flight.size());
   calls_.clear();
@@ -239,6 +243,7 @@ void SolveJob::StopAndCancel(int64_t slot, StopReason reason) {
     }
     calls.push_back(it->first);
     expansions.push_back(it->second.expansion);
+    cancelled_token_cap_ += it->second.token_cap;
     it = calls_.erase(it);
   }
   if (calls.empty()) return;

@@ -137,6 +137,9 @@ class SolveJob {
   const CheckpointStats& checkpoint_stats() const { return checkpoint_stats_; }
   // Expansions cancelled on the workers: of problems a budget stopped, or abandoned.
   int64_t cancelled() const { return cancelled_; }
+  // The most those cancelled expansions would have decoded (children × token cap each): an
+  // upper bound on the tokens cancelling saved (the coordinator does not see how far they got).
+  int64_t cancelled_token_cap() const { return cancelled_token_cap_; }
   int64_t abandoned() const { return abandoned_; }
 
  private:
@@ -154,6 +157,7 @@ class SolveJob {
   struct CallRef {
     int64_t slot;
     uint64_t expansion;
+    int64_t token_cap;  // children × max_tokens: the most it decodes
   };
 
   Status Start(const Problem& p, int64_t slot);
@@ -194,6 +198,7 @@ class SolveJob {
   double drain_seconds_ = 0.0;
   bool interrupted_ = false;
   int64_t cancelled_ = 0;
+  int64_t cancelled_token_cap_ = 0;
   int64_t abandoned_ = 0;
   std::map<int64_t, Active> active_;  // slot -> problem
   std::map<uint64_t, CallRef> calls_;

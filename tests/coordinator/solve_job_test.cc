@@ -386,7 +386,9 @@ TEST(SolveJob, CheckpointsCarryProblemsInFlightAcrossAStop) {
       // and, again, only those cancelled in flight at the stop.
       if (kind != "self-consistency") {
         EXPECT_GT(again.checkpoint_stats().expansions_restored, 0);
-        if (kind != "dvts") EXPECT_FALSE(w2.made_.empty()) << "no restored node was made again";
+        if (kind != "dvts") {
+          EXPECT_FALSE(w2.made_.empty()) << "no restored node was made again";
+        }
       }
       for (const RootSpec& m : w2.made_) EXPECT_EQ(m.path_tokens.size() > 0, m.path_steps.size() > 0);
       EXPECT_EQ(first_expansions + w2.expansions_, reference_worker.expansions_ + cancelled);

@@ -90,11 +90,13 @@ class SlurmTest : public ::testing::Test {
   }
 
   // Submits; returns the job id.
-  static std::string Submit(const fs::path& out, const std::string& extra = "") {
+  // `extra` goes to canopy submit, `solve_extra` to the job's canopy solve (not a setting
+  // of the run: the results stay comparable).
+  static std::string Submit(const fs::path& out, const std::string& extra = "", const std::string& solve_extra = "") {
     int rc = 0;
     std::string id = Sh(std::string(CANOPY_BIN) + " submit --dataset " + (dir_ / "slice.jsonl").string() +
                              " --output " + out.string() + " --cpus-per-worker 1" + extra + " --" + Join(SolveArgs()) +
-                             "",
+                             solve_extra,
                          &rc, /*stderr_too=*/false);
     EXPECT_EQ(rc, 0) << id;
     return Trim(id);
@@ -214,10 +216,12 @@ TEST_F(SlurmTest, RequeueMidJobResumesWithEveryProblemOnce) {
   EXPECT_GE(Sessions(out), 2) << Log(out);
 }
 
+// The warning drains at once (--drain-seconds 0): the problem in flight is checkpointed, not
+// finished, and the requeued job goes on from the checkpoint.
 TEST_F(SlurmTest, TimeLimitWarningDrainsAndRequeues) {
   const auto& ref = Reference();
   fs::path out = dir_ / "warning";
-  std::string id = Submit(out, " --max-restarts 2");
+  std::string id = Submit(out, " --max-restarts 2", " --drain-seconds 0");
   WaitResults(out / "results.jsonl", 2);
   ASSERT_TRUE(InQueue(id));
   // What Slurm sends 120 s before the limit: USR1 to the batch shell.
@@ -232,6 +236,9 @@ TEST_F(SlurmTest, TimeLimitWarningDrainsAndRequeues) {
   std::ifstream journal(out / "journal.jsonl");
   std::string text(std::istreambuf_iterator<char>(journal), {});
   EXPECT_NE(text.find("\"event\":\"drained\""), std::string::npos) << text;
+  EXPECT_NE(text.find("\"reason\":\"drain\""), std::string::npos) << text;  // checkpoints at the drain
+  EXPECT_NE(text.find("\"event\":\"restored\""), std::string::npos) << text;
+  EXPECT_TRUE(fs::is_empty(out / "checkpoints"));
 }
 
 TEST_F(SlurmTest, ScancelLeavesOnlyCompleteLines) {
