@@ -122,6 +122,7 @@ void SolveJob::WriteCheckpoints(const char* why) {
   checkpoint_stats_.written += ev.problems;
   checkpoint_stats_.bytes += ev.bytes;
   checkpoint_stats_.write_seconds += ev.milliseconds / 1000.0;
+  last_round_seconds_ = ev.milliseconds / 1000.0;
   last_checkpoint_ = Now();
   if (checkpoint_sink_ && ev.problems > 0) checkpoint_sink_(ev);
 }
@@ -357,7 +358,10 @@ Status SolveJob::Run(const std::vector<Problem>& problems,
         if (Status s = checkpoint_store_->Remove(r.id); !s.ok()) CANOPY_LOG(Warn) << s.ToString();
       }
     }
-    if (options_.checkpoint_seconds > 0 && Now() - last_checkpoint_ >= options_.checkpoint_seconds) {
+    // The period stretches to 100 times what the last round took, so periodic checkpoints
+    // never take more than 1% of the job's time, however large the trees grow.
+    if (options_.checkpoint_seconds > 0 &&
+        Now() - last_checkpoint_ >= std::max(options_.checkpoint_seconds, 100.0 * last_round_seconds_)) {
       WriteCheckpoints("period");
     }
     if (job_stopped && active_.empty()) break;

@@ -69,7 +69,9 @@ struct SolveOptions {
   int64_t job_max_tokens = 0;    // 0: unlimited; on reaching it every problem answers now
   double job_max_seconds = 0.0;
   std::string system_prompt;     // resolved (see coordinator/prompt.h)
-  double checkpoint_seconds = 0.0;  // period of checkpoints of problems in flight; 0: only on stops
+  // Period of checkpoints of problems in flight (stretched to 100× the last round's cost);
+  // 0: only at drains and stops.
+  double checkpoint_seconds = 0.0;
   TaskFamily family = TaskFamily::kArithmetic;
 };
 
@@ -194,6 +196,7 @@ class SolveJob {
   std::map<std::string, ProblemCheckpoint> restored_;
   CheckpointStats checkpoint_stats_;
   double last_checkpoint_ = 0.0;
+  double last_round_seconds_ = 0.0;  // what the last round of checkpoints took (wall)
   const std::atomic<int>* stop_flag_ = nullptr;
   double drain_seconds_ = 0.0;
   bool interrupted_ = false;
