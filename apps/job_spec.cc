@@ -86,6 +86,8 @@ void AddSearchOptions(CLI::App& app, JobSpec* s) {
   app.add_option("--max-expansions", s->max_expansions, "expansions per problem (0: unlimited)");
   app.add_option("--max-seconds", s->max_seconds, "seconds per problem (0: unlimited)");
   app.add_option("--job-max-tokens", s->job_max_tokens, "tokens for the whole job (0: unlimited)");
+  app.add_flag("--no-cancel", s->no_cancel,
+               "let expansions of problems a budget stopped decode to the end (for comparison; default: cancel them)");
   app.add_option("--job-max-seconds", s->job_max_seconds, "seconds for the whole job (0: unlimited)");
   app.add_option("--problems-in-flight", s->in_flight, "problems searched at once (0: about 64 sequences)");
   app.add_option("--system-prompt", s->system_prompt, "the system prompt, or @FILE (default: per task family)");

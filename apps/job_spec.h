@@ -28,7 +28,7 @@ struct JobSpec {
   double max_seconds = 0, job_max_seconds = 0;
   float temperature = 0.8f, top_p = 1.0f;
   uint64_t seed = 1;
-  bool stop_at_boxed = true, dump_trees = false;
+  bool stop_at_boxed = true, dump_trees = false, no_cancel = false;
   // canopy label: mc or binary, K samples per problem, M rollouts per measured step; every
   // problem needs a gold answer (a line without one is a dataset error).
   std::string label_method = "mc";

@@ -63,6 +63,7 @@ StatusOr<SolveOptions> RunOptions(const JobContext& job, const Run& run) {
   so.job_max_tokens = f.job_max_tokens;
   so.job_max_seconds = f.job_max_seconds;
   so.checkpoint_seconds = f.checkpoint_seconds;
+  so.cancel_stopped = !f.no_cancel;
   so.system_prompt = job.system_prompt;
   so.family = job.dataset.family;
   so.scorer = run.scorer;
@@ -94,6 +95,7 @@ nlohmann::json RunSettings(const JobContext& job, const Run& run, const SolveOpt
   j["system_prompt"] = so.system_prompt;
   j["task_family"] = TaskFamilyName(so.family);
   j["batch_invariant"] = f.worker.batch_invariant;
+  if (!so.cancel_stopped) j["no_cancel"] = true;  // changes the trees of stopped problems
   if (f.num_shards > 1) j["shard"] = std::to_string(f.shard) + "/" + std::to_string(f.num_shards);
   return j;
 }

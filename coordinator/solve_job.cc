@@ -236,6 +236,7 @@ void SolveJob::Abandon() {
 void SolveJob::StopAndCancel(int64_t slot, StopReason reason) {
   Active& a = active_.at(slot);
   a.strategy->Stop(reason);
+  if (!options_.cancel_stopped) return;  // its replies come and are applied
   std::vector<uint64_t> calls, expansions;
   for (auto it = calls_.begin(); it != calls_.end();) {
     if (it->second.slot != slot) {

@@ -72,6 +72,10 @@ struct SolveOptions {
   // Period of checkpoints of problems in flight (stretched to 100× the last round's cost);
   // 0: only at drains and stops.
   double checkpoint_seconds = 0.0;
+  // A problem a budget stops has its expansions in flight cancelled on the workers; false
+  // lets them decode to the end (their children still join its tree): the behaviour to
+  // compare cancellation against.
+  bool cancel_stopped = true;
   TaskFamily family = TaskFamily::kArithmetic;
 };
 

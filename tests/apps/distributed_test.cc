@@ -264,12 +264,15 @@ TEST_F(DistributedTest, RestartedCoordinatorResumes) {
   const auto& ref = Reference();
   fs::path out = dir_ / "restart";
   const std::string addr = "127.0.0.1:" + std::to_string(FreePort());
-  auto cmd = Cmd({CANOPY_BIN, "coordinator", "--listen", addr, "--workers", "2"}, JobArgs(out));
+  // Checkpoints every 0.2 s: the problems in flight at the kill go on from them.
+  auto cmd = Cmd({CANOPY_BIN, "coordinator", "--listen", addr, "--workers", "2", "--checkpoint-seconds", "0.2"},
+                 JobArgs(out));
   Subprocess w1(Worker(addr, "w1", {"--reconnect-seconds", "120"}), (dir_ / "restart-w1.log").string(), kEnv);
   Subprocess w2(Worker(addr, "w2", {"--reconnect-seconds", "120"}), (dir_ / "restart-w2.log").string(), kEnv);
   {
     Subprocess first(cmd, (dir_ / "restart-1.log").string(), kEnv);
     WaitForResults(out, 2, first);
+    std::this_thread::sleep_for(std::chrono::milliseconds(700));  // a checkpoint of the next ones
     ASSERT_TRUE(first.running()) << first.log();
     first.Kill(SIGKILL);
     first.Wait(30);
@@ -287,16 +290,22 @@ TEST_F(DistributedTest, RestartedCoordinatorResumes) {
   std::string line;
   std::vector<json> sessions;
   std::set<std::string> started_second;
+  int restored = 0;
   while (std::getline(in, line)) {
     json e = json::parse(line, nullptr, false);
     if (e.is_discarded()) continue;
     if (e["event"] == "session") sessions.push_back(e);
+    if (e["event"] == "restored") ++restored;
     if (e["event"] == "start" && e["session"] == 2) started_second.insert(e["id"].get<std::string>());
   }
   ASSERT_EQ(sessions.size(), 2u);
   EXPECT_EQ(started_second.size(), 6u - before);
   for (const json& id : sessions[1]["interrupted"]) EXPECT_TRUE(started_second.count(id.get<std::string>())) << id;
   EXPECT_EQ(SummarySettings(out)["session"], 2);
+  // Restored through the dispatcher: its nodes made again on the workers from their paths.
+  EXPECT_GE(restored, 1) << second.log();
+  EXPECT_EQ(SummarySettings(out)["checkpoints"]["restored"], restored);
+  EXPECT_TRUE(fs::is_empty(out / "checkpoints"));
 }
 
 // Raw TCP to the coordinator: what a broken or hostile peer might send.

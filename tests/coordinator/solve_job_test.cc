@@ -244,7 +244,26 @@ TEST(SolveJob, ProblemSecondsAndJobTokenBudgets) {
   // The expansions in flight when the budget ran out were cancelled, not waited for.
   EXPECT_FALSE(w2.cancelled_.empty());
   EXPECT_EQ(job.cancelled(), static_cast<int64_t>(w2.cancelled_.size()));
+  EXPECT_GT(job.cancelled_token_cap(), 0);
   EXPECT_EQ(w2.outstanding(), 0);
+  // Without cancellation the same budget lets them decode to the end: nothing cancelled,
+  // more expansions answered, every node still released.
+  j.cancel_stopped = false;
+  FakeWorker w3;
+  SolveJob waits(j, &w3);
+  std::vector<ResultRecord> out3;
+  ASSERT_TRUE(waits.Run(Problems(10), [&](const ResultRecord& r) {
+                     out3.push_back(r);
+                     return Status::Ok();
+                   }).ok());
+  EXPECT_EQ(out3.size(), 2u);
+  EXPECT_TRUE(w3.cancelled_.empty());
+  EXPECT_EQ(waits.cancelled(), 0);
+  EXPECT_THAT(w3.live_, ::testing::IsEmpty());
+  int64_t tokens_cancel = 0, tokens_wait = 0;
+  for (const auto& r : out) tokens_cancel += r.tokens;
+  for (const auto& r : out3) tokens_wait += r.tokens;
+  EXPECT_GT(tokens_wait, tokens_cancel);
 }
 
 TEST(SolveJob, TreeSinkSeesEveryTreeAndItsChosenLeaf) {
