@@ -64,6 +64,11 @@ void AddStrategyOptions(CLI::App& app, JobSpec* s) {
   app.add_option("--aggregation", s->aggregation, "step scores per path: last, min, prod, mean");
   app.add_option("--selection", s->selection, "auto, best, majority, weighted");
   app.add_flag("!--no-stop-at-boxed", s->stop_at_boxed, "keep growing a path after a step with a \\boxed{} answer");
+  app.add_flag("--early-stop", s->early_stop,
+               "best-of-n, self-consistency: draw samples in batches and stop once the vote is settled");
+  app.add_option("--confidence", s->confidence, "--early-stop: P(the leading answer stays ahead) that settles the vote");
+  app.add_option("--early-stop-min", s->early_stop_min, "--early-stop: never stop before this many samples");
+  app.add_option("--early-stop-batch", s->early_stop_batch, "--early-stop: samples drawn at a time");
 }
 
 // canopy label's instead.
@@ -120,6 +125,16 @@ Status ValidateSampling(const JobSpec& s) {
   for (int n : s.ns) {
     if (n < 1) return Bad("--n", n, ">= 1");
   }
+  if (!std::isfinite(s.confidence) || s.confidence <= 0.5 || s.confidence > 1) {
+    return Bad("--confidence", s.confidence, "in (0.5, 1]");
+  }
+  if (s.early_stop) {
+    for (const std::string& k : s.strategies) {
+      if (k != "best-of-n" && k != "self-consistency") {
+        return InvalidArgumentError("--early-stop is for best-of-n and self-consistency, not " + k);
+      }
+    }
+  }
   return Status::Ok();
 }
 
@@ -128,7 +143,8 @@ Status ValidateRanges(const JobSpec& s) {
       {"--samples", s.label_samples},           {"--rollouts", s.label_rollouts},
       {"--beam-width", s.beam_width},           {"--mcts-children", s.mcts_children},
       {"--mcts-parallel", s.mcts_parallel},     {"--step-tokens", s.step_tokens},
-      {"--solution-tokens", s.solution_tokens}, {"--workers", s.workers}};
+      {"--solution-tokens", s.solution_tokens}, {"--workers", s.workers},
+      {"--early-stop-min", s.early_stop_min},   {"--early-stop-batch", s.early_stop_batch}};
   for (const auto& [flag, v] : at_least_one) {
     if (v < 1) return Bad(flag, v, ">= 1");
   }

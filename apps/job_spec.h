@@ -29,6 +29,10 @@ struct JobSpec {
   float temperature = 0.8f, top_p = 1.0f;
   uint64_t seed = 1;
   bool stop_at_boxed = true, dump_trees = false, no_cancel = false;
+  // Early stopping of best-of-n / self-consistency (search/early_stop.h).
+  bool early_stop = false;
+  double confidence = 0.95;
+  int early_stop_min = 4, early_stop_batch = 4;
   // canopy label: mc or binary, K samples per problem, M rollouts per measured step; every
   // problem needs a gold answer (a line without one is a dataset error).
   std::string label_method = "mc";

@@ -51,6 +51,10 @@ StatusOr<SolveOptions> RunOptions(const JobContext& job, const Run& run) {
   st.budget.max_expansions = f.max_expansions;
   st.budget.max_depth = f.max_depth;
   st.budget.max_seconds = f.max_seconds;
+  st.early_stop = f.early_stop;
+  st.confidence = f.confidence;
+  st.early_stop_min = f.early_stop_min;
+  st.early_stop_batch = f.early_stop_batch;
   StrategyOptions check = st;
   check.gold = "0";  // the labelers' gold is each problem's own; here the rest is checked
   if (auto made = MakeStrategy(check); !made.ok()) return InvalidArgumentError(made.status().message());
@@ -96,6 +100,9 @@ nlohmann::json RunSettings(const JobContext& job, const Run& run, const SolveOpt
   j["task_family"] = TaskFamilyName(so.family);
   j["batch_invariant"] = f.worker.batch_invariant;
   if (!so.cancel_stopped) j["no_cancel"] = true;  // changes the trees of stopped problems
+  if (s.early_stop) {
+    j["early_stop"] = {{"confidence", s.confidence}, {"min", s.early_stop_min}, {"batch", s.early_stop_batch}};
+  }
   if (f.num_shards > 1) j["shard"] = std::to_string(f.shard) + "/" + std::to_string(f.num_shards);
   return j;
 }
@@ -427,6 +434,16 @@ StatusOr<RunOutcome> SolveRun(JobContext& job, Run& run, RunSidecar* sidecar) {
   AddWorkerSummary(job, &full);
   full["checkpoints"] = CheckpointStatsJson(solver.checkpoint_stats());
   full["cancelled"] = {{"expansions", solver.cancelled()}, {"token_cap", solver.cancelled_token_cap()}};
+  if (so.strategy.early_stop) {
+    // Samples drawn against the n of every problem answered so far (resumed ones included).
+    int64_t drawn = 0, most = 0;
+    for (const ResultRecord& r : folder.records) {
+      drawn += r.num_candidates.value_or(0);
+      most += run.n;
+    }
+    full["early_stop"] = {{"samples", drawn}, {"samples_without", most}, {"saved", most - drawn},
+                          {"saved_fraction", most > 0 ? static_cast<double>(most - drawn) / static_cast<double>(most) : 0.0}};
+  }
   CANOPY_RETURN_IF_ERROR(WriteSummaryJson(run.dir + "/summary.json", run.summary, full));
   PrintRunLine(job, run, so.label);
   return outcome;

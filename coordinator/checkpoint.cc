@@ -130,6 +130,7 @@ void PutExpansion(Builder b, const Expansion& e) {
   b.setMaxTokens(e.max_tokens);
   b.setFullSolution(e.full_solution);
   b.setSeed(e.seed);
+  b.setFirstSample(e.first_sample);
 }
 
 void Build(const ProblemCheckpoint& c, ckpt::Checkpoint::Builder b) {
@@ -178,6 +179,8 @@ void Build(const ProblemCheckpoint& c, ckpt::Checkpoint::Builder b) {
     ++k;
   }
   Fill(b.initDvtsFinished(static_cast<unsigned>(s.dvts.finished.size())), s.dvts.finished);
+  b.setSamplesPlanned(s.samples_planned);
+  b.setSettled(s.settled);
 }
 
 StatusOr<ProblemCheckpoint> Read(ckpt::Checkpoint::Reader r) {
@@ -197,7 +200,8 @@ StatusOr<ProblemCheckpoint> Read(ckpt::Checkpoint::Reader r) {
   s.next_id = r.getNextId();
   s.next_apply = r.getNextApply();
   for (auto e : r.getOutstanding()) {
-    s.outstanding.push_back({e.getId(), e.getNode(), e.getNumChildren(), e.getMaxTokens(), e.getFullSolution(), e.getSeed()});
+    s.outstanding.push_back(
+        {e.getId(), e.getNode(), e.getNumChildren(), e.getMaxTokens(), e.getFullSolution(), e.getSeed(), e.getFirstSample()});
   }
   for (auto o : r.getBuffered()) {
     ExpansionOutcome out;
@@ -228,6 +232,8 @@ StatusOr<ProblemCheckpoint> Read(ckpt::Checkpoint::Reader r) {
   for (auto t : r.getDvtsSubtrees()) s.dvts.subtrees.push_back({t.getCurrent(), t.getDone(), t.getPending()});
   for (auto t : r.getDvtsSubtreeOf()) s.dvts.subtree_of[t.getExpansion()] = t.getSubtree();
   s.dvts.finished = Vec<int32_t>(r.getDvtsFinished());
+  s.samples_planned = r.getSamplesPlanned();
+  s.settled = r.getSettled();
   return c;
 }
 

@@ -171,6 +171,7 @@ void SolveJob::Dispatch(int64_t slot) {
     call.max_tokens = e.max_tokens;
     call.full_solution = e.full_solution;
     call.seed = e.seed;
+    call.first_sample = e.first_sample;
     call.temperature = options_.temperature;
     call.top_p = options_.top_p;
     call.top_k = options_.top_k;

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "search/early_stop.h"
+
 namespace canopy {
 namespace {
 
@@ -20,17 +22,36 @@ struct BetterScore {
 // ---- best-of-N ----------------------------------------------------------------------------
 
 void BestOfN::PlanImpl(std::vector<Expansion>* out) {
-  if (planned_) return;
+  if (!options_.early_stop) {
+    if (planned_) return;
+    planned_ = true;
+    TryPlan(SearchTree::kRoot, options_.n, /*full_solution=*/true, options_.solution_tokens, out);
+    return;
+  }
   planned_ = true;
-  TryPlan(SearchTree::kRoot, options_.n, /*full_solution=*/true, options_.solution_tokens, out);
+  if (settled_ || outstanding() > 0 || samples_planned_ >= options_.n) return;
+  const int32_t k = std::min(options_.early_stop_batch, options_.n - samples_planned_);
+  if (TryPlan(SearchTree::kRoot, k, /*full_solution=*/true, options_.solution_tokens, out, samples_planned_)) {
+    samples_planned_ += k;
+  }
 }
 
 std::vector<int32_t> BestOfN::OnChildren(const Expansion& e, const std::vector<int32_t>& children) {
-  // Whole solutions are never grown further: release them and the root now.
-  std::vector<int32_t> releases = tree_.Release(e.node);
+  // Whole solutions are never grown further: release them now, and the root once no more
+  // samples will be drawn from it.
+  std::vector<int32_t> releases;
   for (int32_t c : children) {
     for (int32_t r : tree_.Release(c)) releases.push_back(r);
   }
+  if (options_.early_stop) {
+    const std::vector<int32_t>& all = tree_.node(SearchTree::kRoot).children;
+    const SearchAnswer votes = SelectAnswer(tree_, all, AnswerSelection::kMajority);
+    settled_ = VoteSettled(votes.vote_counts, static_cast<int32_t>(all.size()), options_.early_stop_min,
+                           options_.confidence);
+    if (!settled_ && samples_planned_ < options_.n && !stopped()) return releases;
+  }
+  for (int32_t r : tree_.Release(e.node)) releases.push_back(r);
+  std::sort(releases.begin(), releases.end());
   return releases;
 }
 

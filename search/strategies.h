@@ -12,6 +12,10 @@ namespace canopy {
 
 // Best-of-N (and self-consistency, greedy): one expansion of the root into N whole
 // solutions; the answer by best score, majority or score-weighted majority.
+//
+// With early stopping the n samples are drawn in batches, one outstanding at a time, as
+// continuations of one draw (the same samples, in order, as one n-sample expansion), and
+// drawing stops once the vote is settled (search/early_stop.h).
 class BestOfN : public StrategyBase {
  public:
   explicit BestOfN(const StrategyOptions& o) : StrategyBase(o) {}
@@ -19,11 +23,15 @@ class BestOfN : public StrategyBase {
  private:
   void PlanImpl(std::vector<Expansion>* out) override;
   std::vector<int32_t> OnChildren(const Expansion& e, const std::vector<int32_t>& children) override;
-  bool Finished() const override { return planned_ && outstanding() == 0; }
+  bool Finished() const override {
+    return planned_ && outstanding() == 0 && (!options_.early_stop || settled_ || samples_planned_ >= options_.n);
+  }
   std::vector<int32_t> Candidates() const override { return tree_.node(SearchTree::kRoot).children; }
   Status SaveExtra(StrategyState* out) const override;
   Status RestoreExtra(const StrategyState& state) override;
   bool planned_ = false;
+  int32_t samples_planned_ = 0;  // early stopping: samples drawn or being drawn
+  bool settled_ = false;         // early stopping: the vote is settled
 };
 
 // Step-level beam search with a step scorer (Snell et al.; HF search-and-learn):

@@ -54,7 +54,7 @@ StrategyBase::StrategyBase(const StrategyOptions& options)
     : options_(options), tree_(options.aggregation) {}
 
 bool StrategyBase::TryPlan(int32_t node, int32_t num_children, bool full_solution,
-                           int32_t max_tokens, std::vector<Expansion>* out) {
+                           int32_t max_tokens, std::vector<Expansion>* out, int32_t first_sample) {
   if (stopped()) return false;
   const Budget& b = options_.budget;
   if (b.max_expansions > 0 && expansions_planned_ >= b.max_expansions) {
@@ -78,7 +78,9 @@ bool StrategyBase::TryPlan(int32_t node, int32_t num_children, bool full_solutio
   e.num_children = num_children;
   e.max_tokens = cap;
   e.full_solution = full_solution;
-  e.seed = MixSeed(options_.seed, static_cast<uint64_t>(node), static_cast<uint64_t>(n.num_expansions));
+  e.first_sample = first_sample;
+  const int32_t draw = first_sample > 0 ? 0 : n.num_expansions;  // a continuation draws on
+  e.seed = MixSeed(options_.seed, static_cast<uint64_t>(node), static_cast<uint64_t>(draw));
   n.pending = true;
   ++n.num_expansions;
   ++expansions_planned_;
@@ -132,7 +134,7 @@ std::vector<int32_t> StrategyBase::Apply(const Expansion& e, const ExpansionOutc
   std::vector<int32_t> children;
   // A child beyond the requested count would be a bug in the executor; it is dropped.
   for (size_t i = 0; i < o.children.size() && i < static_cast<size_t>(e.num_children); ++i) {
-    int32_t id = tree_.AddChild(e.node, o.children[i], e.id, static_cast<int32_t>(i));
+    int32_t id = tree_.AddChild(e.node, o.children[i], e.id, e.first_sample + static_cast<int32_t>(i));
     SearchNode& c = tree_.mutable_node(id);
     tokens_used_ += c.tokens;
     c.terminal = IsTerminal(c, e.full_solution);
@@ -254,6 +256,14 @@ StatusOr<std::unique_ptr<Strategy>> MakeStrategy(const StrategyOptions& o) {
     return std::unique_ptr<Strategy>(std::move(l));
   }
   StrategyOptions opt = o;
+  if (o.early_stop) {
+    if (o.kind != "best-of-n" && o.kind != "self-consistency") {
+      return InvalidArgumentError("early stopping is for best-of-n and self-consistency, not " + o.kind);
+    }
+    if (!(o.confidence > 0.5 && o.confidence <= 1.0) || o.early_stop_min < 1 || o.early_stop_batch < 1) {
+      return InvalidArgumentError("early stopping: confidence must be in (0.5, 1], the minimum and batch at least 1");
+    }
+  }
   if (o.kind == "best-of-n") return std::unique_ptr<Strategy>(new BestOfN(opt));
   if (o.kind == "self-consistency") {
     opt.selection = AnswerSelection::kMajority;

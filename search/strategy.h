@@ -42,6 +42,9 @@ struct Expansion {
   int32_t max_tokens = 0;     // per child
   bool full_solution = false; // generate to the end of the answer, not one step
   uint64_t seed = 0;
+  // Its children are samples first_sample, first_sample + 1, ... of the draw `seed` names
+  // (0 for all but early-stopped sampling, which draws one expansion's samples in batches).
+  int32_t first_sample = 0;
 };
 
 struct ExpansionOutcome {
@@ -80,6 +83,14 @@ struct StrategyOptions {
   AnswerSelection selection = AnswerSelection::kWeightedMajority;
   Budget budget;
   uint64_t seed = 0;  // the problem's seed: derived by the caller from (job seed, problem id)
+  // best-of-n, self-consistency: draw the n samples in batches of early_stop_batch and stop
+  // once the vote is settled (search/early_stop.h): at least early_stop_min samples, and the
+  // leading answer stays ahead with probability >= confidence. The samples are those of the
+  // one n-sample expansion, in order, so an early stop is a prefix of the full run.
+  bool early_stop = false;
+  double confidence = 0.95;
+  int32_t early_stop_min = 4;
+  int32_t early_stop_batch = 4;
   // label-*: rollouts per measured step, and the problem's gold answer (set per problem).
   int32_t rollouts = 8;
   std::string gold;

@@ -33,9 +33,10 @@ class StrategyBase : public Strategy {
  protected:
   // Plans an expansion of `node` into `out` if the budgets allow it: marks the node pending,
   // reserves num_children × (cap) tokens and derives the seed. On refusal the strategy is
-  // stopped with the budget's reason and false is returned.
+  // stopped with the budget's reason and false is returned. first_sample > 0: the children
+  // are samples first_sample, ... of the node's first expansion (its seed), continuing it.
   bool TryPlan(int32_t node, int32_t num_children, bool full_solution, int32_t max_tokens,
-               std::vector<Expansion>* out);
+               std::vector<Expansion>* out, int32_t first_sample = 0);
   bool stopped() const { return stop_ != StopReason::kNone; }
   StopReason stop_reason() const { return stop_; }
   // Generated tokens the budget still leaves for new reservations (INT64_MAX: no budget).

@@ -49,6 +49,12 @@ uint64_t OptionsDigest(const StrategyOptions& o) {
   Put(&b, o.budget.max_seconds);
   Put(&b, o.seed);
   Put(&b, o.rollouts);
+  Put(&b, o.early_stop);
+  if (o.early_stop) {
+    Put(&b, o.confidence);
+    Put(&b, o.early_stop_min);
+    Put(&b, o.early_stop_batch);
+  }
   b += o.gold;
   return StringHash(b);
 }
@@ -86,7 +92,7 @@ Status StrategyBase::Restore(const StrategyState& s) {
     if (e.id < s.next_apply || e.id >= s.next_id || outstanding.count(e.id)) {
       return Bad("outstanding expansion " + std::to_string(e.id) + " out of range or repeated");
     }
-    if (e.node < 0 || e.node >= tree.size() || e.num_children < 1 || e.max_tokens < 1) {
+    if (e.node < 0 || e.node >= tree.size() || e.num_children < 1 || e.max_tokens < 1 || e.first_sample < 0) {
       return Bad("outstanding expansion " + std::to_string(e.id) + " is malformed");
     }
     if (!pending_nodes.insert(e.node).second) return Bad("node " + std::to_string(e.node) + " expanded twice at once");
@@ -145,11 +151,16 @@ Status StrategyBase::RestoreExtra(const StrategyState&) {
 
 Status BestOfN::SaveExtra(StrategyState* s) const {
   s->root_planned = planned_;
+  s->samples_planned = samples_planned_;
+  s->settled = settled_;
   return Status::Ok();
 }
 
 Status BestOfN::RestoreExtra(const StrategyState& s) {
+  if (s.samples_planned < 0 || s.samples_planned > options_.n) return Bad("samples planned");
   planned_ = s.root_planned;
+  samples_planned_ = s.samples_planned;
+  settled_ = s.settled;
   return Status::Ok();
 }
 

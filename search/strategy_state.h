@@ -47,6 +47,8 @@ struct StrategyState {
 
   // The concrete strategy's own fields (only its kind's are meaningful).
   bool root_planned = false;  // best-of-N: its one expansion; DVTS: the root's
+  int32_t samples_planned = 0;  // best-of-N with early stopping
+  bool settled = false;
   struct Beam {
     int32_t round = 0;
     int32_t round_outstanding = 0;

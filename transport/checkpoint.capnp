@@ -46,6 +46,7 @@ struct Expansion {
   maxTokens @3 :Int32;
   fullSolution @4 :Bool;
   seed @5 :UInt64;
+  firstSample @6 :Int32;
 }
 
 struct Child {
@@ -102,4 +103,6 @@ struct Checkpoint {
   dvtsSubtrees @22 :List(Subtree);
   dvtsSubtreeOf @23 :List(SubtreeOf);
   dvtsFinished @24 :List(Int32);
+  samplesPlanned @25 :Int32;      # best-of-N with early stopping
+  settled @26 :Bool;
 }

@@ -81,7 +81,7 @@ class FakeWorker : public WorkerLink {
     ExpandReply r;
     r.call = c.call;
     r.error = score_error;
-    for (int32_t i = 0; i < c.num_children; ++i) {
+    for (int32_t i = c.first_sample; i < c.first_sample + c.num_children; ++i) {
       uint64_t h = MixSeed(c.seed, i);
       ChildReply ch;
       bool final = c.full_solution || h % 4 == 0;
@@ -471,6 +471,34 @@ TEST(SolveJob, PeriodicCheckpointsFollowTheClock) {
   }
   EXPECT_EQ(job.checkpoint_stats().rounds, static_cast<int64_t>(events.size()));
   EXPECT_TRUE(store.Load(nullptr).empty());  // every problem answered: none left
+}
+
+// Early stopping through the job: each problem's samples are the first of the full run's, in
+// order (the worker names them by their sample index), and some problems stop early.
+TEST(SolveJob, EarlyStoppedSamplesArePrefixesOfTheFullRun) {
+  const std::vector<Problem> ps = Problems(12);
+  SolveOptions full = Options("self-consistency", 16, 4);
+  FakeWorker a;
+  const auto all = Solve(full, &a, ps);
+  SolveOptions early = full;
+  early.strategy.early_stop = true;
+  early.strategy.confidence = 0.9;
+  early.strategy.early_stop_min = 4;
+  early.strategy.early_stop_batch = 4;
+  FakeWorker b;
+  b.shuffle = true;
+  const auto some = Solve(early, &b, ps);
+  ASSERT_EQ(all.size(), some.size());
+  int stopped_early = 0;
+  for (size_t i = 0; i < all.size(); ++i) {
+    ASSERT_EQ(all[i].candidates.size(), 16u);
+    const size_t k = some[i].candidates.size();
+    EXPECT_GE(k, 4u);
+    stopped_early += k < 16;
+    for (size_t j = 0; j < k; ++j) EXPECT_EQ(some[i].candidates[j].answer, all[i].candidates[j].answer) << i << "/" << j;
+  }
+  EXPECT_GT(stopped_early, 0);
+  EXPECT_THAT(b.live_, ::testing::IsEmpty());
 }
 
 TEST(SolveJob, ProblemSeedIsStable) {

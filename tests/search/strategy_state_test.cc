@@ -4,6 +4,7 @@
 // Corrupt states are refused with an error, never a crash or a wrong tree.
 // ctest-labels: unit
 #include <algorithm>
+#include <cctype>
 #include <random>
 #include <string>
 
@@ -18,7 +19,7 @@ namespace {
 // An executor that answers an expansion from its seed alone (as batch-invariant decoding
 // does): re-running an expansion after a restore gives the same children.
 StepOutcome Simulated(const Expansion& e, int32_t i) {
-  const uint64_t h = MixSeed(e.seed, static_cast<uint64_t>(i), 7);
+  const uint64_t h = MixSeed(e.seed, static_cast<uint64_t>(e.first_sample + i), 7);
   StepOutcome o;
   const bool ends = e.full_solution || h % 6 == 0;
   o.text = ends ? "so \\boxed{" + std::to_string(h % 3) + "}" : "step " + std::to_string(h % 1000) + "\n\n";
@@ -96,9 +97,17 @@ void ExpectSameAnswer(const Strategy& a, const Strategy& b) {
   EXPECT_EQ(a.expansions_planned(), b.expansions_planned());
 }
 
-StrategyOptions Options(const std::string& kind) {
+// "KIND+early-stop": KIND drawn in batches with early stopping.
+StrategyOptions Options(const std::string& name) {
   StrategyOptions o;
+  const std::string kind = name.substr(0, name.find('+'));
   o.kind = kind;
+  if (name.ends_with("+early-stop")) {
+    o.early_stop = true;
+    o.confidence = 0.8;
+    o.early_stop_min = 2;
+    o.early_stop_batch = 2;
+  }
   o.n = kind == "mcts" ? 24 : 8;
   o.beam_width = 2;
   o.mcts_children = 3;
@@ -129,8 +138,9 @@ TEST_P(EveryStrategy, RestoredAtEveryPointEndsAsTheUninterruptedRun) {
     Job reference(whole.get(), 1);
     ASSERT_TRUE(reference.Run());
     ASSERT_TRUE(whole->Done());
-    const bool one_expansion = o.kind == "greedy" || o.kind == "best-of-n" || o.kind == "self-consistency";
-    EXPECT_GE(reference.delivered(), one_expansion ? 1 : 5);
+    const bool one_expansion = (o.kind == "greedy" || o.kind == "best-of-n" || o.kind == "self-consistency") &&
+                               !o.early_stop;
+    EXPECT_GE(reference.delivered(), one_expansion ? 1 : o.early_stop ? 2 : 5);
     int with_outstanding = 0;
     for (int64_t k = 0; k <= reference.delivered(); ++k) {
       SCOPED_TRACE("budget " + std::to_string(token_budget) + ", interrupted after " + std::to_string(k));
@@ -162,7 +172,13 @@ TEST_P(EveryStrategy, RestoredAtEveryPointEndsAsTheUninterruptedRun) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Kinds, EveryStrategy,
-                         ::testing::Values("greedy", "best-of-n", "self-consistency", "beam", "dvts", "mcts"));
+                         ::testing::Values("greedy", "best-of-n", "self-consistency", "beam", "dvts", "mcts",
+                                           "self-consistency+early-stop"),
+                         [](const auto& info) {
+                           std::string n = info.param;
+                           for (char& c : n) c = std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
+                           return n;
+                         });
 
 // A half-run MCTS state to corrupt.
 StrategyState MidwayMcts(const StrategyOptions& o) {
