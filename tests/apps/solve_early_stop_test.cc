@@ -1,0 +1,111 @@
+// `canopy solve --early-stop` on the default model (batch-invariant): each problem's samples
+// are the first samples of the full self-consistency run, in order, with the same answers
+// and scores; drawing stopped where the stopping rule first held on them; summary.json
+// counts the samples saved. A strategy that is not sampling is refused.
+// ctest-labels: unit model
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+
+#include "search/answer.h"
+#include "search/early_stop.h"
+#include "tests/testing/paths.h"
+#include "tests/testing/subprocess.h"
+#include "tests/testing/temp_dir.h"
+
+namespace canopy {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+class SolveEarlyStopTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::ifstream in(std::string(CANOPY_DATA_DIR) + "/mawps_multiarith.jsonl");
+    ASSERT_TRUE(in);
+    std::ofstream out(dir_ / "four.jsonl");
+    std::string line;
+    for (int i = 0; i < 4 && std::getline(in, line); ++i) out << line << "\n";
+  }
+  int Solve(const fs::path& out, const std::string& extra, std::string* log) const {
+    const std::string cmd = "OMP_NUM_THREADS=1 " + std::string(CANOPY_BIN) + " solve --dataset " +
+                            (dir_ / "four.jsonl").string() + " --output " + out.string() +
+                            " --strategy self-consistency --n 8 --solution-tokens 96 --seed 4 --batch-invariant"
+                            " --kv-cache-mb 64 --problems-in-flight 2" + extra;
+    int rc = 0;
+    *log = testing::Capture(cmd, &rc);
+    return rc;
+  }
+  static std::map<std::string, json> ById(const fs::path& file) {
+    std::map<std::string, json> m;
+    std::ifstream in(file);
+    std::string line;
+    while (std::getline(in, line)) {
+      json r = json::parse(line);
+      m[r["id"].get<std::string>()] = r;
+    }
+    return m;
+  }
+
+  const testing::ScopedTempDir tmp_{"solve_early_stop_test"};
+  const fs::path dir_ = tmp_.path();
+};
+
+TEST_F(SolveEarlyStopTest, SamplesArePrefixesAndTheRuleDecides) {
+  CANOPY_REQUIRE_DEFAULT_MODEL(model);
+  std::string log;
+  ASSERT_EQ(Solve(dir_ / "full", "", &log), 0) << log;
+  ASSERT_EQ(Solve(dir_ / "early", " --early-stop --confidence 0.7 --early-stop-min 2 --early-stop-batch 2", &log), 0)
+      << log;
+  const auto full = ById(dir_ / "full" / "results.jsonl");
+  const auto early = ById(dir_ / "early" / "results.jsonl");
+  ASSERT_EQ(full.size(), 4u);
+  ASSERT_EQ(early.size(), 4u);
+  int64_t saved = 0;
+  for (const auto& [id, f] : full) {
+    const json& e = early.at(id);
+    const json& fc = f["candidates"];
+    const json& ec = e["candidates"];
+    ASSERT_EQ(fc.size(), 8u) << id;
+    ASSERT_GE(ec.size(), 2u) << id;
+    ASSERT_EQ(ec.size() % 2, 0u) << id;
+    for (size_t i = 0; i < ec.size(); ++i) EXPECT_EQ(ec[i], fc[i]) << id << " sample " << i;
+    // Where the rule first holds on the full run's samples is where drawing stopped.
+    size_t expect = 8;
+    for (size_t m = 2; m <= 8; m += 2) {
+      std::map<std::string, int32_t> votes;
+      for (size_t i = 0; i < m; ++i) {
+        const std::string a = fc[i][0].get<std::string>();
+        if (a.empty()) continue;
+        bool merged = false;
+        for (auto& [k, v] : votes) {
+          if (AnswersEquivalent(k, a)) {
+            ++v;
+            merged = true;
+            break;
+          }
+        }
+        if (!merged) votes[a] = 1;
+      }
+      if (VoteSettled(votes, static_cast<int32_t>(m), 2, 0.7)) {
+        expect = m;
+        break;
+      }
+    }
+    EXPECT_EQ(ec.size(), expect) << id;
+    saved += 8 - static_cast<int64_t>(ec.size());
+  }
+  const json summary = json::parse(std::ifstream(dir_ / "early" / "summary.json"));
+  EXPECT_EQ(summary["settings"]["early_stop"]["saved"], saved);
+  EXPECT_EQ(summary["settings"]["early_stop"]["samples_without"], 32);
+  EXPECT_NE(Solve(dir_ / "beam", " --strategy beam --early-stop", &log), 0);
+  EXPECT_THAT(log, ::testing::HasSubstr("--early-stop is for best-of-n and self-consistency"));
+}
+
+}  // namespace
+}  // namespace canopy
