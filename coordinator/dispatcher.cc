@@ -63,6 +63,8 @@ Status Dispatcher::CreateRoot(const RootSpec& root) {
   if (nodes_.count(root.key)) return InvalidArgumentError("dispatcher: root key already exists");
   auto recipe = std::make_shared<Recipe>();
   recipe->root = std::make_shared<const RootSpec>(root);
+  // A node made from its path (a restored tree's): its tokens count toward its children's.
+  recipe->path_tokens = static_cast<int64_t>(root.path_tokens.size());
   nodes_[root.key] = NodeEntry{std::move(recipe), {}};
   return Status::Ok();
 }
