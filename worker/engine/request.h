@@ -19,6 +19,18 @@ struct StopCondition {
   bool stop_at_end_of_turn = true;
 };
 
+// Budget forcing (s1: Muennighoff et al. 2025), per child, counted in the child's own
+// tokens: an end of turn drawn before `min_tokens` is replaced by the `wait` tokens and the
+// child goes on; after `answer_at` tokens (> 0) the next draw is replaced by the `cue` tokens
+// (the thinking is cut) and the child goes on to its answer. Forced tokens enter the
+// sequence as if drawn, with log-probability 0. Empty token lists turn each off.
+struct BudgetForcing {
+  int32_t min_tokens = 0;
+  std::vector<int32_t> wait;
+  int32_t answer_at = 0;
+  std::vector<int32_t> cue;
+};
+
 struct ExpandRequest {
   NodeId node = -1;
   int32_t num_children = 1;
@@ -32,6 +44,7 @@ struct ExpandRequest {
   // (ExpandedChild::hidden). That token is computed in a batch step that runs anyway, as
   // one more one-token item; the request finishes a step later than without.
   bool want_hidden = false;
+  BudgetForcing forcing;
 };
 
 struct ExpandedChild {
@@ -42,6 +55,8 @@ struct ExpandedChild {
   double sum_logprob = 0.0;
   FinishReason finish = FinishReason::kLength;
   std::vector<float> hidden;        // with ExpandRequest::want_hidden: hidden_size floats
+  int32_t waits = 0;                // budget forcing: ends replaced by `wait`
+  bool cued = false;                // budget forcing: the answer cue was appended
 };
 
 struct ExpandResult {

@@ -461,8 +461,31 @@ CommitResult Scheduler::Commit(const StepPlan& plan) {
 // Update
 // ---------------------------------------------------------------------------------------
 
-void Scheduler::Accept(SchedRequest* r, int32_t i, const SampledToken& t) {
+SampledToken Scheduler::Forced(SchedRequest* r, SchedChild* c, const SampledToken& drawn) const {
+  const BudgetForcing& f = r->req.forcing;
+  const auto made = static_cast<int32_t>(c->out.tokens.size());
+  auto start = [&](const std::vector<int32_t>& tokens) {
+    c->forced = tokens;
+    c->forced_next = 1;
+    return SampledToken{tokens[0], 0.0f};
+  };
+  if (c->forced_next < c->forced.size()) return SampledToken{c->forced[c->forced_next++], 0.0f};
+  if (c->out.cued) return drawn;  // after the cue the child may end as it likes
+  if (f.answer_at > 0 && made >= f.answer_at && !f.cue.empty()) {
+    c->out.cued = true;
+    return start(f.cue);
+  }
+  const std::vector<int32_t>& eot = options_.end_of_turn;
+  if (made < f.min_tokens && !f.wait.empty() && std::find(eot.begin(), eot.end(), drawn.token) != eot.end()) {
+    ++c->out.waits;
+    return start(f.wait);
+  }
+  return drawn;
+}
+
+void Scheduler::Accept(SchedRequest* r, int32_t i, const SampledToken& drawn) {
   SchedChild& c = r->children[static_cast<size_t>(i)];
+  const SampledToken t = Forced(r, &c, drawn);
   const StopCondition& stop = r->req.stop;
   c.out.tokens.push_back(t.token);
   c.out.logprobs.push_back(t.logprob);

@@ -70,6 +70,8 @@ struct SchedChild {
   bool hidden_pending = false;  // done, its hidden state still to compute (want_hidden)
   ExpandedChild out;
   size_t text_scan_from = 0;    // for the text hook: where a stop string may still begin
+  std::vector<int32_t> forced;  // budget forcing: tokens that replace the next draws
+  size_t forced_next = 0;       // the next of them
 };
 
 struct SchedRequest {
@@ -205,7 +207,10 @@ class Scheduler {
   bool IsIdleEntry(const IdleEntry& e) const;
   bool ApplyAction(const KvAction& a, NodeId* next_fork, CommitResult* out);
   // A drawn token: bookkeeping, stop conditions; unpins a child that is done.
-  void Accept(SchedRequest* r, int32_t i, const SampledToken& t);
+  void Accept(SchedRequest* r, int32_t i, const SampledToken& drawn);
+  // The token child `c` takes instead of `drawn` under budget forcing (ExpandRequest::forcing):
+  // the next forced token, the first of `wait` or `cue` when they start, else `drawn`.
+  SampledToken Forced(SchedRequest* r, SchedChild* c, const SampledToken& drawn) const;
   // Each child's first token that is not drawn yet, from the parent's logits.
   void DrawFirstTokens(SchedRequest* r, std::span<const float> logits);
   void ApplyOutput(const WorkItem& w, std::span<const float> row, const SampledToken* drawn);
