@@ -69,6 +69,10 @@ void AddStrategyOptions(CLI::App& app, JobSpec* s) {
   app.add_option("--confidence", s->confidence, "--early-stop: P(the leading answer stays ahead) that settles the vote");
   app.add_option("--early-stop-min", s->early_stop_min, "--early-stop: never stop before this many samples");
   app.add_option("--early-stop-batch", s->early_stop_batch, "--early-stop: samples drawn at a time");
+  app.add_option("--min-thinking-tokens", s->min_thinking_tokens,
+                 "budget forcing: an end before this many tokens of a path becomes \"Wait\" (0: off)");
+  app.add_option("--max-thinking-tokens", s->max_thinking_tokens,
+                 "budget forcing: at this many tokens of a path the thinking is cut and a final-answer cue appended (0: off)");
 }
 
 // canopy label's instead.
@@ -153,6 +157,8 @@ Status ValidateRanges(const JobSpec& s) {
       {"--max-expansions", static_cast<double>(s.max_expansions)},
       {"--problems-in-flight", static_cast<double>(s.in_flight)},
       {"--max-tokens", static_cast<double>(s.max_tokens)},
+      {"--min-thinking-tokens", static_cast<double>(s.min_thinking_tokens)},
+      {"--max-thinking-tokens", static_cast<double>(s.max_thinking_tokens)},
       {"--job-max-tokens", static_cast<double>(s.job_max_tokens)},
       {"--offset", static_cast<double>(s.offset)},
       {"--max-seconds", s.max_seconds},

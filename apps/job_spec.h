@@ -33,6 +33,8 @@ struct JobSpec {
   bool early_stop = false;
   double confidence = 0.95;
   int early_stop_min = 4, early_stop_batch = 4;
+  // Budget forcing (s1), in tokens along each path; 0: off.
+  int min_thinking_tokens = 0, max_thinking_tokens = 0;
   // canopy label: mc or binary, K samples per problem, M rollouts per measured step; every
   // problem needs a gold answer (a line without one is a dataset error).
   std::string label_method = "mc";

@@ -68,6 +68,8 @@ StatusOr<SolveOptions> RunOptions(const JobContext& job, const Run& run) {
   so.job_max_seconds = f.job_max_seconds;
   so.checkpoint_seconds = f.checkpoint_seconds;
   so.cancel_stopped = !f.no_cancel;
+  so.min_thinking_tokens = f.min_thinking_tokens;
+  so.max_thinking_tokens = f.max_thinking_tokens;
   so.system_prompt = job.system_prompt;
   so.family = job.dataset.family;
   so.scorer = run.scorer;
@@ -100,6 +102,12 @@ nlohmann::json RunSettings(const JobContext& job, const Run& run, const SolveOpt
   j["task_family"] = TaskFamilyName(so.family);
   j["batch_invariant"] = f.worker.batch_invariant;
   if (!so.cancel_stopped) j["no_cancel"] = true;  // changes the trees of stopped problems
+  if (so.min_thinking_tokens > 0 || so.max_thinking_tokens > 0) {
+    j["budget_forcing"] = {{"min_thinking_tokens", so.min_thinking_tokens},
+                           {"max_thinking_tokens", so.max_thinking_tokens},
+                           {"wait_text", so.wait_text},
+                           {"answer_cue", so.answer_cue}};
+  }
   if (s.early_stop) {
     j["early_stop"] = {{"confidence", s.confidence}, {"min", s.early_stop_min}, {"batch", s.early_stop_batch}};
   }

@@ -64,6 +64,8 @@ void PutChild(Builder b, const StepOutcome& c) {
   Fill(b.initStepScores(static_cast<unsigned>(c.step_scores.size())), c.step_scores);
   Fill(b.initTokenIds(static_cast<unsigned>(c.token_ids.size())), c.token_ids);
   FillTexts(b.initSteps(static_cast<unsigned>(c.steps.size())), c.steps);
+  b.setWaits(c.waits);
+  b.setCued(c.cued);
 }
 
 void PutNodes(capnp::List<ckpt::Node>::Builder out, const std::vector<SearchNode>& nodes) {
@@ -91,6 +93,8 @@ void PutNodes(capnp::List<ckpt::Node>::Builder out, const std::vector<SearchNode
     b.setPrior(n.prior);
     b.setExpansion(n.expansion);
     b.setSample(n.sample);
+    b.setWaits(n.waits);
+    b.setCued(n.cued);
   }
 }
 
@@ -117,6 +121,8 @@ StatusOr<std::vector<SearchNode>> GetNodes(capnp::List<ckpt::Node>::Reader in) {
     n.prior = r.getPrior();
     n.expansion = r.getExpansion();
     n.sample = r.getSample();
+    n.waits = r.getWaits();
+    n.cued = r.getCued();
     nodes.push_back(std::move(n));
   }
   return nodes;
@@ -215,6 +221,8 @@ StatusOr<ProblemCheckpoint> Read(ckpt::Checkpoint::Reader r) {
       c.step_scores = Vec<double>(ch.getStepScores());
       c.token_ids = Vec<int32_t>(ch.getTokenIds());
       c.steps = Texts(ch.getSteps());
+      c.waits = ch.getWaits();
+      c.cued = ch.getCued();
       out.children.push_back(std::move(c));
     }
     s.buffered.push_back(std::move(out));

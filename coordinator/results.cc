@@ -50,6 +50,8 @@ nlohmann::json ResultToJson(const ResultRecord& r) {
   if (!r.votes.empty()) j["votes"] = r.votes;
   if (r.num_candidates) j["num_candidates"] = *r.num_candidates;
   if (r.oracle) j["oracle"] = *r.oracle;
+  if (r.forced_waits) j["forced_waits"] = *r.forced_waits;
+  if (r.answer_cued) j["answer_cued"] = *r.answer_cued;
   if (!r.candidates.empty()) {
     nlohmann::json c = nlohmann::json::array();
     for (const auto& x : r.candidates) c.push_back({x.answer, x.score, x.correct});
@@ -86,6 +88,8 @@ StatusOr<ResultRecord> ResultFromJson(const nlohmann::json& j) {
   CANOPY_RETURN_IF_ERROR(GetField(j, "votes", &r.votes));
   CANOPY_RETURN_IF_ERROR(GetOptional(j, "num_candidates", &r.num_candidates));
   CANOPY_RETURN_IF_ERROR(GetOptional(j, "oracle", &r.oracle));
+  CANOPY_RETURN_IF_ERROR(GetOptional(j, "forced_waits", &r.forced_waits));
+  CANOPY_RETURN_IF_ERROR(GetOptional(j, "answer_cued", &r.answer_cued));
   if (auto c = j.find("candidates"); c != j.end() && !c->is_null()) {
     if (!c->is_array()) return InvalidArgumentError("a result's 'candidates' is not an array");
     for (const auto& x : *c) {

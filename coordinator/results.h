@@ -42,6 +42,10 @@ struct ResultRecord {
   // Graded only: whether any candidate's answer is equivalent to the gold (the oracle, "any
   // sample right": the headroom a better selection could reach).
   std::optional<bool> oracle;
+  // With budget forcing only: the ends the chosen path had replaced by the wait text, and
+  // whether its thinking was cut by the answer cue.
+  std::optional<int64_t> forced_waits;
+  std::optional<bool> answer_cued;
   // Every candidate, in the strategy's order (best-of-N: sample order): its normalized answer
   // ("" when it has none), path score and correctness.
   struct Candidate {

@@ -160,6 +160,26 @@ Status SolveJob::Start(const Problem& p, int64_t slot) {
   return Status::Ok();
 }
 
+void SolveJob::SetForcing(const Active& a, const Expansion& e, ExpandCall* call) const {
+  const int32_t lo = options_.min_thinking_tokens, hi = options_.max_thinking_tokens;
+  if (lo <= 0 && hi <= 0) return;
+  // Counted along the path: a step-level strategy forces across its steps.
+  const SearchTree& t = a.strategy->tree();
+  int32_t thought = 0;
+  for (int32_t n : t.Path(e.node)) {
+    if (t.node(n).cued) return;  // the path is answering: no more forcing
+    thought += t.node(n).tokens;
+  }
+  if (lo > 0) {
+    call->min_tokens = std::max(0, lo - thought);
+    call->wait_text = options_.wait_text;
+  }
+  if (hi > 0) {
+    call->answer_at = std::max(1, hi - thought);
+    call->answer_cue = options_.answer_cue;
+  }
+}
+
 void SolveJob::Dispatch(int64_t slot) {
   Active& a = active_.at(slot);
   for (const Expansion& e : a.strategy->Plan()) {
@@ -172,6 +192,7 @@ void SolveJob::Dispatch(int64_t slot) {
     call.full_solution = e.full_solution;
     call.seed = e.seed;
     call.first_sample = e.first_sample;
+    SetForcing(a, e, &call);
     call.temperature = options_.temperature;
     call.top_p = options_.top_p;
     call.top_k = options_.top_k;
@@ -205,6 +226,8 @@ void SolveJob::Deliver(const ExpandReply& reply) {
     s.step_scores = c.step_scores;
     s.token_ids = c.token_ids;
     s.steps = c.steps;
+    s.waits = c.waits;
+    s.cued = c.cued;
     tokens_ += c.tokens;
     o.children.push_back(std::move(s));
   }
@@ -277,6 +300,14 @@ ResultRecord SolveJob::Finish(int64_t slot) {
   r.expansions = s.expansions_planned();
   r.seconds = Now() - a.start;
   if (ans.node >= 0) r.path = s.tree().PathSteps(ans.node);
+  if (options_.min_thinking_tokens > 0 || options_.max_thinking_tokens > 0) {
+    r.forced_waits = 0;
+    r.answer_cued = false;
+    for (int32_t n : ans.node >= 0 ? s.tree().Path(ans.node) : std::vector<int32_t>{}) {
+      *r.forced_waits += s.tree().node(n).waits;
+      *r.answer_cued = *r.answer_cued || s.tree().node(n).cued;
+    }
+  }
   r.budget_exhausted = ans.budget_exhausted;
   r.stop_reason = StopReasonName(ans.stop_reason);
   for (const auto& [k, v] : ans.vote_counts) r.votes[k] = v;

@@ -76,6 +76,13 @@ struct SolveOptions {
   // lets them decode to the end (their children still join its tree): the behaviour to
   // compare cancellation against.
   bool cancel_stopped = true;
+  // Budget forcing (s1), counted along each path: an end of turn before min_thinking_tokens
+  // becomes wait_text and the path goes on; at max_thinking_tokens the thinking is cut and
+  // answer_cue appended. 0: off.
+  int32_t min_thinking_tokens = 0;
+  int32_t max_thinking_tokens = 0;
+  std::string wait_text = "\nWait";
+  std::string answer_cue = "\nFinal answer: \\boxed{";
   TaskFamily family = TaskFamily::kArithmetic;
 };
 
@@ -182,6 +189,8 @@ class SolveJob {
   // The key to expand `node` by: a restored node is made on a worker first.
   StatusOr<NodeKey> ExpandKey(Active& a, int32_t node);
   void ReleaseNode(const Active& a, int32_t node);
+  // Budget forcing's share of `e`'s call (SolveOptions::min/max_thinking_tokens).
+  void SetForcing(const Active& a, const Expansion& e, ExpandCall* call) const;
   // A checkpoint of every problem in flight.
   void WriteCheckpoints(const char* why);
   // Restores `p`'s strategy from its checkpoint into `a` if there is a good one.

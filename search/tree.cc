@@ -97,6 +97,8 @@ int32_t SearchTree::AddChild(int32_t parent, const StepOutcome& outcome, uint64_
   child.step_scores = outcome.step_scores;
   child.token_ids = outcome.token_ids;
   child.steps = outcome.steps;
+  child.waits = outcome.waits;
+  child.cued = outcome.cued;
   child.path = nodes_[parent].path;
   for (double s : outcome.step_scores) child.path.Add(s);
   child.path_score = child.path.Value(aggregation_);

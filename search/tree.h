@@ -51,6 +51,9 @@ struct StepOutcome {
   // needs to make the node again from scratch, e.g. after a restore); may be empty.
   std::vector<int32_t> token_ids;
   std::vector<std::string> steps;
+  // Budget forcing: ends replaced by the wait text, and whether the answer cue was appended.
+  int32_t waits = 0;
+  bool cued = false;
 };
 
 struct SearchNode {
@@ -64,6 +67,8 @@ struct SearchNode {
   std::vector<double> step_scores;
   std::vector<int32_t> token_ids;  // as in StepOutcome
   std::vector<std::string> steps;
+  int32_t waits = 0;  // as in StepOutcome
+  bool cued = false;
   PathScore path;
   double path_score = 0.0;   // path.Value(tree aggregation)
   bool terminal = false;     // a finished solution (or cut at the depth limit)

@@ -49,6 +49,11 @@ struct ExpandCall {
   topP @7 :Float32;
   topK @8 :Int32;
   firstSample @9 :Int32;   # the children are samples firstSample .. firstSample+numChildren-1
+  # Budget forcing (worker/engine/request.h BudgetForcing), in each child's own tokens:
+  minTokens @10 :Int32;    # an end drawn before this becomes `waitText` (0: off)
+  answerAt @11 :Int32;     # after this many tokens `answerCue` is appended (0: off)
+  waitText @12 :Text;
+  answerCue @13 :Text;
 }
 
 enum ChildFinish {
@@ -65,6 +70,8 @@ struct ChildReply {
   stepScores @4 :List(Float64);
   tokenIds @5 :List(Int32);   # the generated tokens themselves
   steps @6 :List(Text);       # the steps the worker split `text` into (what scorers saw)
+  waits @7 :Int32;            # budget forcing: ends replaced by the wait text
+  cued @8 :Bool;              # budget forcing: the answer cue was appended
 }
 
 struct ExpandReply {

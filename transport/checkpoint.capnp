@@ -37,6 +37,8 @@ struct Node {
   prior @15 :Float64;
   expansion @16 :UInt64;
   sample @17 :Int32;
+  waits @18 :Int32;             # budget forcing
+  cued @19 :Bool;
 }
 
 struct Expansion {
@@ -57,6 +59,8 @@ struct Child {
   stepScores @4 :List(Float64);
   tokenIds @5 :List(Int32);
   steps @6 :List(Text);
+  waits @7 :Int32;
+  cued @8 :Bool;
 }
 
 struct Outcome {

@@ -336,6 +336,10 @@ void ToWire(const ExpandCall& call, wire::ExpandCall::Builder out) {
   out.setTopP(call.top_p);
   out.setTopK(call.top_k);
   out.setFirstSample(call.first_sample);
+  out.setMinTokens(call.min_tokens);
+  out.setAnswerAt(call.answer_at);
+  out.setWaitText(Txt(call.wait_text));
+  out.setAnswerCue(Txt(call.answer_cue));
 }
 void ToWire(const ChildReply& child, wire::ChildReply::Builder out) {
   out.setText(Txt(child.text));
@@ -346,6 +350,8 @@ void ToWire(const ChildReply& child, wire::ChildReply::Builder out) {
   FillList(out.initTokenIds(child.token_ids.size()), child.token_ids);
   auto steps = out.initSteps(child.steps.size());
   for (size_t i = 0; i < child.steps.size(); ++i) steps.set(i, Txt(child.steps[i]));
+  out.setWaits(child.waits);
+  out.setCued(child.cued);
 }
 void ToWire(const ExpandReply& reply, wire::ExpandReply::Builder out) {
   out.setCall(reply.call);
@@ -379,6 +385,10 @@ ExpandCall FromWire(wire::ExpandCall::Reader in) {
   m.top_p = in.getTopP();
   m.top_k = in.getTopK();
   m.first_sample = in.getFirstSample();
+  m.min_tokens = in.getMinTokens();
+  m.answer_at = in.getAnswerAt();
+  m.wait_text = Str(in.getWaitText());
+  m.answer_cue = Str(in.getAnswerCue());
   return m;
 }
 StatusOr<ChildReply> FromWire(wire::ChildReply::Reader in) {
@@ -391,6 +401,8 @@ StatusOr<ChildReply> FromWire(wire::ChildReply::Reader in) {
   m.step_scores = Vec<double>(in.getStepScores());
   m.token_ids = Vec<int32_t>(in.getTokenIds());
   for (auto t : in.getSteps()) m.steps.push_back(Str(t));
+  m.waits = in.getWaits();
+  m.cued = in.getCued();
   return m;
 }
 StatusOr<ExpandReply> FromWire(wire::ExpandReply::Reader in) {

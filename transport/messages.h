@@ -57,6 +57,12 @@ struct ExpandCall {
   float top_p = 1.0f;
   int32_t top_k = 0;
   int32_t first_sample = 0;  // children are samples first_sample, first_sample + 1, ...
+  // Budget forcing, in each child's own tokens: an end of turn before min_tokens becomes
+  // wait_text and the child goes on; after answer_at tokens answer_cue is appended (0: off).
+  int32_t min_tokens = 0;
+  int32_t answer_at = 0;
+  std::string wait_text;
+  std::string answer_cue;
   friend bool operator==(const ExpandCall&, const ExpandCall&) = default;
 };
 
@@ -68,6 +74,8 @@ struct ChildReply {
   std::vector<double> step_scores;  // one per step in `text`; empty without a scorer
   std::vector<int32_t> token_ids;   // the generated tokens
   std::vector<std::string> steps;   // `text` split into the steps scorers saw
+  int32_t waits = 0;                // budget forcing: ends replaced by the wait text
+  bool cued = false;                // budget forcing: the answer cue was appended
   friend bool operator==(const ChildReply&, const ChildReply&) = default;
 };
 

@@ -14,7 +14,7 @@ inline std::vector<Envelope> SampleEnvelopes() {
       Backend::kCuda, "NVIDIA H100", 80ull << 30, 4096, 16, {"qwen2.5-0.5b", "prm-7b"}, 1,
       "node-3", 18432, "10.0.0.3:7001"};
   ChildReply child{"Step 1: 2 + 2 = 4.\n\n", 11, FinishReason::kEndOfTurn, -3.25, {0.5, 0.875},
-                   {12, 0, 49151, 7},    {"Step 1: 2 + 2 = 4."}};
+                   {12, 0, 49151, 7},    {"Step 1: 2 + 2 = 4."}, 2, true};
   ChildReply child2{"unicode: \u00e9\u4e2d, nul-free", 7, FinishReason::kLength, -1e-9, {}, {}, {}};
   ScoreItem item{"What is 2 + 2?", {"First,", "then 4."}, {-0.5f, -0.25f}, true};
   KvPages pages{NodeKey{17, 3}, {0x1234567890abcdefULL, 42, ~0ULL}, 16, 1ull << 20};
@@ -26,7 +26,8 @@ inline std::vector<Envelope> SampleEnvelopes() {
       Refused{"authentication failed"},
       RootSpec{NodeKey{5, 0}, "What is 2 + 2?", "You are a careful solver.", "Solve: 2 + 2",
                "prm-head", {1, 2, 3, 49151}, {"Step one.", "Step two."}},
-      ExpandCall{9, NodeKey{5, 0}, 4, 128, true, 0xdeadbeefcafeULL, 0.7f, 0.95f, 40, 12},
+      ExpandCall{9, NodeKey{5, 0}, 4, 128, true, 0xdeadbeefcafeULL, 0.7f, 0.95f, 40, 12, 64, 96, "\nWait",
+                 "\nFinal answer: \\boxed{"},
       ExpandReply{9, "", {child, child2}, 3},
       ScoreCall{10, {item, ScoreItem{}}},
       ScoreReply{10, "scorer crashed", {0.25, 1.0}},

@@ -163,6 +163,12 @@ Status LocalWorker::CreateRoot(const RootSpec& root) {
   return Status::Ok();
 }
 
+const std::vector<int32_t>& LocalWorker::TokensOf(const std::string& text) {
+  auto it = forcing_tokens_.find(text);
+  if (it == forcing_tokens_.end()) it = forcing_tokens_.emplace(text, engine_->tokenizer().Encode(text, false)).first;
+  return it->second;
+}
+
 Status LocalWorker::Expand(const ExpandCall& call) {
   auto it = nodes_.find(call.node);
   if (it == nodes_.end()) {
@@ -183,6 +189,10 @@ Status LocalWorker::Expand(const ExpandCall& call) {
   // A scorer on the policy's hidden states: each child's state after its last token comes
   // with the expansion.
   req.want_hidden = it->second.scorer != nullptr && it->second.scorer->wants_policy_hidden();
+  req.forcing.min_tokens = call.min_tokens;
+  req.forcing.answer_at = call.answer_at;
+  if (call.min_tokens > 0) req.forcing.wait = TokensOf(call.wait_text);
+  if (call.answer_at > 0) req.forcing.cue = TokensOf(call.answer_cue);
   CANOPY_ASSIGN_OR_RETURN(uint64_t rid, engine_->Submit(req));
   inflight_[rid] = call;
   return Status::Ok();
@@ -282,6 +292,8 @@ ExpandReply LocalWorker::Convert(const ExpandResult& result) {
     child.finish = c.finish;
     child.sum_logprob = c.sum_logprob;
     child.token_ids = c.tokens;
+    child.waits = c.waits;
+    child.cued = c.cued;
     tokens_generated_ += static_cast<int64_t>(c.tokens.size());
     NodeInfo info;
     info.engine_node = c.node;

@@ -73,6 +73,8 @@ class LocalWorker : public WorkerLink {
   Engine& engine() { return *engine_; }
 
  private:
+  // A budget-forcing text (the wait text, the answer cue) in tokens, encoded once.
+  const std::vector<int32_t>& TokensOf(const std::string& text);
   struct NodeInfo {
     NodeId engine_node = -1;
     std::string question;            // the root's
@@ -97,6 +99,7 @@ class LocalWorker : public WorkerLink {
   int64_t expansions_done_ = 0, tokens_generated_ = 0, expansions_cancelled_ = 0;
   std::map<NodeKey, NodeInfo> nodes_;
   std::map<uint64_t, ExpandCall> inflight_;  // engine request id -> call
+  std::map<std::string, std::vector<int32_t>> forcing_tokens_;  // budget forcing texts, encoded
   std::set<NodeKey> release_after_reply_;    // released while an expansion of it was in flight
 };
 
