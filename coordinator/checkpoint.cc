@@ -11,6 +11,7 @@
 #include <filesystem>
 
 #include "common/content_hash.h"
+#include "transport/capnp_values.h"
 #include "transport/checkpoint.capnp.h"
 
 namespace canopy {
@@ -23,37 +24,13 @@ constexpr char kMagic[8] = {'C', 'A', 'N', 'O', 'P', 'Y', 'C', 'K'};
 constexpr size_t kHeaderBytes = 32;
 constexpr uint64_t kMaxCheckpointBytes = uint64_t{4} << 30;
 
-std::string Str(capnp::Text::Reader t) { return std::string(t.begin(), t.size()); }
-capnp::Text::Reader Txt(const std::string& s) { return capnp::Text::Reader(s.data(), s.size()); }
-
-template <typename T, typename ListReader>
-std::vector<T> Vec(ListReader list) {
-  std::vector<T> out;
-  out.reserve(list.size());
-  for (auto v : list) out.push_back(v);
-  return out;
-}
-template <typename Builder, typename T>
-void Fill(Builder list, const std::vector<T>& values) {
-  for (size_t i = 0; i < values.size(); ++i) list.set(static_cast<unsigned>(i), values[i]);
-}
-std::vector<std::string> Texts(capnp::List<capnp::Text>::Reader list) {
-  std::vector<std::string> out;
-  out.reserve(list.size());
-  for (auto t : list) out.push_back(Str(t));
-  return out;
-}
-void FillTexts(capnp::List<capnp::Text>::Builder list, const std::vector<std::string>& values) {
-  for (size_t i = 0; i < values.size(); ++i) list.set(static_cast<unsigned>(i), Txt(values[i]));
-}
-
-// An enum read from a file may hold any 16-bit value.
-template <typename E, typename Wire>
-StatusOr<E> Enum(Wire raw, uint16_t count, const char* what) {
-  const auto v = static_cast<uint16_t>(raw);
-  if (v >= count) return DataLossError(std::string("unknown ") + what + " " + std::to_string(v));
-  return static_cast<E>(v);
-}
+using capnp_values::Enum;
+using capnp_values::FillList;
+using capnp_values::FillTexts;
+using capnp_values::Str;
+using capnp_values::Texts;
+using capnp_values::Txt;
+using capnp_values::Vec;
 
 template <typename Builder>
 void PutChild(Builder b, const StepOutcome& c) {
@@ -61,8 +38,8 @@ void PutChild(Builder b, const StepOutcome& c) {
   b.setTokens(c.tokens);
   b.setEnd(static_cast<ckpt::Finish>(c.end));
   b.setSumLogprob(c.sum_logprob);
-  Fill(b.initStepScores(static_cast<unsigned>(c.step_scores.size())), c.step_scores);
-  Fill(b.initTokenIds(static_cast<unsigned>(c.token_ids.size())), c.token_ids);
+  FillList(b.initStepScores(static_cast<unsigned>(c.step_scores.size())), c.step_scores);
+  FillList(b.initTokenIds(static_cast<unsigned>(c.token_ids.size())), c.token_ids);
   FillTexts(b.initSteps(static_cast<unsigned>(c.steps.size())), c.steps);
   b.setWaits(c.waits);
   b.setCued(c.cued);
@@ -77,8 +54,8 @@ void PutNodes(capnp::List<ckpt::Node>::Builder out, const std::vector<SearchNode
     b.setTokens(n.tokens);
     b.setEnd(static_cast<ckpt::Finish>(n.end));
     b.setSumLogprob(n.sum_logprob);
-    Fill(b.initStepScores(static_cast<unsigned>(n.step_scores.size())), n.step_scores);
-    Fill(b.initTokenIds(static_cast<unsigned>(n.token_ids.size())), n.token_ids);
+    FillList(b.initStepScores(static_cast<unsigned>(n.step_scores.size())), n.step_scores);
+    FillList(b.initTokenIds(static_cast<unsigned>(n.token_ids.size())), n.token_ids);
     // A step node's steps are its text (the common case): not stored twice.
     if (!(n.steps.size() == 1 && n.steps[0] == n.text)) {
       FillTexts(b.initSteps(static_cast<unsigned>(n.steps.size())), n.steps);
@@ -106,7 +83,7 @@ StatusOr<std::vector<SearchNode>> GetNodes(capnp::List<ckpt::Node>::Reader in) {
     n.parent = r.getParent();
     n.text = Str(r.getText());
     n.tokens = r.getTokens();
-    CANOPY_ASSIGN_OR_RETURN(n.end, (Enum<FinishReason>(r.getEnd(), 3, "finish reason")));
+    CANOPY_ASSIGN_OR_RETURN(n.end, (Enum<FinishReason>(static_cast<uint16_t>(r.getEnd()), 3, "finish reason")));
     n.sum_logprob = r.getSumLogprob();
     n.step_scores = Vec<double>(r.getStepScores());
     n.token_ids = Vec<int32_t>(r.getTokenIds());
@@ -168,9 +145,9 @@ void Build(const ProblemCheckpoint& c, ckpt::Checkpoint::Builder b) {
   b.setBeamRound(s.beam.round);
   b.setBeamRoundOutstanding(s.beam.round_outstanding);
   b.setBeamFinished(s.beam.finished);
-  Fill(b.initBeamActive(static_cast<unsigned>(s.beam.active.size())), s.beam.active);
-  Fill(b.initBeamNew(static_cast<unsigned>(s.beam.fresh.size())), s.beam.fresh);
-  Fill(b.initBeamCompleted(static_cast<unsigned>(s.beam.completed.size())), s.beam.completed);
+  FillList(b.initBeamActive(static_cast<unsigned>(s.beam.active.size())), s.beam.active);
+  FillList(b.initBeamNew(static_cast<unsigned>(s.beam.fresh.size())), s.beam.fresh);
+  FillList(b.initBeamCompleted(static_cast<unsigned>(s.beam.completed.size())), s.beam.completed);
   auto sub = b.initDvtsSubtrees(static_cast<unsigned>(s.dvts.subtrees.size()));
   for (size_t i = 0; i < s.dvts.subtrees.size(); ++i) {
     sub[static_cast<unsigned>(i)].setCurrent(s.dvts.subtrees[i].current);
@@ -184,7 +161,7 @@ void Build(const ProblemCheckpoint& c, ckpt::Checkpoint::Builder b) {
     of[k].setSubtree(t);
     ++k;
   }
-  Fill(b.initDvtsFinished(static_cast<unsigned>(s.dvts.finished.size())), s.dvts.finished);
+  FillList(b.initDvtsFinished(static_cast<unsigned>(s.dvts.finished.size())), s.dvts.finished);
   b.setSamplesPlanned(s.samples_planned);
   b.setSettled(s.settled);
 }
@@ -201,7 +178,7 @@ StatusOr<ProblemCheckpoint> Read(ckpt::Checkpoint::Reader r) {
   s.kind = Str(r.getKind());
   s.options_digest = r.getOptionsDigest();
   CANOPY_ASSIGN_OR_RETURN(s.nodes, GetNodes(r.getNodes()));
-  CANOPY_ASSIGN_OR_RETURN(s.stop, (Enum<StopReason>(r.getStop(), 8, "stop reason")));
+  CANOPY_ASSIGN_OR_RETURN(s.stop, (Enum<StopReason>(static_cast<uint16_t>(r.getStop()), 8, "stop reason")));
   s.started = r.getStarted();
   s.next_id = r.getNextId();
   s.next_apply = r.getNextApply();
@@ -216,7 +193,7 @@ StatusOr<ProblemCheckpoint> Read(ckpt::Checkpoint::Reader r) {
       StepOutcome c;
       c.text = Str(ch.getText());
       c.tokens = ch.getTokens();
-      CANOPY_ASSIGN_OR_RETURN(c.end, (Enum<FinishReason>(ch.getEnd(), 3, "finish reason")));
+      CANOPY_ASSIGN_OR_RETURN(c.end, (Enum<FinishReason>(static_cast<uint16_t>(ch.getEnd()), 3, "finish reason")));
       c.sum_logprob = ch.getSumLogprob();
       c.step_scores = Vec<double>(ch.getStepScores());
       c.token_ids = Vec<int32_t>(ch.getTokenIds());

@@ -1,5 +1,7 @@
 #include "transport/codec.h"
 
+#include "transport/capnp_values.h"
+
 #include <capnp/message.h>
 #include <kj/exception.h>
 
@@ -29,34 +31,12 @@ static_assert(
     kAt<wire::Envelope::STATS, Stats> && kAt<wire::Envelope::KV_REQUEST, KvRequest> &&
     kAt<wire::Envelope::KV_DATA, KvData> && std::variant_size_v<Envelope> == 21);
 
-std::string Str(capnp::Text::Reader t) { return std::string(t.begin(), t.size()); }
-std::string Str(capnp::Data::Reader d) {
-  return std::string(reinterpret_cast<const char*>(d.begin()), d.size());
-}
-capnp::Data::Reader Bytes(const std::string& s) {
-  return capnp::Data::Reader(reinterpret_cast<const kj::byte*>(s.data()), s.size());
-}
-capnp::Text::Reader Txt(const std::string& s) { return capnp::Text::Reader(s.data(), s.size()); }
-
-template <typename T, typename ListReader>
-std::vector<T> Vec(ListReader list) {
-  std::vector<T> out;
-  out.reserve(list.size());
-  for (auto v : list) out.push_back(v);
-  return out;
-}
-template <typename Builder, typename T>
-void FillList(Builder list, const std::vector<T>& values) {
-  for (size_t i = 0; i < values.size(); ++i) list.set(i, values[i]);
-}
-
-// An enum read from the wire may hold any 16-bit value.
-template <typename E>
-StatusOr<E> Enum(uint16_t raw, uint16_t count, const char* what) {
-  if (raw >= count)
-    return DataLossError(std::string("unknown ") + what + " " + std::to_string(raw));
-  return static_cast<E>(raw);
-}
+using capnp_values::Bytes;
+using capnp_values::Enum;
+using capnp_values::FillList;
+using capnp_values::Str;
+using capnp_values::Txt;
+using capnp_values::Vec;
 
 // ---- Messages of protocol.h ----
 

@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "tests/testing/paths.h"
+#include "tests/testing/results.h"
 #include "tests/testing/subprocess.h"
 #include "tests/testing/temp_dir.h"
 
@@ -53,15 +54,7 @@ class CheckpointResumeTest : public ::testing::Test {
     *log = testing::ReadFileOrFail(path);
     return rc;
   }
-  static std::vector<json> Lines(const fs::path& file) {
-    std::vector<json> out;
-    std::ifstream in(file);
-    std::string line;
-    while (std::getline(in, line)) {
-      if (!line.empty()) out.push_back(json::parse(line));
-    }
-    return out;
-  }
+  static std::vector<json> Lines(const fs::path& file) { return testing::ResultLines(file); }
   static std::map<std::string, json> ById(const std::vector<json>& rs) {
     std::map<std::string, json> m;
     for (json r : rs) {
