@@ -63,6 +63,20 @@ TEST(StatusServerTest, HealthForAllStatusWithTheSecret) {
   EXPECT_EQ(nlohmann::json::parse(Get(port, "/status", "Bearer " + secret).second)["done"], 9);
 }
 
+TEST(StatusServerTest, CheckpointMetricsFollowTheStatus) {
+  nlohmann::json st = {{"done", 1},
+                       {"checkpoints", {{"written", 12}, {"bytes", 34567}, {"write_seconds", 0.25}, {"restored", 3},
+                                        {"expansions_restored", 41}, {"tokens_restored", 5120}}}};
+  const std::string m = MetricsText(st);
+  EXPECT_NE(m.find("# TYPE canopy_checkpoints_written counter\ncanopy_checkpoints_written 12\n"), std::string::npos) << m;
+  EXPECT_NE(m.find("canopy_checkpoint_bytes 34567\n"), std::string::npos) << m;
+  EXPECT_NE(m.find("canopy_checkpoint_write_seconds 0.25\n"), std::string::npos) << m;
+  EXPECT_NE(m.find("canopy_problems_restored 3\n"), std::string::npos) << m;
+  EXPECT_NE(m.find("canopy_expansions_restored 41\n"), std::string::npos) << m;
+  EXPECT_NE(m.find("canopy_tokens_restored 5120\n"), std::string::npos) << m;
+  EXPECT_EQ(MetricsText({{"done", 1}}).find("checkpoint"), std::string::npos);  // none without them
+}
+
 TEST(StatusServerTest, NoSecretServesOnlyHealth) {
   ASSERT_EQ(std::system("command -v curl > /dev/null"), 0) << "curl missing (scripts/setup.sh installs it)";
   StatusBoard board;
