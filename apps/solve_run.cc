@@ -349,6 +349,52 @@ void SetTreeSink(SolveJob& solver, const Run& run) {
   });
 }
 
+// Checkpoints of this run's problems in flight: those of an earlier session are restored,
+// those of problems already answered (a stop between the result line and the removal)
+// removed; the journal records each round written and each problem restored.
+void SetUpCheckpoints(const RunFolder& folder, Journal& journal, CheckpointStore* checkpoints, SolveJob* solver) {
+  std::vector<std::string> refused;
+  std::map<std::string, ProblemCheckpoint> restored = checkpoints->Load(&refused);
+  for (const std::string& r : refused) CANOPY_LOG(Warn) << r << "; its problem starts again from its root";
+  for (auto it = restored.begin(); it != restored.end();) {
+    if (!folder.done_ids.count(it->first)) {
+      ++it;
+      continue;
+    }
+    if (Status s = checkpoints->Remove(it->first); !s.ok()) CANOPY_LOG(Warn) << s.ToString();
+    it = restored.erase(it);
+  }
+  if (!journal.interrupted().empty()) {
+    CANOPY_LOG(Warn) << "journal: " << journal.interrupted().size()
+                     << " problems were in flight when the last session ended; " << restored.size()
+                     << " go on from their checkpoints, the others start again";
+  }
+  solver->set_checkpoints(checkpoints, std::move(restored));
+  solver->set_checkpoint_sink([&journal](const SolveJob::CheckpointEvent& e) {
+    Status s = e.what == "restored" ? journal.Restored(e.problem, e.expansions, e.tokens)
+                                    : journal.Checkpointed(e.reason, e.problems, e.bytes, e.milliseconds);
+    if (!s.ok()) CANOPY_LOG(Warn) << s.ToString();
+  });
+}
+
+// What the search did beyond its results: checkpoints, cancellations and, with early
+// stopping, the samples drawn against the n of every problem answered so far (resumed
+// ones included).
+void AddSearchSummary(const SolveJob& solver, const std::vector<ResultRecord>& records, int n, nlohmann::json* full) {
+  (*full)["checkpoints"] = CheckpointStatsJson(solver.checkpoint_stats());
+  (*full)["cancelled"] = {{"expansions", solver.cancelled()}, {"token_cap", solver.cancelled_token_cap()}};
+  if (!(*full).contains("early_stop")) return;  // the run's settings say whether it stops early
+  int64_t drawn = 0, most = 0;
+  for (const ResultRecord& r : records) {
+    drawn += r.num_candidates.value_or(0);
+    most += n;
+  }
+  (*full)["early_stop"]["samples"] = drawn;
+  (*full)["early_stop"]["samples_without"] = most;
+  (*full)["early_stop"]["saved"] = most - drawn;
+  (*full)["early_stop"]["saved_fraction"] = most > 0 ? static_cast<double>(most - drawn) / static_cast<double>(most) : 0.0;
+}
+
 }  // namespace
 
 StatusOr<RunOutcome> SolveRun(JobContext& job, Run& run, RunSidecar* sidecar) {
@@ -374,34 +420,8 @@ StatusOr<RunOutcome> SolveRun(JobContext& job, Run& run, RunSidecar* sidecar) {
   CANOPY_ASSIGN_OR_RETURN(std::unique_ptr<Journal> journal, Journal::Open(run.dir, job.spec.launcher, folder.done_ids));
   const auto t0 = Clock::now();
   SolveJob solver(so, job.link);
-  // Checkpoints of this run's problems in flight: those of an earlier session are restored,
-  // those of problems already answered (a stop between the result line and the removal)
-  // removed.
   CheckpointStore checkpoints(run.dir + "/checkpoints");
-  {
-    std::vector<std::string> refused;
-    std::map<std::string, ProblemCheckpoint> restored = checkpoints.Load(&refused);
-    for (const std::string& r : refused) CANOPY_LOG(Warn) << r << "; its problem starts again from its root";
-    for (auto it = restored.begin(); it != restored.end();) {
-      if (!folder.done_ids.count(it->first)) {
-        ++it;
-        continue;
-      }
-      if (Status s = checkpoints.Remove(it->first); !s.ok()) CANOPY_LOG(Warn) << s.ToString();
-      it = restored.erase(it);
-    }
-    if (!journal->interrupted().empty()) {
-      CANOPY_LOG(Warn) << "journal: " << journal->interrupted().size()
-                       << " problems were in flight when the last session ended; " << restored.size()
-                       << " go on from their checkpoints, the others start again";
-    }
-    solver.set_checkpoints(&checkpoints, std::move(restored));
-  }
-  solver.set_checkpoint_sink([&](const SolveJob::CheckpointEvent& e) {
-    Status s = e.what == "restored" ? journal->Restored(e.problem, e.expansions, e.tokens)
-                                    : journal->Checkpointed(e.reason, e.problems, e.bytes, e.milliseconds);
-    if (!s.ok()) CANOPY_LOG(Warn) << s.ToString();
-  });
+  SetUpCheckpoints(folder, *journal, &checkpoints, &solver);
   solver.set_start_sink([&](const Problem& p) {
     if (Status s = journal->Started(p.id); !s.ok()) CANOPY_LOG(Warn) << s.ToString();
   });
@@ -440,18 +460,7 @@ StatusOr<RunOutcome> SolveRun(JobContext& job, Run& run, RunSidecar* sidecar) {
   full["launcher"] = job.spec.launcher;
   full["session"] = journal->session();
   AddWorkerSummary(job, &full);
-  full["checkpoints"] = CheckpointStatsJson(solver.checkpoint_stats());
-  full["cancelled"] = {{"expansions", solver.cancelled()}, {"token_cap", solver.cancelled_token_cap()}};
-  if (so.strategy.early_stop) {
-    // Samples drawn against the n of every problem answered so far (resumed ones included).
-    int64_t drawn = 0, most = 0;
-    for (const ResultRecord& r : folder.records) {
-      drawn += r.num_candidates.value_or(0);
-      most += run.n;
-    }
-    full["early_stop"] = {{"samples", drawn}, {"samples_without", most}, {"saved", most - drawn},
-                          {"saved_fraction", most > 0 ? static_cast<double>(most - drawn) / static_cast<double>(most) : 0.0}};
-  }
+  AddSearchSummary(solver, folder.records, run.n, &full);
   CANOPY_RETURN_IF_ERROR(WriteSummaryJson(run.dir + "/summary.json", run.summary, full));
   PrintRunLine(job, run, so.label);
   return outcome;

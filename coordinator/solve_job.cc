@@ -323,6 +323,23 @@ ResultRecord SolveJob::Finish(int64_t slot) {
   return r;
 }
 
+Status SolveJob::ReportDone(const std::function<Status(const ResultRecord&)>& on_result) {
+  for (auto it = active_.begin(); it != active_.end();) {
+    if (!it->second.strategy->Done()) {
+      ++it;
+      continue;
+    }
+    ResultRecord r = Finish(it->first);
+    it = active_.erase(it);
+    CANOPY_RETURN_IF_ERROR(on_result(r));
+    // Its result line is written: the checkpoint has served.
+    if (checkpoint_store_) {
+      if (Status s = checkpoint_store_->Remove(r.id); !s.ok()) CANOPY_LOG(Warn) << s.ToString();
+    }
+  }
+  return Status::Ok();
+}
+
 Status SolveJob::Run(const std::vector<Problem>& problems,
                      const std::function<Status(const ResultRecord&)>& on_result) {
   job_start_ = Now();
@@ -378,19 +395,7 @@ Status SolveJob::Run(const std::vector<Problem>& problems,
       if (limit > 0 && now - a.start >= limit) StopAndCancel(slot, StopReason::kSeconds);
       Dispatch(slot);
     }
-    for (auto it = active_.begin(); it != active_.end();) {
-      if (!it->second.strategy->Done()) {
-        ++it;
-        continue;
-      }
-      ResultRecord r = Finish(it->first);
-      it = active_.erase(it);
-      CANOPY_RETURN_IF_ERROR(on_result(r));
-      // Its result line is written: the checkpoint has served.
-      if (checkpoint_store_) {
-        if (Status s = checkpoint_store_->Remove(r.id); !s.ok()) CANOPY_LOG(Warn) << s.ToString();
-      }
-    }
+    CANOPY_RETURN_IF_ERROR(ReportDone(on_result));
     // The period stretches to 100 times what the last round took, so periodic checkpoints
     // never take more than 1% of the job's time, however large the trees grow.
     if (options_.checkpoint_seconds > 0 &&

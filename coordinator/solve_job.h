@@ -177,6 +177,8 @@ class SolveJob {
   void Dispatch(int64_t slot);
   void Deliver(const ExpandReply& reply);
   ResultRecord Finish(int64_t slot);
+  // Reports every problem whose search is done (Finish, on_result) and removes its checkpoint.
+  Status ReportDone(const std::function<Status(const ResultRecord&)>& on_result);
   // Stops the problem's search and cancels its expansions in flight on the workers; the
   // strategy gets them back with no children.
   void StopAndCancel(int64_t slot, StopReason reason);

@@ -28,6 +28,27 @@ Status CheckNodeIds(const SearchTree& tree, const std::vector<int32_t>& ids, con
   return Status::Ok();
 }
 
+// The outstanding expansions of `s`: in range, each of a node of `tree`, at most one per
+// node, every id between the next to apply and the next to plan, reservations adding up.
+Status CheckOutstanding(const StrategyState& s, const SearchTree& tree, std::map<uint64_t, Expansion>* outstanding,
+                        std::set<int32_t>* pending_nodes) {
+  int64_t reserved = 0;
+  for (const Expansion& e : s.outstanding) {
+    if (e.id < s.next_apply || e.id >= s.next_id || outstanding->count(e.id)) {
+      return Bad("outstanding expansion " + std::to_string(e.id) + " out of range or repeated");
+    }
+    if (e.node < 0 || e.node >= tree.size() || e.num_children < 1 || e.max_tokens < 1 || e.first_sample < 0) {
+      return Bad("outstanding expansion " + std::to_string(e.id) + " is malformed");
+    }
+    if (!pending_nodes->insert(e.node).second) return Bad("node " + std::to_string(e.node) + " expanded twice at once");
+    reserved += static_cast<int64_t>(e.num_children) * e.max_tokens;
+    (*outstanding)[e.id] = e;
+  }
+  if (outstanding->size() != s.next_id - s.next_apply) return Bad("outstanding expansions missing");
+  if (reserved != s.tokens_reserved) return Bad("reserved tokens disagree with the outstanding expansions");
+  return Status::Ok();
+}
+
 }  // namespace
 
 uint64_t OptionsDigest(const StrategyOptions& o) {
@@ -87,21 +108,7 @@ Status StrategyBase::Restore(const StrategyState& s) {
   if (static_cast<uint64_t>(s.expansions_planned) != s.next_id - 1) return Bad("expansions planned disagree with ids");
   std::map<uint64_t, Expansion> outstanding;
   std::set<int32_t> pending_nodes;
-  int64_t reserved = 0;
-  for (const Expansion& e : s.outstanding) {
-    if (e.id < s.next_apply || e.id >= s.next_id || outstanding.count(e.id)) {
-      return Bad("outstanding expansion " + std::to_string(e.id) + " out of range or repeated");
-    }
-    if (e.node < 0 || e.node >= tree.size() || e.num_children < 1 || e.max_tokens < 1 || e.first_sample < 0) {
-      return Bad("outstanding expansion " + std::to_string(e.id) + " is malformed");
-    }
-    if (!pending_nodes.insert(e.node).second) return Bad("node " + std::to_string(e.node) + " expanded twice at once");
-    reserved += static_cast<int64_t>(e.num_children) * e.max_tokens;
-    outstanding[e.id] = e;
-  }
-  // Every expansion between the next to apply and the next to plan is outstanding.
-  if (outstanding.size() != s.next_id - s.next_apply) return Bad("outstanding expansions missing");
-  if (reserved != s.tokens_reserved) return Bad("reserved tokens disagree with the outstanding expansions");
+  CANOPY_RETURN_IF_ERROR(CheckOutstanding(s, tree, &outstanding, &pending_nodes));
   int64_t used = 0;
   for (const SearchNode& n : tree.nodes()) {
     if (n.pending != (pending_nodes.count(n.id) > 0)) return Bad("node " + std::to_string(n.id) + " pending flag");

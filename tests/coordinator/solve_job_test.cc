@@ -160,7 +160,9 @@ TEST(SolveJob, EveryProblemOnceEveryNodeReleased) {
         any = any || c.correct;
       }
       EXPECT_EQ(*r.oracle, any) << kind << " " << r.id;
-      if (r.correct) EXPECT_TRUE(*r.oracle) << kind << " " << r.id;
+      if (r.correct) {
+        EXPECT_TRUE(*r.oracle) << kind << " " << r.id;
+      }
     }
     EXPECT_EQ(w.roots_, 13);
     EXPECT_THAT(w.live_, ::testing::IsEmpty()) << kind << ": nodes left pinned on the worker";
