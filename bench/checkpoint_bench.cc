@@ -75,7 +75,7 @@ StrategyState MakeState(const StrategyOptions& o, int64_t size, int step_bytes, 
     n.tokens = step_tokens;
     n.token_ids.resize(static_cast<size_t>(step_tokens));
     for (int t = 0; t < step_tokens; ++t) n.token_ids[static_cast<size_t>(t)] = static_cast<int32_t>((i * 131 + t) % 49152);
-    n.steps = {n.text};
+    // steps stay empty: a step node's one step is its text (SearchNode::steps)
     n.step_scores = {static_cast<double>(i % 1000) / 1000.0};
     n.sum_logprob = -0.5 * step_tokens;
     n.prior = 1.0 / 3.0;

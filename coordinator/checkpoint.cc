@@ -56,10 +56,7 @@ void PutNodes(capnp::List<ckpt::Node>::Builder out, const std::vector<SearchNode
     b.setSumLogprob(n.sum_logprob);
     FillList(b.initStepScores(static_cast<unsigned>(n.step_scores.size())), n.step_scores);
     FillList(b.initTokenIds(static_cast<unsigned>(n.token_ids.size())), n.token_ids);
-    // A step node's steps are its text (the common case): not stored twice.
-    if (!(n.steps.size() == 1 && n.steps[0] == n.text)) {
-      FillTexts(b.initSteps(static_cast<unsigned>(n.steps.size())), n.steps);
-    }
+    if (!n.steps.empty()) FillTexts(b.initSteps(static_cast<unsigned>(n.steps.size())), n.steps);  // no pointer for none
     b.setTerminal(n.terminal);
     b.setTruncated(n.truncated);
     b.setPending(n.pending);
@@ -87,7 +84,7 @@ StatusOr<std::vector<SearchNode>> GetNodes(capnp::List<ckpt::Node>::Reader in) {
     n.sum_logprob = r.getSumLogprob();
     n.step_scores = Vec<double>(r.getStepScores());
     n.token_ids = Vec<int32_t>(r.getTokenIds());
-    n.steps = r.hasSteps() ? Texts(r.getSteps()) : std::vector<std::string>{n.text};
+    n.steps = Texts(r.getSteps());
     n.terminal = r.getTerminal();
     n.truncated = r.getTruncated();
     n.pending = r.getPending();

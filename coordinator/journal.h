@@ -1,14 +1,14 @@
 // The coordinator's journal (OUTPUT/journal.jsonl): one line per session start and per
 // problem started, appended and flushed, beside results.jsonl (which records finished
 // problems). After a crash, the problems the journal shows started but results.jsonl lacks
-// were in flight; the next session solves them again from scratch, which (seeds depend only
-// on the job seed and the problem) gives the results they would have had.
+// were in flight; the next session goes on from their checkpoints (coordinator/checkpoint.h)
+// or, without one, solves them again from scratch, which (seeds depend only on the job seed
+// and the problem) gives the results they would have had.
 //
 //   {"event":"session","session":2,"pid":1234,"launcher":"listen","unix_time":...}
 //   {"event":"start","id":"gsm8k-17","session":2}
 //   {"event":"checkpoint","reason":"period","problems":8,"bytes":91234,"ms":3.1,"session":2}
 //   {"event":"restored","id":"gsm8k-17","expansions":41,"tokens":5120,"session":3}
-// A restored problem continues from its checkpoint (coordinator/checkpoint.h) instead.
 #pragma once
 
 #include <cstdint>

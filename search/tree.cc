@@ -96,7 +96,8 @@ int32_t SearchTree::AddChild(int32_t parent, const StepOutcome& outcome, uint64_
   child.sum_logprob = outcome.sum_logprob;
   child.step_scores = outcome.step_scores;
   child.token_ids = outcome.token_ids;
-  child.steps = outcome.steps;
+  // A step node's steps are its text (the common case): not held twice.
+  if (!(outcome.steps.size() == 1 && outcome.steps[0] == outcome.text)) child.steps = outcome.steps;
   child.waits = outcome.waits;
   child.cued = outcome.cued;
   child.path = nodes_[parent].path;

@@ -66,7 +66,7 @@ struct SearchNode {
   double sum_logprob = 0.0;
   std::vector<double> step_scores;
   std::vector<int32_t> token_ids;  // as in StepOutcome
-  std::vector<std::string> steps;
+  std::vector<std::string> steps;  // as in StepOutcome, but empty when the one step is `text`
   int32_t waits = 0;  // as in StepOutcome
   bool cued = false;
   PathScore path;

@@ -26,7 +26,7 @@ struct Node {
   sumLogprob @4 :Float64;
   stepScores @5 :List(Float64);
   tokenIds @6 :List(Int32);
-  steps @7 :List(Text);         # absent: the one step `text`
+  steps @7 :List(Text);         # empty: the one step is `text` (SearchNode::steps)
   terminal @8 :Bool;
   truncated @9 :Bool;
   pending @10 :Bool;
