@@ -69,6 +69,16 @@ void AddStrategyOptions(CLI::App& app, JobSpec* s) {
   app.add_option("--confidence", s->confidence, "--early-stop: P(the leading answer stays ahead) that settles the vote");
   app.add_option("--early-stop-min", s->early_stop_min, "--early-stop: never stop before this many samples");
   app.add_option("--early-stop-batch", s->early_stop_batch, "--early-stop: samples drawn at a time");
+  app.add_option("--allocation", s->allocation,
+                 "uniform (every problem gets its n) or adaptive (a pilot, then samples where they gain most; best-of-n, self-consistency)");
+  app.add_option("--tokens-per-problem", s->tokens_per_problem,
+                 "the job's token budget as an average per problem to solve (instead of --job-max-tokens)");
+  app.add_option("--pilot", s->pilot, "adaptive: samples every problem gets before its difficulty is judged");
+  app.add_option("--allocation-batch", s->allocation_batch, "adaptive: samples one grant adds after the pilot");
+  app.add_option("--hopeless-difficulty", s->hopeless_difficulty,
+                 "adaptive: a problem this difficult (0 easy .. 1) after its pilot is hopeless");
+  app.add_option("--hopeless-cap", s->hopeless_cap, "adaptive: the most samples a hopeless problem gets");
+  app.add_option("--allocation-window", s->allocation_window, "adaptive: problems allocated together (all in flight)");
   app.add_option("--min-thinking-tokens", s->min_thinking_tokens,
                  "budget forcing: an end before this many tokens of a path becomes \"Wait\" (0: off)");
   app.add_option("--max-thinking-tokens", s->max_thinking_tokens,
@@ -131,6 +141,21 @@ Status ValidateSampling(const JobSpec& s) {
   }
   if (!std::isfinite(s.confidence) || s.confidence <= 0.5 || s.confidence > 1) {
     return Bad("--confidence", s.confidence, "in (0.5, 1]");
+  }
+  if (s.allocation != "uniform" && s.allocation != "adaptive") {
+    return InvalidArgumentError("--allocation '" + s.allocation + "': must be uniform or adaptive");
+  }
+  if (s.tokens_per_problem < 0) return Bad("--tokens-per-problem", static_cast<double>(s.tokens_per_problem), ">= 0");
+  if (s.tokens_per_problem > 0 && s.job_max_tokens > 0) {
+    return InvalidArgumentError("give the job's token budget once: --job-max-tokens or --tokens-per-problem");
+  }
+  if (s.allocation == "adaptive") {
+    if (s.early_stop) return InvalidArgumentError("--allocation adaptive settles votes itself: drop --early-stop");
+    for (const std::string& k : s.strategies) {
+      if (k != "best-of-n" && k != "self-consistency") {
+        return InvalidArgumentError("--allocation adaptive is for best-of-n and self-consistency, not " + k);
+      }
+    }
   }
   if (s.early_stop) {
     for (const std::string& k : s.strategies) {

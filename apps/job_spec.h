@@ -33,6 +33,12 @@ struct JobSpec {
   bool early_stop = false;
   double confidence = 0.95;
   int early_stop_min = 4, early_stop_batch = 4;
+  // Allocation across the job (search/allocation.h): uniform or adaptive, with the job's
+  // token budget as --job-max-tokens or as an average --tokens-per-problem.
+  std::string allocation = "uniform";
+  int64_t tokens_per_problem = 0;
+  int pilot = 4, allocation_batch = 4, hopeless_cap = 8, allocation_window = 64;
+  double hopeless_difficulty = 0.75;
   // Budget forcing (s1), in tokens along each path; 0: off.
   int min_thinking_tokens = 0, max_thinking_tokens = 0;
   // canopy label: mc or binary, K samples per problem, M rollouts per measured step; every

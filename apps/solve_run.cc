@@ -73,6 +73,21 @@ StatusOr<SolveOptions> RunOptions(const JobContext& job, const Run& run) {
   so.system_prompt = job.system_prompt;
   so.family = job.dataset.family;
   so.scorer = run.scorer;
+  AllocationOptions& al = so.allocation;
+  al.mode = f.allocation == "adaptive" ? AllocationMode::kAdaptive : AllocationMode::kUniform;
+  al.pilot = f.pilot;
+  al.batch = f.allocation_batch;
+  al.max_samples = run.n;
+  al.hopeless_cap = f.hopeless_cap;
+  al.hopeless_difficulty = f.hopeless_difficulty;
+  al.confidence = f.confidence;
+  al.window = f.allocation_window;
+  if (al.mode == AllocationMode::kAdaptive) {
+    // --pilot and --hopeless-cap beyond n mean n.
+    al.pilot = std::min(al.pilot, run.n);
+    al.hopeless_cap = std::clamp(al.hopeless_cap, al.pilot, run.n);
+    if (Status s = ValidateAllocation(al); !s.ok()) return s;
+  }
   return so;
 }
 
@@ -108,6 +123,15 @@ nlohmann::json RunSettings(const JobContext& job, const Run& run, const SolveOpt
                            {"wait_text", so.wait_text},
                            {"answer_cue", so.answer_cue}};
   }
+  if (so.allocation.mode == AllocationMode::kAdaptive) {
+    const AllocationOptions& a = so.allocation;
+    j["allocation"] = {{"mode", "adaptive"},        {"pilot", a.pilot},
+                       {"batch", a.batch},          {"hopeless_difficulty", a.hopeless_difficulty},
+                       {"hopeless_cap", a.hopeless_cap}, {"confidence", a.confidence},
+                       {"window", a.window}};
+  }
+  if (f.tokens_per_problem > 0) j["tokens_per_problem"] = f.tokens_per_problem;
+  if (so.allocation.mode == AllocationMode::kAdaptive && f.job_max_tokens > 0) j["job_max_tokens"] = f.job_max_tokens;
   if (s.early_stop) {
     j["early_stop"] = {{"confidence", s.confidence}, {"min", s.early_stop_min}, {"batch", s.early_stop_batch}};
   }
@@ -383,6 +407,15 @@ void SetUpCheckpoints(const RunFolder& folder, Journal& journal, CheckpointStore
 void AddSearchSummary(const SolveJob& solver, const std::vector<ResultRecord>& records, int n, nlohmann::json* full) {
   (*full)["checkpoints"] = CheckpointStatsJson(solver.checkpoint_stats());
   (*full)["cancelled"] = {{"expansions", solver.cancelled()}, {"token_cap", solver.cancelled_token_cap()}};
+  if ((*full).contains("allocation")) {
+    const AllocationStats& a = solver.allocation_stats();
+    nlohmann::json& j = (*full)["allocation"];
+    j["windows"] = a.windows;
+    j["rounds"] = a.rounds;
+    j["samples_granted"] = a.samples_granted;
+    j["budget_tokens"] = a.budget_tokens;
+    j["decisions"] = a.decisions;
+  }
   if (!(*full).contains("early_stop")) return;  // the run's settings say whether it stops early
   int64_t drawn = 0, most = 0;
   for (const ResultRecord& r : records) {
@@ -403,6 +436,10 @@ StatusOr<RunOutcome> SolveRun(JobContext& job, Run& run, RunSidecar* sidecar) {
   nlohmann::json settings = RunSettings(job, run, so);
   if (sidecar) CANOPY_RETURN_IF_ERROR(sidecar->AddSettings(&settings));
   CANOPY_ASSIGN_OR_RETURN(RunFolder folder, OpenRunFolder(job, run, settings, sidecar));
+  // An average budget is owed to each problem still to solve.
+  if (job.spec.tokens_per_problem > 0) {
+    so.job_max_tokens = job.spec.tokens_per_problem * static_cast<int64_t>(folder.todo.size());
+  }
   RunCounts counts;
   counts.done = static_cast<int64_t>(folder.records.size());
   for (const ResultRecord& r : folder.records) {

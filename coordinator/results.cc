@@ -1,8 +1,10 @@
 #include "coordinator/results.h"
 
+#include <algorithm>
 #include <type_traits>
 
 #include "common/check.h"
+#include "search/allocation.h"
 
 namespace canopy {
 namespace {
@@ -52,6 +54,8 @@ nlohmann::json ResultToJson(const ResultRecord& r) {
   if (r.oracle) j["oracle"] = *r.oracle;
   if (r.forced_waits) j["forced_waits"] = *r.forced_waits;
   if (r.answer_cued) j["answer_cued"] = *r.answer_cued;
+  if (r.difficulty) j["difficulty"] = *r.difficulty;
+  if (r.allocation) j["allocation"] = *r.allocation;
   if (!r.candidates.empty()) {
     nlohmann::json c = nlohmann::json::array();
     for (const auto& x : r.candidates) c.push_back({x.answer, x.score, x.correct});
@@ -90,6 +94,8 @@ StatusOr<ResultRecord> ResultFromJson(const nlohmann::json& j) {
   CANOPY_RETURN_IF_ERROR(GetOptional(j, "oracle", &r.oracle));
   CANOPY_RETURN_IF_ERROR(GetOptional(j, "forced_waits", &r.forced_waits));
   CANOPY_RETURN_IF_ERROR(GetOptional(j, "answer_cued", &r.answer_cued));
+  CANOPY_RETURN_IF_ERROR(GetOptional(j, "difficulty", &r.difficulty));
+  CANOPY_RETURN_IF_ERROR(GetOptional(j, "allocation", &r.allocation));
   if (auto c = j.find("candidates"); c != j.end() && !c->is_null()) {
     if (!c->is_array()) return InvalidArgumentError("a result's 'candidates' is not an array");
     for (const auto& x : *c) {
@@ -164,7 +170,17 @@ Summary Summarize(const std::vector<ResultRecord>& records, double wall_seconds,
     s.total_tokens += r.tokens;
     s.total_expansions += r.expansions;
     s.total_seconds += r.seconds;
+    if (r.difficulty) {
+      const int32_t b = DifficultyBin(*r.difficulty);
+      auto it = std::find_if(s.bins.begin(), s.bins.end(), [&](const Summary::Bin& x) { return x.bin == b; });
+      if (it == s.bins.end()) it = s.bins.insert(s.bins.end(), Summary::Bin{b});
+      ++it->problems;
+      it->correct += r.correct ? 1 : 0;
+      it->tokens += r.tokens;
+      it->samples += r.num_candidates.value_or(0);
+    }
   }
+  std::sort(s.bins.begin(), s.bins.end(), [](const Summary::Bin& a, const Summary::Bin& b) { return a.bin < b.bin; });
   if (s.num_problems > 0) {
     if (graded) s.accuracy = static_cast<double>(s.num_correct) / s.num_problems;
     s.mean_tokens = static_cast<double>(s.total_tokens) / s.num_problems;
@@ -176,7 +192,7 @@ Summary Summarize(const std::vector<ResultRecord>& records, double wall_seconds,
 }
 
 nlohmann::json SummaryToJson(const Summary& s) {
-  return {
+  nlohmann::json j = {
       {"num_problems", s.num_problems},
       {"num_correct", s.num_correct},
       {"num_errors", s.num_errors},
@@ -193,6 +209,21 @@ nlohmann::json SummaryToJson(const Summary& s) {
       {"wall_seconds", s.wall_seconds},
       {"tokens_per_second", s.tokens_per_second},
   };
+  if (!s.bins.empty()) {
+    nlohmann::json bins = nlohmann::json::array();
+    for (const Summary::Bin& b : s.bins) {
+      bins.push_back({{"bin", b.bin},
+                      {"difficulty", {static_cast<double>(b.bin - 1) / kDifficultyBins, static_cast<double>(b.bin) / kDifficultyBins}},
+                      {"problems", b.problems},
+                      {"correct", b.correct},
+                      {"accuracy", s.graded ? nlohmann::json(static_cast<double>(b.correct) / b.problems) : nlohmann::json(nullptr)},
+                      {"tokens", b.tokens},
+                      {"mean_tokens", static_cast<double>(b.tokens) / b.problems},
+                      {"mean_samples", static_cast<double>(b.samples) / b.problems}});
+    }
+    j["difficulty_bins"] = std::move(bins);
+  }
+  return j;
 }
 
 Status WriteSummaryJson(const std::string& path, const Summary& summary,

@@ -46,6 +46,13 @@ struct ResultRecord {
   // whether its thinking was cut by the answer cue.
   std::optional<int64_t> forced_waits;
   std::optional<bool> answer_cued;
+  // Sampling strategies: the difficulty (search/allocation.h, 0 easy .. 1 hard) judged from
+  // the first --pilot samples, as adaptive allocation judges it, so uniform and adaptive
+  // runs bin their problems alike.
+  std::optional<double> difficulty;
+  // Adaptive allocation only: why the problem got no more samples (settled, hopeless,
+  // max_samples, budget).
+  std::optional<std::string> allocation;
   // Every candidate, in the strategy's order (best-of-N: sample order): its normalized answer
   // ("" when it has none), path score and correctness.
   struct Candidate {
@@ -122,6 +129,13 @@ struct Summary {
   double total_seconds = 0;      // sum of per-problem seconds (problems overlap)
   double wall_seconds = 0;       // the job's wall time when known, else 0
   double tokens_per_second = 0;  // total_tokens / (wall_seconds, else total_seconds)
+  // Per difficulty bin (DifficultyBin of the records' `difficulty`; bin 1 easiest), for
+  // the bins that hold a record; empty when no record has a difficulty.
+  struct Bin {
+    int32_t bin = 0;
+    int64_t problems = 0, correct = 0, tokens = 0, samples = 0;
+  };
+  std::vector<Bin> bins;
 };
 
 // `wall_seconds` > 0 gives the job's wall time, the right denominator for tokens/s when

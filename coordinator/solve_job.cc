@@ -6,6 +6,7 @@
 #include "common/logging.h"
 #include "coordinator/prompt.h"
 #include "search/answer.h"
+#include "search/strategy_base.h"
 
 namespace canopy {
 namespace {
@@ -134,6 +135,10 @@ Status SolveJob::Start(const Problem& p, int64_t slot) {
   StrategyOptions so = options_.strategy;
   so.seed = ProblemSeed(options_.seed, p.id);
   so.gold = p.gold;  // the labelers measure steps against it; searches ignore it
+  if (window_.allocator) {
+    so.allocated = true;
+    so.n = options_.allocation.max_samples;
+  }
   CANOPY_ASSIGN_OR_RETURN(a.strategy, MakeStrategy(so));
   TryRestore(p, so, &a);
   a.root_call = next_call_++;
@@ -308,6 +313,17 @@ ResultRecord SolveJob::Finish(int64_t slot) {
       *r.answer_cued = *r.answer_cued || s.tree().node(n).cued;
     }
   }
+  const std::string& kind = s.options().kind;
+  const int32_t pilot = options_.allocation.pilot;
+  if ((kind == "best-of-n" || kind == "self-consistency") &&
+      static_cast<int32_t>(s.tree().node(SearchTree::kRoot).children.size()) >= pilot) {
+    r.difficulty = Difficulty(SamplesOf(s, pilot));
+  }
+  if (window_.allocator && a.allocation.empty() && a.error.empty() && ans.stop_reason == StopReason::kFinished) {
+    a.allocation = GrantKindName(Grant::kMaxSamples);  // granted all n: done without a decision
+    ++allocation_stats_.decisions[a.allocation];
+  }
+  if (!a.allocation.empty()) r.allocation = a.allocation;
   r.budget_exhausted = ans.budget_exhausted;
   r.stop_reason = StopReasonName(ans.stop_reason);
   for (const auto& [k, v] : ans.vote_counts) r.votes[k] = v;
@@ -330,6 +346,8 @@ Status SolveJob::ReportDone(const std::function<Status(const ResultRecord&)>& on
       continue;
     }
     ResultRecord r = Finish(it->first);
+    reported_tokens_ += r.tokens;
+    window_.reported_tokens += r.tokens;
     it = active_.erase(it);
     CANOPY_RETURN_IF_ERROR(on_result(r));
     // Its result line is written: the checkpoint has served.
@@ -338,6 +356,80 @@ Status SolveJob::ReportDone(const std::function<Status(const ResultRecord&)>& on
     }
   }
   return Status::Ok();
+}
+
+ProblemSamples SolveJob::SamplesOf(const Strategy& s, int32_t limit) const {
+  const SearchTree& t = s.tree();
+  std::vector<int32_t> samples = t.node(SearchTree::kRoot).children;
+  if (static_cast<int32_t>(samples.size()) > limit) samples.resize(static_cast<size_t>(limit));
+  ProblemSamples p;
+  p.samples = static_cast<int32_t>(samples.size());
+  p.votes = SelectAnswer(t, samples, AnswerSelection::kMajority).vote_counts;
+  p.scored = !options_.scorer.empty() && options_.scorer != "none";
+  for (int32_t c : samples) p.score_sum += t.node(c).path_score;
+  return p;
+}
+
+Status SolveJob::StartWindow(const std::vector<const Problem*>& order, size_t* next, int64_t* next_slot) {
+  const size_t left = order.size() - *next;
+  const size_t size = std::min<size_t>(left, static_cast<size_t>(options_.allocation.window));
+  // The window's share of what is left: every problem left is owed as much.
+  int64_t budget = int64_t{1} << 60;  // unlimited
+  if (options_.job_max_tokens > 0) {
+    const __int128 rest = std::max<int64_t>(0, options_.job_max_tokens - reported_tokens_);
+    budget = static_cast<int64_t>(rest * static_cast<__int128>(size) / static_cast<__int128>(left));
+  }
+  window_.slots.clear();
+  window_.reported_tokens = 0;
+  window_.allocator = std::make_unique<Allocator>(options_.allocation, budget, options_.strategy.solution_tokens);
+  ++allocation_stats_.windows;
+  allocation_stats_.budget_tokens += options_.job_max_tokens > 0 ? budget : 0;
+  for (size_t i = 0; i < size; ++i) {
+    window_.slots.push_back(*next_slot);
+    CANOPY_RETURN_IF_ERROR(Start(*order[(*next)++], (*next_slot)++));
+  }
+  return Status::Ok();
+}
+
+bool SolveJob::AllWaiting() const {
+  for (const auto& [slot, a] : active_) {
+    if (!a.strategy->Waiting()) return false;
+  }
+  return true;
+}
+
+void SolveJob::Allocate() {
+  if (!window_.allocator || active_.empty()) return;
+  // The barrier: every problem of the window waits or is done (and reported).
+  for (const auto& [slot, a] : active_) {
+    if (!a.strategy->Waiting() && !a.strategy->Done()) return;
+  }
+  std::vector<ProblemSamples> views;
+  int64_t spent = window_.reported_tokens;
+  for (int64_t slot : window_.slots) {
+    auto it = active_.find(slot);
+    ProblemSamples p;
+    if (it != active_.end() && it->second.strategy->Waiting()) {
+      p = SamplesOf(*it->second.strategy, INT32_MAX);
+      spent += it->second.strategy->tokens_used();
+    } else {
+      p.stopped = true;
+      if (it != active_.end()) spent += it->second.strategy->tokens_used();
+    }
+    views.push_back(std::move(p));
+  }
+  ++allocation_stats_.rounds;
+  for (const auto& [index, g] : window_.allocator->Round(views, spent)) {
+    Active& a = active_.at(window_.slots[static_cast<size_t>(index)]);
+    if (g.kind == Grant::kMore) {
+      a.strategy->Grant(g.samples);
+      allocation_stats_.samples_granted += g.samples;
+      continue;
+    }
+    a.allocation = GrantKindName(g.kind);
+    ++allocation_stats_.decisions[a.allocation];
+    a.strategy->Stop(g.kind == Grant::kBudget ? StopReason::kJobBudget : StopReason::kFinished);
+  }
 }
 
 Status SolveJob::Run(const std::vector<Problem>& problems,
@@ -354,6 +446,11 @@ Status SolveJob::Run(const std::vector<Problem>& problems,
   }
   size_t next = 0;
   int64_t next_slot = 0;
+  const bool adaptive = options_.allocation.mode == AllocationMode::kAdaptive;
+  if (adaptive) {
+    CANOPY_RETURN_IF_ERROR(ValidateAllocation(options_.allocation));
+    window_.allocator = std::make_unique<Allocator>(options_.allocation, 0, 1);  // replaced per window
+  }
   bool job_stopped = false;
   double drain_until = -1.0;
   while (next < problems.size() || !active_.empty()) {
@@ -366,19 +463,29 @@ Status SolveJob::Run(const std::vector<Problem>& problems,
                          << ", " << problems.size() - next << " not started";
       }
       if (stop_flag_->load() >= 2) drain_until = std::min(drain_until, Now());
-      if (active_.empty() || Now() >= drain_until) {
+      // Problems waiting for a grant get none while draining: they wait for nothing.
+      if (active_.empty() || Now() >= drain_until || (adaptive && AllWaiting())) {
         Abandon();
         return Status::Ok();
       }
     }
-    while (!job_stopped && drain_until < 0 && next < problems.size() &&
-           static_cast<int32_t>(active_.size()) < options_.problems_in_flight) {
-      CANOPY_RETURN_IF_ERROR(Start(*order[next++], next_slot++));
+    if (adaptive) {
+      if (!job_stopped && drain_until < 0 && next < problems.size() && active_.empty()) {
+        CANOPY_RETURN_IF_ERROR(StartWindow(order, &next, &next_slot));
+      }
+    } else {
+      while (!job_stopped && drain_until < 0 && next < problems.size() &&
+             static_cast<int32_t>(active_.size()) < options_.problems_in_flight) {
+        CANOPY_RETURN_IF_ERROR(Start(*order[next++], next_slot++));
+      }
     }
     // Budgets the strategies cannot see: seconds, and the job's tokens and seconds.
     double now = Now();
     StopReason job_reason = StopReason::kNone;
-    if (options_.job_max_tokens > 0 && tokens_ >= options_.job_max_tokens) job_reason = StopReason::kJobBudget;
+    // (Adaptive allocation keeps within the token budget itself, problem by problem.)
+    if (!adaptive && options_.job_max_tokens > 0 && tokens_ >= options_.job_max_tokens) {
+      job_reason = StopReason::kJobBudget;
+    }
     if (options_.job_max_seconds > 0 && now - job_start_ >= options_.job_max_seconds) {
       job_reason = StopReason::kJobBudget;
     }
@@ -396,6 +503,11 @@ Status SolveJob::Run(const std::vector<Problem>& problems,
       Dispatch(slot);
     }
     CANOPY_RETURN_IF_ERROR(ReportDone(on_result));
+    if (adaptive && drain_until < 0 && !job_stopped) {
+      Allocate();
+      for (auto& [slot, a] : active_) Dispatch(slot);
+      CANOPY_RETURN_IF_ERROR(ReportDone(on_result));
+    }
     // The period stretches to 100 times what the last round took, so periodic checkpoints
     // never take more than 1% of the job's time, however large the trees grow.
     if (options_.checkpoint_seconds > 0 &&
@@ -414,7 +526,9 @@ Status SolveJob::Run(const std::vector<Problem>& problems,
       // Nothing outstanding yet problems in flight that are not done: a strategy that plans
       // nothing and never finishes would spin here forever.
       bool planned = false;
-      for (auto& [slot, a] : active_) planned |= a.strategy->outstanding() > 0 || a.strategy->Done();
+      for (auto& [slot, a] : active_) {
+        planned |= a.strategy->outstanding() > 0 || a.strategy->Done() || (drain_until >= 0 && a.strategy->Waiting());
+      }
       CANOPY_CHECK(planned) << "solve: problems in flight with nothing planned";
     }
   }

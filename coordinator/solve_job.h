@@ -18,6 +18,11 @@
 // when one is expanded, and expansions that were outstanding are sent again with their
 // ids and seeds, so in batch-invariant mode the result is the one an uninterrupted run gives.
 //
+// Adaptive allocation (SolveOptions::allocation, search/allocation.h): problems go in
+// windows of `window`, all in flight at once; an Allocator grants each problem's samples in
+// rounds (a barrier: a round is decided when every problem of the window waits), within the
+// window's share of job_max_tokens (what is left, split evenly over the problems left).
+//
 // Determinism: each problem's strategy is seeded from (job seed, problem id), and strategies
 // are independent of arrival order, so the same seed gives the same trees whatever else is
 // in flight (bitwise, in the engine's batch-invariant mode).
@@ -38,6 +43,7 @@
 #include "coordinator/checkpoint.h"
 #include "coordinator/dataset.h"
 #include "coordinator/results.h"
+#include "search/allocation.h"
 #include "search/strategy.h"
 #include "transport/messages.h"
 
@@ -84,6 +90,19 @@ struct SolveOptions {
   std::string wait_text = "\nWait";
   std::string answer_cue = "\nFinal answer: \\boxed{";
   TaskFamily family = TaskFamily::kArithmetic;
+  // Allocation across the job. Adaptive: best-of-n or self-consistency with n =
+  // allocation.max_samples; job_max_tokens (0: unlimited) is the budget it allocates,
+  // never exceeded. Uniform: every problem runs its strategy whole.
+  AllocationOptions allocation;
+};
+
+// What adaptive allocation did across the job.
+struct AllocationStats {
+  int64_t windows = 0;
+  int64_t rounds = 0;
+  int64_t samples_granted = 0;
+  int64_t budget_tokens = 0;                // the windows' budgets, summed
+  std::map<std::string, int64_t> decisions; // settled / hopeless / max_samples / budget -> problems
 };
 
 // The seed of one problem's strategy.
@@ -154,6 +173,7 @@ class SolveJob {
   // upper bound on the tokens cancelling saved (the coordinator does not see how far they got).
   int64_t cancelled_token_cap() const { return cancelled_token_cap_; }
   int64_t abandoned() const { return abandoned_; }
+  const AllocationStats& allocation_stats() const { return allocation_stats_; }
 
  private:
   struct Active {
@@ -166,6 +186,13 @@ class SolveJob {
     bool root_created = false;  // the worker holds the root (CreateRoot succeeded)
     RootSpec root;              // as created (restored nodes are made from it)
     std::map<int32_t, NodeKey> made;  // restored nodes made again on a worker
+    std::string allocation;           // adaptive: the allocator's decision, once made
+  };
+  // Adaptive allocation: the problems allocated together.
+  struct Window {
+    std::vector<int64_t> slots;            // window order
+    std::unique_ptr<Allocator> allocator;  // null: uniform allocation
+    int64_t reported_tokens = 0;           // of its problems already reported
   };
   struct CallRef {
     int64_t slot;
@@ -191,6 +218,14 @@ class SolveJob {
   // The key to expand `node` by: a restored node is made on a worker first.
   StatusOr<NodeKey> ExpandKey(Active& a, int32_t node);
   void ReleaseNode(const Active& a, int32_t node);
+  // Adaptive: starts the next window of `order` at `*next` with its share of the budget.
+  Status StartWindow(const std::vector<const Problem*>& order, size_t* next, int64_t* next_slot);
+  // Adaptive: once every problem of the window waits, the allocator's next round.
+  void Allocate();
+  // Every problem in flight waits for a grant (nothing of theirs in flight).
+  bool AllWaiting() const;
+  // The first `limit` samples of a sampling strategy, as the allocator sees them.
+  ProblemSamples SamplesOf(const Strategy& s, int32_t limit) const;
   // Budget forcing's share of `e`'s call (SolveOptions::min/max_thinking_tokens).
   void SetForcing(const Active& a, const Expansion& e, ExpandCall* call) const;
   // A checkpoint of every problem in flight.
@@ -222,6 +257,9 @@ class SolveJob {
   std::map<uint64_t, CallRef> calls_;
   uint64_t next_call_ = 1;
   int64_t tokens_ = 0;  // generated, all problems
+  Window window_;
+  AllocationStats allocation_stats_;
+  int64_t reported_tokens_ = 0;  // of every problem reported (the budget left for windows)
   double job_start_ = 0.0;
 };
 

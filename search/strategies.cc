@@ -21,7 +21,22 @@ struct BetterScore {
 
 // ---- best-of-N ----------------------------------------------------------------------------
 
+bool BestOfN::Grant(int32_t samples) {
+  if (!options_.allocated || stopped() || samples < 1) return false;
+  granted_ = std::min(options_.n, granted_ + samples);
+  Replan();
+  return true;
+}
+
 void BestOfN::PlanImpl(std::vector<Expansion>* out) {
+  if (options_.allocated) {  // the grant's samples, at once, continuing the draw
+    planned_ = true;
+    const int32_t k = granted_ - samples_planned_;
+    if (k > 0 && TryPlan(SearchTree::kRoot, k, /*full_solution=*/true, options_.solution_tokens, out, samples_planned_)) {
+      samples_planned_ += k;
+    }
+    return;
+  }
   if (!options_.early_stop) {
     if (planned_) return;
     planned_ = true;
@@ -49,6 +64,12 @@ std::vector<int32_t> BestOfN::OnChildren(const Expansion& e, const std::vector<i
     settled_ = VoteSettled(votes.vote_counts, static_cast<int32_t>(all.size()), options_.early_stop_min,
                            options_.confidence);
     if (!settled_ && samples_planned_ < options_.n && !stopped()) return releases;
+  }
+  // Allocated: the root stays until the allocator stops the problem (SolveJob releases what
+  // a finished problem holds).
+  if (options_.allocated && samples_planned_ < options_.n && !stopped()) {
+    std::sort(releases.begin(), releases.end());
+    return releases;
   }
   for (int32_t r : tree_.Release(e.node)) releases.push_back(r);
   std::sort(releases.begin(), releases.end());

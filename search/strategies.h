@@ -19,11 +19,17 @@ namespace canopy {
 class BestOfN : public StrategyBase {
  public:
   explicit BestOfN(const StrategyOptions& o) : StrategyBase(o) {}
+  bool Grant(int32_t samples) override;
+  bool Waiting() const override {
+    return options_.allocated && !stopped() && outstanding() == 0 && samples_planned_ >= granted_ &&
+           samples_planned_ < options_.n;
+  }
 
  private:
   void PlanImpl(std::vector<Expansion>* out) override;
   std::vector<int32_t> OnChildren(const Expansion& e, const std::vector<int32_t>& children) override;
   bool Finished() const override {
+    if (options_.allocated) return outstanding() == 0 && samples_planned_ >= options_.n;
     return planned_ && outstanding() == 0 && (!options_.early_stop || settled_ || samples_planned_ >= options_.n);
   }
   std::vector<int32_t> Candidates() const override { return tree_.node(SearchTree::kRoot).children; }
@@ -32,6 +38,7 @@ class BestOfN : public StrategyBase {
   bool planned_ = false;
   int32_t samples_planned_ = 0;  // early stopping: samples drawn or being drawn
   bool settled_ = false;         // early stopping: the vote is settled
+  int32_t granted_ = 0;          // allocated: samples granted so far
 };
 
 // Step-level beam search with a step scorer (Snell et al.; HF search-and-learn):

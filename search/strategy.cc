@@ -256,6 +256,12 @@ StatusOr<std::unique_ptr<Strategy>> MakeStrategy(const StrategyOptions& o) {
     return std::unique_ptr<Strategy>(std::move(l));
   }
   StrategyOptions opt = o;
+  if (o.allocated) {
+    if (o.kind != "best-of-n" && o.kind != "self-consistency") {
+      return InvalidArgumentError("adaptive allocation is for best-of-n and self-consistency, not " + o.kind);
+    }
+    if (o.early_stop) return InvalidArgumentError("adaptive allocation settles votes itself: drop --early-stop");
+  }
   if (o.early_stop) {
     if (o.kind != "best-of-n" && o.kind != "self-consistency") {
       return InvalidArgumentError("early stopping is for best-of-n and self-consistency, not " + o.kind);

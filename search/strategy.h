@@ -91,6 +91,10 @@ struct StrategyOptions {
   double confidence = 0.95;
   int32_t early_stop_min = 4;
   int32_t early_stop_batch = 4;
+  // best-of-n, self-consistency under a job's allocator (search/allocation.h): draw only
+  // the samples granted (Strategy::Grant), as continuations of the one n-sample draw, and
+  // wait for more until Stop; n is the most the problem can be granted.
+  bool allocated = false;
   // label-*: rollouts per measured step, and the problem's gold answer (set per problem).
   int32_t rollouts = 8;
   std::string gold;
@@ -138,6 +142,13 @@ class Strategy {
   // made with the same options; use RestoreStrategy, which checks that.
   virtual Status Save(StrategyState* out) const = 0;
   virtual Status Restore(const StrategyState& state) = 0;
+
+  // Job-level allocation (StrategyOptions::allocated): draw `samples` more. False for a
+  // strategy that is not allocated, or stopped.
+  virtual bool Grant(int32_t samples) { return false; }
+  // Allocated, not stopped, and every sample granted so far drawn and applied: it waits for
+  // a grant or Stop (Done() stays false until then).
+  virtual bool Waiting() const { return false; }
 };
 
 // Errors: an unknown kind, n or beam width that do not fit (beam and DVTS need M | n), a

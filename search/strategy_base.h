@@ -43,6 +43,11 @@ class StrategyBase : public Strategy {
   // A strategy that must not have its caps cut checks this before TryPlan.
   int64_t tokens_left() const;
   bool is_outstanding(uint64_t expansion) const { return outstanding_.count(expansion) > 0; }
+  // Plans again now, outside an outcome: for a decision from outside the tree (a grant of
+  // the job's allocator), which the next Plan() hands out.
+  void Replan() {
+    if (started_ && !stopped()) PlanImpl(&ready_);
+  }
 
   virtual void PlanImpl(std::vector<Expansion>* out) = 0;
   // `children` were just added under e.node (already marked terminal or not); returns the

@@ -71,6 +71,7 @@ uint64_t OptionsDigest(const StrategyOptions& o) {
   Put(&b, o.seed);
   Put(&b, o.rollouts);
   Put(&b, o.early_stop);
+  if (o.allocated) Put(&b, o.allocated);  // older checkpoints keep their digest
   if (o.early_stop) {
     Put(&b, o.confidence);
     Put(&b, o.early_stop_min);
@@ -157,6 +158,8 @@ Status StrategyBase::RestoreExtra(const StrategyState&) {
 // ---- the concrete strategies' own fields --------------------------------------------------
 
 Status BestOfN::SaveExtra(StrategyState* s) const {
+  // The allocator's rounds span the problems of a window and are not saved with one of them.
+  if (options_.allocated) return UnimplementedError("allocated sampling is not checkpointed");
   s->root_planned = planned_;
   s->samples_planned = samples_planned_;
   s->settled = settled_;

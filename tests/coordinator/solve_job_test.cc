@@ -503,6 +503,110 @@ TEST(SolveJob, EarlyStoppedSamplesArePrefixesOfTheFullRun) {
   EXPECT_THAT(b.live_, ::testing::IsEmpty());
 }
 
+SolveOptions AdaptiveOptions(int64_t job_tokens, int32_t window) {
+  SolveOptions o = Options("self-consistency", 16, 4);
+  o.strategy.solution_tokens = 12;  // the fake's samples are 5..11 tokens
+  o.job_max_tokens = job_tokens;
+  o.allocation.mode = AllocationMode::kAdaptive;
+  o.allocation.max_samples = 16;
+  o.allocation.pilot = 4;
+  o.allocation.batch = 2;
+  o.allocation.hopeless_cap = 6;
+  o.allocation.window = window;
+  return o;
+}
+
+std::string AllocationFingerprint(const ResultRecord& r) {
+  std::string s = Fingerprint(r) + "|" + r.allocation.value_or("-") + "|" + std::to_string(r.candidates.size());
+  for (const auto& c : r.candidates) s += "," + c.answer;
+  return s;
+}
+
+TEST(SolveJob, AdaptiveAllocationKeepsTheJobBudgetAndReleasesEverything) {
+  const std::vector<Problem> ps = Problems(11);
+  for (int64_t budget : {0, 300, 800, 2000}) {
+    FakeWorker w;
+    w.shuffle = true;
+    SolveJob job(AdaptiveOptions(budget, 4), &w);
+    std::vector<ResultRecord> rs;
+    ASSERT_TRUE(job.Run(ps, [&](const ResultRecord& r) {
+                     rs.push_back(r);
+                     return Status::Ok();
+                   }).ok());
+    ASSERT_EQ(rs.size(), ps.size()) << budget;
+    int64_t tokens = 0;
+    for (const ResultRecord& r : rs) {
+      tokens += r.tokens;
+      ASSERT_TRUE(r.allocation.has_value()) << budget << " " << r.id;
+      EXPECT_LE(r.candidates.size(), 16u);
+      if (budget == 0) {  // unlimited: only the vote, the cap or the hopeless rule stops one
+        EXPECT_NE(*r.allocation, "budget");
+        EXPECT_GE(r.candidates.size(), 4u);
+      }
+    }
+    if (budget > 0) EXPECT_LE(tokens, budget);
+    EXPECT_EQ(job.allocation_stats().windows, 3);  // 4 + 4 + 3 problems
+    EXPECT_THAT(w.live_, ::testing::IsEmpty()) << budget;
+  }
+}
+
+TEST(SolveJob, AdaptiveAllocationDoesNotDependOnReplyOrder) {
+  const std::vector<Problem> ps = Problems(10);
+  std::set<std::string> decisions;
+  for (int64_t budget : {0, 900}) {
+    FakeWorker a;
+    const auto ra = Solve(AdaptiveOptions(budget, 10), &a, ps);
+    FakeWorker b;
+    b.shuffle = true;
+    SolveOptions o = AdaptiveOptions(budget, 10);
+    o.problems_in_flight = 1;  // not a window's size: changes nothing
+    const auto rb = Solve(o, &b, ps);
+    ASSERT_EQ(ra.size(), rb.size());
+    for (size_t i = 0; i < ra.size(); ++i) {
+      EXPECT_EQ(AllocationFingerprint(ra[i]), AllocationFingerprint(rb[i])) << budget;
+      decisions.insert(ra[i].allocation.value_or("-"));
+    }
+  }
+  EXPECT_GT(decisions.size(), 1u) << "problems decided alike: the test shows little";
+}
+
+TEST(SolveJob, AdaptiveSamplesArePrefixesOfTheFullRun) {
+  const std::vector<Problem> ps = Problems(8);
+  FakeWorker a;
+  const auto all = Solve(Options("self-consistency", 16, 4), &a, ps);
+  FakeWorker b;
+  b.shuffle = true;
+  const auto some = Solve(AdaptiveOptions(600, 8), &b, ps);
+  ASSERT_EQ(all.size(), some.size());
+  for (size_t i = 0; i < all.size(); ++i) {
+    ASSERT_LE(some[i].candidates.size(), all[i].candidates.size());
+    for (size_t j = 0; j < some[i].candidates.size(); ++j) {
+      EXPECT_EQ(some[i].candidates[j].answer, all[i].candidates[j].answer) << i << "/" << j;
+    }
+    // Both runs judge difficulty from the same first samples.
+    ASSERT_TRUE(all[i].difficulty.has_value());
+    if (some[i].candidates.size() >= 4) EXPECT_EQ(some[i].difficulty, all[i].difficulty);
+  }
+}
+
+TEST(SolveJob, ADrainAbandonsProblemsWaitingForAGrant) {
+  const std::vector<Problem> ps = Problems(6);
+  FakeWorker w;
+  std::atomic<int> stop{0};
+  SolveJob job(AdaptiveOptions(0, 6), &w);
+  job.set_stop_flag(&stop, 1e9);
+  int records = 0;
+  job.set_tick_sink([&] { stop = 1; });  // the drain begins during the pilot
+  ASSERT_TRUE(job.Run(ps, [&](const ResultRecord&) {
+                   ++records;
+                   return Status::Ok();
+                 }).ok());
+  EXPECT_TRUE(job.interrupted());
+  EXPECT_EQ(records + job.abandoned(), 6);
+  EXPECT_GT(job.abandoned(), 0);
+  EXPECT_THAT(w.live_, ::testing::IsEmpty());
+}
+
 TEST(SolveJob, ProblemSeedIsStable) {
   EXPECT_EQ(ProblemSeed(1, "abc"), ProblemSeed(1, "abc"));
   EXPECT_NE(ProblemSeed(1, "abc"), ProblemSeed(2, "abc"));

@@ -1,0 +1,108 @@
+#include "search/allocation.h"
+
+#include <algorithm>
+#include <tuple>
+
+#include "search/early_stop.h"
+
+namespace canopy {
+
+const char* AllocationModeName(AllocationMode m) {
+  return m == AllocationMode::kAdaptive ? "adaptive" : "uniform";
+}
+
+const char* GrantKindName(Grant::Kind k) {
+  switch (k) {
+    case Grant::kMore: return "more";
+    case Grant::kSettled: return "settled";
+    case Grant::kMaxSamples: return "max_samples";
+    case Grant::kHopeless: return "hopeless";
+    case Grant::kBudget: return "budget";
+  }
+  return "?";
+}
+
+Status ValidateAllocation(const AllocationOptions& o) {
+  auto bad = [](const std::string& m) { return InvalidArgumentError(m); };
+  if (o.pilot < 1) return bad("--pilot must be at least 1");
+  if (o.batch < 1) return bad("--allocation-batch must be at least 1");
+  if (o.max_samples < o.pilot) return bad("--n (the most samples a problem gets) must be at least --pilot");
+  if (o.hopeless_cap < o.pilot) return bad("--hopeless-cap must be at least --pilot");
+  if (!(o.hopeless_difficulty > 0.0 && o.hopeless_difficulty <= 1.0)) {
+    return bad("--hopeless-difficulty must be in (0, 1]");
+  }
+  if (!(o.confidence > 0.5 && o.confidence < 1.0)) return bad("--confidence must be in (0.5, 1)");
+  if (o.window < 1) return bad("--allocation-window must be at least 1");
+  return Status::Ok();
+}
+
+double Difficulty(const ProblemSamples& p) {
+  if (p.samples <= 0) return 1.0;
+  if (p.scored) return std::clamp(1.0 - p.score_sum / p.samples, 0.0, 1.0);
+  int32_t leader = 0;
+  for (const auto& [answer, v] : p.votes) leader = std::max(leader, v);
+  return 1.0 - static_cast<double>(leader) / p.samples;
+}
+
+int32_t DifficultyBin(double difficulty) {
+  const int32_t b = static_cast<int32_t>(std::clamp(difficulty, 0.0, 1.0) * kDifficultyBins);
+  return std::min(b, kDifficultyBins - 1) + 1;
+}
+
+Allocator::Allocator(const AllocationOptions& options, int64_t budget_tokens, int64_t sample_tokens)
+    : options_(options), budget_(budget_tokens), sample_tokens_(std::max<int64_t>(1, sample_tokens)) {}
+
+std::map<int32_t, Grant> Allocator::Round(const std::vector<ProblemSamples>& problems, int64_t tokens_spent) {
+  ++rounds_;
+  std::map<int32_t, Grant> out;
+  struct Want {
+    bool pilot;
+    double gain;
+    int32_t samples;
+    int32_t index;
+    int32_t more;
+  };
+  std::vector<Want> wants;
+  const AllocationOptions& o = options_;
+  for (int32_t i = 0; i < static_cast<int32_t>(problems.size()); ++i) {
+    const ProblemSamples& p = problems[i];
+    if (p.stopped) continue;
+    if (p.samples < o.pilot) {
+      wants.push_back({true, 0.0, p.samples, i, o.pilot - p.samples});
+      continue;
+    }
+    const double d = Difficulty(p);
+    const bool hopeless = d >= o.hopeless_difficulty;
+    if (p.samples >= o.max_samples) {
+      out[i].kind = Grant::kMaxSamples;
+    } else if (VoteSettled(p.votes, p.samples, o.pilot, o.confidence)) {
+      out[i].kind = Grant::kSettled;
+    } else if (hopeless && p.samples >= o.hopeless_cap) {
+      out[i].kind = Grant::kHopeless;
+    } else {
+      const int32_t cap = hopeless ? o.hopeless_cap : o.max_samples;
+      const double gain = (1.0 - Votes(p.votes).probability) * (1.0 - d);
+      wants.push_back({false, gain, p.samples, i, std::min(o.batch, cap - p.samples)});
+    }
+  }
+  // The pilot first (in window order), then the largest expected gain.
+  std::sort(wants.begin(), wants.end(), [](const Want& a, const Want& b) {
+    if (a.pilot != b.pilot) return a.pilot;
+    if (a.pilot) return a.index < b.index;
+    return std::make_tuple(-a.gain, a.samples, a.index) < std::make_tuple(-b.gain, b.samples, b.index);
+  });
+  int64_t fit = std::max<int64_t>(0, budget_ - tokens_spent) / sample_tokens_;
+  if (fit == 0) {
+    for (const Want& w : wants) out[w.index].kind = Grant::kBudget;
+    return out;
+  }
+  for (const Want& w : wants) {
+    if (fit == 0) break;  // the rest wait for the next round
+    const int32_t k = static_cast<int32_t>(std::min<int64_t>(w.more, fit));
+    out[w.index] = Grant{Grant::kMore, k};
+    fit -= k;
+  }
+  return out;
+}
+
+}  // namespace canopy
