@@ -79,6 +79,8 @@ void AddStrategyOptions(CLI::App& app, JobSpec* s) {
                  "adaptive: a problem this difficult (0 easy .. 1) after its pilot is hopeless");
   app.add_option("--hopeless-cap", s->hopeless_cap, "adaptive: the most samples a hopeless problem gets");
   app.add_option("--allocation-window", s->allocation_window, "adaptive: problems allocated together (all in flight)");
+  app.add_option("--difficulty", s->difficulty,
+                 "adaptive: judge difficulty by answer agreement, or by score (the scorer's mean, as a quantile in the window)");
   app.add_option("--min-thinking-tokens", s->min_thinking_tokens,
                  "budget forcing: an end before this many tokens of a path becomes \"Wait\" (0: off)");
   app.add_option("--max-thinking-tokens", s->max_thinking_tokens,
@@ -148,6 +150,12 @@ Status ValidateSampling(const JobSpec& s) {
   if (s.tokens_per_problem < 0) return Bad("--tokens-per-problem", static_cast<double>(s.tokens_per_problem), ">= 0");
   if (s.tokens_per_problem > 0 && s.job_max_tokens > 0) {
     return InvalidArgumentError("give the job's token budget once: --job-max-tokens or --tokens-per-problem");
+  }
+  if (s.difficulty != "agreement" && s.difficulty != "score") {
+    return InvalidArgumentError("--difficulty '" + s.difficulty + "': must be agreement or score");
+  }
+  if (s.difficulty == "score" && s.scorer == "none") {
+    return InvalidArgumentError("--difficulty score needs a --scorer");
   }
   if (s.allocation == "adaptive") {
     if (s.early_stop) return InvalidArgumentError("--allocation adaptive settles votes itself: drop --early-stop");

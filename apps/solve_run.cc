@@ -82,6 +82,7 @@ StatusOr<SolveOptions> RunOptions(const JobContext& job, const Run& run) {
   al.hopeless_difficulty = f.hopeless_difficulty;
   al.confidence = f.confidence;
   al.window = f.allocation_window;
+  al.difficulty_by_score = f.difficulty == "score";
   if (al.mode == AllocationMode::kAdaptive) {
     // --pilot and --hopeless-cap beyond n mean n.
     al.pilot = std::min(al.pilot, run.n);
@@ -128,7 +129,7 @@ nlohmann::json RunSettings(const JobContext& job, const Run& run, const SolveOpt
     j["allocation"] = {{"mode", "adaptive"},        {"pilot", a.pilot},
                        {"batch", a.batch},          {"hopeless_difficulty", a.hopeless_difficulty},
                        {"hopeless_cap", a.hopeless_cap}, {"confidence", a.confidence},
-                       {"window", a.window}};
+                       {"window", a.window}, {"difficulty", a.difficulty_by_score ? "score" : "agreement"}};
   }
   if (f.tokens_per_problem > 0) j["tokens_per_problem"] = f.tokens_per_problem;
   if (so.allocation.mode == AllocationMode::kAdaptive && f.job_max_tokens > 0) j["job_max_tokens"] = f.job_max_tokens;

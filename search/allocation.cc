@@ -36,9 +36,12 @@ Status ValidateAllocation(const AllocationOptions& o) {
   return Status::Ok();
 }
 
+double ScoreDifficulty(const ProblemSamples& p) {
+  return p.samples <= 0 ? 1.0 : std::clamp(1.0 - p.score_sum / p.samples, 0.0, 1.0);
+}
+
 double Difficulty(const ProblemSamples& p) {
   if (p.samples <= 0) return 1.0;
-  if (p.scored) return std::clamp(1.0 - p.score_sum / p.samples, 0.0, 1.0);
   int32_t leader = 0;
   for (const auto& [answer, v] : p.votes) leader = std::max(leader, v);
   return 1.0 - static_cast<double>(leader) / p.samples;
@@ -52,6 +55,27 @@ int32_t DifficultyBin(double difficulty) {
 Allocator::Allocator(const AllocationOptions& options, int64_t budget_tokens, int64_t sample_tokens)
     : options_(options), budget_(budget_tokens), sample_tokens_(std::max<int64_t>(1, sample_tokens)) {}
 
+std::vector<double> Allocator::Difficulties(const std::vector<ProblemSamples>& problems) const {
+  std::vector<double> d(problems.size());
+  for (size_t i = 0; i < problems.size(); ++i) d[i] = Difficulty(problems[i]);
+  if (!options_.difficulty_by_score) return d;
+  // The quantile of each problem's score difficulty among the window's problems past their
+  // pilot (stopped ones included: they are part of the window); ties share their mean rank.
+  std::vector<std::pair<double, size_t>> ranked;
+  for (size_t i = 0; i < problems.size(); ++i) {
+    if (problems[i].scored && problems[i].samples >= options_.pilot) ranked.emplace_back(ScoreDifficulty(problems[i]), i);
+  }
+  std::sort(ranked.begin(), ranked.end());
+  for (size_t a = 0; a < ranked.size();) {
+    size_t b = a;
+    while (b < ranked.size() && ranked[b].first == ranked[a].first) ++b;
+    const double rank = (static_cast<double>(a) + static_cast<double>(b - 1)) / 2.0;
+    for (size_t k = a; k < b; ++k) d[ranked[k].second] = ranked.size() > 1 ? rank / static_cast<double>(ranked.size() - 1) : 0.5;
+    a = b;
+  }
+  return d;
+}
+
 std::map<int32_t, Grant> Allocator::Round(const std::vector<ProblemSamples>& problems, int64_t tokens_spent) {
   ++rounds_;
   std::map<int32_t, Grant> out;
@@ -64,6 +88,7 @@ std::map<int32_t, Grant> Allocator::Round(const std::vector<ProblemSamples>& pro
   };
   std::vector<Want> wants;
   const AllocationOptions& o = options_;
+  const std::vector<double> difficulty = Difficulties(problems);
   for (int32_t i = 0; i < static_cast<int32_t>(problems.size()); ++i) {
     const ProblemSamples& p = problems[i];
     if (p.stopped) continue;
@@ -71,7 +96,7 @@ std::map<int32_t, Grant> Allocator::Round(const std::vector<ProblemSamples>& pro
       wants.push_back({true, 0.0, p.samples, i, o.pilot - p.samples});
       continue;
     }
-    const double d = Difficulty(p);
+    const double d = difficulty[static_cast<size_t>(i)];
     const bool hopeless = d >= o.hopeless_difficulty;
     if (p.samples >= o.max_samples) {
       out[i].kind = Grant::kMaxSamples;

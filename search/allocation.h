@@ -21,12 +21,14 @@
 //   the order their replies come in.
 //
 // NOTE difficulty and expected gain
-//   Difficulty d in [0, 1] (0: easy) is 1 - the mean path score of the samples when a
-//   step scorer scores them (Snell's model-predicted difficulty; every scorer's scores are
-//   in [0, 1]), and 1 - the leader's share of the votes (answer agreement) when none does.
-//   The expected gain of more samples is how unsettled the vote is times how likely the
-//   problem is solvable: (1 - P(leader stays ahead)) × (1 - d). Ties: fewer samples first,
-//   then the problem's place in the window.
+//   Difficulty d in [0, 1] (0: easy) is 1 - the leader's share of the samples (answer
+//   agreement: a frequency, comparable across problems). With difficulty_by_score it is
+//   instead Snell's model-predicted difficulty: 1 - the mean path score of the samples, taken
+//   as its quantile among the window's problems past their pilot, since a step scorer's
+//   scores are not calibrated across problems (a learned head on a small policy gives every
+//   problem 0.01). The expected gain of more samples is how unsettled the vote is times how
+//   likely the problem is solvable: (1 - P(leader stays ahead)) × (1 - d). Ties: fewer
+//   samples first, then the problem's place in the window.
 #pragma once
 
 #include <cstdint>
@@ -52,6 +54,7 @@ struct AllocationOptions {
   int32_t hopeless_cap = 8;
   double confidence = 0.95;  // a vote settled this surely stops (search/early_stop.h)
   int32_t window = 64;       // problems allocated together (their roots are held at once)
+  bool difficulty_by_score = false;  // see the NOTE; needs scored samples
 };
 
 // Checks the options against each other; errors name the flag.
@@ -62,12 +65,15 @@ struct ProblemSamples {
   int32_t samples = 0;                       // drawn so far
   std::map<std::string, int32_t> votes;      // normalized answer -> samples (answered ones)
   double score_sum = 0.0;                    // path scores of all samples
-  bool scored = false;                       // a step scorer scored them
+  bool scored = false;                       // a step scorer scored them (score_sum means something)
   bool stopped = false;                      // decided: no more samples
 };
 
-// Difficulty in [0, 1] from a problem's samples (see the NOTE); 1 without samples.
+// Difficulty by answer agreement, in [0, 1]: 1 - the leader's share of the samples (samples
+// without an answer count against it); 1 without samples. Records and their bins use it.
 double Difficulty(const ProblemSamples& p);
+// Difficulty by score: 1 - the samples' mean path score (uncalibrated; see the NOTE).
+double ScoreDifficulty(const ProblemSamples& p);
 // Bin 1 (easiest) .. kDifficultyBins of a difficulty: equal widths over [0, 1], the last
 // closed ([0.8, 1] with five).
 constexpr int32_t kDifficultyBins = 5;
@@ -96,6 +102,9 @@ class Allocator {
   int32_t rounds() const { return rounds_; }
 
  private:
+  // Each problem's difficulty as the rounds judge it (see the NOTE).
+  std::vector<double> Difficulties(const std::vector<ProblemSamples>& problems) const;
+
   AllocationOptions options_;
   int64_t budget_;
   int64_t sample_tokens_;

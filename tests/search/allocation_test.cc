@@ -190,12 +190,43 @@ TEST(Allocation, DifficultyFromAgreementOrScoresAndItsBins) {
   EXPECT_DOUBLE_EQ(Difficulty(p), 1.0);  // no sample has an answer
   p.scored = true;
   p.score_sum = 3.2;
-  EXPECT_DOUBLE_EQ(Difficulty(p), 1.0 - 0.8);
+  EXPECT_DOUBLE_EQ(ScoreDifficulty(p), 1.0 - 0.8);
   EXPECT_EQ(DifficultyBin(0.0), 1);
   EXPECT_EQ(DifficultyBin(0.19), 1);
   EXPECT_EQ(DifficultyBin(0.2), 2);
   EXPECT_EQ(DifficultyBin(0.75), 4);
   EXPECT_EQ(DifficultyBin(1.0), 5);
+}
+
+TEST(Allocation, ScoreDifficultyIsAQuantileSoUncalibratedScoresStillRank) {
+  // Scores all near 0 (a scorer uncalibrated across problems): in absolute terms every
+  // problem is hopeless; as quantiles only the lowest-scored quarter is. Answers all
+  // differ, so agreement would call every one hopeless.
+  AllocationOptions o = Adaptive();
+  o.difficulty_by_score = true;
+  std::vector<ProblemSamples> ps(8);
+  for (int i = 0; i < 8; ++i) {
+    ps[i].samples = 4;
+    ps[i].scored = true;
+    ps[i].score_sum = 0.01 * (i + 1);  // problem 7 scores best
+    for (int j = 0; j < 4; ++j) ps[i].votes["a" + std::to_string(j)] = 1;
+    ps[i].samples = 8;  // past the hopeless cap: a hopeless one is decided now
+  }
+  Allocator a(o, int64_t{1} << 40, 100);
+  auto grants = a.Round(ps, 0);
+  int hopeless = 0;
+  for (const auto& [i, g] : grants) {
+    if (g.kind == Grant::kHopeless) {
+      ++hopeless;
+      EXPECT_LT(i, 2) << "a better-scored problem was called hopeless";
+    } else {
+      EXPECT_EQ(g.kind, Grant::kMore);
+    }
+  }
+  EXPECT_EQ(hopeless, 2);  // quantiles 0/7 .. 7/7: difficulty >= 0.75 for the two lowest scores
+  o.difficulty_by_score = false;
+  Allocator b(o, int64_t{1} << 40, 100);
+  for (const auto& [i, g] : b.Round(ps, 0)) EXPECT_EQ(g.kind, Grant::kHopeless) << i;
 }
 
 TEST(Allocation, OptionsOutOfRangeNameTheirFlag) {
