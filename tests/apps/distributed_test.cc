@@ -196,6 +196,52 @@ TEST_F(DistributedTest, BestOfNAcrossWorkersShipsThePromptPages) {
   EXPECT_GT(d["kv_bytes"].get<int64_t>(), 0) << d.dump();
 }
 
+// Adaptive allocation's rounds and budget forcing's waits and cues go through the
+// dispatcher as they go in-process: the same records, allocation decisions included.
+TEST_F(DistributedTest, AdaptiveAllocationWithBudgetForcingMatchesEmbedded) {
+  auto args = [](const fs::path& out) {
+    return std::vector<std::string>{
+        "--dataset", (dir_ / "slice.jsonl").string(), "--output", out.string(), "--seed", "7", "--batch-invariant",
+        "--kv-cache-mb", "64", "--limit", "4", "--strategy", "self-consistency", "--n", "6", "--solution-tokens",
+        "40", "--allocation", "adaptive", "--pilot", "2", "--allocation-batch", "2", "--hopeless-cap", "4",
+        "--tokens-per-problem", "110", "--min-thinking-tokens", "12", "--max-thinking-tokens", "30"};
+  };
+  const fs::path embedded = dir_ / "adaptive-embedded";
+  Subprocess e(Cmd({CANOPY_BIN, "solve"}, args(embedded)), embedded.string() + ".log", kEnv);
+  ASSERT_EQ(e.Wait(600), 0) << e.log();
+  const auto ref = Comparable(Results(embedded));
+  ASSERT_EQ(ref.size(), 4u);
+  fs::path out = dir_ / "adaptive";
+  const std::string addr = "127.0.0.1:" + std::to_string(FreePort());
+  Subprocess coord(Cmd({CANOPY_BIN, "coordinator", "--listen", addr, "--workers", "2"}, args(out)),
+                   (dir_ / "adaptive.log").string(), kEnv);
+  Subprocess w1(Worker(addr, "w1"), (dir_ / "adaptive-w1.log").string(), kEnv);
+  Subprocess w2(Worker(addr, "w2"), (dir_ / "adaptive-w2.log").string(), kEnv);
+  ASSERT_EQ(coord.Wait(600), 0) << coord.log();
+  EXPECT_EQ(Comparable(Results(out)), ref);
+  auto extras = [](const fs::path& dir) {
+    std::map<std::string, json> m;
+    for (const json& r : Results(dir)) {
+      EXPECT_TRUE(r.contains("allocation")) << r.dump();
+      EXPECT_TRUE(r.contains("forced_waits")) << r.dump();
+      m[r["id"].get<std::string>()] = {r["candidates"], r.value("allocation", ""), r.value("forced_waits", -1),
+                                       r.value("answer_cued", false), r["tokens"]};
+    }
+    return m;
+  };
+  const auto got = extras(out);
+  EXPECT_EQ(got, extras(embedded));
+  int64_t tokens = 0;
+  int cued = 0;
+  for (const auto& [id, x] : got) {
+    tokens += x[4].get<int64_t>();
+    cued += x[3].get<bool>();
+  }
+  EXPECT_LE(tokens, 4 * 110);
+  EXPECT_GT(cued, 0) << "no chosen path reached --max-thinking-tokens: the forcing went untested";
+  EXPECT_EQ(SummarySettings(out)["allocation"], SummarySettings(embedded)["allocation"]);
+}
+
 TEST_F(DistributedTest, MpirunMatchesEmbedded) {
   const std::string mpirun = FindOnPath("mpirun");
   ASSERT_FALSE(mpirun.empty()) << "mpirun not found (scripts/setup.sh installs openmpi-bin)";
