@@ -1,5 +1,6 @@
 #include "apps/job_spec.h"
 
+#include <algorithm>
 #include <cmath>
 #include <sstream>
 #include <utility>
@@ -69,6 +70,8 @@ void AddStrategyOptions(CLI::App& app, JobSpec* s) {
   app.add_option("--confidence", s->confidence, "--early-stop: P(the leading answer stays ahead) that settles the vote");
   app.add_option("--early-stop-min", s->early_stop_min, "--early-stop: never stop before this many samples");
   app.add_option("--early-stop-batch", s->early_stop_batch, "--early-stop: samples drawn at a time");
+  app.add_option("--policy", s->policy,
+                 "--strategy auto: the strategy table `canopy tune` wrote (a setting per difficulty bin and budget)");
   app.add_option("--allocation", s->allocation,
                  "uniform (every problem gets its n) or adaptive (a pilot, then samples where they gain most; best-of-n, self-consistency)");
   app.add_option("--tokens-per-problem", s->tokens_per_problem,
@@ -150,6 +153,14 @@ Status ValidateSampling(const JobSpec& s) {
   if (s.tokens_per_problem < 0) return Bad("--tokens-per-problem", static_cast<double>(s.tokens_per_problem), ">= 0");
   if (s.tokens_per_problem > 0 && s.job_max_tokens > 0) {
     return InvalidArgumentError("give the job's token budget once: --job-max-tokens or --tokens-per-problem");
+  }
+  const bool auto_strategy = std::find(s.strategies.begin(), s.strategies.end(), "auto") != s.strategies.end();
+  if (auto_strategy && (s.strategies.size() != 1 || s.policy.empty())) {
+    return InvalidArgumentError("--strategy auto stands alone and needs --policy FILE (from canopy tune)");
+  }
+  if (!s.policy.empty() && !auto_strategy) return InvalidArgumentError("--policy is for --strategy auto");
+  if (auto_strategy && (s.allocation != "uniform" || s.early_stop)) {
+    return InvalidArgumentError("--strategy auto picks a strategy per problem: drop --allocation adaptive and --early-stop");
   }
   if (s.difficulty != "agreement" && s.difficulty != "score") {
     return InvalidArgumentError("--difficulty '" + s.difficulty + "': must be agreement or score");

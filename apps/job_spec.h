@@ -40,6 +40,8 @@ struct JobSpec {
   int pilot = 4, allocation_batch = 4, hopeless_cap = 8, allocation_window = 64;
   double hopeless_difficulty = 0.75;
   std::string difficulty = "agreement";  // or score (needs a scorer)
+  // --strategy auto: the strategy table (coordinator/policy.h) that picks per problem.
+  std::string policy;
   // Budget forcing (s1), in tokens along each path; 0: off.
   int min_thinking_tokens = 0, max_thinking_tokens = 0;
   // canopy label: mc or binary, K samples per problem, M rollouts per measured step; every

@@ -13,6 +13,7 @@ int SubmitMain(int argc, char** argv);
 int MergeMain(int argc, char** argv);
 int StatusMain(int argc, char** argv);
 int TrainPrmMain(int argc, char** argv);
+int TuneMain(int argc, char** argv);
 }  // namespace canopy
 
 namespace {
@@ -30,6 +31,7 @@ void Usage() {
                "  merge        join the shards of a job array\n"
                "  status       a job's progress, from its folder\n"
                "  train-prm    train a value head on step labels (for --scorer policy-head)\n"
+               "  tune         the strategy table of solve --strategy auto, from a development set\n"
                "  generate     sample continuations of a prompt from a model\n"
                "  devices      list the CPU threads and CUDA devices canopy can use\n"
                "\n"
@@ -52,6 +54,7 @@ int main(int argc, char** argv) {
   if (cmd == "merge") return canopy::MergeMain(argc - 1, argv + 1);
   if (cmd == "status") return canopy::StatusMain(argc - 1, argv + 1);
   if (cmd == "train-prm") return canopy::TrainPrmMain(argc - 1, argv + 1);
+  if (cmd == "tune") return canopy::TuneMain(argc - 1, argv + 1);
   if (cmd == "generate") return canopy::GenerateMain(argc - 1, argv + 1);
   if (cmd == "devices") return canopy::DevicesMain(argc - 1, argv + 1);
   std::fprintf(stderr, "canopy: unknown command '%s'\n", cmd.c_str());

@@ -149,7 +149,11 @@ Status PlanRuns(JobContext& job) {
   std::optional<Aggregation> agg = ParseAggregation(f.aggregation);
   if (!agg) return InvalidArgumentError("unknown --aggregation '" + f.aggregation + "' (last, min, prod, mean)");
   job.aggregation = *agg;
-  for (const std::string& s : f.strategies) {
+  if (!f.policy.empty()) {
+    job.out = f.output.empty() ? "runs/" + fs::path(f.dataset).stem().string() + "-auto" : f.output;
+    CANOPY_RETURN_IF_ERROR(PlanAutoRuns(job));
+  }
+  for (const std::string& s : f.policy.empty() ? f.strategies : std::vector<std::string>{}) {
     for (int n : f.ns) {
       Run r;
       r.strategy = s;
@@ -160,9 +164,11 @@ Status PlanRuns(JobContext& job) {
       if (!dup) job.runs.push_back(r);
     }
   }
-  job.out = f.output.empty() ? "runs/" + fs::path(f.dataset).stem().string() + "-" + job.runs[0].strategy : f.output;
-  for (Run& r : job.runs) {
-    r.dir = job.runs.size() == 1 ? job.out : job.out + "/" + r.strategy + "-n" + std::to_string(r.n);
+  if (f.policy.empty()) {
+    job.out = f.output.empty() ? "runs/" + fs::path(f.dataset).stem().string() + "-" + job.runs[0].strategy : f.output;
+    for (Run& r : job.runs) {
+      r.dir = job.runs.size() == 1 ? job.out : job.out + "/" + r.strategy + "-n" + std::to_string(r.n);
+    }
   }
   job.http = f.http.empty() && f.remote() ? "127.0.0.1:0" : f.http;
   // The job secret: workers and the HTTP status need it (embedded: only with --http).
@@ -315,6 +321,13 @@ int ServeMpiRank(JobContext& job) {
 // The runs until one is interrupted, then the sweep over what the folder holds; the exit code.
 int SolveRuns(JobContext& job, RunSidecar* sidecar) {
   RunOutcome last;
+  if (job.policy) {
+    StatusOr<RunOutcome> outcome = SolveAuto(job);
+    if (!outcome.ok()) return job.Fail(outcome.status().ToString());
+    if (outcome->interrupted) return FinishInterrupted(job, outcome->abandoned);
+    if (job.dispatcher) job.dispatcher->Shutdown("job finished");
+    return 0;
+  }
   for (Run& run : job.runs) {
     StatusOr<RunOutcome> outcome = SolveRun(job, run, sidecar);
     if (!outcome.ok()) return job.Fail(outcome.status().ToString());

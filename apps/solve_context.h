@@ -21,6 +21,7 @@
 #include "cluster/mpi_bootstrap.h"
 #include "coordinator/dataset.h"
 #include "coordinator/dispatcher.h"
+#include "coordinator/policy.h"
 #include "coordinator/results.h"
 #include "coordinator/status_server.h"
 #include "coordinator/worker_server.h"
@@ -52,6 +53,7 @@ struct JobContext {
   std::string system_prompt, model_name, out, secret, http;
   Aggregation aggregation = Aggregation::kLast;
   std::vector<Run> runs;
+  std::optional<Policy> policy;            // --strategy auto
   std::unique_ptr<WorkerSetup> setup;      // embedded
   std::unique_ptr<LocalWorker> local;      // embedded
   std::unique_ptr<Dispatcher> dispatcher;  // worker processes
@@ -103,6 +105,11 @@ int RunJob(JobContext& job, int* argc, char*** argv, RunSidecar* sidecar = nullp
 // The sweep: one summary.json over every run folder under job.out (this command's and those
 // of earlier commands into the same folder) and the accuracy-versus-budget plot.
 Status WriteSweep(const JobContext& job);
+
+// --strategy auto (apps/solve_auto.cc): the policy and the pilot run; then the pilot, a run
+// per chosen setting over its problems, and OUT/auto with one record per problem.
+Status PlanAutoRuns(JobContext& job);
+StatusOr<RunOutcome> SolveAuto(JobContext& job);
 
 // {"pid", "host"}: who writes status.json (canopy status tells a dead job by them).
 nlohmann::json JobIdentity();
