@@ -278,7 +278,7 @@ int main(int argc, char** argv) {
       char label[32];
       std::snprintf(label, sizeof(label), "adaptive@%.3g", f);
       ada.points.push_back({s.tokens_per_problem, s.accuracy});
-      if (s.accuracy >= best_acc && match_tokens < 0) match_tokens = s.tokens_per_problem;
+      if (best_acc > 0 && s.accuracy >= best_acc && match_tokens < 0) match_tokens = s.tokens_per_problem;
       nlohmann::json r = {{"setting", label}, {"fraction", f}, {"budget_tokens", budget}, {"accuracy", s.accuracy},
                           {"tokens_per_problem", s.tokens_per_problem}, {"of_max", s.tokens_per_problem / full_tokens},
                           {"decisions", a.decisions}, {"bins", s.bins}};
@@ -290,7 +290,7 @@ int main(int argc, char** argv) {
     }
     std::printf("best uniform: %s, accuracy %.3f at %.1f tokens/problem; adaptive reaches it at %s\n", best_label.c_str(),
                 best_acc, best_tokens,
-                match_tokens < 0 ? "none of the budgets" : (std::to_string(static_cast<int>(match_tokens)) + " tokens/problem (" +
+                best_acc <= 0 ? "n/a: no setting solved a problem" : match_tokens < 0 ? "none of the budgets" : (std::to_string(static_cast<int>(match_tokens)) + " tokens/problem (" +
                                                             std::to_string(match_tokens / best_tokens).substr(0, 5) + " of it)").c_str());
     std::printf("replay check: the recorded choice at %d samples reproduced on %d of %zu problems\n", run.n, agree,
                 run.records.size());

@@ -121,8 +121,24 @@ std::map<int32_t, Grant> Allocator::Round(const std::vector<ProblemSamples>& pro
     for (const Want& w : wants) out[w.index].kind = Grant::kBudget;
     return out;
   }
+  // The pilot a sample at a time round the window, so a budget too small for every pilot
+  // at once still reaches every problem; then the rest by priority.
+  std::map<int32_t, int32_t> pilot;
+  for (bool more = true; more && fit > 0;) {
+    more = false;
+    for (const Want& w : wants) {
+      if (!w.pilot || fit == 0 || pilot[w.index] >= w.more) continue;
+      ++pilot[w.index];
+      --fit;
+      more = true;
+    }
+  }
+  for (const auto& [index, k] : pilot) {
+    if (k > 0) out[index] = Grant{Grant::kMore, k};
+  }
   for (const Want& w : wants) {
     if (fit == 0) break;  // the rest wait for the next round
+    if (w.pilot) continue;
     const int32_t k = static_cast<int32_t>(std::min<int64_t>(w.more, fit));
     out[w.index] = Grant{Grant::kMore, k};
     fit -= k;

@@ -3,6 +3,7 @@
 // gain most from more, hopeless ones should not eat the budget.
 //
 //   window of problems ──► pilot: `pilot` samples each
+//        ▲   (a sample at a time round the window while the budget is short)
 //        ▲                    │
 //        │          round: per problem, from its samples so far ─ difficulty, vote ─►
 //        │             settled (the leader stays ahead with P >= confidence)  → stop

@@ -170,6 +170,22 @@ TEST(Allocation, ThePilotComesFirstAndTheRoundsDependOnTheSamplesAlone) {
   EXPECT_EQ(r.tokens, again.tokens);
 }
 
+TEST(Allocation, ABudgetShortOfThePilotsStillReachesEveryProblem) {
+  // Room for 15 samples of their full length among 10 problems: a sample at a time round
+  // the window, so each gets one or two, none is left without an answer.
+  std::vector<SimProblem> world(10, SimProblem{0.5, 2, 200, 200});
+  Played r = Play(Adaptive(), world, 15 * 200, 200);
+  int two = 0;
+  for (size_t k = 0; k < world.size(); ++k) {
+    EXPECT_GE(r.problems[k].samples, 1) << k;
+    EXPECT_LE(r.problems[k].samples, 2) << k;
+    two += r.problems[k].samples == 2;
+    EXPECT_EQ(r.decided[k], Grant::kBudget);
+  }
+  EXPECT_EQ(two, 5);
+  EXPECT_EQ(r.tokens, 15 * 200);
+}
+
 TEST(Allocation, NoBudgetForEvenOneSampleDecidesEveryProblemAtOnce) {
   std::vector<SimProblem> world(3);
   Played r = Play(Adaptive(), world, 199, 200);
