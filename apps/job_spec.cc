@@ -11,6 +11,8 @@ void AddWorkerOptions(CLI::App& app, WorkerSetupOptions* o) {
   app.add_option("--model", o->model, "policy: GGUF file or Hugging Face directory (default: the default model)");
   app.add_option("--kv-cache-mb", o->kv_cache_mb, "KV cache size");
   app.add_flag("--batch-invariant", o->batch_invariant, "logits independent of batch composition");
+  app.add_option("--think-end", o->think_end,
+                 "budget forcing: the model's end-of-thinking delimiter, forced like an end when it is one token (\"\": none)");
   app.add_option("--backend", o->backend, "auto (CUDA when a GPU is visible), cpu, cuda, cuda-emu");
   app.add_option("--prm-model", o->prm_model, "the PRM for prm-token / prm-head; the value head (.safetensors) for policy-head / value-head");
   app.add_option("--verifier", o->verifier, "the verifier command (JSON lines on stdin/stdout)");

@@ -181,6 +181,10 @@ SchedulerOptions SchedulerOptionsFor(const EngineOptions& options, const ModelCo
   so.vocab_size = static_cast<int32_t>(c.vocab_size);
   so.hidden_size = static_cast<int32_t>(c.hidden_size);
   so.end_of_turn = tokenizer.EndOfTurnIds();
+  if (!options.think_end.empty()) {
+    const std::vector<int32_t> ids = tokenizer.Encode(options.think_end, /*parse_special=*/true);
+    if (ids.size() == 1) so.think_end = ids[0];
+  }
   return so;
 }
 

@@ -71,6 +71,11 @@ struct EngineOptions {
   // False: a Hugging Face checkpoint without lm_head.weight loads (ModelLoadOptions); such an
   // engine serves LastHidden only, and Submit/Expand/LastLogits are FailedPrecondition.
   bool needs_lm_head = true;
+  // Budget forcing's end-of-thinking delimiter (reasoning models' "</think>"): when this text
+  // is one token of the vocabulary, drawing it before the minimum is an end (it becomes the
+  // wait text), a path that holds it is past its thinking (nothing more is forced), and the
+  // answer cue starts with it. Not one token, or "": none (only the end of turn is forced).
+  std::string think_end = "</think>";
 };
 
 
@@ -112,6 +117,8 @@ class Engine {
   ~Engine();
 
   const Tokenizer& tokenizer() const { return *tokenizer_; }
+  // EngineOptions::think_end's token, -1 when the model has none.
+  int32_t think_end_token() const { return sched_.options().think_end; }
   // "cpu", "cuda" or "cuda-emu".
   const char* backend() const { return runner_->backend(); }
   // Bytes of one KV block as ExportPages writes it (depends on the backend's element type).

@@ -461,25 +461,38 @@ CommitResult Scheduler::Commit(const StepPlan& plan) {
 // Update
 // ---------------------------------------------------------------------------------------
 
-SampledToken Scheduler::Forced(SchedRequest* r, SchedChild* c, const SampledToken& drawn) const {
+SampledToken Scheduler::Forced(SchedRequest* r, SchedChild* c, const SampledToken& drawn) {
   const BudgetForcing& f = r->req.forcing;
   const auto made = static_cast<int32_t>(c->out.tokens.size());
-  auto start = [&](const std::vector<int32_t>& tokens) {
-    c->forced = tokens;
+  const int32_t think_end = options_.think_end;
+  auto start = [&](std::vector<int32_t> tokens) {
+    c->forced = std::move(tokens);
     c->forced_next = 1;
-    return SampledToken{tokens[0], 0.0f};
+    return SampledToken{c->forced[0], 0.0f};
   };
   if (c->forced_next < c->forced.size()) return SampledToken{c->forced[c->forced_next++], 0.0f};
-  if (c->out.cued) return drawn;  // after the cue the child may end as it likes
+  if (made == 0 && think_end >= 0) {  // a path already past its thinking (or a prompt that closes it)
+    auto parent = nodes_.find(r->req.node);
+    if (parent != nodes_.end()) {
+      const std::vector<int32_t>& t = parent->second.tokens;
+      c->thought_over = std::find(t.begin(), t.end(), think_end) != t.end();
+    }
+  }
+  if (c->out.cued || c->thought_over) return drawn;  // answering: it may end as it likes
   if (f.answer_at > 0 && made >= f.answer_at && !f.cue.empty()) {
     c->out.cued = true;
-    return start(f.cue);
+    std::vector<int32_t> cue;
+    if (think_end >= 0) cue.push_back(think_end);  // the thinking is closed first, as s1 does
+    cue.insert(cue.end(), f.cue.begin(), f.cue.end());
+    return start(std::move(cue));
   }
   const std::vector<int32_t>& eot = options_.end_of_turn;
-  if (made < f.min_tokens && !f.wait.empty() && std::find(eot.begin(), eot.end(), drawn.token) != eot.end()) {
+  const bool ends = drawn.token == think_end || std::find(eot.begin(), eot.end(), drawn.token) != eot.end();
+  if (made < f.min_tokens && !f.wait.empty() && ends) {
     ++c->out.waits;
     return start(f.wait);
   }
+  if (drawn.token == think_end && think_end >= 0) c->thought_over = true;
   return drawn;
 }
 

@@ -72,6 +72,7 @@ struct SchedChild {
   size_t text_scan_from = 0;    // for the text hook: where a stop string may still begin
   std::vector<int32_t> forced;  // budget forcing: tokens that replace the next draws
   size_t forced_next = 0;       // the next of them
+  bool thought_over = false;    // budget forcing: the path holds the end-of-thinking token
 };
 
 struct SchedRequest {
@@ -143,6 +144,7 @@ struct SchedulerOptions {
   int32_t vocab_size = 0;             // rows of a logits output
   int32_t hidden_size = 0;            // rows of a hidden output
   std::vector<int32_t> end_of_turn;   // token ids that end a turn
+  int32_t think_end = -1;             // budget forcing's end-of-thinking token (-1: none)
 };
 
 // Renders a drawn token (not an end-of-turn one) into child.out.text and says whether a
@@ -152,6 +154,7 @@ using TextHook = std::function<bool(SchedChild& child, int32_t token, const Stop
 class Scheduler {
  public:
   Scheduler(const SchedulerOptions& options, TextHook text);
+  const SchedulerOptions& options() const { return options_; }
 
   // ---- Nodes ----
   NodeId CreateRoot(std::vector<int32_t> tokens);
@@ -210,7 +213,7 @@ class Scheduler {
   void Accept(SchedRequest* r, int32_t i, const SampledToken& drawn);
   // The token child `c` takes instead of `drawn` under budget forcing (ExpandRequest::forcing):
   // the next forced token, the first of `wait` or `cue` when they start, else `drawn`.
-  SampledToken Forced(SchedRequest* r, SchedChild* c, const SampledToken& drawn) const;
+  SampledToken Forced(SchedRequest* r, SchedChild* c, const SampledToken& drawn);
   // Each child's first token that is not drawn yet, from the parent's logits.
   void DrawFirstTokens(SchedRequest* r, std::span<const float> logits);
   void ApplyOutput(const WorkItem& w, std::span<const float> row, const SampledToken* drawn);

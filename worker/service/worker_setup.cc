@@ -19,6 +19,7 @@ StatusOr<std::unique_ptr<WorkerSetup>> WorkerSetup::Create(const WorkerSetupOpti
   }
   eo.kv_cache_bytes = options.kv_cache_mb << 20;
   eo.batch_invariant = options.batch_invariant;
+  eo.think_end = options.think_end;
   CANOPY_ASSIGN_OR_RETURN(eo.backend, ParseBackend(options.backend));
   CANOPY_ASSIGN_OR_RETURN(setup->engine_, Engine::Create(eo));
   return setup;

@@ -19,6 +19,7 @@ struct WorkerSetupOptions {
   std::string model;  // "" = the default model
   int64_t kv_cache_mb = 1024;
   bool batch_invariant = false;
+  std::string think_end = "</think>";  // EngineOptions::think_end
   std::string backend = "auto";  // auto, cpu, cuda, cuda-emu (EngineOptions::backend)
   std::string prm_model;  // prm-token, prm-head
   std::string verifier;   // verifier: the command

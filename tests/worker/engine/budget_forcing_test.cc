@@ -29,9 +29,14 @@ class BudgetForcingTest : public ::testing::Test {
     wait_ = engine_->tokenizer().Encode("\nWait", false);
     cue_ = engine_->tokenizer().Encode("\nFinal answer: \\boxed{", false);
   }
-  ExpandedChild Run(const BudgetForcing& f, int32_t max_tokens) {
+  static constexpr const char* kQuestion = "What is 2 + 3? Reply with the number only.";
+  ExpandedChild Run(const BudgetForcing& f, int32_t max_tokens, Engine* engine = nullptr,
+                    const std::vector<int32_t>& extra_prompt = {}) {
+    if (!engine) engine = engine_.get();
     // A question the model answers in a few tokens.
-    NodeId root = engine_->CreateRoot(RenderPromptTokens(*engine_, "", "What is 2 + 3? Reply with the number only."));
+    std::vector<int32_t> prompt = RenderPromptTokens(*engine, "", kQuestion);
+    prompt.insert(prompt.end(), extra_prompt.begin(), extra_prompt.end());
+    NodeId root = engine->CreateRoot(prompt);
     ExpandRequest r;
     r.node = root;
     r.num_children = 1;
@@ -40,7 +45,7 @@ class BudgetForcingTest : public ::testing::Test {
     r.stop.stop_strings.clear();
     r.seed = 1;
     r.forcing = f;
-    auto res = engine_->Expand(r);
+    auto res = engine->Expand(r);
     EXPECT_TRUE(res.ok()) << res.status().ToString();
     return res.ok() ? res->children.at(0) : ExpandedChild{};
   }
@@ -88,6 +93,79 @@ TEST_F(BudgetForcingTest, TheCueCutsTheThinkingAtTheMaximum) {
   waits_only.answer_at = 0;
   const ExpandedChild u = Run(waits_only, 12);
   EXPECT_TRUE(std::equal(u.tokens.begin(), u.tokens.end(), c.tokens.begin()));
+}
+
+// A reasoning model's "</think>" is one token; the default model has none, so a token it
+// draws early in its answer stands in for it (EngineOptions::think_end): drawn before the
+// minimum it becomes "Wait"; drawn after, the path is past its thinking and nothing more is
+// forced; the cue at the maximum starts with it; a path that holds it is never forced.
+TEST_F(BudgetForcingTest, TheEndOfThinkingTokenIsForcedLikeAnEnd) {
+  EXPECT_EQ(engine_->think_end_token(), -1) << "the default model has no </think> token";
+  const Tokenizer& tok = engine_->tokenizer();
+  const std::vector<int32_t> prompt = RenderPromptTokens(*engine_, "", kQuestion);
+  const ExpandedChild plain = Run({}, 64);
+  // The stand-in: a token first drawn at k >= 2, not in the prompt, that is one token again.
+  size_t k = 0;
+  std::string text;
+  for (size_t i = 2; i + 1 < plain.tokens.size() && k == 0; ++i) {
+    const int32_t t = plain.tokens[i];
+    if (IsEnd(t) || std::find(prompt.begin(), prompt.end(), t) != prompt.end()) continue;
+    if (std::find(plain.tokens.begin(), plain.tokens.begin() + static_cast<std::ptrdiff_t>(i), t) !=
+        plain.tokens.begin() + static_cast<std::ptrdiff_t>(i)) {
+      continue;
+    }
+    const std::string s = tok.Decode(std::vector<int32_t>{t});
+    if (tok.Encode(s, true) == std::vector<int32_t>{t}) {
+      k = i;
+      text = s;
+    }
+  }
+  ASSERT_GT(k, 0u) << "no stand-in token in the answer";
+  const int32_t te = plain.tokens[k];
+  EngineOptions o;
+  o.model_path = testing::DefaultModelPath();
+  o.kv_cache_bytes = int64_t{64} << 20;
+  o.batch_invariant = true;
+  o.think_end = text;
+  auto made = Engine::Create(o);
+  ASSERT_TRUE(made.ok()) << made.status().ToString();
+  std::unique_ptr<Engine> thinker = std::move(made).value();
+  ASSERT_EQ(thinker->think_end_token(), te);
+  const auto at = [](const ExpandedChild& c, size_t i) { return c.tokens.begin() + static_cast<std::ptrdiff_t>(i); };
+
+  // Before the minimum: "Wait" in its place.
+  BudgetForcing f;
+  f.min_tokens = static_cast<int32_t>(k) + 4;
+  f.wait = wait_;
+  const ExpandedChild waited = Run(f, 48, thinker.get());
+  EXPECT_GE(waited.waits, 1);
+  ASSERT_GT(waited.tokens.size(), k + wait_.size());
+  EXPECT_TRUE(std::equal(plain.tokens.begin(), at(plain, k), waited.tokens.begin()));
+  EXPECT_TRUE(std::equal(wait_.begin(), wait_.end(), at(waited, k)));
+
+  // After the minimum it is drawn and ends the thinking: the later maximum cues nothing.
+  BudgetForcing g;
+  g.answer_at = static_cast<int32_t>(k) + 2;
+  g.cue = cue_;
+  const ExpandedChild closed = Run(g, 64, thinker.get());
+  EXPECT_FALSE(closed.cued);
+  EXPECT_EQ(closed.tokens, plain.tokens);
+
+  // A maximum before it: the cue starts by closing the thinking.
+  g.answer_at = static_cast<int32_t>(k) - 1;
+  const ExpandedChild cut = Run(g, 48, thinker.get());
+  EXPECT_TRUE(cut.cued);
+  ASSERT_GT(cut.tokens.size(), k + cue_.size());
+  EXPECT_EQ(*at(cut, k - 1), te);
+  EXPECT_TRUE(std::equal(cue_.begin(), cue_.end(), at(cut, k)));
+
+  // A path that already holds it (here its prompt) is past its thinking: nothing is forced.
+  BudgetForcing both = f;
+  both.answer_at = 3;
+  both.cue = cue_;
+  const ExpandedChild past = Run(both, 24, thinker.get(), {te});
+  EXPECT_FALSE(past.cued);
+  EXPECT_EQ(past.waits, 0);
 }
 
 }  // namespace
