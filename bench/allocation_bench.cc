@@ -6,8 +6,8 @@
 // finished uniform run of N samples per problem (results.jsonl with candidates, e.g.
 // self-consistency or best-of-n at --n 16) tells what adaptive allocation would draw at any
 // budget up to it: this bench plays the real Allocator over the recorded samples, window by
-// window as SolveJob does, with each sample's tokens taken as its problem's mean (the records
-// keep a problem's total only) and each grant reserving the run's --solution-tokens.
+// window as SolveJob does, each grant reserving the run's --solution-tokens, with each
+// sample's tokens as recorded with its candidate (older runs: its problem's mean).
 //
 //   uniform@k   the first k samples of every problem, k = 1, 2, 4, ..., N
 //   adaptive@f  a job budget of f × uniform@N's tokens (f = --fractions)
@@ -108,8 +108,18 @@ ProblemSamples SamplesOf(const Recorded& run, const ResultRecord& rec, int32_t k
   return p;
 }
 
-double TokensPerSample(const ResultRecord& rec) {
+// Sample i's tokens: recorded with it (runs since the candidates carry them), else its
+// problem's mean.
+double SampleTokens(const ResultRecord& rec, int32_t i) {
+  const ResultRecord::Candidate& c = rec.candidates[static_cast<size_t>(i)];
+  if (c.tokens) return static_cast<double>(*c.tokens);
   return static_cast<double>(rec.tokens) / static_cast<double>(rec.candidates.size());
+}
+
+double TokensOfFirst(const ResultRecord& rec, int32_t k) {
+  double t = 0;
+  for (int32_t i = 0; i < k; ++i) t += SampleTokens(rec, i);
+  return t;
 }
 
 struct Outcome {
@@ -145,11 +155,11 @@ Outcome Adapt(const Recorded& run, const AllocationOptions& o, int64_t budget) {
           ++out.decisions[GrantKindName(g.kind)];
           continue;
         }
-        const int32_t k = views[static_cast<size_t>(i)].samples + g.samples;
+        const int32_t had = views[static_cast<size_t>(i)].samples, k = had + g.samples;
         const bool stopped = views[static_cast<size_t>(i)].stopped;
         views[static_cast<size_t>(i)] = SamplesOf(run, rec, k);
         views[static_cast<size_t>(i)].stopped = stopped;
-        spent += g.samples * TokensPerSample(rec);
+        spent += TokensOfFirst(rec, k) - TokensOfFirst(rec, had);
       }
     }
     for (size_t i = 0; i < size; ++i) out.samples[start + i] = views[i].samples;
@@ -170,7 +180,7 @@ Scored Score(const Recorded& run, const std::vector<int32_t>& samples, int32_t p
   for (size_t i = 0; i < run.records.size(); ++i) {
     const ResultRecord& rec = run.records[i];
     const bool right = samples[i] > 0 && ChosenRight(run, rec, samples[i]);
-    const double t = samples[i] * TokensPerSample(rec);
+    const double t = TokensOfFirst(rec, samples[i]);
     correct += right;
     tokens += t;
     auto& b = bins[DifficultyBin(Difficulty(SamplesOf(run, rec, std::min(pilot, run.n))))];

@@ -40,7 +40,7 @@ def leader_stays_ahead(v1, v2):
 def majority(cands):
     groups = {}
     order = []
-    for answer, score, correct in cands:
+    for answer, score, correct in (c[:3] for c in cands):
         if not answer:
             continue
         if answer not in groups:
@@ -63,7 +63,7 @@ def stop_at(cands, confidence, min_samples, batch):
     while m < n:
         m = min(n, m + batch)
         votes = {}
-        for answer, _, _ in cands[:m]:
+        for answer, _, _ in (c[:3] for c in cands[:m]):
             if answer:
                 votes[answer] = votes.get(answer, 0) + 1
         top = sorted(votes.values(), reverse=True) + [0, 0]

@@ -28,7 +28,7 @@ def read_jsonl(path):
 
 
 def select(cands, how):
-    """The chosen candidate's correctness among `cands` ([answer, score, correct], in order)."""
+    """The chosen candidate's correctness among `cands` ([answer, score, correct(, tokens)], in order)."""
     if not cands:
         return False
     if how == "oracle":
@@ -37,7 +37,7 @@ def select(cands, how):
         answered = [i for i in range(len(cands)) if cands[i][0]]
         return bool(answered) and cands[max(answered, key=lambda i: (cands[i][1], -i))][2]
     groups = {}  # answer -> [count, score sum, first index, correct]
-    for i, (answer, score, correct) in enumerate(cands):
+    for i, (answer, score, correct) in enumerate(c[:3] for c in cands):
         if not answer:
             continue
         g = groups.setdefault(answer, [0, 0.0, i, correct])

@@ -58,7 +58,10 @@ nlohmann::json ResultToJson(const ResultRecord& r) {
   if (r.allocation) j["allocation"] = *r.allocation;
   if (!r.candidates.empty()) {
     nlohmann::json c = nlohmann::json::array();
-    for (const auto& x : r.candidates) c.push_back({x.answer, x.score, x.correct});
+    for (const auto& x : r.candidates) {
+      c.push_back(x.tokens ? nlohmann::json{x.answer, x.score, x.correct, *x.tokens}
+                           : nlohmann::json{x.answer, x.score, x.correct});
+    }
     j["candidates"] = std::move(c);
   }
   if (r.error) j["error"] = *r.error;
@@ -99,10 +102,12 @@ StatusOr<ResultRecord> ResultFromJson(const nlohmann::json& j) {
   if (auto c = j.find("candidates"); c != j.end() && !c->is_null()) {
     if (!c->is_array()) return InvalidArgumentError("a result's 'candidates' is not an array");
     for (const auto& x : *c) {
-      if (!x.is_array() || x.size() != 3 || !x[0].is_string() || !x[1].is_number() || !x[2].is_boolean()) {
-        return InvalidArgumentError("a result's candidate is not [answer, score, correct]");
+      if (!x.is_array() || (x.size() != 3 && x.size() != 4) || !x[0].is_string() || !x[1].is_number() ||
+          !x[2].is_boolean() || (x.size() == 4 && (!x[3].is_number_integer() || x[3].get<int64_t>() < 0))) {
+        return InvalidArgumentError("a result's candidate is not [answer, score, correct(, tokens)]");
       }
-      r.candidates.push_back({x[0].get<std::string>(), x[1].get<double>(), x[2].get<bool>()});
+      r.candidates.push_back({x[0].get<std::string>(), x[1].get<double>(), x[2].get<bool>(),
+                              x.size() == 4 ? std::optional<int64_t>(x[3].get<int64_t>()) : std::nullopt});
     }
   }
   CANOPY_RETURN_IF_ERROR(GetOptional(j, "error", &r.error));

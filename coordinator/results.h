@@ -54,11 +54,13 @@ struct ResultRecord {
   // max_samples, budget).
   std::optional<std::string> allocation;
   // Every candidate, in the strategy's order (best-of-N: sample order): its normalized answer
-  // ("" when it has none), path score and correctness.
+  // ("" when it has none), path score, correctness and (sampling strategies) tokens, written
+  // [answer, score, correct(, tokens)].
   struct Candidate {
     std::string answer;
     double score = 0;
     bool correct = false;
+    std::optional<int64_t> tokens;  // sampling strategies: the sample's generated tokens
   };
   std::vector<Candidate> candidates;  // omitted if empty
   std::optional<std::string> error;  // the problem failed (e.g. a worker error)

@@ -328,9 +328,14 @@ ResultRecord SolveJob::Finish(int64_t slot) {
   r.stop_reason = StopReasonName(ans.stop_reason);
   for (const auto& [k, v] : ans.vote_counts) r.votes[k] = v;
   r.num_candidates = ans.num_candidates;
-  for (const auto& [answer, score] : ans.candidate_answers) {
+  // A sampling strategy's candidates are the root's children, in sample order.
+  const bool sampling = kind == "best-of-n" || kind == "self-consistency" || kind == "greedy";
+  const std::vector<int32_t>& samples = s.tree().node(SearchTree::kRoot).children;
+  for (size_t i = 0; i < ans.candidate_answers.size(); ++i) {
+    const auto& [answer, score] = ans.candidate_answers[i];
     const bool right = !r.gold.empty() && !answer.empty() && AnswersEquivalent(answer, r.gold);
-    r.candidates.push_back({answer, score, right});
+    r.candidates.push_back({answer, score, right, std::nullopt});
+    if (sampling && samples.size() == ans.candidate_answers.size()) r.candidates.back().tokens = s.tree().node(samples[i]).tokens;
   }
   if (!r.gold.empty()) {
     r.oracle = std::any_of(r.candidates.begin(), r.candidates.end(), [](const auto& c) { return c.correct; });

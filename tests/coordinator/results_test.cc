@@ -67,7 +67,9 @@ TEST_F(ResultsTest, JsonRoundTripWithExtras) {
   r.votes = {{"42", 3}, {"41", 1.5}};
   r.num_candidates = 8;
   r.oracle = true;
-  r.candidates = {{"42", 0.75, false}, {"41", -1.5, true}};
+  r.candidates = {{"42", 0.75, false, 17}, {"41", -1.5, true, std::nullopt}};
+  r.difficulty = 0.75;
+  r.allocation = "hopeless";
   r.error = "worker 2 died";
   const std::string line = ResultToLine(r);
   EXPECT_EQ(line.find('\n'), std::string::npos);
@@ -91,7 +93,15 @@ TEST_F(ResultsTest, JsonRoundTripWithExtras) {
   EXPECT_DOUBLE_EQ(back->candidates[1].score, -1.5);
   EXPECT_TRUE(back->candidates[1].correct);
   EXPECT_FALSE(back->candidates[0].correct);
+  EXPECT_EQ(back->candidates[0].tokens, 17);
+  EXPECT_FALSE(back->candidates[1].tokens.has_value());
+  EXPECT_EQ(back->difficulty, 0.75);
+  EXPECT_EQ(back->allocation, "hopeless");
   EXPECT_EQ(back->error, "worker 2 died");
+  for (const char* c : {R"(["7", 0.5, true, -1])", R"(["7", 0.5, true, 1.5])", R"(["7", 0.5, true, 3, 4])"}) {
+    auto b = ResultFromJson(nlohmann::json::parse(std::string(R"({"id": "1", "candidates": [)") + c + "]}"));
+    EXPECT_FALSE(b.ok()) << c;
+  }
   // A candidate that is not [answer, score, correct] is refused, naming the field.
   auto bad = ResultFromJson(nlohmann::json::parse(R"({"id": "1", "candidates": [["7", 0.5]]})"));
   ASSERT_FALSE(bad.ok());
@@ -325,6 +335,21 @@ TEST_F(ResultsTest, Summary) {
   Summary o = Summarize(records);
   EXPECT_EQ(o.num_oracle, 2);
   EXPECT_DOUBLE_EQ(SummaryToJson(o)["oracle_accuracy"].get<double>(), 0.5);
+
+  // Difficulty bins: only records with a difficulty, bin 1 easiest, in order.
+  EXPECT_FALSE(SummaryToJson(o).contains("difficulty_bins"));
+  records[0].difficulty = 0.0, records[1].difficulty = 0.75, records[2].difficulty = 0.7;
+  records[0].num_candidates = 4, records[1].num_candidates = 8, records[2].num_candidates = 16;
+  const nlohmann::json bins = SummaryToJson(Summarize(records))["difficulty_bins"];
+  ASSERT_EQ(bins.size(), 2u);
+  EXPECT_EQ(bins[0]["bin"], 1);
+  EXPECT_EQ(bins[0]["problems"], 1);
+  EXPECT_DOUBLE_EQ(bins[0]["accuracy"].get<double>(), 1.0);
+  EXPECT_EQ(bins[1]["bin"], 4);
+  EXPECT_EQ(bins[1]["problems"], 2);
+  EXPECT_DOUBLE_EQ(bins[1]["accuracy"].get<double>(), 0.5);
+  EXPECT_EQ(bins[1]["tokens"], 500);
+  EXPECT_DOUBLE_EQ(bins[1]["mean_samples"].get<double>(), 12.0);
 
   Summary empty = Summarize({});
   EXPECT_EQ(empty.num_problems, 0);
