@@ -72,6 +72,8 @@ void AddStrategyOptions(CLI::App& app, JobSpec* s) {
   app.add_option("--confidence", s->confidence, "--early-stop: P(the leading answer stays ahead) that settles the vote");
   app.add_option("--early-stop-min", s->early_stop_min, "--early-stop: never stop before this many samples");
   app.add_option("--early-stop-batch", s->early_stop_batch, "--early-stop: samples drawn at a time");
+  app.add_option("--early-stop-hopeless", s->early_stop_hopeless,
+                 "--early-stop: also stop once this many samples hold no answer twice (0: off)");
   app.add_option("--policy", s->policy,
                  "--strategy auto: the strategy table `canopy tune` wrote (a setting per difficulty bin and budget)");
   app.add_option("--allocation", s->allocation,
@@ -204,6 +206,7 @@ Status ValidateRanges(const JobSpec& s) {
       {"--problems-in-flight", static_cast<double>(s.in_flight)},
       {"--max-tokens", static_cast<double>(s.max_tokens)},
       {"--min-thinking-tokens", static_cast<double>(s.min_thinking_tokens)},
+      {"--early-stop-hopeless", static_cast<double>(s.early_stop_hopeless)},
       {"--max-thinking-tokens", static_cast<double>(s.max_thinking_tokens)},
       {"--job-max-tokens", static_cast<double>(s.job_max_tokens)},
       {"--offset", static_cast<double>(s.offset)},

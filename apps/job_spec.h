@@ -32,7 +32,7 @@ struct JobSpec {
   // Early stopping of best-of-n / self-consistency (search/early_stop.h).
   bool early_stop = false;
   double confidence = 0.95;
-  int early_stop_min = 4, early_stop_batch = 4;
+  int early_stop_min = 4, early_stop_batch = 4, early_stop_hopeless = 0;
   // Allocation across the job (search/allocation.h): uniform or adaptive, with the job's
   // token budget as --job-max-tokens or as an average --tokens-per-problem.
   std::string allocation = "uniform";

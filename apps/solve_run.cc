@@ -11,6 +11,7 @@
 #include <set>
 
 #include "apps/solve_context.h"
+#include "search/early_stop.h"
 #include "common/logging.h"
 #include "coordinator/journal.h"
 #include "coordinator/plot.h"
@@ -55,6 +56,7 @@ StatusOr<SolveOptions> RunOptions(const JobContext& job, const Run& run) {
   st.confidence = f.confidence;
   st.early_stop_min = f.early_stop_min;
   st.early_stop_batch = f.early_stop_batch;
+  st.early_stop_hopeless = f.early_stop_hopeless;
   StrategyOptions check = st;
   check.gold = "0";  // the labelers' gold is each problem's own; here the rest is checked
   if (auto made = MakeStrategy(check); !made.ok()) return InvalidArgumentError(made.status().message());
@@ -135,6 +137,7 @@ nlohmann::json RunSettings(const JobContext& job, const Run& run, const SolveOpt
   if (so.allocation.mode == AllocationMode::kAdaptive && f.job_max_tokens > 0) j["job_max_tokens"] = f.job_max_tokens;
   if (s.early_stop) {
     j["early_stop"] = {{"confidence", s.confidence}, {"min", s.early_stop_min}, {"batch", s.early_stop_batch}};
+    if (s.early_stop_hopeless > 0) j["early_stop"]["hopeless"] = s.early_stop_hopeless;
   }
   if (f.num_shards > 1) j["shard"] = std::to_string(f.shard) + "/" + std::to_string(f.num_shards);
   return j;
@@ -423,6 +426,22 @@ void AddSearchSummary(const SolveJob& solver, const std::vector<ResultRecord>& r
     drawn += r.num_candidates.value_or(0);
     most += n;
   }
+  // Why the problems drawn short stopped: a settled vote, or (with --early-stop-hopeless) no
+  // two samples alike.
+  int64_t settled = 0, hopeless = 0;
+  for (const ResultRecord& r : records) {
+    if (r.num_candidates.value_or(n) >= n) continue;
+    std::map<std::string, int32_t> votes;  // (`votes` may be weights: count the candidates)
+    for (const ResultRecord::Candidate& c : r.candidates) {
+      if (!c.answer.empty()) ++votes[c.answer];
+    }
+    const nlohmann::json& es = (*full)["early_stop"];
+    const bool by_vote = VoteSettled(votes, static_cast<int32_t>(r.candidates.size()), es.value("min", 1),
+                                     es.value("confidence", 1.0));
+    (by_vote ? settled : hopeless)++;
+  }
+  (*full)["early_stop"]["stopped_settled"] = settled;
+  (*full)["early_stop"]["stopped_hopeless"] = hopeless;
   (*full)["early_stop"]["samples"] = drawn;
   (*full)["early_stop"]["samples_without"] = most;
   (*full)["early_stop"]["saved"] = most - drawn;

@@ -7,7 +7,8 @@ draw: its samples are the first samples of the full N-sample run, in order
 (tests/search/early_stop_test.cc, tests/apps/solve_early_stop_test.cc). So one full run
 tells what every setting of the stopping rule would do: this script replays the rule
 (search/early_stop.h: stop once P(Beta(v1+1, v2+1) > 1/2) >= confidence, never before
---min samples, checked every --batch samples) over each problem's recorded candidates and
+--min samples, checked every --batch samples; with --hopeless K also once K samples hold no
+answer twice) over each problem's recorded candidates and
 takes the majority of the samples drawn by then, as self-consistency does (ties: the larger
 score sum, then the first seen).
 
@@ -57,7 +58,7 @@ def majority(cands):
     return groups[best][2]
 
 
-def stop_at(cands, confidence, min_samples, batch):
+def stop_at(cands, confidence, min_samples, batch, hopeless=0):
     n = len(cands)
     m = 0
     while m < n:
@@ -68,6 +69,8 @@ def stop_at(cands, confidence, min_samples, batch):
                 votes[answer] = votes.get(answer, 0) + 1
         top = sorted(votes.values(), reverse=True) + [0, 0]
         if m >= min_samples and top[0] > 0 and leader_stays_ahead(top[0], top[1]) >= confidence:
+            return m
+        if hopeless > 0 and m >= hopeless and top[0] <= 1:  # no two samples alike (search/early_stop.h)
             return m
     return n
 
@@ -81,6 +84,7 @@ def main():
     ap.add_argument("--min", type=int, default=4)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--confidences", default="0.8,0.9,0.95,0.99")
+    ap.add_argument("--hopeless", type=int, default=0, help="--early-stop-hopeless (0: off)")
     ap.add_argument("--json", default="")
     a = ap.parse_args()
     path = a.results
@@ -100,7 +104,7 @@ def main():
     for conf in [float(c) for c in a.confidences.split(",")]:
         drawn = correct = 0
         for p in problems:
-            m = stop_at(p["candidates"], conf, a.min, a.batch)
+            m = stop_at(p["candidates"], conf, a.min, a.batch, a.hopeless)
             drawn += m
             correct += bool(majority(p["candidates"][:m]))
         total = n * len(problems)
@@ -109,7 +113,8 @@ def main():
                      "accuracy_full": full_correct / len(problems),
                      "accuracy_change_points": 100.0 * (correct - full_correct) / len(problems)})
     print("%d problems, self-consistency@%d (majority of all samples): accuracy %.3f; rule checked every %d samples"
-          " from %d on" % (len(problems), n, full_correct / len(problems), a.batch, a.min))
+          " from %d on%s" % (len(problems), n, full_correct / len(problems), a.batch, a.min,
+                             "; hopeless after %d" % a.hopeless if a.hopeless else ""))
     print("%10s %9s %7s %9s %14s" % ("confidence", "samples", "saved", "accuracy", "change (pts)"))
     for r in rows:
         print("%10.2f %9d %6.1f%% %9.3f %+14.1f" % (r["confidence"], r["samples"], 100 * r["saved_fraction"],
@@ -117,7 +122,7 @@ def main():
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"bench": "early_stop_bench", "results": path, "problems": len(problems), "n": n,
-                       "min": a.min, "batch": a.batch, "rows": rows}, f, indent=2)
+                       "min": a.min, "batch": a.batch, "hopeless": a.hopeless, "rows": rows}, f, indent=2)
 
 
 if __name__ == "__main__":

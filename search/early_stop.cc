@@ -38,4 +38,8 @@ bool VoteSettled(const std::map<std::string, int32_t>& votes, int32_t samples, i
   return v.leader > 0 && v.probability >= confidence;
 }
 
+bool VoteHopeless(const std::map<std::string, int32_t>& votes, int32_t samples, int32_t hopeless_at) {
+  return hopeless_at > 0 && samples >= hopeless_at && Votes(votes).leader <= 1;
+}
+
 }  // namespace canopy

@@ -35,4 +35,7 @@ VoteState Votes(const std::map<std::string, int32_t>& votes);
 bool VoteSettled(const std::map<std::string, int32_t>& votes, int32_t samples, int32_t min_samples,
                  double confidence);
 
+// Hopeless: hopeless_at > 0, at least that many samples drawn, and no answer has two votes.
+bool VoteHopeless(const std::map<std::string, int32_t>& votes, int32_t samples, int32_t hopeless_at);
+
 }  // namespace canopy

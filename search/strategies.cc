@@ -61,8 +61,9 @@ std::vector<int32_t> BestOfN::OnChildren(const Expansion& e, const std::vector<i
   if (options_.early_stop) {
     const std::vector<int32_t>& all = tree_.node(SearchTree::kRoot).children;
     const SearchAnswer votes = SelectAnswer(tree_, all, AnswerSelection::kMajority);
-    settled_ = VoteSettled(votes.vote_counts, static_cast<int32_t>(all.size()), options_.early_stop_min,
-                           options_.confidence);
+    const auto drawn = static_cast<int32_t>(all.size());
+    settled_ = VoteSettled(votes.vote_counts, drawn, options_.early_stop_min, options_.confidence) ||
+               VoteHopeless(votes.vote_counts, drawn, options_.early_stop_hopeless);
     if (!settled_ && samples_planned_ < options_.n && !stopped()) return releases;
   }
   // Allocated: the root stays until the allocator stops the problem (SolveJob releases what

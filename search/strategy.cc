@@ -266,7 +266,8 @@ StatusOr<std::unique_ptr<Strategy>> MakeStrategy(const StrategyOptions& o) {
     if (o.kind != "best-of-n" && o.kind != "self-consistency") {
       return InvalidArgumentError("early stopping is for best-of-n and self-consistency, not " + o.kind);
     }
-    if (!(o.confidence > 0.5 && o.confidence <= 1.0) || o.early_stop_min < 1 || o.early_stop_batch < 1) {
+    if (!(o.confidence > 0.5 && o.confidence <= 1.0) || o.early_stop_min < 1 || o.early_stop_batch < 1 ||
+        o.early_stop_hopeless < 0) {
       return InvalidArgumentError("early stopping: confidence must be in (0.5, 1], the minimum and batch at least 1");
     }
   }

@@ -91,6 +91,8 @@ struct StrategyOptions {
   double confidence = 0.95;
   int32_t early_stop_min = 4;
   int32_t early_stop_batch = 4;
+  // Also stop once this many samples hold no answer twice (search/early_stop.h); 0: off.
+  int32_t early_stop_hopeless = 0;
   // best-of-n, self-consistency under a job's allocator (search/allocation.h): draw only
   // the samples granted (Strategy::Grant), as continuations of the one n-sample draw, and
   // wait for more until Stop; n is the most the problem can be granted.

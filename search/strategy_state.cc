@@ -76,6 +76,7 @@ uint64_t OptionsDigest(const StrategyOptions& o) {
     Put(&b, o.confidence);
     Put(&b, o.early_stop_min);
     Put(&b, o.early_stop_batch);
+    if (o.early_stop_hopeless > 0) Put(&b, o.early_stop_hopeless);  // older checkpoints keep their digest
   }
   b += o.gold;
   return StringHash(b);

@@ -1,7 +1,8 @@
 // `canopy solve --early-stop` on the default model (batch-invariant): each problem's samples
 // are the first samples of the full self-consistency run, in order, with the same answers
 // and scores; drawing stopped where the stopping rule first held on them; summary.json
-// counts the samples saved. A strategy that is not sampling is refused.
+// counts the samples saved; with --early-stop-hopeless a vote with no two samples alike
+// stops too, and is counted apart. A strategy that is not sampling is refused.
 // ctest-labels: unit model
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -60,49 +61,62 @@ TEST_F(SolveEarlyStopTest, SamplesArePrefixesAndTheRuleDecides) {
   CANOPY_REQUIRE_DEFAULT_MODEL(model);
   std::string log;
   ASSERT_EQ(Solve(dir_ / "full", "", &log), 0) << log;
-  ASSERT_EQ(Solve(dir_ / "early", " --early-stop --confidence 0.7 --early-stop-min 2 --early-stop-batch 2", &log), 0)
-      << log;
   const auto full = ById(dir_ / "full" / "results.jsonl");
-  const auto early = ById(dir_ / "early" / "results.jsonl");
   ASSERT_EQ(full.size(), 4u);
-  ASSERT_EQ(early.size(), 4u);
-  int64_t saved = 0;
-  for (const auto& [id, f] : full) {
-    const json& e = early.at(id);
-    const json& fc = f["candidates"];
-    const json& ec = e["candidates"];
-    ASSERT_EQ(fc.size(), 8u) << id;
-    ASSERT_GE(ec.size(), 2u) << id;
-    ASSERT_EQ(ec.size() % 2, 0u) << id;
-    for (size_t i = 0; i < ec.size(); ++i) EXPECT_EQ(ec[i], fc[i]) << id << " sample " << i;
-    // Where the rule first holds on the full run's samples is where drawing stopped.
-    size_t expect = 8;
-    for (size_t m = 2; m <= 8; m += 2) {
-      std::map<std::string, int32_t> votes;
-      for (size_t i = 0; i < m; ++i) {
-        const std::string a = fc[i][0].get<std::string>();
-        if (a.empty()) continue;
-        bool merged = false;
-        for (auto& [k, v] : votes) {
-          if (AnswersEquivalent(k, a)) {
-            ++v;
-            merged = true;
-            break;
+  // Without and with the hopeless rule (no two samples alike after 4).
+  for (int hopeless : {0, 4}) {
+    const fs::path dir = dir_ / ("early" + std::to_string(hopeless));
+    ASSERT_EQ(Solve(dir, " --early-stop --confidence 0.7 --early-stop-min 2 --early-stop-batch 2 --early-stop-hopeless " +
+                             std::to_string(hopeless), &log), 0)
+        << log;
+    const auto early = ById(dir / "results.jsonl");
+    ASSERT_EQ(early.size(), 4u);
+    int64_t saved = 0, stopped_hopeless = 0;
+    for (const auto& [id, f] : full) {
+      const json& e = early.at(id);
+      const json& fc = f["candidates"];
+      const json& ec = e["candidates"];
+      ASSERT_EQ(fc.size(), 8u) << id;
+      ASSERT_GE(ec.size(), 2u) << id;
+      ASSERT_EQ(ec.size() % 2, 0u) << id;
+      for (size_t i = 0; i < ec.size(); ++i) EXPECT_EQ(ec[i], fc[i]) << id << " sample " << i;
+      // Where a rule first holds on the full run's samples is where drawing stopped.
+      size_t expect = 8;
+      bool by_hopeless = false;
+      for (size_t m = 2; m <= 8; m += 2) {
+        std::map<std::string, int32_t> votes;
+        for (size_t i = 0; i < m; ++i) {
+          const std::string a = fc[i][0].get<std::string>();
+          if (a.empty()) continue;
+          bool merged = false;
+          for (auto& [k, v] : votes) {
+            if (AnswersEquivalent(k, a)) {
+              ++v;
+              merged = true;
+              break;
+            }
           }
+          if (!merged) votes[a] = 1;
         }
-        if (!merged) votes[a] = 1;
+        const bool settled = VoteSettled(votes, static_cast<int32_t>(m), 2, 0.7);
+        if (settled || VoteHopeless(votes, static_cast<int32_t>(m), hopeless)) {
+          expect = m;
+          by_hopeless = !settled;
+          break;
+        }
       }
-      if (VoteSettled(votes, static_cast<int32_t>(m), 2, 0.7)) {
-        expect = m;
-        break;
-      }
+      EXPECT_EQ(ec.size(), expect) << id;
+      saved += 8 - static_cast<int64_t>(ec.size());
+      stopped_hopeless += by_hopeless && expect < 8;
     }
-    EXPECT_EQ(ec.size(), expect) << id;
-    saved += 8 - static_cast<int64_t>(ec.size());
+    const json summary = json::parse(std::ifstream(dir / "summary.json"));
+    EXPECT_EQ(summary["settings"]["early_stop"]["saved"], saved) << hopeless;
+    EXPECT_EQ(summary["settings"]["early_stop"]["samples_without"], 32);
+    EXPECT_EQ(summary["settings"]["early_stop"]["stopped_hopeless"], stopped_hopeless) << hopeless;
+    if (hopeless > 0) {
+      EXPECT_GT(stopped_hopeless, 0) << "the default model's samples agreed: the hopeless rule went untested";
+    }
   }
-  const json summary = json::parse(std::ifstream(dir_ / "early" / "summary.json"));
-  EXPECT_EQ(summary["settings"]["early_stop"]["saved"], saved);
-  EXPECT_EQ(summary["settings"]["early_stop"]["samples_without"], 32);
   EXPECT_NE(Solve(dir_ / "beam", " --strategy beam --early-stop", &log), 0);
   EXPECT_THAT(log, ::testing::HasSubstr("--early-stop is for best-of-n and self-consistency"));
 }

@@ -134,6 +134,41 @@ TEST(EarlyStop, BatchesArePrefixesOfTheFullDrawAndStopWhenTheRuleSays) {
   EXPECT_GT(ran_to_n, 2);
 }
 
+TEST(EarlyStop, TheHopelessRuleStopsAVoteWithNoTwoAlike) {
+  EXPECT_TRUE(VoteHopeless({{"1", 1}, {"2", 1}, {"3", 1}}, 8, 8));  // 8 samples, 5 without an answer
+  EXPECT_TRUE(VoteHopeless({}, 8, 8));
+  EXPECT_FALSE(VoteHopeless({{"1", 1}, {"2", 1}}, 7, 8));  // not yet
+  EXPECT_FALSE(VoteHopeless({{"1", 2}, {"2", 1}}, 8, 8));  // two agree
+  EXPECT_FALSE(VoteHopeless({{"1", 1}}, 8, 0));            // off
+  // Every sample a different answer: drawing stops at the first batch with >= 6 samples.
+  for (int32_t hopeless : {0, 6}) {
+    StrategyOptions o;
+    o.kind = "self-consistency";
+    o.n = 16;
+    o.seed = 3;
+    o.early_stop = true;
+    o.early_stop_min = 4;
+    o.early_stop_batch = 4;
+    o.early_stop_hopeless = hopeless;
+    auto s = std::move(MakeStrategy(o)).value();
+    for (int guard = 0; guard < 100 && !s->Done(); ++guard) {
+      for (const Expansion& e : s->Plan()) {
+        ExpansionOutcome out{e.id, {}};
+        for (int32_t i = 0; i < e.num_children; ++i) {
+          StepOutcome c;
+          c.text = "so \\boxed{" + std::to_string(100 + e.first_sample + i) + "}";
+          c.tokens = 5;
+          c.end = FinishReason::kEndOfTurn;
+          out.children.push_back(c);
+        }
+        s->Update(out);
+      }
+    }
+    ASSERT_TRUE(s->Done());
+    EXPECT_EQ(s->tree().node(SearchTree::kRoot).children.size(), hopeless == 0 ? 16u : 8u) << hopeless;
+  }
+}
+
 TEST(EarlyStop, OnlyForSampling) {
   StrategyOptions o;
   o.kind = "beam";
