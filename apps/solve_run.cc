@@ -553,7 +553,10 @@ Status WriteSweep(const JobContext& job) {
     }
     const nlohmann::json& st = j["settings"];
     const std::string scorer = st.value("scorer", "none");
-    const std::string label = st.value("strategy", "?") + (scorer == "none" ? "" : "/" + scorer);
+    // Adaptive runs are a curve of their own beside the uniform ones (accuracy against tokens).
+    const bool adaptive = st.contains("allocation") && st["allocation"].value("mode", "") == "adaptive";
+    const std::string label =
+        st.value("strategy", "?") + (scorer == "none" ? "" : "/" + scorer) + (adaptive ? " (adaptive)" : "");
     series[label].label = label;
     if (j["summary"]["accuracy"].is_number()) {  // an ungraded run has no point to plot
       series[label].points.push_back({j["summary"].value("mean_tokens", 0.0), Accuracy(j["summary"])});
@@ -562,6 +565,7 @@ Status WriteSweep(const JobContext& job) {
     row["strategy"] = st.value("strategy", "?");
     row["scorer"] = scorer;
     row["n"] = st.value("n", 0);
+    if (adaptive) row["allocation"] = "adaptive";
     row["dir"] = d.string();
     all.push_back(row);
   }
