@@ -13,7 +13,9 @@
 #include <fstream>
 #include <map>
 
+#include "tests/testing/datasets.h"
 #include "tests/testing/paths.h"
+#include "tests/testing/results.h"
 #include "tests/testing/subprocess.h"
 #include "tests/testing/temp_dir.h"
 
@@ -25,13 +27,7 @@ using json = nlohmann::json;
 
 class SolveAllocationTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    std::ifstream in(std::string(CANOPY_DATA_DIR) + "/mawps_multiarith.jsonl");
-    ASSERT_TRUE(in);
-    std::ofstream out(dir_ / "five.jsonl");
-    std::string line;
-    for (int i = 0; i < 5 && std::getline(in, line); ++i) out << line << "\n";
-  }
+  void SetUp() override { ASSERT_TRUE(testing::WriteMultiArithSlice(dir_ / "five.jsonl", 5)); }
   int Solve(const fs::path& out, const std::string& extra, std::string* log) const {
     const std::string cmd = "OMP_NUM_THREADS=1 " + std::string(CANOPY_BIN) + " solve --dataset " +
                             (dir_ / "five.jsonl").string() + " --output " + out.string() +
@@ -40,16 +36,6 @@ class SolveAllocationTest : public ::testing::Test {
     int rc = 0;
     *log = testing::Capture(cmd, &rc);
     return rc;
-  }
-  static std::map<std::string, json> ById(const fs::path& file) {
-    std::map<std::string, json> m;
-    std::ifstream in(file);
-    std::string line;
-    while (std::getline(in, line)) {
-      json r = json::parse(line);
-      m[r["id"].get<std::string>()] = r;
-    }
-    return m;
   }
 
   const testing::ScopedTempDir tmp_{"solve_allocation_test"};
@@ -64,8 +50,8 @@ TEST_F(SolveAllocationTest, SamplesArePrefixesAndTheBudgetHolds) {
   ASSERT_EQ(Solve(dir_ / "adaptive", " --allocation adaptive --pilot 2 --allocation-batch 2 --hopeless-cap 4"
                                      " --tokens-per-problem 240 --allocation-window 3", &log), 0)
       << log;
-  const auto uniform = ById(dir_ / "uniform" / "results.jsonl");
-  const auto adaptive = ById(dir_ / "adaptive" / "results.jsonl");
+  const auto uniform = testing::ResultsById(dir_ / "uniform" / "results.jsonl");
+  const auto adaptive = testing::ResultsById(dir_ / "adaptive" / "results.jsonl");
   ASSERT_EQ(uniform.size(), 5u);
   ASSERT_EQ(adaptive.size(), 5u);
   int64_t tokens = 0, uniform_tokens = 0;
@@ -81,7 +67,9 @@ TEST_F(SolveAllocationTest, SamplesArePrefixesAndTheBudgetHolds) {
     ++decisions[a["allocation"].get<std::string>()];
     // Both runs judge a problem's difficulty by its first 2 samples (--pilot).
     ASSERT_TRUE(u.contains("difficulty"));
-    if (ac.size() >= 2) EXPECT_EQ(a["difficulty"], u["difficulty"]) << id;
+    if (ac.size() >= 2) {
+      EXPECT_EQ(a["difficulty"], u["difficulty"]) << id;
+    }
     tokens += a["tokens"].get<int64_t>();
     uniform_tokens += u["tokens"].get<int64_t>();
   }

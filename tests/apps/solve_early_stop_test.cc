@@ -14,7 +14,9 @@
 
 #include "search/answer.h"
 #include "search/early_stop.h"
+#include "tests/testing/datasets.h"
 #include "tests/testing/paths.h"
+#include "tests/testing/results.h"
 #include "tests/testing/subprocess.h"
 #include "tests/testing/temp_dir.h"
 
@@ -26,13 +28,7 @@ using json = nlohmann::json;
 
 class SolveEarlyStopTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    std::ifstream in(std::string(CANOPY_DATA_DIR) + "/mawps_multiarith.jsonl");
-    ASSERT_TRUE(in);
-    std::ofstream out(dir_ / "four.jsonl");
-    std::string line;
-    for (int i = 0; i < 4 && std::getline(in, line); ++i) out << line << "\n";
-  }
+  void SetUp() override { ASSERT_TRUE(testing::WriteMultiArithSlice(dir_ / "four.jsonl", 4)); }
   int Solve(const fs::path& out, const std::string& extra, std::string* log) const {
     const std::string cmd = "OMP_NUM_THREADS=1 " + std::string(CANOPY_BIN) + " solve --dataset " +
                             (dir_ / "four.jsonl").string() + " --output " + out.string() +
@@ -41,16 +37,6 @@ class SolveEarlyStopTest : public ::testing::Test {
     int rc = 0;
     *log = testing::Capture(cmd, &rc);
     return rc;
-  }
-  static std::map<std::string, json> ById(const fs::path& file) {
-    std::map<std::string, json> m;
-    std::ifstream in(file);
-    std::string line;
-    while (std::getline(in, line)) {
-      json r = json::parse(line);
-      m[r["id"].get<std::string>()] = r;
-    }
-    return m;
   }
 
   const testing::ScopedTempDir tmp_{"solve_early_stop_test"};
@@ -61,7 +47,7 @@ TEST_F(SolveEarlyStopTest, SamplesArePrefixesAndTheRuleDecides) {
   CANOPY_REQUIRE_DEFAULT_MODEL(model);
   std::string log;
   ASSERT_EQ(Solve(dir_ / "full", "", &log), 0) << log;
-  const auto full = ById(dir_ / "full" / "results.jsonl");
+  const auto full = testing::ResultsById(dir_ / "full" / "results.jsonl");
   ASSERT_EQ(full.size(), 4u);
   // Without and with the hopeless rule (no two samples alike after 4).
   for (int hopeless : {0, 4}) {
@@ -69,7 +55,7 @@ TEST_F(SolveEarlyStopTest, SamplesArePrefixesAndTheRuleDecides) {
     ASSERT_EQ(Solve(dir, " --early-stop --confidence 0.7 --early-stop-min 2 --early-stop-batch 2 --early-stop-hopeless " +
                              std::to_string(hopeless), &log), 0)
         << log;
-    const auto early = ById(dir / "results.jsonl");
+    const auto early = testing::ResultsById(dir / "results.jsonl");
     ASSERT_EQ(early.size(), 4u);
     int64_t saved = 0, stopped_hopeless = 0;
     for (const auto& [id, f] : full) {

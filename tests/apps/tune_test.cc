@@ -15,7 +15,9 @@
 
 #include "coordinator/policy.h"
 #include "search/allocation.h"
+#include "tests/testing/datasets.h"
 #include "tests/testing/paths.h"
+#include "tests/testing/results.h"
 #include "tests/testing/subprocess.h"
 #include "tests/testing/temp_dir.h"
 
@@ -25,26 +27,9 @@ namespace {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-std::map<std::string, json> ById(const fs::path& file) {
-  std::map<std::string, json> m;
-  std::ifstream in(file);
-  std::string line;
-  while (std::getline(in, line)) {
-    json r = json::parse(line);
-    m[r["id"].get<std::string>()] = r;
-  }
-  return m;
-}
-
 class TuneTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    std::ifstream in(std::string(CANOPY_DATA_DIR) + "/mawps_multiarith.jsonl");
-    ASSERT_TRUE(in);
-    std::ofstream out(dir_ / "five.jsonl");
-    std::string line;
-    for (int i = 0; i < 5 && std::getline(in, line); ++i) out << line << "\n";
-  }
+  void SetUp() override { ASSERT_TRUE(testing::WriteMultiArithSlice(dir_ / "five.jsonl", 5)); }
   int Canopy(const std::string& command, const std::string& args, std::string* log) const {
     const std::string cmd = "OMP_NUM_THREADS=1 " + std::string(CANOPY_BIN) + " " + command + " --dataset " +
                             (dir_ / "five.jsonl").string() +
@@ -72,13 +57,13 @@ TEST_F(TuneTest, TheTableHoldsTheBestWithinEachBudgetAndAutoFollowsIt) {
 
   // Recompute: bins from the self-consistency n=2 run, outcomes from every run folder.
   std::map<std::string, int32_t> bin_of;
-  for (const auto& [id, r] : ById(dev / "self-consistency-n2" / "results.jsonl")) {
+  for (const auto& [id, r] : testing::ResultsById(dev / "self-consistency-n2" / "results.jsonl")) {
     bin_of[id] = DifficultyBin(r["difficulty"].get<double>());
   }
   ASSERT_EQ(bin_of.size(), 5u);
   std::map<std::string, std::map<std::string, json>> runs;
   for (const char* d : {"self-consistency-n2", "self-consistency-n4", "beam-n2", "beam-n4"}) {
-    runs[d] = ById(dev / d / "results.jsonl");
+    runs[d] = testing::ResultsById(dev / d / "results.jsonl");
   }
   for (const PolicyBudget& b : policy->budgets) {
     for (const PolicyChoice& c : b.bins) {
@@ -112,8 +97,8 @@ TEST_F(TuneTest, TheTableHoldsTheBestWithinEachBudgetAndAutoFollowsIt) {
             0)
       << log;
   const json choices = json::parse(std::ifstream(out / "auto" / "choices.json"));
-  const auto pilot = ById(out / "pilot" / "results.jsonl");
-  const auto answered = ById(out / "auto" / "results.jsonl");
+  const auto pilot = testing::ResultsById(out / "pilot" / "results.jsonl");
+  const auto answered = testing::ResultsById(out / "auto" / "results.jsonl");
   ASSERT_EQ(answered.size(), 5u);
   for (const auto& [id, bin] : bin_of) {
     EXPECT_EQ(choices[id]["bin"], bin) << id << ": the pilot judged it otherwise than tune";
@@ -121,7 +106,7 @@ TEST_F(TuneTest, TheTableHoldsTheBestWithinEachBudgetAndAutoFollowsIt) {
     EXPECT_EQ(choices[id]["strategy"], c.strategy);
     EXPECT_EQ(choices[id]["n"], c.n);
     std::string dir = c.strategy + "-n" + std::to_string(c.n) + (c.strategy == "beam" ? "-m2" : "");
-    const json run = ById(out / dir / "results.jsonl").at(id);
+    const json run = testing::ResultsById(out / dir / "results.jsonl").at(id);
     const json& a = answered.at(id);
     EXPECT_EQ(a["prediction"], run["prediction"]) << id;
     EXPECT_EQ(a["path"], run["path"]) << id;

@@ -544,7 +544,9 @@ TEST(SolveJob, AdaptiveAllocationKeepsTheJobBudgetAndReleasesEverything) {
         EXPECT_GE(r.candidates.size(), 4u);
       }
     }
-    if (budget > 0) EXPECT_LE(tokens, budget);
+    if (budget > 0) {
+      EXPECT_LE(tokens, budget);
+    }
     EXPECT_EQ(job.allocation_stats().windows, 3);  // 4 + 4 + 3 problems
     EXPECT_THAT(w.live_, ::testing::IsEmpty()) << budget;
   }
@@ -585,7 +587,9 @@ TEST(SolveJob, AdaptiveSamplesArePrefixesOfTheFullRun) {
     }
     // Both runs judge difficulty from the same first samples.
     ASSERT_TRUE(all[i].difficulty.has_value());
-    if (some[i].candidates.size() >= 4) EXPECT_EQ(some[i].difficulty, all[i].difficulty);
+    if (some[i].candidates.size() >= 4) {
+      EXPECT_EQ(some[i].difficulty, all[i].difficulty);
+    }
   }
 }
 

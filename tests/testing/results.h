@@ -26,6 +26,16 @@ inline std::vector<nlohmann::json> ResultLines(const std::filesystem::path& file
   return rs;
 }
 
+// Every record of `file` by its id (a later line replaces an earlier one).
+inline std::map<std::string, nlohmann::json> ResultsById(const std::filesystem::path& file) {
+  std::map<std::string, nlohmann::json> m;
+  for (nlohmann::json& r : ResultLines(file)) {
+    const std::string id = r["id"].get<std::string>();  // before the move (assignment sequences its right first)
+    m[id] = std::move(r);
+  }
+  return m;
+}
+
 // id -> prediction, path, tokens, score, expansions; a problem twice or a record with an
 // error fails the test.
 inline std::map<std::string, nlohmann::json> Comparable(const std::vector<nlohmann::json>& rs) {
