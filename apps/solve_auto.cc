@@ -4,14 +4,16 @@
 //   OUT/pilot/            self-consistency at the policy's pilot n: each problem's difficulty
 //                         (the answer agreement of its samples, search/allocation.h) and bin
 //   OUT/<strategy>-n<N>/  per setting the table chooses at T for some bin, the problems of
-//                         those bins (beam width as the table says)
+//                         those bins (beam width as the table says); the pilot's own setting
+//                         is not run again: its problems take the pilot's records
 //   OUT/auto/             one record per problem (the chosen run's, its tokens plus the
 //                         pilot's), summary.json with accuracy and tokens per bin, and
 //                         choices.json (problem -> bin and setting)
 //
 // Every run is an ordinary run: resumable, and the pilot's records fix the bins, so a rerun
 // chooses as the first session did. The pilot's tokens count: the table was tuned on runs
-// without one, so T picks the column and the job spends the pilot on top.
+// without one, so T picks the column and the job spends the pilot on top (except where the
+// pilot's records are the answer).
 #include <filesystem>
 #include <fstream>
 
@@ -80,7 +82,7 @@ Status WriteCombined(const JobContext& job, const std::map<std::string, ResultRe
     auto r = runs[setting].find(p.id);
     if (r == runs[setting].end()) continue;  // not solved yet (an interrupted run)
     ResultRecord out = r->second;
-    out.tokens += pilot.at(p.id).tokens;
+    if (dirs.at(setting) != job.runs.front().dir) out.tokens += pilot.at(p.id).tokens;  // else it is the pilot's
     out.difficulty = pilot.at(p.id).difficulty;
     out.strategy = "auto/" + setting.strategy + "@" + std::to_string(setting.n);
     CANOPY_RETURN_IF_ERROR(writer->Append(out));
@@ -120,8 +122,8 @@ StatusOr<RunOutcome> SolveAuto(JobContext& job) {
                                         ? static_cast<double>(job.spec.tokens_per_problem)
                                         : policy.budgets.back().tokens_per_problem;
   job.spec.tokens_per_problem = 0;
-  Run& pilot_run = job.runs.front();
-  CANOPY_ASSIGN_OR_RETURN(RunOutcome o, SolveRun(job, pilot_run));
+  CANOPY_ASSIGN_OR_RETURN(RunOutcome o, SolveRun(job, job.runs.front()));
+  const Run pilot_run = job.runs.front();  // a copy: job.runs grows below
   if (o.interrupted) return o;
   CANOPY_ASSIGN_OR_RETURN(LoadedResults pilot, LoadResults(pilot_run.dir + "/results.jsonl"));
   std::map<std::string, ResultRecord> pilot_of;
@@ -145,6 +147,13 @@ StatusOr<RunOutcome> SolveAuto(JobContext& job) {
     run.n = setting.n;
     run.scorer = job.spec.scorer == "auto" ? DefaultScorerFor(setting.strategy) : job.spec.scorer;
     run.dir = setting.Dir(job.out);
+    if (setting.strategy == pilot_run.strategy && setting.n == pilot_run.n && run.scorer == pilot_run.scorer) {
+      // The pilot's own setting: its records are this run's (the same samples), not drawn again.
+      dirs[setting] = pilot_run.dir;
+      CANOPY_LOG(Info) << "auto: " << problems.size() << " problems -> " << setting.strategy << " n=" << setting.n
+                       << ": the pilot's answers";
+      continue;
+    }
     dirs[setting] = run.dir;
     CANOPY_LOG(Info) << "auto: " << problems.size() << " problems -> " << setting.strategy << " n=" << setting.n
                      << (setting.beam_width > 1 ? " beam width " + std::to_string(setting.beam_width) : "");

@@ -105,19 +105,44 @@ TEST_F(TuneTest, TheTableHoldsTheBestWithinEachBudgetAndAutoFollowsIt) {
     const PolicyChoice& c = ChoosePolicy(*policy, bin, t + 1);
     EXPECT_EQ(choices[id]["strategy"], c.strategy);
     EXPECT_EQ(choices[id]["n"], c.n);
-    std::string dir = c.strategy + "-n" + std::to_string(c.n) + (c.strategy == "beam" ? "-m2" : "");
+    // The pilot's own setting (self-consistency at the pilot's n) is not drawn again.
+    const bool pilots = c.strategy == "self-consistency" && c.n == policy->pilot;
+    std::string dir = pilots ? "pilot" : c.strategy + "-n" + std::to_string(c.n) + (c.strategy == "beam" ? "-m2" : "");
     const json run = testing::ResultsById(out / dir / "results.jsonl").at(id);
     const json& a = answered.at(id);
     EXPECT_EQ(a["prediction"], run["prediction"]) << id;
     EXPECT_EQ(a["path"], run["path"]) << id;
-    EXPECT_EQ(a["tokens"].get<int64_t>(), run["tokens"].get<int64_t>() + pilot.at(id)["tokens"].get<int64_t>()) << id;
+    EXPECT_EQ(a["tokens"].get<int64_t>(),
+              run["tokens"].get<int64_t>() + (pilots ? 0 : pilot.at(id)["tokens"].get<int64_t>()))
+        << id;
     // The chosen setting ran as the dev set's candidate did: the same record.
     const json& dev_record = runs.at(c.strategy + "-n" + std::to_string(c.n)).at(id);
     EXPECT_EQ(run["path"], dev_record["path"]) << id;
   }
+  EXPECT_FALSE(fs::exists(out / "self-consistency-n2")) << "the pilot's setting was drawn again";
   const json s = json::parse(std::ifstream(out / "auto" / "summary.json"));
   EXPECT_EQ(s["summary"]["num_problems"], 5);
   EXPECT_FALSE(s["summary"]["difficulty_bins"].empty());
+}
+
+TEST_F(TuneTest, WhereTheTableChoosesThePilotsSettingThePilotAnswers) {
+  CANOPY_REQUIRE_DEFAULT_MODEL(model);
+  const fs::path policy = dir_ / "pilot-only.json";
+  std::ofstream(policy) << R"({"version": 1, "pilot": 2, "difficulty": "agreement", "budgets": [{"tokens_per_problem": 100,
+    "bins": [{"bin": 1, "strategy": "self-consistency", "n": 2, "beam_width": 1},
+             {"bin": 5, "strategy": "self-consistency", "n": 2, "beam_width": 1}]}]})";
+  std::string log;
+  const fs::path out = dir_ / "pilot-only";
+  ASSERT_EQ(Canopy("solve", "--strategy auto --policy " + policy.string() + " --output " + out.string(), &log), 0) << log;
+  EXPECT_FALSE(fs::exists(out / "self-consistency-n2")) << "the pilot's setting was drawn again";
+  const auto pilot = testing::ResultsById(out / "pilot" / "results.jsonl");
+  const auto answered = testing::ResultsById(out / "auto" / "results.jsonl");
+  ASSERT_EQ(pilot.size(), 5u);
+  ASSERT_EQ(answered.size(), 5u);
+  for (const auto& [id, p] : pilot) {
+    EXPECT_EQ(answered.at(id)["prediction"], p["prediction"]) << id;
+    EXPECT_EQ(answered.at(id)["tokens"], p["tokens"]) << id << ": the pilot's tokens counted twice";
+  }
 }
 
 TEST_F(TuneTest, AMalformedPolicyIsRefusedByItsField) {
