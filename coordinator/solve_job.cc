@@ -135,7 +135,7 @@ Status SolveJob::Start(const Problem& p, int64_t slot) {
   StrategyOptions so = options_.strategy;
   so.seed = ProblemSeed(options_.seed, p.id);
   so.gold = p.gold;  // the labelers measure steps against it; searches ignore it
-  if (window_.allocator) {
+  if (adaptive()) {
     so.allocated = true;
     so.n = options_.allocation.max_samples;
   }
@@ -319,7 +319,7 @@ ResultRecord SolveJob::Finish(int64_t slot) {
       static_cast<int32_t>(s.tree().node(SearchTree::kRoot).children.size()) >= pilot) {
     r.difficulty = Difficulty(SamplesOf(s, pilot));
   }
-  if (window_.allocator && a.allocation.empty() && a.error.empty() && ans.stop_reason == StopReason::kFinished) {
+  if (adaptive() && a.allocation.empty() && a.error.empty() && ans.stop_reason == StopReason::kFinished) {
     a.allocation = GrantKindName(Grant::kMaxSamples);  // granted all n: done without a decision
     ++allocation_stats_.decisions[a.allocation];
   }
@@ -414,12 +414,11 @@ void SolveJob::Allocate() {
   for (int64_t slot : window_.slots) {
     auto it = active_.find(slot);
     ProblemSamples p;
+    if (it != active_.end()) spent += it->second.strategy->tokens_used();
     if (it != active_.end() && it->second.strategy->Waiting()) {
       p = SamplesOf(*it->second.strategy, INT32_MAX);
-      spent += it->second.strategy->tokens_used();
     } else {
       p.stopped = true;
-      if (it != active_.end()) spent += it->second.strategy->tokens_used();
     }
     views.push_back(std::move(p));
   }
@@ -451,11 +450,7 @@ Status SolveJob::Run(const std::vector<Problem>& problems,
   }
   size_t next = 0;
   int64_t next_slot = 0;
-  const bool adaptive = options_.allocation.mode == AllocationMode::kAdaptive;
-  if (adaptive) {
-    CANOPY_RETURN_IF_ERROR(ValidateAllocation(options_.allocation));
-    window_.allocator = std::make_unique<Allocator>(options_.allocation, 0, 1);  // replaced per window
-  }
+  if (adaptive()) CANOPY_RETURN_IF_ERROR(ValidateAllocation(options_.allocation));
   bool job_stopped = false;
   double drain_until = -1.0;
   while (next < problems.size() || !active_.empty()) {
@@ -469,12 +464,12 @@ Status SolveJob::Run(const std::vector<Problem>& problems,
       }
       if (stop_flag_->load() >= 2) drain_until = std::min(drain_until, Now());
       // Problems waiting for a grant get none while draining: they wait for nothing.
-      if (active_.empty() || Now() >= drain_until || (adaptive && AllWaiting())) {
+      if (active_.empty() || Now() >= drain_until || (adaptive() && AllWaiting())) {
         Abandon();
         return Status::Ok();
       }
     }
-    if (adaptive) {
+    if (adaptive()) {
       if (!job_stopped && drain_until < 0 && next < problems.size() && active_.empty()) {
         CANOPY_RETURN_IF_ERROR(StartWindow(order, &next, &next_slot));
       }
@@ -488,7 +483,7 @@ Status SolveJob::Run(const std::vector<Problem>& problems,
     double now = Now();
     StopReason job_reason = StopReason::kNone;
     // (Adaptive allocation keeps within the token budget itself, problem by problem.)
-    if (!adaptive && options_.job_max_tokens > 0 && tokens_ >= options_.job_max_tokens) {
+    if (!adaptive() && options_.job_max_tokens > 0 && tokens_ >= options_.job_max_tokens) {
       job_reason = StopReason::kJobBudget;
     }
     if (options_.job_max_seconds > 0 && now - job_start_ >= options_.job_max_seconds) {
@@ -508,7 +503,7 @@ Status SolveJob::Run(const std::vector<Problem>& problems,
       Dispatch(slot);
     }
     CANOPY_RETURN_IF_ERROR(ReportDone(on_result));
-    if (adaptive && drain_until < 0 && !job_stopped) {
+    if (adaptive() && drain_until < 0 && !job_stopped) {
       Allocate();
       for (auto& [slot, a] : active_) Dispatch(slot);
       CANOPY_RETURN_IF_ERROR(ReportDone(on_result));

@@ -191,7 +191,7 @@ class SolveJob {
   // Adaptive allocation: the problems allocated together.
   struct Window {
     std::vector<int64_t> slots;            // window order
-    std::unique_ptr<Allocator> allocator;  // null: uniform allocation
+    std::unique_ptr<Allocator> allocator;  // null until the first window (and in uniform jobs)
     int64_t reported_tokens = 0;           // of its problems already reported
   };
   struct CallRef {
@@ -224,6 +224,7 @@ class SolveJob {
   void Allocate();
   // Every problem in flight waits for a grant (nothing of theirs in flight).
   bool AllWaiting() const;
+  bool adaptive() const { return options_.allocation.mode == AllocationMode::kAdaptive; }
   // The first `limit` samples of a sampling strategy, as the allocator sees them.
   ProblemSamples SamplesOf(const Strategy& s, int32_t limit) const;
   // Budget forcing's share of `e`'s call (SolveOptions::min/max_thinking_tokens).
