@@ -318,7 +318,19 @@ TEST_F(DistributedTest, RestartedCoordinatorResumes) {
   {
     Subprocess first(cmd, (dir_ / "restart-1.log").string(), kEnv);
     WaitForResults(out, 2, first);
-    std::this_thread::sleep_for(std::chrono::milliseconds(700));  // a checkpoint of the next ones
+    // Killed once a problem in flight has a checkpoint (a fixed wait lost that race on a loaded machine).
+    auto until = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+    auto has_checkpoint = [&] {
+      std::error_code ec;
+      if (!fs::is_directory(out / "checkpoints", ec)) return false;
+      for (const auto& e : fs::directory_iterator(out / "checkpoints", ec)) {
+        if (e.path().extension() == ".ckpt") return true;
+      }
+      return false;
+    };
+    while (!has_checkpoint() && first.running() && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
     ASSERT_TRUE(first.running()) << first.log();
     first.Kill(SIGKILL);
     first.Wait(30);
