@@ -15,6 +15,8 @@ void AddWorkerOptions(CLI::App& app, WorkerSetupOptions* o) {
                  "budget forcing: the model's end-of-thinking delimiter, forced like an end when it is one token (\"\": none)");
   app.add_option("--backend", o->backend, "auto (CUDA when a GPU is visible), cpu, cuda, cuda-emu");
   app.add_option("--prm-model", o->prm_model, "the PRM for prm-token / prm-head; the value head (.safetensors) for policy-head / value-head");
+  app.add_option("--prm-base", o->prm_base,
+                 "value-head: the head's base model, GGUF or Hugging Face directory (default: the default model); its content hash must be the card's");
   app.add_option("--verifier", o->verifier, "the verifier command (JSON lines on stdin/stdout)");
 }
 

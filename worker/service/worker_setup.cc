@@ -33,6 +33,7 @@ StatusOr<Scorer*> WorkerSetup::GetScorer(const std::string& kind) {
     ScorerOptions so;
     so.kind = kind;
     so.model_path = options_.prm_model;
+    so.base_model_path = options_.prm_base;
     so.verifier_command = options_.verifier;
     auto made = MakeScorer(so, engine_.get());
     if (!made.ok()) {

@@ -22,6 +22,7 @@ struct WorkerSetupOptions {
   std::string think_end = "</think>";  // EngineOptions::think_end
   std::string backend = "auto";  // auto, cpu, cuda, cuda-emu (EngineOptions::backend)
   std::string prm_model;  // prm-token, prm-head
+  std::string prm_base;   // value-head: the head's base model ("" = the default model)
   std::string verifier;   // verifier: the command
 };
 
