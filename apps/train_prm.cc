@@ -4,16 +4,21 @@
 //   labels.jsonl ─► every labelled step (source rollouts / own_answer / inferred; never
 //                   incomplete): its problem's prompt and the sample's steps up to it
 //   base model   ─► the final-normed hidden state after the step's last token: the prompt
-//                   rendered as the policy saw it (RenderPromptTokens), then the steps' text
-//                   as generated (each ends with its separator), encoded
+//                   rendered as the policy saw it (RenderPromptTokens), then the steps as
+//                   generated: the policy's sampled token ids when the labels carry them and
+//                   the base is the policy, else the steps' text (each ends with its
+//                   separator) encoded
 //   TrainHead    ─► HEAD.safetensors + HEAD.json (the card: base name and hash, label
 //                   method and counts, losses, validation AUC and calibration)
 //
 // The base is the policy that made the labels unless --base names another model; with no
-// --base, the default model's content hash must be the one the labels record. Features are
-// read from the steps' text encoded again, which gives the policy's own tokens for all but
-// rare non-canonical tokenizations (the hidden state after "\n\n" either way).
+// --base, the default model's content hash must be the one the labels record. On the policy,
+// features are read at the sampled token ids, the tokens `--scorer policy-head` reads at
+// search time: the steps' text encoded again differs from them often enough to matter (a
+// step cut inside a word, a quote merged with its neighbour), and so the head's scores did.
+// Labels without ids (written before they were recorded) and another base use the text.
 #include <CLI/CLI.hpp>
+#include <cstdint>
 #include <cstdio>
 #include <filesystem>
 #include <map>
@@ -52,6 +57,9 @@ struct LabeledStep {
   size_t problem = 0;               // index into LabelSet::problems
   size_t depth = 0;                 // the step's index in its sample
   std::string text_so_far;          // the sample's steps up to and including this one
+  std::vector<int32_t> ids_so_far;  // their sampled token ids, when every one has them
+  bool has_ids = false;
+  std::string where;                // file:line of its record, for errors
   double soft = 0.0;
   bool hard = false;
 };
@@ -66,6 +74,7 @@ struct LabelSet {
   std::set<std::string> methods;
   std::string model_name, model_hash;
   int64_t records = 0, skipped_records = 0, incomplete_steps = 0, rollouts = 0;
+  int64_t steps_with_ids = 0;
 };
 
 Status Fail(const std::string& where, const std::string& what) {
@@ -100,10 +109,24 @@ Status ReadRecord(const nlohmann::json& r, const std::string& where, LabelSet* s
   ++set->records;
   for (const nlohmann::json& sample : r["samples"]) {
     std::string so_far;
+    std::vector<int32_t> ids;
+    bool has_ids = true;
     size_t depth = 0;
     for (const nlohmann::json& step : sample.at("steps")) {
       so_far += step.at("text").get<std::string>();
       ++depth;
+      auto t = step.find("token_ids");
+      if (t == step.end()) {
+        has_ids = false;
+      } else if (has_ids) {
+        if (!t->is_array()) return Fail(where, "a step's \"token_ids\" is not an array");
+        for (const nlohmann::json& id : *t) {
+          if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > INT32_MAX) {
+            return Fail(where, "a step's \"token_ids\" holds " + id.dump() + ", not a token id");
+          }
+          ids.push_back(static_cast<int32_t>(id.get<int64_t>()));
+        }
+      }
       if (step.value("source", "incomplete") == "incomplete") {
         ++set->incomplete_steps;
         continue;
@@ -111,7 +134,12 @@ Status ReadRecord(const nlohmann::json& r, const std::string& where, LabelSet* s
       const double soft = step.at("soft").get<double>();
       if (!(soft >= 0.0 && soft <= 1.0)) return Fail(where, "a soft label outside [0, 1]");
       set->rollouts += step.value("rollouts", 0);
-      set->steps.push_back({set->problems.size() - 1, depth - 1, so_far, soft, step.at("hard").get<bool>()});
+      LabeledStep s{set->problems.size() - 1, depth - 1, so_far, {}, has_ids, where, soft, step.at("hard").get<bool>()};
+      if (has_ids) {
+        s.ids_so_far = ids;
+        ++set->steps_with_ids;
+      }
+      set->steps.push_back(std::move(s));
     }
   }
   return Status::Ok();
@@ -173,7 +201,19 @@ StatusOr<std::string> ResolveBase(const TrainPrmFlags& f, const LabelSet& set, s
 // first steps of one problem's samples, then their second steps, and so on. Each round finds
 // the blocks of the round before in the prefix cache and computes only the new step's tokens,
 // instead of the whole sequence again (which cost as much as the labelling's own decode).
-StatusOr<std::vector<HeadExample>> ExtractFeatures(Engine& engine, const LabelSet& set) {
+// `use_ids`: read the steps at their sampled token ids where they have them (the base is the
+// policy); each id is checked against the base's vocabulary first.
+StatusOr<std::vector<HeadExample>> ExtractFeatures(Engine& engine, const LabelSet& set, bool use_ids) {
+  const int64_t vocab = engine.config().vocab_size;
+  for (const LabeledStep& s : set.steps) {
+    if (!use_ids || !s.has_ids) continue;
+    for (int32_t id : s.ids_so_far) {
+      if (id >= vocab) {
+        return Fail(s.where, "token id " + std::to_string(id) + " is outside the base's vocabulary of " +
+                                 std::to_string(vocab));
+      }
+    }
+  }
   std::vector<std::optional<HeadExample>> by_step(set.steps.size());
   std::map<size_t, std::map<size_t, std::vector<size_t>>> rounds;  // problem -> depth -> steps
   for (size_t i = 0; i < set.steps.size(); ++i) rounds[set.steps[i].problem][set.steps[i].depth].push_back(i);
@@ -184,8 +224,10 @@ StatusOr<std::vector<HeadExample>> ExtractFeatures(Engine& engine, const LabelSe
       std::vector<std::vector<int32_t>> batch;
       for (size_t i : steps) {
         std::vector<int32_t> tokens = prompt;
-        const std::vector<int32_t> text = engine.tokenizer().Encode(set.steps[i].text_so_far, /*add_special=*/false);
-        tokens.insert(tokens.end(), text.begin(), text.end());
+        const LabeledStep& s = set.steps[i];
+        const std::vector<int32_t> steps =
+            use_ids && s.has_ids ? s.ids_so_far : engine.tokenizer().Encode(s.text_so_far, /*add_special=*/false);
+        tokens.insert(tokens.end(), steps.begin(), steps.end());
         batch.push_back(std::move(tokens));
       }
       CANOPY_ASSIGN_OR_RETURN(std::vector<std::vector<float>> h, engine.LastHidden(batch));
@@ -306,10 +348,16 @@ Status Run(const TrainPrmFlags& f) {
   o.use_hard_labels = f.hard_labels;
   std::string base_hash;
   CANOPY_ASSIGN_OR_RETURN(std::string base, ResolveBase(f, set, &base_hash));
+  // The sampled ids are the policy's tokens: another base re-encodes the text.
+  const bool use_ids = base_hash == set.model_hash;
+  const int64_t at_ids = use_ids ? set.steps_with_ids : 0;
+  std::printf("steps: %lld read at the sampled token ids, %lld at their text encoded again\n",
+              static_cast<long long>(at_ids), static_cast<long long>(set.steps.size()) - static_cast<long long>(at_ids));
   std::string key;
   std::optional<std::vector<HeadExample>> cached;
   if (!f.features.empty()) {
     CANOPY_ASSIGN_OR_RETURN(key, FeaturesKey(f, base_hash));
+    if (at_ids > 0) key += " token-ids";  // caches from before ids were read hold text features
     CANOPY_ASSIGN_OR_RETURN(cached, ReadFeatures(f.features, key, set));
   }
   std::vector<HeadExample> examples;
@@ -323,7 +371,7 @@ Status Run(const TrainPrmFlags& f) {
     eo.batch_invariant = true;  // the same features whatever is batched with what
     eo.needs_lm_head = false;
     CANOPY_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, Engine::Create(eo));
-    CANOPY_ASSIGN_OR_RETURN(examples, ExtractFeatures(*engine, set));
+    CANOPY_ASSIGN_OR_RETURN(examples, ExtractFeatures(*engine, set, use_ids));
     if (!f.features.empty()) CANOPY_RETURN_IF_ERROR(WriteFeatures(f.features, key, examples));
   }
   CANOPY_ASSIGN_OR_RETURN(TrainedHead trained, TrainHead(examples, o));
@@ -339,7 +387,8 @@ Status Run(const TrainPrmFlags& f) {
   info.label_counts = {{"problems", set.records},
                        {"steps", static_cast<int64_t>(set.steps.size())},
                        {"incomplete_steps_skipped", set.incomplete_steps},
-                       {"rollouts", set.rollouts}};
+                       {"rollouts", set.rollouts},
+                       {"steps_at_token_ids", at_ids}};
   CANOPY_RETURN_IF_ERROR(WriteHeadCard(HeadCardPath(f.output), trained.head, o, trained.report, info));
   PrintReport(f, set, trained);
   return Status::Ok();

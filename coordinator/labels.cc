@@ -4,7 +4,7 @@ namespace canopy {
 namespace {
 
 nlohmann::json StepToJson(const StepLabel& s) {
-  return {{"text", s.text},
+  nlohmann::json j = {{"text", s.text},
           {"tokens", s.tokens},
           {"soft", s.soft},
           {"hard", s.hard},
@@ -12,6 +12,8 @@ nlohmann::json StepToJson(const StepLabel& s) {
           {"correct", s.correct},
           {"rollout_tokens", s.rollout_tokens},
           {"source", LabelSourceName(s.source)}};
+  if (!s.token_ids.empty()) j["token_ids"] = s.token_ids;
+  return j;
 }
 
 nlohmann::json SampleToJson(const SampleLabels& s) {

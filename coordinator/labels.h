@@ -9,14 +9,15 @@
 //                 "complete": true, "first_bad": 2,
 //                 "steps": [{"text": "…", "tokens": 31, "soft": 0.5, "hard": true,
 //                            "rollouts": 2, "correct": 1, "rollout_tokens": 88,
-//                            "source": "rollouts"}, …]}, …],
+//                            "source": "rollouts", "token_ids": [504, 2015, …]}, …]}, …],
 //    "totals": {"rollouts": 6, "rollouts_correct": 3, "rollout_tokens": 301,
 //               "sample_tokens": 120, "expansions": 9},
 //    "complete": true, "stop_reason": "finished",
 //    "prompt": {"system": "Solve …", "user": "…"}}   (written by canopy label: what the policy was asked)
 //
 // Step fields are search/labeler.h's StepLabel; `source` is one of rollouts, own_answer,
-// inferred, incomplete (never train on an incomplete one). Nothing in a line depends on
+// inferred, incomplete (never train on an incomplete one); `token_ids` are the policy's
+// sampled tokens of the step (absent in labels written before they were recorded). Nothing in a line depends on
 // timing, so the same job gives the same lines (in batch-invariant mode, whatever the
 // workers); their order is the order problems finished in.
 #pragma once

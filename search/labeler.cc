@@ -305,6 +305,7 @@ SampleLabels Labeler::LabelSample(const Sample& s, int32_t index) const {
     l.node = st.node;
     l.text = node.text;
     l.tokens = node.tokens;
+    if (static_cast<int32_t>(node.token_ids.size()) == node.tokens) l.token_ids = node.token_ids;
     l.rollouts = st.rollouts;
     l.correct = st.correct;
     l.rollout_tokens = st.rollout_tokens;

@@ -106,6 +106,9 @@ struct StepLabel {
   int32_t node = -1;  // the step's tree node
   std::string text;
   int32_t tokens = 0;
+  // The policy's sampled token ids of the step (`tokens` of them; empty when the worker did
+  // not send them): what a head on the policy's own hidden states reads at search time.
+  std::vector<int32_t> token_ids;
   LabelSource source = LabelSource::kIncomplete;
   double soft = 0.0;
   bool hard = false;

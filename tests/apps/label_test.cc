@@ -148,6 +148,9 @@ void CheckConsistent(const json& j, int k, int m) {
       EXPECT_LE(soft, 1.0);
       EXPECT_GT(st["tokens"].get<int>(), 0);
       EXPECT_LE(st["tokens"].get<int>(), 16);  // --step-tokens
+      // The policy's sampled ids, one per token (train-prm reads the features at them).
+      ASSERT_TRUE(st.contains("token_ids")) << st.dump();
+      EXPECT_EQ(st["token_ids"].size(), st["tokens"].get<size_t>()) << st.dump();
       if (source == "rollouts") {
         EXPECT_EQ(n, m) << st.dump();
         EXPECT_GE(right, 0);

@@ -156,6 +156,66 @@ TEST_F(TrainPrmTest, TheFeaturesCacheGivesTheSameHeadAndRefusesOtherFiles) {
   EXPECT_EQ(FileText(cache), "{\"mine\": true}\n");
 }
 
+// Steps that carry the policy's sampled token ids are read at those ids, not at their text
+// encoded again: the features of labels whose texts differ but whose ids agree are equal,
+// and differ from those of the same labels without ids. An id the base does not have is an
+// error naming the line.
+TEST_F(TrainPrmTest, StepsAreReadAtTheirSampledTokenIds) {
+  auto with_ids = [&](int id, bool other_text) {
+    json r = Record(id, hash_);
+    for (json& s : r["samples"]) {
+      int k = 0;
+      for (json& st : s["steps"]) {
+        st["token_ids"] = {1000 + id, 2000 + 7 * k, 3000 + s["index"].get<int>(), 198};
+        if (other_text) st["text"] = "something else entirely " + std::to_string(k);
+        ++k;
+      }
+    }
+    return r;
+  };
+  auto features = [&](const std::string& name, const std::vector<json>& records, std::string* log) {
+    std::vector<std::string> lines;
+    for (const json& r : records) lines.push_back(r.dump());
+    WriteLabels(dir_ / name, lines);
+    const fs::path cache = dir_ / (name + ".features.json");
+    EXPECT_EQ(Run({"--labels", (dir_ / name).string(), "--output", (dir_ / (name + ".safetensors")).string(),
+                   "--epochs", "2", "--validation-fraction", "0.5", "--features", cache.string()},
+                  log),
+              0)
+        << *log;
+    return json::parse(FileText(cache))["features"];
+  };
+  std::vector<json> a, b, c;
+  for (int id = 1; id <= 4; ++id) {
+    a.push_back(with_ids(id, false));
+    b.push_back(with_ids(id, true));
+    c.push_back(Record(id, hash_));
+  }
+  std::string log;
+  const json fa = features("ids", a, &log);
+  EXPECT_THAT(log, HasSubstr("steps: 16 read at the sampled token ids, 0 at their text encoded again"));
+  const json fb = features("ids-other-text", b, &log);
+  const json fc = features("text", c, &log);
+  EXPECT_THAT(log, HasSubstr("steps: 0 read at the sampled token ids, 16 at their text encoded again"));
+  ASSERT_EQ(fa.size(), 16u);
+  EXPECT_EQ(fa, fb) << "the text was read instead of the ids";
+  EXPECT_NE(fa, fc);
+  const json card = json::parse(FileText(dir_ / "ids.json"));
+  EXPECT_THAT(card.dump(), HasSubstr("\"steps_at_token_ids\":16"));
+  // Ids the base does not have, or that are not ids: the line is named.
+  json out_of_vocab = with_ids(2, false);
+  out_of_vocab["samples"][1]["steps"][0]["token_ids"][1] = 1000000;
+  WriteLabels(dir_ / "oov", {with_ids(1, false).dump(), out_of_vocab.dump()});
+  EXPECT_EQ(Run({"--labels", (dir_ / "oov").string(), "--output", (dir_ / "oov.safetensors").string()}, &log), 1);
+  EXPECT_THAT(log, HasSubstr("oov/labels.jsonl:2: token id 1000000 is outside the base's vocabulary"));
+  json not_ids = with_ids(1, false);
+  not_ids["samples"][0]["steps"][1]["token_ids"] = {5, "x"};
+  WriteLabels(dir_ / "notids", {not_ids.dump()});
+  EXPECT_EQ(Run({"--labels", (dir_ / "notids").string(), "--output", (dir_ / "n.safetensors").string()}, &log), 1);
+  EXPECT_THAT(log, HasSubstr("notids/labels.jsonl:1: a step's \"token_ids\" holds \"x\", not a token id"));
+  EXPECT_FALSE(fs::exists(dir_ / "oov.safetensors"));
+}
+
 TEST_F(TrainPrmTest, BadLabelsAreClearErrors) {
   std::string log;
   const std::string out = (dir_ / "h.safetensors").string();
