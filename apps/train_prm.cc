@@ -323,11 +323,13 @@ void PrintReport(const TrainPrmFlags& f, const LabelSet& set, const TrainedHead&
               static_cast<long long>(set.records), set.steps.size(),
               static_cast<long long>(set.incomplete_steps));
   for (const std::string& m : set.methods) std::printf(" %s", m.c_str());
-  std::printf("\n%-10s %8s %8s %9s %8s %8s %8s\n", "split", "problems", "steps", "positive", "loss", "auc", "ece");
+  std::printf("\n%-10s %8s %8s %9s %8s %8s %10s %8s\n", "split", "problems", "steps", "positive", "loss", "auc",
+              "auc/prob", "ece");
   for (const auto& [name, m] : {std::pair{"train", &r.train}, std::pair{"validation", &r.validation}}) {
-    std::printf("%-10s %8lld %8lld %9lld %8s %8s %8s\n", name, static_cast<long long>(m->problems),
+    std::printf("%-10s %8lld %8lld %9lld %8s %8s %10s %8s\n", name, static_cast<long long>(m->problems),
                 static_cast<long long>(m->examples), static_cast<long long>(m->positives),
-                num(m->loss).c_str(), num(m->auc).c_str(), num(m->calibration.ece).c_str());
+                num(m->loss).c_str(), num(m->auc).c_str(), num(m->within_problem_auc).c_str(),
+                num(m->calibration.ece).c_str());
   }
   std::printf("epochs %d (best %d%s); head %s written to %s\n", r.epochs_run, r.best_epoch,
               r.stopped_early ? ", stopped early" : "", f.head.c_str(), f.output.c_str());

@@ -22,8 +22,13 @@ json SplitJson(const HeadSplitMetrics& m) {
                     {"mean_predicted", b.count ? json(b.mean_predicted) : json(nullptr)},
                     {"mean_label", b.count ? json(b.mean_label) : json(nullptr)}});
   }
-  return {{"examples", m.examples},  {"problems", m.problems}, {"positives", m.positives},
-          {"loss", OrNull(m.loss)},  {"auc", OrNull(m.auc)},   {"ece", OrNull(m.calibration.ece)},
+  return {{"examples", m.examples},
+          {"problems", m.problems},
+          {"positives", m.positives},
+          {"loss", OrNull(m.loss)},
+          {"auc", OrNull(m.auc)},
+          {"within_problem_auc", OrNull(m.within_problem_auc)},
+          {"ece", OrNull(m.calibration.ece)},
           {"calibration_bins", bins}};
 }
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <numeric>
 
 #include "common/check.h"
@@ -35,6 +36,30 @@ std::optional<double> RocAuc(const std::vector<double>& scores, const std::vecto
   const double p = static_cast<double>(positives);
   const double u = positive_rank_sum - p * (p + 1) / 2;
   return u / (p * static_cast<double>(negatives));
+}
+
+std::optional<double> WithinGroupRocAuc(const std::vector<double>& scores, const std::vector<bool>& labels,
+                                        const std::vector<std::string>& groups) {
+  CANOPY_CHECK_EQ(scores.size(), labels.size());
+  CANOPY_CHECK_EQ(scores.size(), groups.size());
+  std::map<std::string, std::pair<std::vector<double>, std::vector<bool>>> by_group;
+  for (size_t i = 0; i < scores.size(); ++i) {
+    auto& [s, l] = by_group[groups[i]];
+    s.push_back(scores[i]);
+    l.push_back(labels[i]);
+  }
+  // Each group's AUC weighted by its number of pairs is the share over all within-group pairs.
+  double wins = 0, pairs = 0;
+  for (const auto& [group, sl] : by_group) {
+    const std::optional<double> auc = RocAuc(sl.first, sl.second);
+    if (!auc) continue;
+    const double p = static_cast<double>(std::count(sl.second.begin(), sl.second.end(), true));
+    const double n = static_cast<double>(sl.second.size()) - p;
+    wins += *auc * p * n;
+    pairs += p * n;
+  }
+  if (pairs == 0) return std::nullopt;
+  return wins / pairs;
 }
 
 Calibration CalibrationError(const std::vector<double>& predicted,

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <vector>
 
 namespace canopy {
@@ -14,6 +15,14 @@ namespace canopy {
 // Mann-Whitney U statistic from average ranks). nullopt when either class is absent: the
 // AUC is not defined then. Sizes must match and scores must not be NaN (CHECKed).
 std::optional<double> RocAuc(const std::vector<double>& scores, const std::vector<bool>& labels);
+
+// The AUC within groups (problems): over the pairs of a positive and a negative of the same
+// group, the share in which the positive scores higher (ties one half). That is what ranking
+// a problem's own candidates needs; a pooled AUC also rewards telling easy problems from hard
+// ones, which a search over one problem cannot use. nullopt when no group has both classes.
+// Sizes must match (CHECKed).
+std::optional<double> WithinGroupRocAuc(const std::vector<double>& scores, const std::vector<bool>& labels,
+                                        const std::vector<std::string>& groups);
 
 struct CalibrationBin {
   double lower = 0, upper = 0;  // [lower, upper); the last bin includes 1

@@ -282,6 +282,7 @@ HeadSplitMetrics Evaluate(const ValueHead& head, const std::vector<HeadExample>&
   std::vector<double> scores, soft;
   std::vector<bool> hard;
   std::set<std::string> problems;
+  std::vector<std::string> groups;
   double loss = 0;
   for (size_t i : idx) {
     const double t = head.Logit(ex[i].features);
@@ -292,10 +293,12 @@ HeadSplitMetrics Evaluate(const ValueHead& head, const std::vector<HeadExample>&
     hard.push_back(ex[i].hard_label);
     m.positives += ex[i].hard_label;
     problems.insert(ex[i].problem_id);
+    groups.push_back(ex[i].problem_id);
   }
   m.problems = static_cast<int64_t>(problems.size());
   if (!idx.empty()) m.loss = loss / static_cast<double>(idx.size());
   m.auc = RocAuc(scores, hard);
+  m.within_problem_auc = WithinGroupRocAuc(scores, hard, groups);
   m.calibration = CalibrationError(scores, soft);
   return m;
 }

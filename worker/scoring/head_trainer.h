@@ -63,6 +63,9 @@ struct HeadSplitMetrics {
   int64_t positives = 0;       // hard labels
   std::optional<double> loss;  // mean BCE against the training target; nullopt if empty
   std::optional<double> auc;   // against hard labels; nullopt when a class is absent
+  // Against hard labels, over pairs within one problem only (WithinGroupRocAuc): how well the
+  // head ranks one problem's steps; nullopt when no problem has both classes.
+  std::optional<double> within_problem_auc;
   Calibration calibration;     // 10 bins, against soft labels
 };
 

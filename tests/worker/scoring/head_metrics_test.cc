@@ -4,6 +4,11 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
 namespace canopy {
 namespace {
 
@@ -32,6 +37,50 @@ TEST(RocAucTest, UndefinedWithOneClass) {
   EXPECT_FALSE(RocAuc({}, {}).has_value());
   EXPECT_FALSE(RocAuc({0.1, 0.9}, {true, true}).has_value());
   EXPECT_FALSE(RocAuc({0.1, 0.9}, {false, false}).has_value());
+}
+
+TEST(WithinGroupRocAucTest, OnlyPairsOfOneGroupCount) {
+  // Group a: pos 0.9 vs neg 0.8 -> 1. Group b: pos 0.1 vs negs 0.2, 0.05 -> 1/2. Pooled, 0.9 and
+  // 0.1 against 0.8, 0.2, 0.05 would be 4 of 6; within groups it is (1 + 1) / 3.
+  const std::vector<double> s = {0.9, 0.8, 0.1, 0.2, 0.05};
+  const std::vector<bool> l = {true, false, true, false, false};
+  EXPECT_DOUBLE_EQ(*WithinGroupRocAuc(s, l, {"a", "a", "b", "b", "b"}), 2.0 / 3.0);
+  EXPECT_DOUBLE_EQ(*RocAuc(s, l), 4.0 / 6.0);
+  // Scores that only tell the groups apart: pooled AUC 1, within groups a coin (ties).
+  const std::vector<double> g = {0.9, 0.9, 0.1, 0.1, 0.1};
+  const std::vector<bool> gl = {true, true, true, false, false};
+  EXPECT_DOUBLE_EQ(*RocAuc(g, gl), 5.0 / 6.0);
+  EXPECT_DOUBLE_EQ(*WithinGroupRocAuc(g, gl, {"easy", "easy", "hard", "hard", "hard"}), 0.5);
+  // A group with one class adds no pairs (x would lose to y's negative pooled); none with both:
+  // undefined.
+  EXPECT_DOUBLE_EQ(*WithinGroupRocAuc({0.05, 0.9, 0.1, 0.2}, {true, true, false, true}, {"x", "x", "y", "y"}), 1.0);
+  EXPECT_FALSE(WithinGroupRocAuc({0.3, 0.9}, {true, false}, {"x", "y"}).has_value());
+}
+
+TEST(WithinGroupRocAucTest, EqualsCountingThePairs) {
+  uint64_t state = 7;
+  auto next = [&] {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    return static_cast<double>(state >> 11) / 9007199254740992.0;
+  };
+  std::vector<double> s;
+  std::vector<bool> l;
+  std::vector<std::string> g;
+  for (int i = 0; i < 300; ++i) {
+    s.push_back(std::floor(next() * 20) / 20);  // ties on purpose
+    l.push_back(next() < 0.3);
+    g.push_back(std::to_string(static_cast<int>(next() * 12)));
+  }
+  double wins = 0, pairs = 0;
+  for (size_t i = 0; i < s.size(); ++i) {
+    for (size_t j = 0; j < s.size(); ++j) {
+      if (g[i] != g[j] || !l[i] || l[j]) continue;
+      pairs += 1;
+      wins += s[i] > s[j] ? 1.0 : s[i] == s[j] ? 0.5 : 0.0;
+    }
+  }
+  ASSERT_GT(pairs, 0);
+  EXPECT_NEAR(*WithinGroupRocAuc(s, l, g), wins / pairs, 1e-12);
 }
 
 TEST(CalibrationTest, HandComputed) {
