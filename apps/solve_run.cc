@@ -234,7 +234,7 @@ class RunStatusPublisher {
   RunStatusPublisher(JobContext& job, const Run& run, const std::string& label, const Journal& journal,
                      const RunCounts& counts, const SolveJob& solver)
       : job_(job), run_(run), label_(label), journal_(journal), counts_(counts), solver_(solver),
-        tokens_before_(counts.tokens) {}
+        start_(Clock::now()) {}
 
   void Publish(const std::string& state, bool force) {
     const auto now = Clock::now();
@@ -248,6 +248,9 @@ class RunStatusPublisher {
  private:
   nlohmann::json Status(const std::string& state) const {
     const double elapsed = SecondsSince(job_.session_start);
+    // The rate counts what the workers generated in this run so far, problems in flight
+    // included: a job of few long problems would otherwise show 0 until one finished.
+    const double run_seconds = std::chrono::duration<double>(Clock::now() - start_).count();
     const RunCounts& c = counts_;
     nlohmann::json accuracy = nullptr;
     if (job_.dataset.graded) accuracy = c.done > 0 ? static_cast<double>(c.correct) / static_cast<double>(c.done) : 0.0;
@@ -260,8 +263,9 @@ class RunStatusPublisher {
                          {"correct", c.correct},
                          {"accuracy", accuracy},
                          {"tokens", c.tokens},
+                         {"tokens_generated", solver_.tokens()},
                          {"elapsed_seconds", elapsed},
-                         {"tokens_per_second", elapsed > 0 ? static_cast<double>(c.tokens - tokens_before_) / elapsed : 0.0},
+                         {"tokens_per_second", run_seconds > 0 ? static_cast<double>(solver_.tokens()) / run_seconds : 0.0},
                          {"session", journal_.session()},
                          {"checkpoints", CheckpointStatsJson(solver_.checkpoint_stats())}};
     st.update(JobIdentity());
@@ -297,7 +301,7 @@ class RunStatusPublisher {
   const Journal& journal_;
   const RunCounts& counts_;
   const SolveJob& solver_;
-  const int64_t tokens_before_;
+  const Clock::time_point start_;
   Clock::time_point last_ = Clock::now() - std::chrono::hours(1);
 };
 

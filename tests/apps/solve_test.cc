@@ -325,6 +325,39 @@ TEST_F(SolveTest, EmbeddedHttpStatusAcceptsTheJobSecret) {
   waitpid(pid, &st, 0);
 }
 
+// status.json counts tokens as they are generated, not only when a problem finishes: a job
+// of one long problem shows its rate before it has an answer.
+TEST_F(SolveTest, StatusCountsTokensOfProblemsInFlight) {
+  CANOPY_REQUIRE_DEFAULT_MODEL(model);
+  fs::path out = dir_ / "live";
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    std::string cmd = "exec env OMP_NUM_THREADS=1 " + std::string(CANOPY_BIN) + " solve --dataset " +
+                      (dir_ / "slice.jsonl").string() + " --limit 1 --output " + out.string() +
+                      " --strategy beam --n 8 --beam-width 2 --step-tokens 48 --max-depth 8 --seed 3"
+                      " --kv-cache-mb 64 > /dev/null 2>&1";
+    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  json seen;
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(300);
+  while (std::chrono::steady_clock::now() < until && Results(out).empty()) {
+    json j = json::parse(std::ifstream(out / "status.json"), nullptr, false);
+    if (!j.is_discarded() && j.value("tokens_generated", int64_t{0}) > 0 && j.value("done", 1) == 0) {
+      seen = j;
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  kill(pid, SIGTERM);
+  int st = 0;
+  waitpid(pid, &st, 0);
+  ASSERT_FALSE(seen.is_null()) << "no status with tokens before the first answer";
+  EXPECT_EQ(seen["tokens"], 0) << "no problem answered yet";
+  EXPECT_GT(seen["tokens_per_second"].get<double>(), 0.0) << seen.dump();
+}
+
 // `canopy status` tells a dead job (its process gone) from a running one, and shows a job
 // still waiting for its workers.
 TEST_F(SolveTest, StatusTellsDeadFromRunningAndShowsWaiting) {
