@@ -132,6 +132,10 @@ nlohmann::json RunSettings(const JobContext& job, const Run& run, const SolveOpt
                        {"batch", a.batch},          {"hopeless_difficulty", a.hopeless_difficulty},
                        {"hopeless_cap", a.hopeless_cap}, {"confidence", a.confidence},
                        {"window", a.window}, {"difficulty", a.difficulty_by_score ? "score" : "agreement"}};
+  } else if (f.pilot != AllocationOptions{}.pilot) {
+    // Uniform runs judge the records' `difficulty` on the first --pilot samples; recorded only
+    // when not the default, so runs from before it was recorded still resume.
+    j["difficulty_pilot"] = f.pilot;
   }
   if (f.tokens_per_problem > 0) j["tokens_per_problem"] = f.tokens_per_problem;
   if (so.allocation.mode == AllocationMode::kAdaptive && f.job_max_tokens > 0) j["job_max_tokens"] = f.job_max_tokens;

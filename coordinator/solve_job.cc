@@ -388,7 +388,9 @@ Status SolveJob::StartWindow(const std::vector<const Problem*>& order, size_t* n
   window_.reported_tokens = 0;
   window_.allocator = std::make_unique<Allocator>(options_.allocation, budget, options_.strategy.solution_tokens);
   ++allocation_stats_.windows;
-  allocation_stats_.budget_tokens += options_.job_max_tokens > 0 ? budget : 0;
+  // The job's budget, not the windows' shares summed: a window's unspent share is offered
+  // again to the next, so the sum can exceed what the job may spend.
+  allocation_stats_.budget_tokens = std::max<int64_t>(0, options_.job_max_tokens);
   for (size_t i = 0; i < size; ++i) {
     window_.slots.push_back(*next_slot);
     CANOPY_RETURN_IF_ERROR(Start(*order[(*next)++], (*next_slot)++));

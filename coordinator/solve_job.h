@@ -101,7 +101,7 @@ struct AllocationStats {
   int64_t windows = 0;
   int64_t rounds = 0;
   int64_t samples_granted = 0;
-  int64_t budget_tokens = 0;                // the windows' budgets, summed
+  int64_t budget_tokens = 0;                // the job's budget (job_max_tokens; 0: none)
   std::map<std::string, int64_t> decisions; // settled / hopeless / max_samples / budget -> problems
 };
 

@@ -52,6 +52,14 @@ TEST_F(SolveAllocationTest, SamplesArePrefixesAndTheBudgetHolds) {
       << log;
   const auto uniform = testing::ResultsById(dir_ / "uniform" / "results.jsonl");
   const auto adaptive = testing::ResultsById(dir_ / "adaptive" / "results.jsonl");
+  // The uniform run's records judge difficulty on 2 samples: its settings say so, and a rerun
+  // judging on 3 into the same folder is refused, the results untouched.
+  const json settings = json::parse(std::ifstream(dir_ / "uniform" / "run.json"));
+  EXPECT_EQ(settings.value("difficulty_pilot", 0), 2) << settings.dump();
+  const std::string before = testing::ReadFileOrFail((dir_ / "uniform" / "results.jsonl").string());
+  EXPECT_NE(Solve(dir_ / "uniform", " --pilot 3", &log), 0);
+  EXPECT_THAT(log, ::testing::HasSubstr("difficulty_pilot")) << log;
+  EXPECT_EQ(testing::ReadFileOrFail((dir_ / "uniform" / "results.jsonl").string()), before);
   ASSERT_EQ(uniform.size(), 5u);
   ASSERT_EQ(adaptive.size(), 5u);
   int64_t tokens = 0, uniform_tokens = 0;
