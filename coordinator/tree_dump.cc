@@ -15,6 +15,7 @@ nlohmann::json TreeToJson(const SearchTree& tree, int32_t chosen) {
     // Steps cut mid-character are not valid UTF-8: dump() replaces those bytes.
     j["text"] = n.text;
     j["tokens"] = n.tokens;
+    if (!n.token_ids.empty()) j["token_ids"] = n.token_ids;  // the policy's sampled tokens
     j["end"] = FinishReasonName(n.end);
     j["step_scores"] = n.step_scores;
     j["path_score"] = n.path_score;

@@ -89,6 +89,30 @@ TEST_F(SolveHeadTest, ValueHeadRunsOnTheBaseItIsGiven) {
   EXPECT_THAT(log, HasSubstr("was trained on SmolLM2-135M-Instruct")) << log;
 }
 
+// --dump-trees writes each node's sampled token ids (what bench/head_eval_bench reads the
+// policy's hidden states at): one per token, and a candidate's path holds its tokens.
+TEST_F(SolveHeadTest, TreeDumpsCarryTheSampledTokenIds) {
+  std::string log;
+  ASSERT_EQ(Solve("trees", {"--scorer", "policy-head", "--dump-trees"}, &log), 0) << log;
+  const auto results = testing::ResultsById(dir_.path() / "trees" / "results.jsonl");
+  ASSERT_EQ(results.size(), 2u);
+  for (const auto& [id, r] : results) {
+    const json tree = json::parse(std::ifstream(dir_.path() / "trees" / "trees" / (id + ".json")));
+    const json& nodes = tree["nodes"];
+    ASSERT_GT(nodes.size(), 1u);
+    for (size_t n = 1; n < nodes.size(); ++n) {
+      ASSERT_TRUE(nodes[n].contains("token_ids")) << nodes[n].dump();
+      EXPECT_EQ(nodes[n]["token_ids"].size(), nodes[n]["tokens"].get<size_t>()) << id << " node " << n;
+    }
+    // The chosen leaf's path is the record's.
+    std::vector<std::string> path;
+    for (int32_t at = tree["chosen"].get<int32_t>(); at > 0; at = nodes[at]["parent"].get<int32_t>()) {
+      path.insert(path.begin(), nodes[at]["text"].get<std::string>());
+    }
+    EXPECT_EQ(json(path), r["path"]) << id;
+  }
+}
+
 TEST_F(SolveHeadTest, AMissingBaseIsRefusedByName) {
   const std::string missing = (dir_.path() / "no-such-base.gguf").string();
   std::string log;
