@@ -42,7 +42,7 @@ namespace {
 
 struct TrainPrmFlags {
   std::vector<std::string> labels;
-  std::string output, base, head = "logistic";
+  std::string output, base, head = "logistic", objective = "pointwise";
   int64_t hidden_units = 64, batch_size = 256, kv_cache_mb = 512;
   // Chosen on the default model's MAWPS labels (docs/prm.md): a 576-wide logistic head on a
   // few thousand steps overfits within a few epochs at weaker decay.
@@ -257,6 +257,9 @@ void AddFlags(CLI::App& app, TrainPrmFlags* f) {
   app.add_option("--patience", f->patience, "epochs without a better validation loss (0: never stop)")->check(CLI::NonNegativeNumber);
   app.add_option("--seed", f->seed);
   app.add_flag("--hard-labels", f->hard_labels, "train on hard labels instead of soft ones");
+  app.add_option("--objective", f->objective,
+                 "pointwise (each step's label) or pairwise (rank the steps of each problem, then calibrate)")
+      ->check(CLI::IsMember({"pointwise", "pairwise"}));
   app.add_option("--kv-cache-mb", f->kv_cache_mb, "the base model's KV cache")->check(CLI::PositiveNumber);
   app.add_option("--features", f->features,
                  "a cache of the extracted features: read when it matches the labels and base, else written");
@@ -331,6 +334,11 @@ void PrintReport(const TrainPrmFlags& f, const LabelSet& set, const TrainedHead&
                 num(m->loss).c_str(), num(m->auc).c_str(), num(m->within_problem_auc).c_str(),
                 num(m->calibration.ece).c_str());
   }
+  if (f.objective == "pairwise") {
+    std::printf("pairwise: %lld training pairs, %lld held out; bias shifted by %+.4g\n",
+                static_cast<long long>(r.train_pairs), static_cast<long long>(r.validation_pairs),
+                r.calibration_bias);
+  }
   std::printf("epochs %d (best %d%s); head %s written to %s\n", r.epochs_run, r.best_epoch,
               r.stopped_early ? ", stopped early" : "", f.head.c_str(), f.output.c_str());
 }
@@ -348,6 +356,7 @@ Status Run(const TrainPrmFlags& f) {
   o.patience = f.patience;
   o.seed = f.seed;
   o.use_hard_labels = f.hard_labels;
+  o.objective = f.objective == "pairwise" ? HeadObjective::kPairwise : HeadObjective::kPointwise;
   std::string base_hash;
   CANOPY_ASSIGN_OR_RETURN(std::string base, ResolveBase(f, set, &base_hash));
   // The sampled ids are the policy's tokens: another base re-encodes the text.

@@ -69,11 +69,17 @@ std::string HeadCardJson(const ValueHead& head, const HeadTrainOptions& o, const
           {"batch_size", o.batch_size},
           {"validation_fraction", o.validation_fraction},
           {"patience", o.patience},
-          {"loss", o.use_hard_labels ? "bce-hard-labels" : "bce-soft-labels"}}},
+          {"loss", o.use_hard_labels ? "bce-hard-labels" : "bce-soft-labels"},
+          {"objective", o.objective == HeadObjective::kPairwise ? "pairwise" : "pointwise"}}},
         {"epochs_run", r.epochs_run},
         {"best_epoch", r.best_epoch},
         {"stopped_early", r.stopped_early},
         {"history", history}}},
+      {"pairwise", o.objective != HeadObjective::kPairwise
+                       ? json(nullptr)
+                       : json{{"train_pairs", r.train_pairs},
+                              {"validation_pairs", r.validation_pairs},
+                              {"bias_shift", r.calibration_bias}}},
       {"metrics", {{"train", SplitJson(r.train)}, {"validation", SplitJson(r.validation)}}},
   };
   if (info.system_prompt) card["prompt"] = {{"system", *info.system_prompt}};

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <random>
 #include <set>
+#include <type_traits>
 #include <unordered_map>
 
 #include "worker/scoring/head_math.h"
@@ -156,6 +157,62 @@ struct AdamW {
   }
 };
 
+// Two steps of one problem, `hi` with the higher target; weight = the targets' difference.
+struct StepPair {
+  size_t hi = 0, lo = 0;
+  double weight = 0;
+};
+
+double TargetOf(const HeadExample& e, const HeadTrainOptions& o) {
+  return o.use_hard_labels ? (e.hard_label ? 1.0 : 0.0) : e.soft_label;
+}
+
+// Every pair of examples in `idx` of one problem whose targets differ: problems in the order
+// they first appear, pairs in index order (deterministic).
+std::vector<StepPair> WithinProblemPairs(const std::vector<HeadExample>& ex,
+                                         const std::vector<size_t>& idx,
+                                         const HeadTrainOptions& o) {
+  std::vector<std::string> order;
+  std::unordered_map<std::string, std::vector<size_t>> by_problem;
+  for (size_t i : idx) {
+    auto [it, fresh] = by_problem.try_emplace(ex[i].problem_id);
+    if (fresh) order.push_back(ex[i].problem_id);
+    it->second.push_back(i);
+  }
+  std::vector<StepPair> pairs;
+  for (const std::string& id : order) {
+    const std::vector<size_t>& steps = by_problem[id];
+    for (size_t a = 0; a < steps.size(); ++a) {
+      for (size_t b = a + 1; b < steps.size(); ++b) {
+        const double ta = TargetOf(ex[steps[a]], o), tb = TargetOf(ex[steps[b]], o);
+        if (ta == tb) continue;
+        pairs.push_back(ta > tb ? StepPair{steps[a], steps[b], ta - tb}
+                                : StepPair{steps[b], steps[a], tb - ta});
+      }
+    }
+  }
+  return pairs;
+}
+
+// The bias b that makes the mean of sigmoid(s + b) the mean of y (the b minimizing the mean
+// BCE of s + b against y), by bisection: the mean is increasing in b. Clamped to +-50.
+double FitBias(const std::vector<double>& s, const std::vector<double>& y) {
+  double target = 0;
+  for (double v : y) target += v;
+  target /= static_cast<double>(y.size());
+  auto mean_at = [&](double b) {
+    double sum = 0;
+    for (double v : s) sum += head_math::Sigmoid(v + b);
+    return sum / static_cast<double>(s.size());
+  };
+  double lo = -50, hi = 50;
+  for (int iter = 0; iter < 100; ++iter) {
+    const double mid = (lo + hi) / 2;
+    (mean_at(mid) < target ? lo : hi) = mid;
+  }
+  return (lo + hi) / 2;
+}
+
 // One training run's fixed inputs and scratch space.
 class Trainer {
  public:
@@ -190,9 +247,7 @@ class Trainer {
     return p;
   }
 
-  double Target(size_t i) const {
-    return o_.use_hard_labels ? (ex_[i].hard_label ? 1.0 : 0.0) : ex_[i].soft_label;
-  }
+  double Target(size_t i) const { return TargetOf(ex_[i], o_); }
 
   // The logit of example i; leaves its standardized input in x_ and activations in z_.
   float Forward(const Params& p, size_t i) {
@@ -201,11 +256,8 @@ class Trainer {
                             p.b2().data(), z_.data());
   }
 
-  // Adds example i's loss gradient to `g`; returns its loss.
-  double Backward(const Params& p, size_t i, Params* g) {
-    const double t = Forward(p, i);
-    const double y = Target(i);
-    const float d = static_cast<float>(head_math::Sigmoid(t) - y);  // dLoss/dlogit
+  // Adds d * (the gradient of the logit) of the example whose Forward ran last to `g`.
+  void AddGrad(const Params& p, float d, Params* g) {
     if (units_ == 0) {
       Axpy(d, x_.data(), g->w0().data(), hidden_);
       g->b0()[0] += d;
@@ -219,7 +271,34 @@ class Trainer {
         g->b0()[u] += dz;
       }
     }
+  }
+
+  // Adds example i's loss gradient to `g`; returns its loss.
+  double Backward(const Params& p, size_t i, Params* g) {
+    const double t = Forward(p, i);
+    const double y = Target(i);
+    AddGrad(p, static_cast<float>(head_math::Sigmoid(t) - y), g);  // dLoss/dlogit
     return head_math::BceWithLogit(t, y);
+  }
+
+  // The pair's loss w * log(1 + exp(-(s_hi - s_lo))), and its gradient added to `g`.
+  double PairBackward(const Params& p, const StepPair& q, Params* g) {
+    const double s_lo = Forward(p, q.lo);
+    const double delta = Forward(p, q.hi) - s_lo;  // x_ and z_ now hold hi's
+    const float d = static_cast<float>(q.weight * (head_math::Sigmoid(delta) - 1));  // dL/ds_hi
+    AddGrad(p, d, g);
+    Forward(p, q.lo);
+    AddGrad(p, -d, g);
+    return q.weight * head_math::BceWithLogit(delta, 1.0);
+  }
+
+  double PairLoss(const Params& p, const std::vector<StepPair>& pairs) {
+    double sum = 0;
+    for (const StepPair& q : pairs) {
+      const double s_lo = Forward(p, q.lo);
+      sum += q.weight * head_math::BceWithLogit(Forward(p, q.hi) - s_lo, 1.0);
+    }
+    return sum / static_cast<double>(pairs.size());
   }
 
   // Mean loss over `idx` in order.
@@ -229,14 +308,22 @@ class Trainer {
     return sum / static_cast<double>(idx.size());
   }
 
-  // One pass over `order` in minibatches; returns the mean loss as it trained.
-  double Epoch(const std::vector<size_t>& order, Params* p, AdamW* adam) {
+  // One pass over `order` (examples, or pairs for kPairwise) in minibatches; returns the
+  // mean loss as it trained.
+  template <typename Item>
+  double Epoch(const std::vector<Item>& order, Params* p, AdamW* adam) {
     Params g = p->ZerosLike();
     double sum = 0;
     for (size_t start = 0; start < order.size(); start += o_.batch_size) {
       const size_t stop = std::min(order.size(), start + static_cast<size_t>(o_.batch_size));
       for (std::vector<float>& v : g.t) std::fill(v.begin(), v.end(), 0.0f);
-      for (size_t k = start; k < stop; ++k) sum += Backward(*p, order[k], &g);
+      for (size_t k = start; k < stop; ++k) {
+        if constexpr (std::is_same_v<Item, StepPair>) {
+          sum += PairBackward(*p, order[k], &g);
+        } else {
+          sum += Backward(*p, order[k], &g);
+        }
+      }
       adam->Step(o_, g, 1.0 / static_cast<double>(stop - start), p);
     }
     return sum / static_cast<double>(order.size());
@@ -351,21 +438,42 @@ StatusOr<TrainedHead> TrainHead(const std::vector<HeadExample>& examples,
   AdamW adam{params.ZerosLike(), params.ZerosLike()};
 
   HeadTrainReport report;
+  const bool pairwise = options.objective == HeadObjective::kPairwise;
+  std::vector<StepPair> train_pairs, val_pairs;
+  if (pairwise) {
+    train_pairs = WithinProblemPairs(examples, train, options);
+    val_pairs = WithinProblemPairs(examples, val, options);
+    report.train_pairs = static_cast<int64_t>(train_pairs.size());
+    report.validation_pairs = static_cast<int64_t>(val_pairs.size());
+    if (train_pairs.empty()) {
+      return InvalidArgumentError(
+          "train head: the pairwise objective needs a training problem with steps of different "
+          "labels; none of the " + std::to_string(train.size()) + " training steps has one");
+    }
+  }
+  // Early stopping needs something held out to measure: steps, or pairs for kPairwise.
+  const bool validate = pairwise ? !val_pairs.empty() : !val.empty();
   Params best = params;
   double best_val = INFINITY;
   int since_best = 0;
   std::vector<size_t> order = train;
+  std::vector<StepPair> pair_order = train_pairs;
   for (int epoch = 1; epoch <= options.epochs; ++epoch) {
-    Shuffle(&order, shuffle_rng);
     HeadEpoch h;
     h.epoch = epoch;
-    h.train_loss = trainer.Epoch(order, &params, &adam);
+    if (pairwise) {
+      Shuffle(&pair_order, shuffle_rng);
+      h.train_loss = trainer.Epoch(pair_order, &params, &adam);
+    } else {
+      Shuffle(&order, shuffle_rng);
+      h.train_loss = trainer.Epoch(order, &params, &adam);
+    }
     report.epochs_run = epoch;
-    if (val.empty()) {
+    if (!validate) {
       best = params;
       report.best_epoch = epoch;
     } else {
-      h.val_loss = trainer.Loss(params, val);
+      h.val_loss = pairwise ? trainer.PairLoss(params, val_pairs) : trainer.Loss(params, val);
       if (*h.val_loss < best_val) {
         best_val = *h.val_loss;
         best = params;
@@ -380,6 +488,21 @@ StatusOr<TrainedHead> TrainHead(const std::vector<HeadExample>& examples,
       report.stopped_early = epoch < options.epochs;
       break;
     }
+  }
+  if (pairwise) {
+    // The pairs fix the logits' scale (sigmoid(s_i - s_j) is the chance that i is the better
+    // step) but not their level: shift it so that the mean score on the training steps is
+    // their mean target. Only the last bias moves, so the ranking is the trained one (a
+    // fitted scale could even turn it around where the problems' pooled trend runs against
+    // it).
+    std::vector<double> s, y;
+    for (size_t i : train) {
+      s.push_back(trainer.Forward(best, i));
+      y.push_back(TargetOf(examples[i], options));
+    }
+    report.calibration_bias = FitBias(s, y);
+    std::vector<float>& b_last = trainer.units() ? best.b2() : best.b0();
+    b_last[0] = static_cast<float>(b_last[0] + report.calibration_bias);
   }
 
   ValueHeadWeights w;

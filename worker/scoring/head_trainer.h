@@ -41,8 +41,22 @@ struct HeadExample {
   bool hard_label = false;      // AUC is computed against this
 };
 
+// What the head is trained to do.
+//   kPointwise: binary cross-entropy of each step's score against its label, pooled over all
+//     steps. Most of what that rewards is telling problems apart (an easy problem's steps
+//     are all positive, a hopeless one's all negative), which search, comparing the steps
+//     of ONE problem, cannot use.
+//   kPairwise: within each problem, every pair of steps with different targets; the loss
+//     w * log(1 + exp(-(s_hi - s_lo))) with w = t_hi - t_lo (RankNet), so only the ranking of
+//     a problem's own steps is trained and problems whose steps all agree contribute
+//     nothing. The pairs fix the logits' scale, not their level: the last bias is then
+//     shifted so that the mean score on the training steps is their mean target (weighted
+//     best-of-N adds scores up, so they should stay probabilities).
+enum class HeadObjective { kPointwise, kPairwise };
+
 struct HeadTrainOptions {
   ValueHeadKind kind = ValueHeadKind::kLogistic;
+  HeadObjective objective = HeadObjective::kPointwise;
   int64_t hidden_units = 64;    // mlp only
   double learning_rate = 1e-3;  // AdamW (beta1 0.9, beta2 0.999, eps 1e-8)
   double weight_decay = 1e-2;   // decoupled, on weight matrices only (not biases)
@@ -71,8 +85,8 @@ struct HeadSplitMetrics {
 
 struct HeadEpoch {
   int epoch = 0;                   // 1-based
-  double train_loss = 0;           // mean over the epoch's minibatches, as it trained
-  std::optional<double> val_loss;  // after the epoch; nullopt without validation
+  double train_loss = 0;           // the objective's, mean over the epoch's minibatches
+  std::optional<double> val_loss;  // the objective's, after the epoch; nullopt without one
 };
 
 struct HeadTrainReport {
@@ -82,6 +96,9 @@ struct HeadTrainReport {
   int best_epoch = 0;  // the epoch whose weights were kept
   bool stopped_early = false;
   std::vector<HeadEpoch> history;
+  // kPairwise: the pairs trained on and held out, and the shift added to the last bias.
+  int64_t train_pairs = 0, validation_pairs = 0;
+  double calibration_bias = 0;
 };
 
 struct TrainedHead {
@@ -91,7 +108,8 @@ struct TrainedHead {
 
 // InvalidArgument, naming the example (index and problem id) or the option, for: no
 // examples, an empty or inconsistent feature size, a non-finite feature, a soft label
-// outside [0, 1] or NaN, bad options, or a validation split asked of a single problem.
+// outside [0, 1] or NaN, bad options, a validation split asked of a single problem, or a
+// pairwise objective without a training problem whose steps differ in their targets.
 StatusOr<TrainedHead> TrainHead(const std::vector<HeadExample>& examples,
                                 const HeadTrainOptions& options);
 

@@ -304,6 +304,77 @@ TEST(ValidationSplitTest, KeepsProblemsWholeAndIgnoresOrder) {
   }
 }
 
+// Simpson's paradox in step labels: a problem's easiness c_p (spread 3) and a step's own
+// quality s (spread 1) both raise the chance of success, but the one informative feature
+// is f0 = c_p - s: across problems it says "easy", within one problem it says "worse
+// step". Feature 1 is noise. A pointwise head learns the pooled direction (+f0) and so
+// ranks each problem's steps backwards; the pairwise one learns the within-problem
+// direction (-f0), and its shifted bias gives a mean score equal to the labels' mean.
+std::vector<HeadExample> SimpsonData(int problems, int steps, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<HeadExample> out;
+  for (int p = 0; p < problems; ++p) {
+    const double c = 3 * Gaussian(rng);
+    for (int k = 0; k < steps; ++k) {
+      const double s = Gaussian(rng);
+      const double chance = 1 / (1 + std::exp(-(3 * c + 2 * s)));
+      HeadExample e;
+      e.problem_id = "problem-" + std::to_string(p);
+      e.features = {static_cast<float>(c - s), static_cast<float>(Gaussian(rng))};
+      e.hard_label = Uniform(rng) < chance;
+      e.soft_label = chance;
+      out.push_back(std::move(e));
+    }
+  }
+  return out;
+}
+
+TEST_P(KindTest, PairwiseRanksWithinProblemsWherePointwiseCannot) {
+  const auto data = SimpsonData(300, 8, 31);
+  HeadTrainOptions o = Fast(GetParam());
+  const TrainedHead pointwise = Train(data, o);
+  o.objective = HeadObjective::kPairwise;
+  o.batch_size = 256;
+  const TrainedHead pairwise = Train(data, o);
+  const HeadTrainReport& pw = pointwise.report;
+  const HeadTrainReport& pr = pairwise.report;
+  ASSERT_TRUE(pw.validation.within_problem_auc && pr.validation.within_problem_auc);
+  EXPECT_LT(*pw.validation.within_problem_auc, 0.4);
+  EXPECT_GT(*pr.validation.within_problem_auc, 0.7);
+  // Pooled, the pointwise head is the better one: that is what it was trained for.
+  EXPECT_GT(*pw.validation.auc, *pr.validation.auc);
+  // The pairs: every pair of one problem's steps with different soft labels (all differ).
+  EXPECT_EQ(pr.train_pairs, 225 * 8 * 7 / 2);
+  EXPECT_EQ(pr.validation_pairs, 75 * 8 * 7 / 2);
+  EXPECT_EQ(pw.train_pairs, 0);
+  // Its level is set: the mean score on the training steps is their mean soft label (the
+  // pairs alone fix none).
+  const std::vector<bool> held = ValidationSplit(data, o.validation_fraction, o.seed);
+  double mean_score = 0, mean_label = 0, n = 0;
+  for (size_t i = 0; i < data.size(); ++i) {
+    if (held[i]) continue;
+    mean_score += pairwise.head.Score(data[i].features);
+    mean_label += data[i].soft_label;
+    ++n;
+  }
+  EXPECT_NEAR(mean_score / n, mean_label / n, 1e-4);
+  EXPECT_NE(pr.calibration_bias, 0.0);
+  // Deterministic like the pointwise head.
+  const TrainedHead again = Train(data, o);
+  EXPECT_EQ(again.head.Score(data[7].features), pairwise.head.Score(data[7].features));
+}
+
+TEST(HeadTrainerTest, PairwiseNeedsStepsThatDiffer) {
+  auto data = MakeData(6, 3, 2, Labels::kLinear, 41);
+  for (size_t i = 0; i < data.size(); ++i) data[i].soft_label = (i / 3) % 2 ? 1.0 : 0.0;  // one label per problem
+  HeadTrainOptions o = Fast(ValueHeadKind::kLogistic);
+  o.objective = HeadObjective::kPairwise;
+  StatusOr<TrainedHead> t = TrainHead(data, o);
+  ASSERT_FALSE(t.ok());
+  EXPECT_THAT(t.status().message(), HasSubstr("pairwise objective needs a training problem with steps of "
+                                              "different labels"));
+}
+
 TEST(HeadTrainerTest, RefusesBadInput) {
   const auto good = MakeData(4, 2, 3, Labels::kLinear, 21);
   const HeadTrainOptions o = Fast(ValueHeadKind::kLogistic);
@@ -383,6 +454,19 @@ TEST(HeadCardTest, SaysWhatTheHeadIs) {
   EXPECT_TRUE(card2["metrics"]["validation"]["auc"].is_null());
   EXPECT_TRUE(card2["metrics"]["validation"]["loss"].is_null());
   EXPECT_TRUE(card2["training"]["history"][0]["val_loss"].is_null());
+  EXPECT_EQ(card2["training"]["hyperparameters"]["objective"], "pointwise");
+  EXPECT_TRUE(card2["pairwise"].is_null());
+
+  // A pairwise head says so, with its pairs and the shift of its bias.
+  o.objective = HeadObjective::kPairwise;
+  o.validation_fraction = 0.25;
+  const TrainedHead ranked = Train(data, o);
+  const auto card3 = nlohmann::json::parse(HeadCardJson(ranked.head, o, ranked.report, info));
+  EXPECT_EQ(card3["training"]["hyperparameters"]["objective"], "pairwise");
+  EXPECT_GT(ranked.report.train_pairs, 0);
+  EXPECT_EQ(card3["pairwise"]["train_pairs"], ranked.report.train_pairs);
+  EXPECT_EQ(card3["pairwise"]["validation_pairs"], ranked.report.validation_pairs);
+  EXPECT_EQ(card3["pairwise"]["bias_shift"].get<double>(), ranked.report.calibration_bias);
 }
 
 }  // namespace
