@@ -142,6 +142,19 @@ TEST_F(TrainPrmTest, TheFeaturesCacheGivesTheSameHeadAndRefusesOtherFiles) {
   ASSERT_EQ(train("b.safetensors", &log), 0) << log;
   EXPECT_THAT(log, HasSubstr("from " + cache));
   EXPECT_EQ(FileText(dir_ / "a.safetensors"), FileText(dir_ / "b.safetensors"));
+  // --objective pairwise on the same features: each problem's 4 steps have 4 different soft
+  // labels, so 6 pairs a problem; 2 problems train, 2 are held out.
+  ASSERT_EQ(Run({"--labels", (dir_ / "labels").string(), "--output", (dir_ / "p.safetensors").string(), "--seed",
+                 "3", "--epochs", "5", "--validation-fraction", "0.5", "--features", cache, "--objective",
+                 "pairwise"},
+                &log),
+            0)
+      << log;
+  EXPECT_THAT(log, HasSubstr("pairwise: 12 training pairs, 12 held out"));
+  const json card = json::parse(FileText(dir_ / "p.json"));
+  EXPECT_EQ(card["training"]["hyperparameters"]["objective"], "pairwise");
+  EXPECT_EQ(card["pairwise"]["train_pairs"], 12);
+  EXPECT_NE(FileText(dir_ / "a.safetensors"), FileText(dir_ / "p.safetensors"));
   // Other labels: the key differs, so the features are extracted again (and the cache rewritten).
   lines.pop_back();
   WriteLabels(dir_ / "labels", lines);
