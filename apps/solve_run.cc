@@ -496,7 +496,13 @@ StatusOr<RunOutcome> SolveRun(JobContext& job, Run& run, RunSidecar* sidecar) {
   solver.set_stop_flag(&SolveStopFlag(), job.spec.drain_seconds);
   RunStatusPublisher status(job, run, so.label, *journal, counts, solver);
   status.Publish("running", true);
-  solver.set_tick_sink([&] { status.Publish("running", false); });
+  // The bar's tokens are the solver's live count (problems in flight included), so tok/s
+  // moves between results too; a resumed run's earlier tokens come first.
+  auto live_tokens = [&] { return po.resumed_tokens + solver.tokens(); };
+  solver.set_tick_sink([&] {
+    progress.Update(counts.done, counts.correct, live_tokens());
+    status.Publish("running", false);
+  });
   Status solved = solver.Run(folder.todo, [&](const ResultRecord& r) -> Status {
     if (r.error) CANOPY_LOG(Warn) << "problem " << r.id << ": " << *r.error;
     CANOPY_RETURN_IF_ERROR(folder.writer->Append(r));
@@ -505,7 +511,7 @@ StatusOr<RunOutcome> SolveRun(JobContext& job, Run& run, RunSidecar* sidecar) {
     ++counts.done;
     counts.correct += r.correct;
     counts.tokens += r.tokens;
-    progress.Update(counts.done, counts.correct, counts.tokens);
+    progress.Update(counts.done, counts.correct, live_tokens());
     status.Publish("running", false);
     return Status::Ok();
   });
