@@ -3,7 +3,6 @@
 // invariant mode), resume after a finished run and after kill -9, and a budget sweep's plot.
 // ctest-labels: unit model
 #include <signal.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <gmock/gmock.h>
@@ -14,11 +13,13 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <set>
 #include <sstream>
 #include <thread>
 
 #include "tests/testing/paths.h"
+#include "tests/testing/subprocess.h"
 #include "tests/testing/temp_dir.h"
 
 namespace canopy {
@@ -75,20 +76,26 @@ class SolveTest : public ::testing::Test {
     }
     return m;
   }
+  // Starts canopy with `args` (split at spaces) in the background, OMP_NUM_THREADS=1 and its
+  // output in `log_name` under the temporary folder.
+  std::unique_ptr<testing::Subprocess> Start(const std::string& args, const std::string& log_name,
+                                             const std::string& job_secret = "") const {
+    std::vector<std::string> argv{CANOPY_BIN};
+    std::istringstream words(args);
+    for (std::string w; words >> w;) argv.push_back(w);
+    std::vector<std::pair<std::string, std::string>> env{{"OMP_NUM_THREADS", "1"}};
+    if (!job_secret.empty()) env.emplace_back("CANOPY_JOB_SECRET", job_secret);
+    return std::make_unique<testing::Subprocess>(argv, (dir_ / log_name).string(), env);
+  }
   // Starts Args(out, 1) in the background and waits (up to 300 s) until it has answered two
-  // problems; returns its pid (the caller kills and reaps it).
-  pid_t StartAndWaitForTwoResults(const fs::path& out) const {
-    pid_t pid = fork();
-    if (pid == 0) {
-      std::string cmd = "exec env OMP_NUM_THREADS=1 " + std::string(CANOPY_BIN) + " " + Args(out.string(), 1) + " > /dev/null 2>&1";
-      execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
-      _exit(127);
-    }
+  // problems.
+  std::unique_ptr<testing::Subprocess> StartAndWaitForTwoResults(const fs::path& out) const {
+    auto p = Start(Args(out.string(), 1), out.filename().string() + ".log");
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(300);
-    while (pid > 0 && Results(out).size() < 2 && std::chrono::steady_clock::now() < deadline) {
+    while (p->running() && Results(out).size() < 2 && std::chrono::steady_clock::now() < deadline) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
-    return pid;
+    return p;
   }
   // SIGUSR1 (a scheduler's time-limit warning) drains: in-flight problems finish, nothing new
   // starts, exit 3 outside Slurm (nothing to requeue), and the journal says so; SIGTERM stops
@@ -96,14 +103,11 @@ class SolveTest : public ::testing::Test {
   // with the results `expected`. SIGHUP (a closed terminal) ends the job as TERM does.
   void ExpectSignalStopsCleanly(int sig, const std::vector<json>& expected) const {
     fs::path d = dir_ / (sig == SIGUSR1 ? "usr1" : sig == SIGTERM ? "term" : "hup");
-    pid_t p = StartAndWaitForTwoResults(d);
-    ASSERT_GE(p, 0);
-    kill(p, sig);
-    int st = 0;
-    waitpid(p, &st, 0);
-    ASSERT_TRUE(WIFEXITED(st)) << "killed by the signal instead of handling it";
-    ASSERT_FALSE(WIFSIGNALED(st)) << "killed by signal " << WTERMSIG(st);
-    EXPECT_EQ(WEXITSTATUS(st), sig == SIGUSR1 ? 3 : 143);
+    auto p = StartAndWaitForTwoResults(d);
+    p->Kill(sig);
+    const int code = p->Wait(120);
+    ASSERT_GE(code, 0) << "killed by signal " << -code << " instead of handling it\n" << p->log();
+    EXPECT_EQ(code, sig == SIGUSR1 ? 3 : 143);
     const size_t got = Results(d).size();
     EXPECT_GE(got, 2u);
     if (sig == SIGUSR1) {
@@ -154,11 +158,9 @@ TEST_F(SolveTest, ResultsResumeAndDeterminism) {
   EXPECT_EQ(ById(Results(b)), ById(ra));
 
   // Killed mid-run, then restarted: every problem once, the same results.
-  pid_t pid = StartAndWaitForTwoResults(c);
-  ASSERT_GE(pid, 0);
-  kill(pid, SIGKILL);
-  int status = 0;
-  waitpid(pid, &status, 0);
+  auto killed = StartAndWaitForTwoResults(c);
+  killed->Kill(SIGKILL);
+  killed->Wait(60);
   size_t before = Results(c).size();
   ASSERT_GE(before, 2u);
   ASSERT_EQ(Run(Args(c.string(), 1), &log), 0) << log;
@@ -291,14 +293,7 @@ TEST_F(SolveTest, EmbeddedHttpStatusAcceptsTheJobSecret) {
   ASSERT_EQ(std::system("command -v curl > /dev/null"), 0) << "curl missing (scripts/setup.sh installs it)";
   const std::string secret(40, 'k');
   fs::path out = dir_ / "http";
-  pid_t pid = fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    std::string cmd = "exec env OMP_NUM_THREADS=1 CANOPY_JOB_SECRET=" + secret + " " + std::string(CANOPY_BIN) +
-                      " " + Args(out.string(), 1) + " --http 127.0.0.1:0 > /dev/null 2>&1";
-    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
+  auto job = Start(Args(out.string(), 1) + " --http 127.0.0.1:0", "http.log", secret);
   int port = 0;
   auto until = std::chrono::steady_clock::now() + std::chrono::seconds(120);
   while (port == 0 && std::chrono::steady_clock::now() < until) {
@@ -320,9 +315,8 @@ TEST_F(SolveTest, EmbeddedHttpStatusAcceptsTheJobSecret) {
   EXPECT_EQ(code("Bearer " + secret), "200");
   EXPECT_EQ(code("bearer " + secret), "200");
   EXPECT_EQ(code("Bearer wrong"), "401");
-  kill(pid, SIGTERM);
-  int st = 0;
-  waitpid(pid, &st, 0);
+  job->Kill(SIGTERM);
+  job->Wait(60);
 }
 
 // status.json counts tokens as they are generated, not only when a problem finishes: a job
@@ -330,16 +324,9 @@ TEST_F(SolveTest, EmbeddedHttpStatusAcceptsTheJobSecret) {
 TEST_F(SolveTest, StatusCountsTokensOfProblemsInFlight) {
   CANOPY_REQUIRE_DEFAULT_MODEL(model);
   fs::path out = dir_ / "live";
-  pid_t pid = fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    std::string cmd = "exec env OMP_NUM_THREADS=1 " + std::string(CANOPY_BIN) + " solve --dataset " +
-                      (dir_ / "slice.jsonl").string() + " --limit 1 --output " + out.string() +
-                      " --strategy beam --n 8 --beam-width 2 --step-tokens 48 --max-depth 8 --seed 3"
-                      " --kv-cache-mb 64 > /dev/null 2>&1";
-    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
+  auto job = Start("solve --dataset " + (dir_ / "slice.jsonl").string() + " --limit 1 --output " + out.string() +
+                       " --strategy beam --n 8 --beam-width 2 --step-tokens 48 --max-depth 8 --seed 3 --kv-cache-mb 64",
+                   "live.log");
   json seen;
   auto until = std::chrono::steady_clock::now() + std::chrono::seconds(300);
   while (std::chrono::steady_clock::now() < until && Results(out).empty()) {
@@ -350,9 +337,8 @@ TEST_F(SolveTest, StatusCountsTokensOfProblemsInFlight) {
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  kill(pid, SIGTERM);
-  int st = 0;
-  waitpid(pid, &st, 0);
+  job->Kill(SIGTERM);
+  job->Wait(60);
   ASSERT_FALSE(seen.is_null()) << "no status with tokens before the first answer";
   EXPECT_EQ(seen["tokens"], 0) << "no problem answered yet";
   EXPECT_GT(seen["tokens_per_second"].get<double>(), 0.0) << seen.dump();
@@ -384,15 +370,9 @@ TEST_F(SolveTest, StatusTellsDeadFromRunningAndShowsWaiting) {
 
   // A coordinator waiting for a worker that never comes: visible, and a TERM ends the wait.
   fs::path wait = dir_ / "waiting";
-  pid_t pid = fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    std::string cmd = "exec " + std::string(CANOPY_BIN) + " coordinator --dataset " + (dir_ / "slice.jsonl").string() +
-                      " --output " + wait.string() + " --listen 127.0.0.1:0 --workers 1 --wait-workers 600 > " +
-                      (dir_ / "coord.log").string() + " 2>&1";
-    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
+  auto coordinator = Start("coordinator --dataset " + (dir_ / "slice.jsonl").string() + " --output " + wait.string() +
+                               " --listen 127.0.0.1:0 --workers 1 --wait-workers 600",
+                           "coord.log");
   auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
   while (!fs::exists(wait / "status.json") && std::chrono::steady_clock::now() < until) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -401,13 +381,10 @@ TEST_F(SolveTest, StatusTellsDeadFromRunningAndShowsWaiting) {
   ASSERT_EQ(Run("status " + wait.string(), &log), 0) << log;
   EXPECT_THAT(log, ::testing::HasSubstr("waiting for workers"));
   const auto t0 = std::chrono::steady_clock::now();
-  kill(pid, SIGTERM);
-  int st = 0;
-  waitpid(pid, &st, 0);
+  coordinator->Kill(SIGTERM);
+  coordinator->Wait(60);
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5)) << "TERM waited for the workers";
-  std::ifstream coord(dir_ / "coord.log");
-  EXPECT_THAT(std::string(std::istreambuf_iterator<char>(coord), {}),
-              ::testing::HasSubstr("stopped by a signal while waiting for workers"));
+  EXPECT_THAT(coordinator->log(), ::testing::HasSubstr("stopped by a signal while waiting for workers"));
 }
 
 // One expansion of minutes (2,000 samples of up to 300 tokens) does not hold the job: TERM
@@ -416,15 +393,10 @@ TEST_F(SolveTest, StatusTellsDeadFromRunningAndShowsWaiting) {
 TEST_F(SolveTest, TermActsDuringAHugeExpansion) {
   CANOPY_REQUIRE_DEFAULT_MODEL(model);
   fs::path out = dir_ / "huge";
-  pid_t pid = fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    std::string cmd = "exec env OMP_NUM_THREADS=1 " + std::string(CANOPY_BIN) + " solve --dataset " +
-                      (dir_ / "slice.jsonl").string() + " --limit 1 --strategy best-of-n --n 2000 --solution-tokens 300" +
-                      " --kv-cache-mb 64 --output " + out.string() + " > " + (dir_ / "huge.log").string() + " 2>&1";
-    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
+  auto job = Start("solve --dataset " + (dir_ / "slice.jsonl").string() +
+                       " --limit 1 --strategy best-of-n --n 2000 --solution-tokens 300 --kv-cache-mb 64 --output " +
+                       out.string(),
+                   "huge.log");
   auto until = std::chrono::steady_clock::now() + std::chrono::seconds(120);
   while (!fs::exists(out / "status.json") && std::chrono::steady_clock::now() < until) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -432,13 +404,11 @@ TEST_F(SolveTest, TermActsDuringAHugeExpansion) {
   ASSERT_TRUE(fs::exists(out / "status.json"));
   std::this_thread::sleep_for(std::chrono::seconds(2));  // well inside the expansion
   const auto t0 = std::chrono::steady_clock::now();
-  kill(pid, SIGTERM);
-  int st = 0;
-  waitpid(pid, &st, 0);
+  job->Kill(SIGTERM);
+  const int code = job->Wait(60);
   const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   EXPECT_LT(waited, 15.0) << "TERM waited for the expansion";
-  ASSERT_TRUE(WIFEXITED(st));
-  EXPECT_EQ(WEXITSTATUS(st), 143);
+  EXPECT_EQ(code, 143) << job->log();
   EXPECT_EQ(json::parse(std::ifstream(out / "status.json"))["state"], "interrupted");
   std::ifstream journal(out / "journal.jsonl");
   EXPECT_THAT(std::string(std::istreambuf_iterator<char>(journal), {}), ::testing::HasSubstr("\"event\":\"stopped\""));
