@@ -366,6 +366,35 @@ std::string StripTrailingWords(const std::string& s) {
   return head;
 }
 
+// `s` up to the end of a leading number ($, sign, thousands commas and decimals allowed) when a
+// full stop and a space, or a comma or semicolon and a word, comes right after it; else `s`
+// ("2, 3 and 4" is a list, kept whole).
+std::string_view NumberEndingAClause(std::string_view s) {
+  size_t i = 0;
+  if (i < s.size() && s[i] == '$') ++i;
+  if (i < s.size() && s[i] == '-') ++i;
+  const size_t digits = i;
+  while (i < s.size()) {
+    if (IsDigit(s[i])) {
+      ++i;
+    } else if (s[i] == ',' && i > digits && i + 3 < s.size() && IsDigit(s[i + 1]) && IsDigit(s[i + 2]) &&
+               IsDigit(s[i + 3]) && (i + 4 == s.size() || !IsDigit(s[i + 4]))) {
+      i += 4;  // a thousands separator
+    } else if (s[i] == '.' && i > digits && i + 1 < s.size() && IsDigit(s[i + 1])) {
+      ++i;
+    } else {
+      break;
+    }
+  }
+  if (i == digits || i + 1 >= s.size()) return s;
+  if (s[i + 1] != ' ' && s[i + 1] != '\t') return s;
+  if (s[i] == '.') return s.substr(0, i);
+  if (s[i] != ',' && s[i] != ';') return s;
+  std::string_view after = Trim(s.substr(i + 1));
+  const bool word = !after.empty() && IsAlpha(after.front());
+  return word ? s.substr(0, i) : s;
+}
+
 }  // namespace
 
 std::optional<std::string> ExtractBoxed(std::string_view text) {
@@ -453,6 +482,9 @@ std::optional<std::string> ExtractAnswer(std::string_view model_output) {
     rest = Trim(rest);
     if (!rest.empty() && rest.front() == ':') rest = Trim(rest.substr(1));
     while (!rest.empty() && rest.back() == '.') rest = Trim(rest.substr(0, rest.size() - 1));
+    // "the answer is 21, which is the number of ..." / "the answer is 7. Explanation: ...": a
+    // number that ends a clause is the answer, and the rest of the line is prose about it.
+    rest = NumberEndingAClause(rest);
     // "the answer is 21 - 8 = 13": the result of the equation is the answer.
     size_t eq = rest.rfind('=');
     if (eq != std::string_view::npos && Trim(rest.substr(eq + 1)).size() > 0) rest = Trim(rest.substr(eq + 1));

@@ -23,8 +23,9 @@ std::optional<std::string> ExtractGsm8kAnswer(std::string_view text);
 std::optional<std::string> ExtractLastNumber(std::string_view text);
 
 // A model's final answer: the last boxed answer, else the text after the last "the answer
-// is" / "answer:" (case-insensitive, to the end of that line, trailing period dropped; of an
-// equation there, the right-hand side of its last "="), else the last number.
+// is" / "answer:" (case-insensitive, to the end of that line, trailing period dropped; a
+// number there that ends a clause, as in "21, which is ..." or "7. Explanation: ...", alone;
+// of an equation there, the right-hand side of its last "="), else the last number.
 std::optional<std::string> ExtractAnswer(std::string_view model_output);
 
 // A canonical form for string comparison: drops $, \left/\right, spacing commands, spaces,

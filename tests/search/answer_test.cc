@@ -46,6 +46,15 @@ TEST(ExtractAnswerTest, PrefersBoxedThenPhraseThenLastNumber) {
   EXPECT_EQ(ExtractAnswer("3 + 4 = 7, so \\boxed{7}. Check: 8"), "7");
   EXPECT_EQ(ExtractAnswer("So 5 apples.\nThe answer is 12.\n"), "12");
   EXPECT_EQ(ExtractAnswer("So, the answer is 21 - 8 = 13."), "13");
+  // A number that ends a clause is the answer; the prose after it is not.
+  EXPECT_EQ(ExtractAnswer("So, the answer is 21, which is the number of extra flowers."), "21");
+  EXPECT_EQ(ExtractAnswer("The answer is 7. Explanation: it needs step-by-step reasoning."), "7");
+  EXPECT_EQ(ExtractAnswer("The answer is $1,250.50; she saved it."), "$1,250.50");
+  EXPECT_EQ(ExtractAnswer("The answer is 5, because 2 + 2 = 4"), "5");
+  EXPECT_EQ(ExtractAnswer("The answer is 1,250 dollars"), "1,250 dollars");  // units: NormalizeAnswer's job
+  EXPECT_EQ(ExtractAnswer("The answer is 3.5"), "3.5");
+  EXPECT_EQ(ExtractAnswer("The answer is 2, 3 and 4"), "2, 3 and 4");  // a list
+  EXPECT_EQ(ExtractAnswer("The answer is 3/4, a fraction"), "3/4, a fraction");  // not a lone number
   EXPECT_EQ(ExtractAnswer("Final Answer: $\\frac{3}{4}$"), "$\\frac{3}{4}$");
   EXPECT_EQ(ExtractAnswer("We get 3 then 9 cookies"), "9");
   EXPECT_EQ(ExtractAnswer("nothing"), std::nullopt);
