@@ -14,9 +14,16 @@
 // batch-invariant run it is float noise, which checks that the features are the ones search
 // reads.
 //
-//   OMP_NUM_THREADS=2 build/bench/head_eval_bench --run runs/prm/eval2/bon-n16 \
-//       --head data/prm/smollm2-135m-instruct.policy-head.safetensors --head runs/new.safetensors \
-//       --features runs/prm/eval2/features.json --output runs/prm/eval2/rescored
+//   OMP_NUM_THREADS=2 build/bench/head_eval_bench --run runs/prm/eval2/bon-n16
+//       --head data/prm/smollm2-135m-instruct.policy-head.safetensors --head runs/new.safetensors
+//       --features runs/prm/eval2/features.json --output runs/prm/eval2/rescored [--fast] [--regrade]
+//
+// Batch-invariant matmuls (the default, as the run had) compute a prefill about as slowly as
+// decoding; `--fast` uses the engine's tiled ones: the 1,600 candidates of 100 MultiArith
+// problems (about 190 tokens each after a shared prompt) took 15 minutes on the 2-core
+// machine, and their scores with the shipped head matched the run's to 1.3e-6.
+// `--regrade` extracts and grades every candidate's answer again with this build's grader, to
+// see what a change to search/answer.cc does to a run without decoding it again.
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cmath>
@@ -33,6 +40,7 @@
 #include "coordinator/dataset.h"
 #include "coordinator/prompt.h"
 #include "coordinator/tree_dump.h"
+#include "search/answer.h"
 #include "worker/engine/engine.h"
 #include "worker/engine/prompt_tokens.h"
 #include "worker/model/default_model.h"
@@ -75,6 +83,7 @@ std::vector<json> ReadLines(const fs::path& p) {
 // record's candidates, and the score the run recorded for each (NaN when none).
 struct Candidates {
   std::vector<std::vector<int32_t>> paths;
+  std::vector<std::string> texts;  // each path's text, as the strategy extracts its answer from
   std::vector<double> recorded;
 };
 
@@ -85,6 +94,7 @@ Candidates ReadTree(const fs::path& file, const json& record) {
   Candidates c;
   std::vector<int32_t> stack = {0};
   std::vector<std::vector<int32_t>> path_of(nodes.size());
+  std::vector<std::string> text_of(nodes.size());
   // Depth first in child order: a leaf's path is its parent's plus its own ids.
   std::vector<int32_t> leaves;
   while (!stack.empty()) {
@@ -94,6 +104,7 @@ Candidates ReadTree(const fs::path& file, const json& record) {
     if (n != 0) {
       if (!node.contains("token_ids")) Die(file.string() + ": node " + std::to_string(n) + " has no token_ids (dumped by an older canopy)");
       path_of[n] = path_of[node.at("parent").get<int32_t>()];
+      text_of[n] = text_of[node.at("parent").get<int32_t>()] + node.value("text", "");
       for (const json& id : node["token_ids"]) path_of[n].push_back(id.get<int32_t>());
     }
     const json& children = node.at("children");
@@ -113,6 +124,7 @@ Candidates ReadTree(const fs::path& file, const json& record) {
           std::to_string(tokens));
     }
     c.paths.push_back(path_of[leaves[i]]);
+    c.texts.push_back(text_of[leaves[i]]);
     const json& s = node.at("step_scores");
     c.recorded.push_back(s.empty() ? std::nan("") : s.back().get<double>());
   }
@@ -123,6 +135,8 @@ struct Args {
   std::string run, model, features, output;
   std::vector<std::string> heads;
   int64_t kv_cache_mb = 1024;
+  bool fast = false;
+  bool regrade = false;
 };
 
 int Main(int argc, char** argv) {
@@ -133,12 +147,18 @@ int Main(int argc, char** argv) {
   app.add_option("--model", a.model, "the policy (default: the default model)");
   app.add_option("--features", a.features, "keep the features here (read when it matches the run)");
   app.add_option("--output", a.output, "folder for the rescored results (default RUN/rescored)");
+  app.add_flag("--regrade", a.regrade,
+               "extract and grade each candidate's answer again from its text with this build's grader "
+               "(search/answer.h), as the strategy would now; prints how many answers changed");
+  app.add_flag("--fast", a.fast,
+               "the engine's fast matmuls instead of batch-invariant ones: prefill is several times faster "
+               "and the features differ from the run's by float noise (the check below says how much)");
   app.add_option("--kv-cache-mb", a.kv_cache_mb)->check(CLI::PositiveNumber);
   CLI11_PARSE(app, argc, argv);
   const fs::path run = a.run;
   if (a.output.empty()) a.output = (run / "rescored").string();
   const json settings = ReadJson(run / "run.json");
-  const std::vector<json> records = ReadLines(run / "results.jsonl");
+  std::vector<json> records = ReadLines(run / "results.jsonl");
 
   // Features: one per candidate, by problem id.
   std::map<std::string, std::vector<std::vector<float>>> features;
@@ -167,7 +187,7 @@ int Main(int argc, char** argv) {
     EngineOptions eo;
     eo.model_path = *model;
     eo.kv_cache_bytes = a.kv_cache_mb << 20;
-    eo.batch_invariant = true;
+    eo.batch_invariant = !a.fast;
     auto engine = Engine::Create(eo);
     if (!engine.ok()) Die(engine.status().ToString());
     DatasetOptions dopts;
@@ -199,6 +219,31 @@ int Main(int argc, char** argv) {
       json f = {{"key", key}, {"features", features}};
       std::ofstream(a.features) << f.dump() << "\n";
     }
+  }
+
+  // The candidates' answers extracted and graded again, as Strategy's selection does.
+  if (a.regrade) {
+    int64_t changed = 0, flipped = 0, right_before = 0, right_after = 0;
+    for (json& r : records) {
+      if (r.contains("error")) continue;
+      const Candidates& c = trees.at(r["id"].get<std::string>());
+      const std::string gold = r.value("gold", "");
+      for (size_t i = 0; i < r["candidates"].size(); ++i) {
+        json& cand = r["candidates"][i];
+        const std::optional<std::string> ans = ExtractAnswer(c.texts[i]);
+        const std::string key = ans && !ans->empty() ? NormalizeAnswer(*ans) : "";
+        const bool right = !key.empty() && !gold.empty() && AnswersEquivalent(key, gold);
+        changed += cand[0].get<std::string>() != key;
+        flipped += cand[2].get<bool>() != right;
+        right_before += cand[2].get<bool>();
+        right_after += right;
+        cand[0] = key;
+        cand[2] = right;
+      }
+    }
+    std::printf("regraded: %lld answers changed, %lld gradings changed (right candidates %lld -> %lld)\n",
+                static_cast<long long>(changed), static_cast<long long>(flipped), static_cast<long long>(right_before),
+                static_cast<long long>(right_after));
   }
 
   // Each head: the scores, the check against the run's own, the rescored results.
