@@ -1,5 +1,5 @@
 // canopy merge DIR: join the shards of a job array (DIR/shard-K/) into DIR/results.jsonl and
-// DIR/summary.json. The shards must be of one job (their run.json equal but for the shard);
+// DIR/summary.json, and for a `canopy label` job their labels.jsonl into DIR/labels.jsonl. The shards must be of one job (their run.json equal but for the shard);
 // a problem answered in two shards with different results, or a missing shard, is an error
 // (the merge is still written, and the exit status says it is incomplete).
 #include <CLI/CLI.hpp>
@@ -12,6 +12,8 @@
 #include <set>
 
 #include "coordinator/dataset.h"
+#include "coordinator/labels.h"
+#include "coordinator/record_file.h"
 #include "coordinator/results.h"
 
 namespace canopy {
@@ -28,6 +30,8 @@ struct Merged {
   int num_shards = 0;       // N of the first shard's "K/N"
   std::map<std::string, ResultRecord> by_id;
   std::vector<std::string> order;  // ids, first seen first
+  std::map<std::string, nlohmann::json> labels;  // a label job's records by problem id
+  bool label_job = false;                        // some shard has a labels.jsonl
   double wall = 0;
   int64_t expected = -1;  // problems in all shards (their status.json), when known
   bool complete = true;
@@ -71,6 +75,32 @@ bool ReadShardSettings(const fs::path& path, Merged* m) {
   return true;
 }
 
+// Adds a label job's shard's labels.jsonl (none: nothing to add); false after printing why
+// when it holds complete lines that are not label records (a file canopy did not write).
+bool ReadShardLabels(const fs::path& path, Merged* m) {
+  const fs::path file = path / kLabelsFile;
+  std::ifstream in(file, std::ios::binary);
+  if (!in) return true;
+  m->label_job = true;
+  const std::string contents((std::istreambuf_iterator<char>(in)), {});
+  const RecordLines read = ParseRecordLines(contents, LabelRecordKind());
+  for (const std::string& issue : read.issues) std::fprintf(stderr, "%s: %s\n", file.c_str(), issue.c_str());
+  if (read.foreign_lines > 0) {
+    std::fprintf(stderr, "canopy merge: %s line %lld is not a label record\n", file.c_str(),
+                 static_cast<long long>(read.first_foreign_line));
+    return false;
+  }
+  for (const nlohmann::json& j : read.records) {
+    const std::string id = j["id"].get<std::string>();
+    auto [it, fresh] = m->labels.emplace(id, j);
+    if (!fresh && it->second != j) {
+      std::fprintf(stderr, "canopy merge: problem %s labelled differently in two shards\n", id.c_str());
+      m->complete = false;
+    }
+  }
+  return true;
+}
+
 // Adds one shard's results, problem count and wall time; false after printing why when its
 // settings or results cannot be read.
 bool ReadShard(const fs::path& path, Merged* m) {
@@ -91,6 +121,7 @@ bool ReadShard(const fs::path& path, Merged* m) {
     }
     if (fresh) m->order.push_back(r.id);
   }
+  if (!ReadShardLabels(path, m)) return false;
   std::ifstream stj(path / "status.json");
   nlohmann::json status = nlohmann::json::parse(stj, nullptr, false);
   if (!status.is_discarded() && status.contains("total")) {
@@ -142,6 +173,33 @@ int WriteMerged(const std::string& dir, size_t num_shard_dirs, Merged* m) {
   if (Status s = WriteFileAtomically(dir + "/results.jsonl", lines); !s.ok()) {
     std::fprintf(stderr, "canopy merge: %s\n", s.ToString().c_str());
     return 1;
+  }
+  if (m->label_job) {  // labels in the results' order; a result without labels is a shard to rerun
+    const std::string target = dir + "/" + kLabelsFile;
+    if (std::ifstream old(target, std::ios::binary); old) {  // an earlier merge's, or not ours
+      const std::string contents((std::istreambuf_iterator<char>(old)), {});
+      if (ParseRecordLines(contents, LabelRecordKind()).foreign_lines > 0) {
+        std::fprintf(stderr, "canopy merge: %s holds lines that are not label records; left alone\n", target.c_str());
+        return 1;
+      }
+    }
+    std::string label_lines;
+    size_t labelled = 0;
+    for (const std::string& id : m->order) {
+      auto it = m->labels.find(id);
+      if (it == m->labels.end()) {
+        std::fprintf(stderr, "canopy merge: problem %s has a result but no labels (rerun its shard)\n", id.c_str());
+        m->complete = false;
+        continue;
+      }
+      label_lines += it->second.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+      ++labelled;
+    }
+    if (Status s = WriteFileAtomically(target, label_lines); !s.ok()) {
+      std::fprintf(stderr, "canopy merge: %s\n", s.ToString().c_str());
+      return 1;
+    }
+    std::printf("labels of %zu problems -> %s/labels.jsonl\n", labelled, dir.c_str());
   }
   Summary summary = Summarize(records, m->wall);
   m->settings["shards"] = m->num_shards;

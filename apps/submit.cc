@@ -3,8 +3,9 @@
 //   canopy submit --dataset FILE --nodes 2 --gpus-per-node 8 --time 04:00:00 --partition gpu
 //       [--shards 4] [--dry-run] -- --strategy beam --n 16 --beam-width 4
 //
-// Everything after `--` goes to the coordinator (`canopy solve` options). The job secret is
-// written to OUTPUT/job.secret (mode 0600) and only its path appears in the script.
+// Everything after `--` goes to the coordinator (`canopy solve` options; with --label the job
+// is `canopy label` and they are its options). The job secret is written to
+// OUTPUT/job.secret (mode 0600) and only its path appears in the script.
 #include <sys/wait.h>
 
 #include <CLI/CLI.hpp>
@@ -63,8 +64,10 @@ int SubmitMain(int argc, char** argv) {
   app.add_option("--signal-seconds", spec.signal_seconds, "the time-limit warning, seconds before the end");
   app.add_option("--max-restarts", spec.max_restarts, "requeues the job may ask for");
   app.add_option("--sbatch", spec.sbatch_extra, "another sbatch option, verbatim (repeatable)");
+  bool label = false;
+  app.add_flag("--label", label, "the job labels steps (canopy label, its options after --) instead of solving");
   app.add_flag("--dry-run", dry_run, "print the script; write and submit nothing");
-  app.add_option("solve_options", spec.solve_args, "after --: canopy solve options for the coordinator");
+  app.add_option("solve_options", spec.solve_args, "after --: canopy solve (or label) options for the coordinator");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -81,11 +84,12 @@ int SubmitMain(int argc, char** argv) {
   }
   if (!fs::exists(dataset)) return Fail(dataset + ": no such file");
   spec.dataset = fs::absolute(dataset).lexically_normal().string();
+  if (label) spec.command = "label";
   if (output.empty()) {
     auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
     char stamp[32];
     std::strftime(stamp, sizeof(stamp), "%Y%m%d-%H%M%S", std::localtime(&now));
-    output = "runs/" + fs::path(dataset).stem().string() + "-" + stamp;
+    output = "runs/" + fs::path(dataset).stem().string() + (label ? "-label-" : "-") + stamp;
   }
   spec.output_dir = fs::absolute(output).lexically_normal().string();
   spec.secret_file = spec.output_dir + "/job.secret";

@@ -96,8 +96,9 @@ std::string SbatchScript(const SubmitSpec& s) {
   o << " &\n"
     << "WORKER_STEP=$!\n"
     << "\n"
-    << "# The coordinator (all `canopy solve` options); it resumes from $OUT on a restart.\n"
-    << "\"$CANOPY\" coordinator --listen \"$HEAD:0\" --address-file \"$ADDR\" --workers \"$WORKERS\" --secret-file \"$SECRET_FILE\" \\\n"
+    << "# The coordinator (all `canopy " << s.command << "` options); it resumes from $OUT on a restart.\n"
+    << "\"$CANOPY\" " << (s.command == "label" ? "label --launcher listen" : "coordinator")
+    << " --listen \"$HEAD:0\" --address-file \"$ADDR\" --workers \"$WORKERS\" --secret-file \"$SECRET_FILE\" \\\n"
     << "    --dataset " << ShellQuote(s.dataset) << " --output \"$OUT\" \"${SHARD[@]}\" --max-restarts " << s.max_restarts;
   for (const std::string& a : s.solve_args) o << " " << ShellQuote(a);
   o << " &\n"

@@ -29,6 +29,7 @@ struct SubmitSpec {
   int signal_seconds = 120;  // warning before the time limit
   int max_restarts = 3;      // requeues the coordinator may ask for
   std::vector<std::string> sbatch_extra;  // more "#SBATCH" options, verbatim
+  std::string command = "solve";         // the job: "solve" or "label" (canopy label's coordinator)
   std::vector<std::string> solve_args;    // after `--`: passed to the coordinator
   std::vector<std::string> worker_args;   // the workers' share of them (model, KV cache, ...)
 };

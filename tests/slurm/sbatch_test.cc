@@ -81,6 +81,25 @@ TEST(SbatchTest, MultiNodeGpuScript) {
   }
 }
 
+// A label job: `canopy label --launcher listen` coordinates, with the same wiring and options.
+TEST(SbatchTest, LabelJobRunsCanopyLabelAsTheCoordinator) {
+  SubmitSpec spec = Spec();
+  spec.command = "label";
+  spec.solve_args = {"--method", "binary", "--samples", "8", "--rollouts", "4", "--model", "/m/q.gguf"};
+  spec.worker_args = WorkerArgs(spec.solve_args);
+  const std::string s = SbatchScript(spec);
+  EXPECT_EQ(BashCheck(s), 0) << s;
+  EXPECT_NE(s.find("\"$CANOPY\" label --launcher listen --listen \"$HEAD:0\" --address-file \"$ADDR\" --workers \"$WORKERS\""),
+            std::string::npos)
+      << s;
+  EXPECT_EQ(s.find("\" coordinator "), std::string::npos) << s;
+  EXPECT_NE(s.find("'--method' 'binary' '--samples' '8' '--rollouts' '4' '--model' '/m/q.gguf'"), std::string::npos);
+  EXPECT_NE(s.find("worker --connect-file \"$ADDR\" --secret-file \"$SECRET_FILE\" --reconnect-seconds 120 '--model' "
+                   "'/m/q.gguf' &"),
+            std::string::npos)
+      << s;
+}
+
 TEST(SbatchTest, ArrayScriptShards) {
   SubmitSpec spec = Spec();
   spec.shards = 5;

@@ -4,6 +4,8 @@
 // (batch-invariant mode) through:
 //   * a plain job, and one whose srun step loses one of its two workers;
 //   * a job array of 3 shards, joined by `canopy merge`;
+//   * a `canopy label` job array (`canopy submit --label`): the merged labels.jsonl equals
+//     the embedded label run's;
 //   * `scontrol requeue` in the middle (the job comes back and resumes; every problem once);
 //   * the time-limit warning (USR1 to the batch shell): the coordinator drains, requeues
 //     itself and the next run finishes the job;
@@ -198,6 +200,38 @@ TEST_F(SlurmTest, ArrayShardsMergeToTheSameResults) {
   json summary = json::parse(std::ifstream(out / "summary.json"));
   EXPECT_EQ(summary["summary"]["num_problems"], 6);
   EXPECT_EQ(summary["settings"]["shards"], 3);
+}
+
+// `canopy submit --label --shards 2`: each array task runs `canopy label` as the coordinator
+// of its workers; `canopy merge` joins the shards' labels, which equal the embedded run's.
+TEST_F(SlurmTest, LabelArrayMergesToTheEmbeddedLabels) {
+  const std::string args = " --limit 2 --samples 2 --rollouts 2 --step-tokens 16 --solution-tokens 32 --max-depth 2"
+                           " --seed 3 --batch-invariant --kv-cache-mb 64";
+  fs::path embedded = dir_ / "label-embedded";
+  int rc = 0;
+  std::string log = Sh("OMP_NUM_THREADS=1 " + std::string(CANOPY_BIN) + " label --dataset " +
+                           (dir_ / "slice.jsonl").string() + " --output " + embedded.string() + args,
+                       &rc);
+  ASSERT_EQ(rc, 0) << log;
+  fs::path out = dir_ / "label-array";
+  std::string id = Trim(Sh(std::string(CANOPY_BIN) + " submit --label --dataset " + (dir_ / "slice.jsonl").string() +
+                               " --output " + out.string() + " --cpus-per-worker 1 --shards 2 --" + args,
+                           &rc, /*stderr_too=*/false));
+  ASSERT_EQ(rc, 0) << id;
+  WaitGone(id);
+  std::string merged = Sh(std::string(CANOPY_BIN) + " merge " + out.string(), &rc);
+  ASSERT_EQ(rc, 0) << merged << Log(out);
+  EXPECT_NE(merged.find("labels of 2 problems"), std::string::npos) << merged;
+  auto by_id = [](const fs::path& file) {
+    std::map<std::string, json> m;
+    for (const json& j : Lines(file)) EXPECT_TRUE(m.emplace(j["id"].get<std::string>(), j).second) << j["id"];
+    return m;
+  };
+  const auto ref = by_id(embedded / "labels.jsonl");
+  ASSERT_EQ(ref.size(), 2u);
+  EXPECT_EQ(by_id(out / "labels.jsonl"), ref);
+  std::ifstream script(out / "job.sbatch");
+  EXPECT_NE(std::string(std::istreambuf_iterator<char>(script), {}).find("label --launcher listen"), std::string::npos);
 }
 
 TEST_F(SlurmTest, RequeueMidJobResumesWithEveryProblemOnce) {
