@@ -162,6 +162,21 @@ void OrderAsDataset(Merged* m) {
 
 // Writes DIR/results.jsonl and DIR/summary.json; the exit status.
 int WriteMerged(const std::string& dir, size_t num_shard_dirs, Merged* m) {
+  // Files in DIR that are not an earlier merge's (or a job's) are not ours to replace: check
+  // both before writing either.
+  if (auto old = LoadResults(dir + "/results.jsonl"); old.ok() && old->foreign_lines > 0) {
+    std::fprintf(stderr, "canopy merge: %s/results.jsonl holds lines that are not result records; left alone\n",
+                 dir.c_str());
+    return 1;
+  }
+  if (std::ifstream old(dir + "/" + kLabelsFile, std::ios::binary); m->label_job && old) {
+    const std::string contents((std::istreambuf_iterator<char>(old)), {});
+    if (ParseRecordLines(contents, LabelRecordKind()).foreign_lines > 0) {
+      std::fprintf(stderr, "canopy merge: %s/%s holds lines that are not label records; left alone\n", dir.c_str(),
+                   kLabelsFile);
+      return 1;
+    }
+  }
   std::vector<ResultRecord> records;
   std::string lines;
   for (const std::string& id : m->order) {
@@ -176,13 +191,6 @@ int WriteMerged(const std::string& dir, size_t num_shard_dirs, Merged* m) {
   }
   if (m->label_job) {  // labels in the results' order; a result without labels is a shard to rerun
     const std::string target = dir + "/" + kLabelsFile;
-    if (std::ifstream old(target, std::ios::binary); old) {  // an earlier merge's, or not ours
-      const std::string contents((std::istreambuf_iterator<char>(old)), {});
-      if (ParseRecordLines(contents, LabelRecordKind()).foreign_lines > 0) {
-        std::fprintf(stderr, "canopy merge: %s holds lines that are not label records; left alone\n", target.c_str());
-        return 1;
-      }
-    }
     std::string label_lines;
     size_t labelled = 0;
     for (const std::string& id : m->order) {

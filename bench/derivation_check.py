@@ -85,9 +85,18 @@ def questions_of(run):
     if not dataset.is_absolute() and not dataset.exists():
         dataset = run / dataset
     by_id = {}
-    for i, row in enumerate(read_jsonl(dataset)):
-        text = row.get("input") or row.get("question") or row.get("problem") or ""
-        by_id[str(row.get("id", i + 1))] = text
+    with open(dataset) as f:
+        for line_number, line in enumerate(f, 1):  # ids as coordinator/dataset.cc reads them
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if not isinstance(row, dict):
+                continue
+            field = next((k for k in ("id", "idx", "name", "problem_id") if row.get(k) is not None), None)
+            pid = str(line_number) if field is None else (
+                row[field] if isinstance(row[field], str) else json.dumps(row[field]))
+            by_id[pid] = row.get("input") or row.get("question") or row.get("problem") or ""
     return by_id
 
 

@@ -1,7 +1,7 @@
 // `canopy merge` on the shards of a `canopy label` job array (tests/slurm/slurm_test.cc runs
 // a real one): the shards' labels.jsonl are joined into DIR/labels.jsonl in the results'
-// order; a shard whose labels file holds lines canopy did not write is refused and nothing
-// is written over; a problem labelled differently in two shards, or answered without labels
+// order; a shard whose labels file holds lines canopy did not write is refused, and so is a
+// merged labels.jsonl or results.jsonl in the job's folder that canopy did not write; a problem labelled differently in two shards, or answered without labels
 // (a shard stopped between the two lines), makes the merge incomplete (exit 3) and says which.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -100,6 +100,12 @@ TEST_F(MergeTest, RefusesALabelsFileCanopyDidNotWrite) {
   EXPECT_EQ(Merge(&out), 1);
   EXPECT_THAT(out, ::testing::HasSubstr("holds lines that are not label records; left alone"));
   EXPECT_EQ(kept(), "kept\n");
+  EXPECT_FALSE(fs::exists(dir_ / "results.jsonl")) << "nothing is written when a file is refused";
+  // So is a results.jsonl there that canopy did not write (and nothing else is written).
+  std::ofstream(dir_ / "results.jsonl") << "mine\n";
+  EXPECT_EQ(Merge(&out), 1);
+  EXPECT_THAT(out, ::testing::HasSubstr("results.jsonl holds lines that are not result records; left alone"));
+  fs::remove(dir_ / "results.jsonl");
   // An earlier merge's file is replaced.
   std::ofstream(dir_ / "labels.jsonl") << LabelLine("1", 0.0).dump() << "\n";
   EXPECT_EQ(Merge(&out), 0) << out;
