@@ -1,7 +1,9 @@
 // canopy merge DIR: join the shards of a job array (DIR/shard-K/) into DIR/results.jsonl and
-// DIR/summary.json, and for a `canopy label` job their labels.jsonl into DIR/labels.jsonl. The shards must be of one job (their run.json equal but for the shard);
-// a problem answered in two shards with different results, or a missing shard, is an error
-// (the merge is still written, and the exit status says it is incomplete).
+// DIR/summary.json, and for a `canopy label` job their labels.jsonl into DIR/labels.jsonl.
+// The shards must be of one job (their run.json equal but for the shard); a problem answered
+// (or labelled) in two shards differently, a result without labels, or a missing shard, is
+// an error (the merge is still written, and the exit status says it is incomplete). A file
+// in DIR that canopy did not write is never replaced.
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdio>
@@ -160,7 +162,8 @@ void OrderAsDataset(Merged* m) {
   if (in_order.size() == m->order.size()) m->order = in_order;
 }
 
-// Writes DIR/results.jsonl and DIR/summary.json; the exit status.
+// Writes DIR/results.jsonl, a label job's DIR/labels.jsonl and DIR/summary.json; the exit
+// status.
 int WriteMerged(const std::string& dir, size_t num_shard_dirs, Merged* m) {
   // Files in DIR that are not an earlier merge's (or a job's) are not ours to replace: check
   // both before writing either.
