@@ -389,6 +389,9 @@ void SetTreeSink(SolveJob& solver, const Run& run) {
 // those of problems already answered (a stop between the result line and the removal)
 // removed; the journal records each round written and each problem restored.
 void SetUpCheckpoints(const RunFolder& folder, Journal& journal, CheckpointStore* checkpoints, SolveJob* solver) {
+  for (const std::string& r : checkpoints->RemoveInterruptedWrites()) {
+    CANOPY_LOG(Info) << "removed " << r << ", a checkpoint write that an earlier session did not finish";
+  }
   std::vector<std::string> refused;
   std::map<std::string, ProblemCheckpoint> restored = checkpoints->Load(&refused);
   for (const std::string& r : refused) CANOPY_LOG(Warn) << r << "; its problem starts again from its root";

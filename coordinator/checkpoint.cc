@@ -1,10 +1,13 @@
 #include "coordinator/checkpoint.h"
 
+#include <signal.h>
+
 #include <capnp/message.h>
 #include <capnp/serialize.h>
 #include <kj/exception.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -304,6 +307,28 @@ Status CheckpointStore::Remove(const std::string& problem_id) {
   if (kind != FileKind::kRegular) return Status::Ok();
   CANOPY_RETURN_IF_ERROR(env_->RemoveFile(path));
   return env_->SyncDir(dir_);
+}
+
+std::vector<std::string> CheckpointStore::RemoveInterruptedWrites() {
+  std::vector<std::string> removed;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir_, ec)) {
+    const std::string name = entry.path().filename().string();
+    // HASH.ckpt.tmp.PID: 16 hex digits, ".ckpt.tmp.", a decimal process id.
+    constexpr std::string_view kMiddle = ".ckpt.tmp.";
+    if (name.size() <= 16 + kMiddle.size() || name.find_first_not_of("0123456789abcdef") != 16 ||
+        name.compare(16, kMiddle.size(), kMiddle) != 0) {
+      continue;
+    }
+    const std::string pid_text = name.substr(16 + kMiddle.size());
+    if (pid_text.size() > 9 || pid_text.find_first_not_of("0123456789") != std::string::npos) continue;
+    const pid_t pid = static_cast<pid_t>(std::stol(pid_text));
+    if (pid <= 0 || !entry.is_regular_file(ec)) continue;
+    if (::kill(pid, 0) == 0 || errno != ESRCH) continue;  // its writer may still be running
+    if (env_->RemoveFile(entry.path().string()).ok()) removed.push_back(entry.path().string());
+  }
+  if (!removed.empty()) (void)env_->SyncDir(dir_);
+  return removed;
 }
 
 std::map<std::string, ProblemCheckpoint> CheckpointStore::Load(std::vector<std::string>* refused) const {

@@ -14,8 +14,10 @@
 //   and the problem starts again from its root.
 //
 // File names: HASH.ckpt, HASH the 16 hex digits of XXH3-64(problem id) (ids may hold any
-// character); the id itself is inside and checked on load. Other files in the folder are
-// never read, changed or removed.
+// character); the id itself is inside and checked on load. A write goes through
+// HASH.ckpt.tmp.PID; one left by a process killed mid-write (no process PID on this host)
+// is removed when the next session starts. Other files in the folder are never read,
+// changed or removed.
 #pragma once
 
 #include <cstdint>
@@ -51,6 +53,10 @@ class CheckpointStore {
   // Every checkpoint that reads back whole, by problem id. Each file refused is named in
   // `refused` with why ("DIR/ab12....ckpt: checksum mismatch (truncated or corrupt)").
   std::map<std::string, ProblemCheckpoint> Load(std::vector<std::string>* refused) const;
+  // Removes the temporary files (HASH.ckpt.tmp.PID) of writes cut short: those whose PID
+  // names no process on this host. Returns the paths removed; a temporary file of a live
+  // process, and every file not named like ours, is left alone.
+  std::vector<std::string> RemoveInterruptedWrites();
 
   std::string PathOf(const std::string& problem_id) const;
   const std::string& dir() const { return dir_; }
