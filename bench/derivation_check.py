@@ -5,7 +5,8 @@
   bench/derivation_check.py --self-test
 
 A RUN is a `canopy solve --dump-trees` folder (best-of-N or self-consistency: every
-candidate is a root-to-leaf path of its problem's tree) or a `canopy label` folder (its
+candidate is a root-to-leaf path of its problem's tree), a `canopy solve` folder of one
+candidate a problem (greedy: its result's path), or a `canopy label` folder (its
 labels.jsonl: every sample with its steps). The questions come from the dataset named in
 the folder's run.json.
 
@@ -20,6 +21,7 @@ happens to land on the gold). The check is strict the other way too: a derivatio
 undercounts; the examples it prints let a reader judge. Prints a table and, with --json,
 writes one object per RUN: candidates, right, right and derived, wrong and derived,
 problems with a right candidate and problems with a derived right candidate."""
+import argparse
 import json
 import pathlib
 import re
@@ -28,8 +30,10 @@ import sys
 NUMBER = r"\d[\d,]*(?:\.\d+)?"
 OPERATOR = r"[-+*/x×÷]"
 # An expression: numbers joined by operators, with optional parentheses, then "=" and a number.
+# Each stretch of spaces has one way to match (closing parentheses as "(?:\s*\))*"): a long
+# "20 * 20 * ..." with no "=" must fail in linear time, not by trying every split.
 EQUATION = re.compile(
-    r"((?:\(\s*)*" + NUMBER + r"(?:\s*\)*\s*" + OPERATOR + r"\s*(?:\(\s*)*" + NUMBER + r")+\s*\)*)\s*=\s*\$?\s*(" +
+    r"((?:\(\s*)*" + NUMBER + r"(?:(?:\s*\))*\s*" + OPERATOR + r"\s*(?:\(\s*)*" + NUMBER + r")+(?:\s*\))*)\s*=\s*\$?\s*(" +
     NUMBER + r")")
 
 
@@ -109,9 +113,17 @@ def candidates(run):
                     text = "\n\n".join(step["text"] for step in s["steps"])
                     yield r["id"], r["prompt"]["user"], number(r["gold"]), text, bool(s["correct"])
         return
+    if not (run / "results.jsonl").exists() or not (run / "run.json").exists():
+        sys.exit(f"{run}: not a canopy run folder (no labels.jsonl, or no results.jsonl and run.json)")
     questions = questions_of(run)
     for r in read_jsonl(run / "results.jsonl"):
         if "error" in r:
+            continue
+        if not (run / "trees").is_dir():
+            if r.get("num_candidates", 1) != 1:
+                sys.exit(f"{run}: problem {r['id']} has {r['num_candidates']} candidates and the run has no"
+                         " trees/ (solve again with --dump-trees)")
+            yield r["id"], questions[r["id"]], number(r["gold"]), "".join(r["path"]), bool(r["correct"])
             continue
         tree = json.loads((run / "trees" / (r["id"] + ".json")).read_text())
         nodes = {n["id"]: n for n in tree["nodes"]}
@@ -157,24 +169,24 @@ def self_test():
     assert not derives("74 - 35 = 39", q, 39), "74 was never derived"
     assert not derives("32 + 42 = 74", q, 39), "true, but not the gold"
     assert derives("9*14 = 126 and 126/3 = 42", "9 boys and 14 girls in 3 rows", 42)
+    chain = "20 * " * 300 + "20 is a lot"  # no "=": must fail fast, not backtrack exponentially
+    assert not derives(chain, "20 customers", 20)
     assert evaluate("2 x 3 ÷ 4") == 1.5 and evaluate("1 / 0") is None
     print("derivation_check self-test: ok")
 
 
 def main(argv):
-    if argv[1:] == ["--self-test"]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="*", type=pathlib.Path, metavar="RUN")
+    parser.add_argument("--json", metavar="OUT.json", help="write one object per RUN")
+    parser.add_argument("--show", type=int, default=0, metavar="K", help="print the first K right candidates of a RUN")
+    parser.add_argument("--self-test", action="store_true", help="check the equation reader and exit")
+    opts = parser.parse_args(argv[1:])
+    if opts.self_test:
         return self_test()
-    args, out, show, i = [], None, 0, 1
-    while i < len(argv):
-        if argv[i] == "--json":
-            out, i = argv[i + 1], i + 2
-        elif argv[i] == "--show":
-            show, i = int(argv[i + 1]), i + 2
-        else:
-            args.append(pathlib.Path(argv[i]))
-            i += 1
-    if not args:
-        sys.exit(__doc__)
+    if not opts.runs:
+        parser.error("name at least one RUN")
+    args, out, show = opts.runs, opts.json, opts.show
     rows = []
     print(f"{'run':<44} {'candidates':>10} {'right':>6} {'derived':>8} {'wrong, derived':>15} {'problems right':>15}"
           f" {'derived':>8}")
