@@ -11,10 +11,10 @@ vote, weighted best-of-N (head scores summed per answer), best-of-N (the highest
 the oracle (any sample right). Their tokens are the run's tokens scaled by N / N_max (an
 estimate: samples differ in length). Beam and DVTS rows are read from their own runs. Writes
 OUT/prm_pipeline.json and OUT/accuracy_vs_tokens.svg; reports only what the files hold."""
+import argparse
 import json
 import math
 import pathlib
-import sys
 
 
 def read_jsonl(path):
@@ -178,8 +178,14 @@ def svg_plot(series, title, path):
 
 
 def main():
-    out = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "runs/prm")
-    ns = sorted(int(a) for a in sys.argv[2:]) or [4, 16]
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out", nargs="?", default="runs/prm", type=pathlib.Path, metavar="OUT")
+    parser.add_argument("ns", nargs="*", type=int, metavar="N", help="sample counts to report (default 4 16)")
+    opts = parser.parse_args()
+    out = opts.out
+    ns = sorted(opts.ns) or [4, 16]
+    if not (out / "eval").is_dir():
+        parser.error(f"{out}: no eval/ folder (the output of bench/prm_pipeline.sh)")
     result = {"eval": {}, "head_card": None, "labelling": labels_cost(out / "labels")}
     cards = sorted(p for p in (out / "head").glob("*.json") if p.name != "features.json")
     if cards:
