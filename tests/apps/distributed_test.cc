@@ -24,12 +24,14 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <random>
 #include <set>
 #include <thread>
 
+#include "coordinator/checkpoint.h"
 #include "tests/testing/datasets.h"
 #include "tests/testing/paths.h"
 #include "tests/testing/results.h"
@@ -306,6 +308,18 @@ TEST_F(DistributedTest, BusyWorkerIsNotDeclaredDead) {
   EXPECT_EQ(coord.log().find("silent for more than"), std::string::npos) << coord.log();
 }
 
+// Returns once process `pid` is stopped (state T in /proc/PID/stat), or after 5 s.
+void WaitUntilStopped(pid_t pid) {
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (std::chrono::steady_clock::now() < until) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+    std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const size_t close = stat.rfind(')');  // the command name may hold spaces
+    if (close != std::string::npos && close + 2 < stat.size() && (stat[close + 2] == 'T' || stat[close + 2] == 't')) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+}
+
 TEST_F(DistributedTest, RestartedCoordinatorResumes) {
   const auto& ref = Reference();
   fs::path out = dir_ / "restart";
@@ -328,10 +342,31 @@ TEST_F(DistributedTest, RestartedCoordinatorResumes) {
       }
       return false;
     };
-    while (!has_checkpoint() && first.running() && std::chrono::steady_clock::now() < until) {
+    // A checkpoint is not enough: its problem may finish (result written, checkpoint removed)
+    // before the kill lands. So the job is frozen (SIGSTOP, waited for) while the folder is
+    // read, and killed only when a problem without a result has a checkpoint.
+    auto unfinished_checkpoint = [&] {
+      std::set<std::string> done;
+      for (const json& r : Results(out)) done.insert(r["id"].get<std::string>());
+      for (const auto& [id, c] : CheckpointStore((out / "checkpoints").string()).Load(nullptr)) {
+        if (!done.count(id)) return true;
+      }
+      return false;
+    };
+    bool frozen = false;
+    while (first.running() && std::chrono::steady_clock::now() < until) {
+      if (has_checkpoint()) {
+        first.Kill(SIGSTOP);
+        WaitUntilStopped(first.pid());
+        if (unfinished_checkpoint()) {
+          frozen = true;
+          break;
+        }
+        first.Kill(SIGCONT);
+      }
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
-    ASSERT_TRUE(first.running()) << first.log();
+    ASSERT_TRUE(frozen) << "no problem in flight had a checkpoint; " << first.log();
     first.Kill(SIGKILL);
     first.Wait(30);
   }
