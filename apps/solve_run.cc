@@ -12,6 +12,7 @@
 
 #include "apps/solve_context.h"
 #include "search/early_stop.h"
+#include "common/env.h"
 #include "common/logging.h"
 #include "coordinator/journal.h"
 #include "coordinator/plot.h"
@@ -390,7 +391,7 @@ void SetTreeSink(SolveJob& solver, const Run& run) {
 // removed; the journal records each round written and each problem restored.
 void SetUpCheckpoints(const RunFolder& folder, Journal& journal, CheckpointStore* checkpoints, SolveJob* solver) {
   for (const std::string& r : checkpoints->RemoveInterruptedWrites()) {
-    CANOPY_LOG(Info) << "removed " << r << ", a checkpoint write that an earlier session did not finish";
+    CANOPY_LOG(Info) << "removed " << r << ", a write that an earlier session did not finish";
   }
   std::vector<std::string> refused;
   std::map<std::string, ProblemCheckpoint> restored = checkpoints->Load(&refused);
@@ -488,6 +489,12 @@ StatusOr<RunOutcome> SolveRun(JobContext& job, Run& run, RunSidecar* sidecar) {
   CANOPY_ASSIGN_OR_RETURN(std::unique_ptr<Journal> journal, Journal::Open(run.dir, job.spec.launcher, folder.done_ids));
   const auto t0 = Clock::now();
   SolveJob solver(so, job.link);
+  // What a kill mid-write left of the run's own files (status.json is rewritten every few seconds).
+  for (const std::string& r : RemoveInterruptedAtomicWrites(run.dir, [](std::string_view name) {
+         return name == "status.json" || name == "run.json" || name == "summary.json";
+       })) {
+    CANOPY_LOG(Info) << "removed " << r << ", a write that an earlier session did not finish";
+  }
   CheckpointStore checkpoints(run.dir + "/checkpoints");
   SetUpCheckpoints(folder, *journal, &checkpoints, &solver);
   solver.set_start_sink([&](const Problem& p) {

@@ -186,19 +186,18 @@ def main(argv):
         return self_test()
     if not opts.runs:
         parser.error("name at least one RUN")
-    args, out, show = opts.runs, opts.json, opts.show
     rows = []
     print(f"{'run':<44} {'candidates':>10} {'right':>6} {'derived':>8} {'wrong, derived':>15} {'problems right':>15}"
           f" {'derived':>8}")
-    for run in args:
-        row, examples = check(run, show)
+    for run in opts.runs:
+        row, examples = check(run, opts.show)
         rows.append(row)
         print(f"{str(run)[-44:]:<44} {row['candidates']:>10} {row['right']:>6} {row['right_derived']:>8}"
               f" {row['wrong_derived']:>15} {row['problems_with_right']:>15} {row['problems_with_derived_right']:>8}")
         for pid, gold, d, text in examples:
             print(f"  {pid} (gold {gold:g}, {'derived' if d else 'not derived'}): {text}")
-    if out:
-        pathlib.Path(out).write_text(json.dumps(rows, indent=1) + "\n")
+    if opts.json:
+        pathlib.Path(opts.json).write_text(json.dumps(rows, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 #include "common/env.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -153,8 +154,12 @@ Env* Env::Default() {
   return env;
 }
 
+namespace {
+constexpr std::string_view kTempInfix = ".tmp.";  // PATH.tmp.PID
+}  // namespace
+
 Status WriteFileAtomically(const std::string& path, std::string_view contents, Env* env) {
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  const std::string tmp = path + std::string(kTempInfix) + std::to_string(::getpid());
   CANOPY_ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> file, env->NewWritableFile(tmp));
   Status s = file->Append(contents);
   if (s.ok()) s = file->Sync();
@@ -166,6 +171,27 @@ Status WriteFileAtomically(const std::string& path, std::string_view contents, E
     return s;
   }
   return env->SyncDir(std::filesystem::path(path).parent_path().string());
+}
+
+std::vector<std::string> RemoveInterruptedAtomicWrites(const std::string& dir,
+                                                       const std::function<bool(std::string_view)>& ours, Env* env) {
+  std::vector<std::string> removed;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    const size_t at = name.rfind(kTempInfix);
+    if (at == std::string::npos || at == 0 || !ours(std::string_view(name).substr(0, at))) continue;
+    const std::string pid_text = name.substr(at + kTempInfix.size());
+    if (pid_text.empty() || pid_text.size() > 9 || pid_text.find_first_not_of("0123456789") != std::string::npos) {
+      continue;
+    }
+    const pid_t pid = static_cast<pid_t>(std::stol(pid_text));
+    if (pid <= 0 || !entry.is_regular_file(ec)) continue;
+    if (::kill(pid, 0) == 0 || errno != ESRCH) continue;  // its writer may still be running
+    if (env->RemoveFile(entry.path().string()).ok()) removed.push_back(entry.path().string());
+  }
+  if (!removed.empty()) (void)env->SyncDir(dir);
+  return removed;
 }
 
 }  // namespace canopy

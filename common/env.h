@@ -16,9 +16,11 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/mapped_file.h"
 #include "common/status.h"
@@ -88,5 +90,13 @@ class Env {
 // one. On failure `path` is as it was and the temporary file is removed.
 Status WriteFileAtomically(const std::string& path, std::string_view contents,
                            Env* env = Env::Default());
+
+// Removes the temporary files that WriteFileAtomically leaves when its process is killed
+// mid-write: DIR/NAME.tmp.PID where `ours(NAME)` holds and PID names no process on this
+// host (a live writer's file is left alone). Returns the paths removed; every other file,
+// and a DIR that does not exist, is left as it is.
+std::vector<std::string> RemoveInterruptedAtomicWrites(const std::string& dir,
+                                                       const std::function<bool(std::string_view)>& ours,
+                                                       Env* env = Env::Default());
 
 }  // namespace canopy

@@ -1,13 +1,10 @@
 #include "coordinator/checkpoint.h"
 
-#include <signal.h>
-
 #include <capnp/message.h>
 #include <capnp/serialize.h>
 #include <kj/exception.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -26,6 +23,11 @@ static_assert(StrategyState::kVersion == ckpt::CHECKPOINT_VERSION,
 constexpr char kMagic[8] = {'C', 'A', 'N', 'O', 'P', 'Y', 'C', 'K'};
 constexpr size_t kHeaderBytes = 32;
 constexpr uint64_t kMaxCheckpointBytes = uint64_t{4} << 30;
+
+// HASH.ckpt: 16 lower-case hex digits and ".ckpt".
+bool IsCheckpointName(std::string_view name) {
+  return name.size() == 21 && name.ends_with(".ckpt") && name.find_first_not_of("0123456789abcdef") == 16;
+}
 
 using capnp_values::Enum;
 using capnp_values::FillList;
@@ -310,25 +312,7 @@ Status CheckpointStore::Remove(const std::string& problem_id) {
 }
 
 std::vector<std::string> CheckpointStore::RemoveInterruptedWrites() {
-  std::vector<std::string> removed;
-  std::error_code ec;
-  for (const auto& entry : std::filesystem::directory_iterator(dir_, ec)) {
-    const std::string name = entry.path().filename().string();
-    // HASH.ckpt.tmp.PID: 16 hex digits, ".ckpt.tmp.", a decimal process id.
-    constexpr std::string_view kMiddle = ".ckpt.tmp.";
-    if (name.size() <= 16 + kMiddle.size() || name.find_first_not_of("0123456789abcdef") != 16 ||
-        name.compare(16, kMiddle.size(), kMiddle) != 0) {
-      continue;
-    }
-    const std::string pid_text = name.substr(16 + kMiddle.size());
-    if (pid_text.size() > 9 || pid_text.find_first_not_of("0123456789") != std::string::npos) continue;
-    const pid_t pid = static_cast<pid_t>(std::stol(pid_text));
-    if (pid <= 0 || !entry.is_regular_file(ec)) continue;
-    if (::kill(pid, 0) == 0 || errno != ESRCH) continue;  // its writer may still be running
-    if (env_->RemoveFile(entry.path().string()).ok()) removed.push_back(entry.path().string());
-  }
-  if (!removed.empty()) (void)env_->SyncDir(dir_);
-  return removed;
+  return RemoveInterruptedAtomicWrites(dir_, IsCheckpointName, env_);
 }
 
 std::map<std::string, ProblemCheckpoint> CheckpointStore::Load(std::vector<std::string>* refused) const {
@@ -338,10 +322,7 @@ std::map<std::string, ProblemCheckpoint> CheckpointStore::Load(std::vector<std::
   for (const auto& entry : std::filesystem::directory_iterator(dir_, ec)) {
     const std::string name = entry.path().filename().string();
     // Ours: 16 hex digits and ".ckpt" (temporary files and anything else are not).
-    if (name.size() != 21 || !name.ends_with(".ckpt") ||
-        name.find_first_not_of("0123456789abcdef") != 16 || !entry.is_regular_file(ec)) {
-      continue;
-    }
+    if (!IsCheckpointName(name) || !entry.is_regular_file(ec)) continue;
     files.push_back(entry.path().string());
   }
   std::sort(files.begin(), files.end());

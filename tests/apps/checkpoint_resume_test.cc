@@ -104,13 +104,20 @@ TEST_F(CheckpointResumeTest, KillNineMidSearchThenRerunGoesOnFromTheCheckpoints)
   CANOPY_REQUIRE_DEFAULT_MODEL(model);
   const auto reference = Reference();
   const fs::path out = dir_ / "killed";
+  std::string killed_pid;
   {
     Subprocess job(Args(out, "0.5"), (dir_ / "killed.log").string(), kEnv);
     WaitForCheckpoints(job, out, 3);
     ASSERT_TRUE(job.running()) << "finished before it could be killed";
     job.Kill(SIGKILL);
     job.Wait(60);
+    killed_pid = std::to_string(job.pid());
   }
+  // What a kill in the middle of an atomic write leaves (NAME.tmp.PID), and a user's file
+  // named like one: the rerun removes the first two, never the third.
+  std::ofstream(out / ("status.json.tmp." + killed_pid)) << "{";
+  std::ofstream(out / "checkpoints" / ("0123456789abcdef.ckpt.tmp." + killed_pid)) << "CANOPY";
+  std::ofstream(out / ("notes.txt.tmp." + killed_pid)) << "mine";
   const size_t answered = Lines(out / "results.jsonl").size();
   ASSERT_LT(answered, 3u);
   std::string log;
@@ -129,6 +136,8 @@ TEST_F(CheckpointResumeTest, KillNineMidSearchThenRerunGoesOnFromTheCheckpoints)
   EXPECT_GT(kept, 0);
   EXPECT_EQ(ById(Lines(out / "results.jsonl")), reference);  // fails on an id answered twice
   EXPECT_TRUE(fs::is_empty(out / "checkpoints")) << "checkpoints of answered problems were left";
+  EXPECT_FALSE(fs::exists(out / ("status.json.tmp." + killed_pid)));
+  EXPECT_TRUE(fs::exists(out / ("notes.txt.tmp." + killed_pid)));
   const json summary = json::parse(std::ifstream(out / "summary.json"));
   EXPECT_EQ(summary["settings"]["checkpoints"]["restored"], restored);
   int rc = 0;

@@ -1,13 +1,17 @@
 // ctest-labels: unit
 #include "common/env.h"
 
-#include <gtest/gtest.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <gtest/gtest.h>
 
 #include <cerrno>
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <string>
+#include <vector>
 
 #include "tests/testing/fault_env.h"
 #include "tests/testing/temp_dir.h"
@@ -111,6 +115,34 @@ TEST_F(EnvTest, WriteFileAtomicallyReplacesTheFile) {
   EXPECT_EQ(env.calls(FaultOp::kWrite), 2);
   EXPECT_EQ(env.calls(FaultOp::kSync), 1);
   EXPECT_EQ(env.calls(FaultOp::kSyncDir), 1);
+}
+
+// A process id that names no process now: a child that has exited and been reaped.
+pid_t DeadPid() {
+  const pid_t child = fork();
+  if (child == 0) _exit(0);
+  EXPECT_GT(child, 0);
+  EXPECT_EQ(waitpid(child, nullptr, 0), child);
+  return child;
+}
+
+TEST_F(EnvTest, InterruptedAtomicWritesOfDeadWritersAreRemoved) {
+  const std::string dead = std::to_string(DeadPid());
+  const std::string live = std::to_string(getpid());
+  const std::vector<std::string> names = {"status.json.tmp." + dead, "status.json.tmp." + live,
+                                         "notes.txt.tmp." + dead,    "status.json.tmp.x" + dead,
+                                         "status.json.tmp.",         ".tmp." + dead,
+                                         "status.json"};
+  for (const std::string& name : names) {
+    std::ofstream(Path(name)) << "half";
+  }
+  auto ours = [](std::string_view name) { return name == "status.json"; };
+  EXPECT_EQ(RemoveInterruptedAtomicWrites(dir_, ours), std::vector<std::string>{Path("status.json.tmp." + dead)});
+  // The live writer's file, names not ours, and names that are not NAME.tmp.PID stay.
+  EXPECT_EQ(Names(), (std::set<std::string>{"status.json.tmp." + live, "notes.txt.tmp." + dead,
+                                            "status.json.tmp.x" + dead, "status.json.tmp.", ".tmp." + dead,
+                                            "status.json"}));
+  EXPECT_TRUE(RemoveInterruptedAtomicWrites(Path("absent"), ours).empty());
 }
 
 struct AtomicFault {
